@@ -1,0 +1,1 @@
+"""Runbook and environment model: the TOML format and its validation."""

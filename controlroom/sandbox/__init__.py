@@ -1,0 +1,1 @@
+"""The sandbox: a simulated POS platform with a real Postgres and a real HTTP server."""

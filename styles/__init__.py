@@ -1,0 +1,1 @@
+"""Textual CSS for the control room."""

@@ -1,0 +1,1 @@
+"""Textual widgets. They render state; no I/O here."""
