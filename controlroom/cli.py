@@ -1,0 +1,177 @@
+"""The `controlroom` command line: one entry point, the subcommands of DESIGN.md §2.
+
+Every error meant for the operator is one line on stderr and an exit code; a traceback is
+printed only for an internal error, and only with --debug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from controlroom import __version__
+from controlroom.errors import ControlRoomError
+from controlroom.sandbox.scenarios import SCENARIOS
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 1
+
+scenario_option = click.option(
+    "--scenario",
+    type=click.Choice(list(SCENARIOS)),
+    default="healthy",
+    show_default=True,
+    help="Which simulated situation the sandbox plays.",
+)
+locations_option = click.option(
+    "--locations",
+    type=click.IntRange(1, 20_000),
+    default=300,
+    show_default=True,
+    help="How many restaurant locations the sandbox's fleet has.",
+)
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file naming the environment and its runbook (see docs/runbook.md).",
+)
+
+
+class NotYetAvailable(ControlRoomError):
+    exit_code = EXIT_USAGE
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@config_option
+@click.option("--write", is_flag=True, help="Allow modifying actions (read-only by default).")
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+@click.version_option(__version__, "--version", prog_name="controlroom")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, write: bool, debug: bool) -> None:
+    """A terminal control room for production releases.
+
+    Without a subcommand, opens the control room against the environment and runbook in
+    --config FILE. Start with `controlroom demo`, which needs nothing else installed.
+    """
+    ctx.obj = {"debug": debug}
+    if ctx.invoked_subcommand is not None:
+        return
+    if config_path is None:
+        raise click.UsageError("give --config FILE, or try `controlroom demo`")
+    from controlroom.runbook.loader import load_config
+
+    load_config(config_path)
+    raise NotYetAvailable("the control room screen is not available yet; use `controlroom sandbox` or `controlroom validate`")
+
+
+@cli.command()
+@scenario_option
+@locations_option
+def demo(scenario: str, locations: int) -> None:
+    """Start the sandbox and open the control room against it."""
+    raise NotYetAvailable("`controlroom demo` is not available yet; `controlroom sandbox` runs the sandbox alone")
+
+
+@cli.command()
+@scenario_option
+@locations_option
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the generated fleet.")
+@click.option("--no-simulate", is_flag=True, help="Keep the data still (no simulator ticks).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line with the connection details.")
+def sandbox(scenario: str, locations: int, seed: int, no_simulate: bool, as_json: bool) -> None:
+    """Run the sandbox (real Postgres + real HTTP server) in the foreground.
+
+    Prints the Postgres DSN, the HTTP base URL and a config file that points the control
+    room at both. Ctrl-C (or SIGTERM) stops everything and removes what it made.
+    """
+    from controlroom.sandbox.foreground import run_foreground
+
+    asyncio.run(run_foreground(scenario, locations=locations, seed=seed, simulate=not no_simulate, as_json=as_json))
+
+
+@cli.command()
+@config_option
+@scenario_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--attest", multiple=True, metavar="ID", help="Attest a manual item (repeatable).")
+def check(config_path: Path | None, scenario: str, as_json: bool, attest: tuple[str, ...]) -> None:
+    """Run the pre-deployment checklist headless and print the verdict.
+
+    Exit codes: 0 GO, 3 DELAYED, 4 NO-GO, 5 PENDING, 2 usage or configuration error,
+    1 internal error.
+    """
+    raise NotYetAvailable("`controlroom check` is not available yet")
+
+
+@cli.command()
+@click.argument("journal", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def report(journal: Path | None) -> None:
+    """Render the post-deployment report from a session journal."""
+    raise NotYetAvailable("`controlroom report` is not available yet")
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file to check.",
+)
+def validate(config_path: Path) -> None:
+    """Check a config file and its runbook, and summarise them."""
+    from controlroom.runbook.loader import load_config
+
+    loaded = load_config(config_path)
+    runbook, environment = loaded.runbook, loaded.environment
+    items = runbook.items()
+    kinds = sorted({item.kind for _, item in items})
+    click.echo(f"{config_path}: valid")
+    click.echo(f"  environment  {environment.name}{' (PRODUCTION)' if environment.production else ''}")
+    click.echo(f"  runbook      {runbook.name} [{loaded.runbook_source}]")
+    click.echo(f"  checklist    {len(items)} items in {len(runbook.checklist.sections)} sections ({', '.join(kinds)})")
+    phases = " + ".join(f"{p.minutes:g}" for p in runbook.deployment.phases)
+    click.echo(f"  deployment   {len(runbook.deployment.phases)} phases, {phases} min (target {runbook.deployment.target_minutes:g})")
+    click.echo(f"  kpis         {len(runbook.kpis)}")
+    click.echo(f"  rollback     {', '.join(f'{p.id} ({p.target_minutes:g} min)' for p in runbook.rollback.plans)}")
+    missing = [f"{name} (${loaded.secrets.variable(name)})" for name in environment.secrets if not loaded.secrets.has(name)]
+    if missing:
+        click.echo(f"  secrets not set: {', '.join(missing)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning every error into one line and an exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        # Without standalone mode click returns the code of a ctx.exit() (e.g. --help).
+        code = cli.main(args=argv, prog_name="controlroom", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(EXIT_USAGE)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        sys.exit(128 + signal.SIGINT)
+    except ControlRoomError as error:
+        click.echo(f"controlroom: error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except Exception as error:  # an internal error: say so plainly, details on request
+        if debug:
+            traceback.print_exc()
+        click.echo(f"controlroom: internal error: {type(error).__name__}: {error}", err=True)
+        if not debug:
+            click.echo("run again with --debug for the details", err=True)
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

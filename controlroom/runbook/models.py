@@ -1,0 +1,482 @@
+"""The runbook and environment model: strict pydantic models for the TOML files.
+
+Two files describe a control room: a *config* file (which environment: its name, whether it
+is production, its base URLs, the names of the environment variables that hold its secrets,
+and which runbook to use) and a *runbook* file (the checklist, the verdict rules, the
+deployment phases, the KPIs, the rollback plans, the escalation ladder and the notification
+targets). Unknown keys are errors everywhere, and no model accepts a secret's value: secrets
+are referred to by a logical name that the environment maps to an environment variable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ENV_VAR_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+SLUG = r"^[a-z0-9][a-z0-9_-]*$"
+
+Slug = Annotated[str, Field(pattern=SLUG, max_length=64)]
+Minutes = Annotated[float, Field(gt=0, le=24 * 60)]
+TimeoutSeconds = Annotated[float, Field(gt=0, le=600)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+def _env_var_name(value: str) -> str:
+    if not ENV_VAR_NAME.match(value):
+        raise ValueError(
+            "expected the name of an environment variable (like SLACK_WEBHOOK_URL), "
+            "not the secret itself"
+        )
+    return value
+
+
+EnvVarName = Annotated[str, AfterValidator(_env_var_name)]
+
+
+class Model(BaseModel):
+    """Strict: unknown keys are errors and no value is silently coerced ("5" is not 5)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# -- thresholds ------------------------------------------------------------------------
+
+
+class Threshold(Model):
+    """A comparison such as `{ op = ">", value = 98 }` (the seed's ">98 %")."""
+
+    op: Literal["<", "<=", ">", ">=", "=="]
+    value: float
+
+    def holds(self, measured: float) -> bool:
+        return {
+            "<": measured < self.value,
+            "<=": measured <= self.value,
+            ">": measured > self.value,
+            ">=": measured >= self.value,
+            "==": measured == self.value,
+        }[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value:g}"
+
+
+# -- environment -----------------------------------------------------------------------
+
+
+class Environment(Model):
+    name: NonEmpty
+    production: bool = False
+    description: str = ""
+    # Base URLs, referred to in the runbook as {urls.NAME}.
+    urls: dict[Slug, NonEmpty] = Field(default_factory=dict)
+    # Logical secret name -> the NAME of the environment variable that holds the secret.
+    secrets: dict[Slug, EnvVarName] = Field(default_factory=dict)
+    # Modifying actions are refused unless the app is started with --write, or this is true.
+    write_by_default: bool = False
+    # How a version is deployed to this environment; {version} is replaced by the tag.
+    # Runs with the environment's secrets exported under their variable names.
+    deploy_command: str = ""
+
+    @field_validator("urls")
+    @classmethod
+    def _urls_are_http(cls, urls: dict[str, str]) -> dict[str, str]:
+        for name, value in urls.items():
+            if not value.startswith(("http://", "https://")):
+                raise ValueError(f"urls.{name} must start with http:// or https://")
+        return {name: value.rstrip("/") for name, value in urls.items()}
+
+
+class ConfigFile(Model):
+    """The file given to `controlroom --config`."""
+
+    # "default" is the POS release runbook shipped with controlroom; otherwise a path,
+    # relative to this file.
+    runbook: NonEmpty = "default"
+    # Optional KEY=VALUE file (relative to this file) consulted for secrets that are not in
+    # the process environment; the real environment wins.
+    env_file: str | None = None
+    environment: Environment
+
+
+# -- checklist items -------------------------------------------------------------------
+
+
+class ItemBase(Model):
+    id: Slug
+    title: NonEmpty
+    description: str = ""
+    # What a failure of this item does to the verdict ("info": shown, decides nothing).
+    on_fail: Literal["no-go", "delayed", "info"] = "no-go"
+    # The decision-matrix criterion this item answers, as the runbook words it.
+    criterion: str = ""
+    # What a warning does ("delayed": the seed's minor degradation / non-critical issues).
+    on_warn: Literal["delayed", "info"] = "delayed"
+    warn_criterion: str = ""
+    # Required items must pass (or be attested) before the verdict can be GO.
+    required: bool = True
+    timeout_s: TimeoutSeconds = 10.0
+
+
+class HttpItem(ItemBase):
+    kind: Literal["http"]
+    method: Literal["GET", "POST", "HEAD", "PUT"] = "GET"
+    url: NonEmpty
+    # Header name -> logical secret name, e.g. { apikey = "supabase_api_key" }.
+    secret_headers: dict[str, Slug] = Field(default_factory=dict)
+    json_body: dict[str, object] | None = None
+    expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1)
+    max_latency_ms: Annotated[float, Field(gt=0)] | None = None
+    # Top-level JSON fields that must equal these values to pass.
+    expect_json: dict[str, object] = Field(default_factory=dict)
+    # Top-level JSON fields that, when equal to these values, make the item a warning.
+    warn_json: dict[str, object] = Field(default_factory=dict)
+    warn_latency_ms: Annotated[float, Field(gt=0)] | None = None
+
+
+class TokenZombieItem(ItemBase):
+    """The seed's security gate: a rotated-out token must get 401, fast, with no retries, no
+    rotation attempted with it, and the circuit breakers unchanged."""
+
+    kind: Literal["token_zombie"]
+    issue_url: NonEmpty  # POST {location_id} with the API key -> {access_token}
+    rotate_url: NonEmpty  # POST with Bearer token -> rotates; the old token is now a zombie
+    probe_url: str = ""  # where the zombie is presented; defaults to rotate_url
+    api_key_secret: Slug
+    # A rotated-out token kept in an environment variable, for environments where the probe
+    # must not mint one; when set, issue/rotate are skipped.
+    zombie_token_secret: Slug | None = None
+    location_query: NonEmpty = (
+        "SELECT location_id FROM pos_integrations_location WHERE connected ORDER BY location_id LIMIT 1"
+    )
+    max_latency_ms: Annotated[float, Field(gt=0)] = 100.0
+    max_attempts: Annotated[int, Field(ge=1, le=5)] = 1
+
+
+class SqlItem(ItemBase):
+    kind: Literal["sql"]
+    database: Slug = "main"
+    query: NonEmpty
+    # "no_rows": every row returned is a problem (listed as evidence).
+    # "value": the first column of the first row is judged against pass_when / fail_when.
+    expect: Literal["no_rows", "value"] = "no_rows"
+    pass_when: Threshold | None = None
+    fail_when: Threshold | None = None
+    unit: str = ""
+    # The status when the value is NULL (e.g. no incidents, so no MTTR).
+    when_null: Literal["pass", "warn", "fail"] = "warn"
+    # How many offending rows to name in the evidence.
+    list_limit: Annotated[int, Field(ge=1, le=50)] = 5
+
+    @model_validator(mode="after")
+    def _value_needs_threshold(self) -> "SqlItem":
+        if self.expect == "value" and self.pass_when is None:
+            raise ValueError("expect = 'value' needs pass_when (and optionally fail_when)")
+        return self
+
+
+class CorsItem(ItemBase):
+    kind: Literal["cors"]
+    url: NonEmpty
+    foreign_origin: NonEmpty = "https://attacker.invalid"
+    allowed_origin: str | None = None
+
+
+class RateLimitItem(ItemBase):
+    kind: Literal["rate_limit"]
+    url: NonEmpty
+    secret_headers: dict[str, Slug] = Field(default_factory=dict)
+    # Send at most this many requests; a 429 must come before the last one.
+    burst: Annotated[int, Field(ge=2, le=1000)] = 100
+    # Bursting a production API is itself a risk: refused there unless allowed here.
+    allow_in_production: bool = False
+
+
+class CommandItem(ItemBase):
+    kind: Literal["command"]
+    run: NonEmpty  # run by /bin/sh in cwd; output kept (tail, secrets redacted)
+    cwd: str = "."
+    expect_exit: int = 0
+
+
+class ManualItem(ItemBase):
+    kind: Literal["manual"]
+    prompt: str = ""  # what the operator attests to
+
+
+ChecklistItem = Annotated[
+    Union[HttpItem, TokenZombieItem, SqlItem, CorsItem, RateLimitItem, CommandItem, ManualItem],
+    Field(discriminator="kind"),
+]
+
+
+class Section(Model):
+    id: Slug
+    title: NonEmpty
+    # Counts towards the "infrastructure health" share of the GO criteria.
+    counts_for_health: bool = False
+    items: list[ChecklistItem] = Field(min_length=1)
+
+
+class Checklist(Model):
+    sections: list[Section] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "Checklist":
+        _require_unique("checklist section", [s.id for s in self.sections])
+        _require_unique("checklist item", [i.id for s in self.sections for i in s.items])
+        return self
+
+
+class Verdict(Model):
+    """GO needs every required item passed or attested and the health share at or above
+    this; see docs/runbook.md for how the share is computed."""
+
+    health_min_percent: Annotated[float, Field(ge=0, le=100)] = 95.0
+
+
+# -- actions shared by deployment steps and rollback steps -----------------------------
+
+
+class CommandAction(Model):
+    kind: Literal["command"]
+    run: NonEmpty
+    cwd: str = "."
+    timeout_s: TimeoutSeconds = 120.0
+    modifying: bool = True
+
+
+class ProbeAction(Model):
+    kind: Literal["probe"]
+    items: list[Slug] = Field(min_length=1)  # checklist item ids to run again
+
+
+class SqlAction(Model):
+    kind: Literal["sql"]
+    database: Slug = "main"
+    query: NonEmpty  # parameterised: $1, $2 ... bound from `params`, never interpolated
+    params: list[Literal["provider", "version"]] = Field(default_factory=list)
+    # Shown before a modifying query runs: how many rows it will touch.
+    count_query: str | None = None
+    modifying: bool = True
+    timeout_s: TimeoutSeconds = 30.0
+
+
+class NotifyAction(Model):
+    kind: Literal["notify"]
+    channels: list[Literal["slack", "pagerduty"]] = Field(min_length=1)
+    message: NonEmpty  # may use {version}, {provider}, {environment}
+    event: Literal["trigger", "resolve", "info"] = "info"
+
+
+class ManualAction(Model):
+    kind: Literal["manual"]
+    prompt: str = ""
+
+
+class DeployAction(Model):
+    """Run the environment's deploy_command for the version being released."""
+
+    kind: Literal["deploy"]
+    timeout_s: TimeoutSeconds = 300.0
+
+
+class SwitchVersionAction(Model):
+    """Deploy the previous stable version (see [rollback.previous_version])."""
+
+    kind: Literal["switch_version"]
+    timeout_s: TimeoutSeconds = 300.0
+
+
+Action = Annotated[
+    Union[CommandAction, ProbeAction, SqlAction, NotifyAction, ManualAction, DeployAction, SwitchVersionAction],
+    Field(discriminator="kind"),
+]
+
+
+class Step(Model):
+    id: Slug
+    title: NonEmpty
+    action: Action
+
+
+class Phase(Model):
+    id: Slug
+    title: NonEmpty
+    minutes: Minutes
+    steps: list[Step] = Field(min_length=1)
+
+
+class Deployment(Model):
+    target_minutes: Minutes = 15.0
+    phases: list[Phase] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "Deployment":
+        _require_unique("deployment phase", [p.id for p in self.phases])
+        _require_unique("deployment step", [s.id for p in self.phases for s in p.steps])
+        return self
+
+
+# -- KPIs ------------------------------------------------------------------------------
+
+
+class SqlSource(Model):
+    kind: Literal["sql"]
+    database: Slug = "main"
+    query: NonEmpty  # one row, one numeric column
+
+
+class PrometheusSource(Model):
+    kind: Literal["prometheus"]
+    url: NonEmpty  # base URL; /api/v1/query is appended
+    query: NonEmpty
+
+
+KpiSource = Annotated[Union[SqlSource, PrometheusSource], Field(discriminator="kind")]
+
+
+class Kpi(Model):
+    id: Slug
+    title: NonEmpty
+    window: Literal["realtime", "24h"]
+    unit: str = ""
+    green: Threshold  # green when this holds
+    red: Threshold  # red when this holds (and green does not); amber otherwise
+    source: KpiSource
+    poll_s: Annotated[float, Field(ge=1, le=3600)] = 15.0
+    timeout_s: TimeoutSeconds = 5.0
+
+
+# -- rollback --------------------------------------------------------------------------
+
+
+class PreviousVersion(Model):
+    """How the previous stable version is found: the command's first output line, or
+    `fallback` when the command fails or prints nothing."""
+
+    command: str = "git describe --tags --abbrev=0 HEAD^"
+    repository: str = "."
+    fallback: str = ""
+
+
+class RollbackPlan(Model):
+    id: Slug
+    title: NonEmpty
+    target_minutes: Minutes  # the plan should be done by then
+    min_minutes: Minutes | None = None  # a graceful plan's lower bound, for display
+    steps: list[Step] = Field(min_length=1)
+
+
+class Rollback(Model):
+    previous_version: PreviousVersion = Field(default_factory=PreviousVersion)
+    plans: list[RollbackPlan] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "Rollback":
+        _require_unique("rollback plan", [p.id for p in self.plans])
+        return self
+
+
+# -- escalation and notifications ------------------------------------------------------
+
+
+class EscalationLevel(Model):
+    level: Annotated[int, Field(ge=1)]
+    title: NonEmpty
+    from_minutes: Annotated[float, Field(ge=0)]
+    contacts: list[NonEmpty] = Field(min_length=1)
+
+
+class Escalation(Model):
+    levels: list[EscalationLevel] = Field(min_length=1)
+    # Where people look during an incident (status channel, status page, customer comms).
+    channels: list[NonEmpty] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _ascending(self) -> "Escalation":
+        starts = [level.from_minutes for level in self.levels]
+        if starts != sorted(starts) or len(set(starts)) != len(starts):
+            raise ValueError("levels must have strictly increasing from_minutes")
+        if starts[0] != 0:
+            raise ValueError("the first level must start at from_minutes = 0")
+        return self
+
+
+class SlackTarget(Model):
+    webhook_secret: Slug  # logical secret holding the incoming-webhook URL
+    channel: str = "#incidents"
+    timeout_s: TimeoutSeconds = 5.0
+
+
+class PagerDutyTarget(Model):
+    routing_key_secret: Slug
+    events_url: NonEmpty = "https://events.pagerduty.com/v2/enqueue"
+    source: NonEmpty = "controlroom"
+    timeout_s: TimeoutSeconds = 5.0
+
+
+class Notifications(Model):
+    slack: SlackTarget | None = None
+    pagerduty: PagerDutyTarget | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 4
+
+
+class Report(Model):
+    """The post-deployment report's fixed parts."""
+
+    post_actions: list[NonEmpty] = Field(default_factory=list)
+
+
+# -- the runbook -----------------------------------------------------------------------
+
+
+class Runbook(Model):
+    name: NonEmpty
+    version: str = ""
+    description: str = ""
+    owner: str = ""
+    emergency_contact: str = ""
+    # Logical database name -> logical secret that holds its DSN (a secret: it has a password).
+    databases: dict[Slug, Slug] = Field(default_factory=dict)
+    checklist: Checklist
+    verdict: Verdict = Field(default_factory=Verdict)
+    deployment: Deployment
+    kpis: list[Kpi] = Field(default_factory=list)
+    rollback: Rollback
+    escalation: Escalation
+    notifications: Notifications = Field(default_factory=Notifications)
+    report: Report = Field(default_factory=Report)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> "Runbook":
+        _require_unique("kpi", [k.id for k in self.kpis])
+        item_ids = {item.id for section in self.checklist.sections for item in section.items}
+        steps = [s for p in self.deployment.phases for s in p.steps]
+        steps += [s for plan in self.rollback.plans for s in plan.steps]
+        databases = [("checklist item " + i.id, i.database) for _, i in self.items() if isinstance(i, SqlItem)]
+        databases += [("step " + s.id, s.action.database) for s in steps if isinstance(s.action, SqlAction)]
+        databases += [("kpi " + k.id, k.source.database) for k in self.kpis if isinstance(k.source, SqlSource)]
+        for where, database in databases:
+            if database not in self.databases:
+                raise ValueError(f"{where} uses database {database!r}, which [databases] does not define")
+        for step in steps:
+            if isinstance(step.action, ProbeAction):
+                unknown = sorted(set(step.action.items) - item_ids)
+                if unknown:
+                    raise ValueError(f"step {step.id!r} probes unknown checklist items: {', '.join(unknown)}")
+        return self
+
+    def items(self) -> list[tuple[Section, ChecklistItem]]:
+        return [(section, item) for section in self.checklist.sections for item in section.items]
+
+
+def _require_unique(what: str, ids: list[str]) -> None:
+    seen: set[str] = set()
+    for identifier in ids:
+        if identifier in seen:
+            raise ValueError(f"{what} id {identifier!r} is used twice")
+        seen.add(identifier)
