@@ -1,0 +1,206 @@
+"""Config and runbook validation: a good file loads; each bad one gives exactly one line on
+stderr naming the file, the key path and what was expected, and exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from controlroom.runbook.loader import load_config, load_default_runbook
+
+GOOD_CONFIG = """\
+runbook = "default"
+
+[environment]
+name = "staging"
+production = false
+
+[environment.urls]
+supabase = "https://example.supabase.co"
+metrics = "https://prometheus.example"
+pagerduty = "https://events.pagerduty.com"
+
+[environment.secrets]
+database_dsn = "CR_DATABASE_DSN"
+supabase_api_key = "SUPABASE_ANON_KEY"
+slack_webhook_url = "SLACK_WEBHOOK_URL"
+pagerduty_routing_key = "PAGERDUTY_ROUTING_KEY"
+"""
+
+MINIMAL_RUNBOOK = """\
+name = "tiny"
+[databases]
+main = "database_dsn"
+
+[[checklist.sections]]
+id = "basics"
+title = "Basics"
+[[checklist.sections.items]]
+id = "api"
+title = "API answers"
+kind = "http"
+url = "{urls.supabase}/health"
+[[checklist.sections.items]]
+id = "no-open-breakers"
+title = "No open breakers"
+kind = "sql"
+query = "SELECT location_id FROM rotation_cb WHERE state <> 'closed'"
+
+[[deployment.phases]]
+id = "deploy"
+title = "Deploy"
+minutes = 5
+steps = [{ id = "ship", title = "Ship it", action = { kind = "deploy" } }]
+
+[[rollback.plans]]
+id = "emergency"
+title = "Emergency"
+target_minutes = 5
+steps = [{ id = "back", title = "Previous version", action = { kind = "switch_version" } }]
+
+[[escalation.levels]]
+level = 1
+title = "On-call"
+from_minutes = 0
+contacts = ["@oncall"]
+"""
+
+
+def write(tmp_path: Path, config: str, runbook: str | None = None) -> Path:
+    path = tmp_path / "controlroom.toml"
+    path.write_text(textwrap.dedent(config))
+    if runbook is not None:
+        (tmp_path / "runbook.toml").write_text(textwrap.dedent(runbook))
+    return path
+
+
+def test_the_default_runbook_carries_the_seeds_numbers() -> None:
+    runbook = load_default_runbook()
+    items = {item.id: item for _, item in runbook.items()}
+    zombie = items["token-zombie"]
+    assert (zombie.max_latency_ms, zombie.max_attempts) == (100, 1)  # 401 < 100 ms, 0 retries
+    assert items["mttr"].pass_when.value == 120 and items["mttr"].fail_when.value == 240
+    assert "interval '4 hours'" in items["sync-status"].query
+    assert "interval '7 days'" in items["credential-expiry"].query
+    assert "failure_threshold <> 10 OR window_minutes <> 15" in items["breaker-config"].query
+    assert runbook.verdict.health_min_percent == 95
+    assert [p.minutes for p in runbook.deployment.phases] == [5, 5, 5]
+    assert runbook.deployment.target_minutes == 15
+    plans = {plan.id: plan for plan in runbook.rollback.plans}
+    assert plans["emergency"].target_minutes == 5
+    assert (plans["graceful"].min_minutes, plans["graceful"].target_minutes) == (10, 15)
+    assert [level.from_minutes for level in runbook.escalation.levels] == [0, 15, 30, 60]
+    kpis = {kpi.id: kpi for kpi in runbook.kpis}
+    assert str(kpis["rotation-success"].green) == "> 98"
+    assert str(kpis["api-latency-p95"].green) == "< 500"
+    assert str(kpis["error-rate"].green) == "< 0.1"
+    assert str(kpis["pos-sync-success"].green) == "> 95"
+    assert str(kpis["mttr"].green) == "< 120"
+    assert str(kpis["breaker-triggers"].green) == "< 5"
+    assert str(kpis["security-incidents"].green) == "== 0"
+    assert str(kpis["locations-affected"].green) == "< 1"
+
+
+def test_a_good_config_loads_and_expands_urls(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, GOOD_CONFIG), environ={"SUPABASE_ANON_KEY": "anon-key-123"})
+    assert loaded.environment.name == "staging"
+    assert loaded.url("{urls.supabase}/rest/v1/") == "https://example.supabase.co/rest/v1/"
+    assert loaded.secrets.get("supabase_api_key") == "anon-key-123"
+    assert not loaded.secrets.has("database_dsn")
+
+
+def test_a_minimal_runbook_of_another_team_loads(tmp_path: Path) -> None:
+    config = GOOD_CONFIG.replace('runbook = "default"', 'runbook = "runbook.toml"')
+    loaded = load_config(write(tmp_path, config, MINIMAL_RUNBOOK))
+    assert loaded.runbook.name == "tiny"
+    assert loaded.runbook_source.endswith("runbook.toml")
+
+
+def test_env_file_supplies_secrets_but_the_environment_wins(tmp_path: Path) -> None:
+    (tmp_path / "secrets.env").write_text('SUPABASE_ANON_KEY="from-file"\nCR_DATABASE_DSN=postgresql://u:pw-in-file@h/db\n')
+    path = write(tmp_path, 'env_file = "secrets.env"\n' + GOOD_CONFIG)
+    loaded = load_config(path, environ={"SUPABASE_ANON_KEY": "from-environment"})
+    assert loaded.secrets.get("supabase_api_key") == "from-environment"
+    assert loaded.secrets.get("database_dsn") == "postgresql://u:pw-in-file@h/db"
+    assert "pw-in-file" not in loaded.secrets.redact("connecting with pw-in-file failed")
+
+
+# (name, config text, runbook text or None, expected fragments of the one error line)
+BAD_FILES = [
+    ("toml syntax", "runbook = \n", None, ["controlroom.toml", "is not valid TOML", "line 1"]),
+    ("unknown top-level key", "colour = 'red'\n" + GOOD_CONFIG, None, ["colour", "is not a known key"]),
+    ("unknown environment key", GOOD_CONFIG.replace("production = false", "prod = false"), None,
+     ["environment.prod", "is not a known key"]),
+    ("missing environment", 'runbook = "default"\n', None, ["environment", "is required"]),
+    ("missing environment name", GOOD_CONFIG.replace('name = "staging"\n', ""), None,
+     ["environment.name", "is required"]),
+    ("production not a boolean", GOOD_CONFIG.replace("production = false", 'production = "no"'), None,
+     ["environment.production", "expected true or false"]),
+    ("inline secret", GOOD_CONFIG.replace('"SLACK_WEBHOOK_URL"', '"https://hooks.slack.com/services/T0/B0/abc"'), None,
+     ["environment.secrets.slack_webhook_url", "name of an environment variable", "not the secret itself"]),
+    ("url without scheme", GOOD_CONFIG.replace("https://example.supabase.co", "example.supabase.co"), None,
+     ["environment.urls", "http"]),
+    ("runbook needs a url the environment lacks", GOOD_CONFIG.replace('metrics = "https://prometheus.example"\n', ""), None,
+     ["environment.urls.metrics", "required by the runbook"]),
+    ("runbook needs a secret the environment lacks", GOOD_CONFIG.replace('pagerduty_routing_key = "PAGERDUTY_ROUTING_KEY"\n', ""), None,
+     ["environment.secrets.pagerduty_routing_key", "required by the runbook"]),
+    ("runbook file missing", GOOD_CONFIG.replace('runbook = "default"', 'runbook = "nowhere.toml"'), None,
+     ["nowhere.toml", "no such file"]),
+    ("threshold not a number", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK + '[[kpis]]\nid = "k"\ntitle = "K"\nwindow = "realtime"\ngreen = { op = ">", value = "98" }\n'
+     'red = { op = "<", value = 95 }\nsource = { kind = "sql", query = "SELECT 1" }\n',
+     ["runbook.toml", "kpis[0](id=k).green.value", "expected a number"]),
+    ("phase minutes wrong type", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK.replace("minutes = 5", 'minutes = "five"'),
+     ["deployment.phases[0](id=deploy).minutes", "expected a number"]),
+    ("unknown item kind", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK.replace('kind = "http"', 'kind = "ping"'),
+     ["checklist.sections[0](id=basics).items[0](id=api)", "ping"]),
+    ("unknown item key", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK.replace('url = "{urls.supabase}/health"', 'url = "{urls.supabase}/health"\ntimeout = 3'),
+     ["items[0](id=api).timeout", "is not a known key"]),
+    ("missing checklist", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK.split("[[checklist.sections]]")[0] + "[[deployment" + MINIMAL_RUNBOOK.split("[[deployment", 1)[1],
+     ["runbook.toml", "checklist", "is required"]),
+    ("duplicate item ids", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK.replace('id = "no-open-breakers"', 'id = "api"'), ["checklist", "'api' is used twice"]),
+    ("escalation out of order", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK + '[[escalation.levels]]\nlevel = 2\ntitle = "Lead"\nfrom_minutes = 0\ncontacts = ["@lead"]\n',
+     ["escalation", "strictly increasing"]),
+    ("sql item on an undeclared database", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK.replace('kind = "sql"', 'kind = "sql"\ndatabase = "warehouse"'),
+     ["runbook.toml", "'warehouse'", "[databases]"]),
+    ("bad threshold operator", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK + '[[kpis]]\nid = "k"\ntitle = "K"\nwindow = "realtime"\ngreen = { op = "above", value = 98 }\n'
+     'red = { op = "<", value = 95 }\nsource = { kind = "sql", query = "SELECT 1" }\n',
+     ["kpis[0](id=k).green.op", "expected"]),
+]
+
+
+@pytest.mark.parametrize("name, config, runbook, fragments", BAD_FILES, ids=[case[0] for case in BAD_FILES])
+def test_a_bad_file_gives_one_line_and_exit_code_2(tmp_path: Path, name: str, config: str, runbook: str | None, fragments: list[str]) -> None:
+    path = write(tmp_path, config, runbook)
+    result = subprocess.run(
+        [sys.executable, "-m", "controlroom", "validate", "--config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("controlroom: error: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+def test_a_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "controlroom", "--config", str(tmp_path / "absent.toml")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "absent.toml: no such file" in result.stderr
