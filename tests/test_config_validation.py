@@ -204,3 +204,14 @@ def test_a_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "absent.toml: no such file" in result.stderr
+
+
+def test_the_documented_minimal_runbook_is_valid(tmp_path: Path) -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "runbook.md").read_text()
+    minimal = docs.split("## A minimal runbook to start from", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    config = GOOD_CONFIG.replace('runbook = "default"', 'runbook = "runbook.toml"').replace(
+        'supabase = "https://example.supabase.co"', 'api = "https://api.example"'
+    )
+    loaded = load_config(write(tmp_path, config, minimal))
+    assert loaded.runbook.name == "payments API release"
+    assert [item.id for _, item in loaded.runbook.items()] == ["api", "no-open-breakers", "on-call"]
