@@ -17,7 +17,8 @@ import httpx
 import psutil
 import pytest
 
-from controlroom.sandbox.http_app import FixedWindowRateLimiter, RequestMetrics, create_app, fingerprint
+from controlroom.sandbox.http_app import create_app, fingerprint
+from controlroom.sandbox.http_middleware import FixedWindowRateLimiter, RequestMetrics
 from controlroom.sandbox.http_server import HttpServerProcess, HttpServerStartError, HttpSettings
 from controlroom.sandbox.postgres import EmbeddedPostgres, free_port
 

@@ -4,7 +4,8 @@ It answers the endpoints the release checklist calls (Supabase REST health, the
 `pos-credentials-rotation` edge function, per-provider `validate` functions, token issue
 with zombie-token semantics), a Prometheus-style `/api/v1/query` for KPIs, Slack and
 PagerDuty sinks that record what the control room sends, and `/_sandbox/*` controls
-(deploy, rollback, sink faults) for the demo and the tests.
+(deploy, rollback, sink faults) for the demo and the tests. The middleware (rate limiting,
+CORS, request timing) lives in `http_middleware.py`, the sink recording in `sinks.py`.
 
 Behaviour per scenario comes from `scenarios.py`; the runtime state shared with the
 simulator (failing providers, deployed version) lives in the `sandbox.state` table.
@@ -20,10 +21,9 @@ import math
 import secrets
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -32,319 +32,27 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from controlroom.sandbox.http_middleware import (
+    CorsMiddleware,
+    FixedWindowRateLimiter,
+    MetricsMiddleware,
+    RateLimitMiddleware,
+    RequestMetrics,
+)
 from controlroom.sandbox.scenarios import PROVIDERS, Scenario, get_scenario
+from controlroom.sandbox.sinks import SinkFault, SinkRecorder, fault_response, redact_pd, validate_pd_event
 
 if TYPE_CHECKING:
     from controlroom.sandbox.http_server import HttpSettings
 
 QUERY_TIMEOUT_S = 3.0          # every query; the sandbox must never hang on its database
 STATE_CACHE_TTL_S = 0.4        # a deploy by the simulator shows up within this
-METRICS_WINDOW_S = 300.0       # the KPIs look at the last five minutes
-RATE_LIMITED_PREFIXES = ("/rest/v1", "/auth/v1", "/functions/v1")
-MEASURED_PREFIXES = ("/rest/", "/functions/")
-CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-CORS_HEADERS = "apikey, authorization, content-type, x-client-info"
-PD_SEVERITIES = ("critical", "error", "warning", "info")
-PD_ACTIONS = ("trigger", "acknowledge", "resolve")
-SECRET_HEADERS = frozenset({"authorization", "apikey", "cookie", "x-routing-key", "proxy-authorization"})
 
 
 def fingerprint(token: str) -> str:
     """How tokens are stored and recorded: first 16 hex digits of SHA-256(token)."""
     return hashlib.sha256(token.encode()).hexdigest()[:16]
-
-
-# -- rate limiting ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RateDecision:
-    allowed: bool
-    limit: int
-    remaining: int
-    retry_after_s: int  # whole seconds until the window resets (>= 1 when refused)
-
-
-class FixedWindowRateLimiter:
-    """At most `limit` hits per `window_s` per key, windows aligned to multiples of window_s.
-
-    Pure: the caller passes the clock, so tests need no sleeping.
-    """
-
-    def __init__(self, limit: int, window_s: float) -> None:
-        if limit < 1 or window_s <= 0:
-            raise ValueError("limit must be >= 1 and window_s > 0")
-        self.limit = limit
-        self.window_s = window_s
-        self._windows: dict[str, tuple[int, int]] = {}  # key -> (window index, hits)
-
-    def hit(self, key: str, now: float) -> RateDecision:
-        index = math.floor(now / self.window_s)
-        current, hits = self._windows.get(key, (index, 0))
-        if current != index:
-            hits = 0
-        hits += 1
-        self._windows[key] = (index, hits)
-        if len(self._windows) > 10_000:  # many clients: forget the ones from older windows
-            self._forget_before(index)
-        allowed = hits <= self.limit
-        reset_in = (index + 1) * self.window_s - now
-        return RateDecision(
-            allowed=allowed,
-            limit=self.limit,
-            remaining=max(self.limit - hits, 0),
-            retry_after_s=0 if allowed else max(1, math.ceil(reset_in)),
-        )
-
-    def _forget_before(self, index: int) -> None:
-        self._windows = {k: v for k, v in self._windows.items() if v[0] >= index}
-
-
-class RateLimitMiddleware:
-    """Applies the limiter to the platform's API paths; the key is the apikey, else the IP."""
-
-    def __init__(self, app: ASGIApp, limiter: FixedWindowRateLimiter) -> None:
-        self.app = app
-        self.limiter = limiter
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(RATE_LIMITED_PREFIXES):
-            await self.app(scope, receive, send)
-            return
-        decision = self.limiter.hit(_client_key(scope), time.time())
-        headers = {"X-RateLimit-Limit": str(decision.limit), "X-RateLimit-Remaining": str(decision.remaining)}
-        if not decision.allowed:
-            headers["Retry-After"] = str(decision.retry_after_s)
-            response = JSONResponse({"message": "rate limit exceeded"}, status_code=429, headers=headers)
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, _with_headers(send, headers))
-
-
-def _client_key(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"apikey" and value:
-            return "key:" + value.decode("latin-1")
-    client = scope.get("client")
-    return "ip:" + (client[0] if client else "unknown")
-
-
-def _with_headers(send: Send, extra: dict[str, str]) -> Send:
-    async def wrapped(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", []), *_encode(extra)]}
-        await send(message)
-
-    return wrapped
-
-
-def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-
-
-# -- CORS ---------------------------------------------------------------------------------
-
-
-class CorsMiddleware:
-    """Strict CORS: allowed origins are echoed (never "*"), a foreign preflight gets 403.
-
-    Starlette's CORSMiddleware answers a foreign preflight with 400 and can be talked into
-    "*"; the checklist wants "production origins only, no wildcards", so this is explicit.
-    `allow_any` reproduces the wildcard misconfiguration a probe must catch.
-    """
-
-    def __init__(self, app: ASGIApp, allowed_origins: tuple[str, ...], allow_any: bool) -> None:
-        self.app = app
-        self.allowed = frozenset(allowed_origins)
-        self.allow_any = allow_any
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        origin = headers.get("origin")
-        if origin is None:
-            await self.app(scope, receive, send)
-            return
-        allow = self._allow_origin_value(origin)
-        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-            await self._preflight(allow)(scope, receive, send)
-            return
-        extra = {"Vary": "Origin"}
-        if allow is not None:
-            extra["Access-Control-Allow-Origin"] = allow
-        await self.app(scope, receive, _with_headers(send, extra))
-
-    def _allow_origin_value(self, origin: str) -> str | None:
-        if self.allow_any:
-            return "*"
-        return origin if origin in self.allowed else None
-
-    @staticmethod
-    def _preflight(allow: str | None) -> Response:
-        if allow is None:
-            return PlainTextResponse("Disallowed CORS origin", status_code=403, headers={"Vary": "Origin"})
-        return Response(
-            status_code=204,
-            headers={
-                "Access-Control-Allow-Origin": allow,
-                "Access-Control-Allow-Methods": CORS_METHODS,
-                "Access-Control-Allow-Headers": CORS_HEADERS,
-                "Access-Control-Max-Age": "600",
-                "Vary": "Origin",
-            },
-        )
-
-
-# -- the server's own latency / error KPIs -------------------------------------------------
-
-
-class RequestMetrics:
-    """Handling time and status of /rest and /functions requests, kept for five minutes."""
-
-    def __init__(self, window_s: float = METRICS_WINDOW_S) -> None:
-        self.window_s = window_s
-        self.total = 0
-        self._samples: deque[tuple[float, float, int]] = deque()  # (monotonic, ms, status)
-
-    def record(self, duration_ms: float, status: int, now: float | None = None) -> None:
-        self.total += 1
-        self._samples.append((time.monotonic() if now is None else now, duration_ms, status))
-
-    def _recent(self, now: float) -> list[tuple[float, float, int]]:
-        while self._samples and self._samples[0][0] < now - self.window_s:
-            self._samples.popleft()
-        return list(self._samples)
-
-    def p95_ms(self, now: float | None = None) -> float:
-        durations = sorted(s[1] for s in self._recent(time.monotonic() if now is None else now))
-        if not durations:
-            return math.nan
-        return durations[max(0, math.ceil(0.95 * len(durations)) - 1)]  # nearest rank
-
-    def error_rate_percent(self, now: float | None = None) -> float:
-        recent = self._recent(time.monotonic() if now is None else now)
-        if not recent:
-            return math.nan  # 0/0, as Prometheus would answer
-        return 100.0 * sum(1 for s in recent if s[2] >= 500) / len(recent)
-
-
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(MEASURED_PREFIXES):
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # an exception before the response starts is a server error
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, capture)
-        finally:
-            self.metrics.record((time.perf_counter() - started) * 1000.0, status)
-
-
-# -- notification sinks --------------------------------------------------------------------
-
-
-@dataclass
-class SinkFault:
-    status: int
-    retry_after: int | None
-    remaining: int
-
-
-@dataclass
-class SinkRecorder:
-    """Everything posted to the sinks, in order, and the faults still to be injected."""
-
-    records: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"slack": [], "pagerduty": []})
-    faults: dict[str, SinkFault] = field(default_factory=dict)
-
-    def take_fault(self, sink: str) -> SinkFault | None:
-        fault = self.faults.get(sink)
-        if fault is None:
-            return None
-        fault.remaining -= 1
-        if fault.remaining <= 0:
-            del self.faults[sink]
-        return fault
-
-    def record(self, sink: str, request: Request, body: Any, status: int, reason: str | None) -> None:
-        self.records[sink].append(
-            {
-                "received_at": time.time(),
-                "path": request.url.path,
-                "hook_id": request.path_params.get("hook_id"),
-                "headers": {k: v for k, v in request.headers.items() if k not in SECRET_HEADERS},
-                "body": body,
-                "status": status,
-                "accepted": status < 300,
-                "reason": reason,
-            }
-        )
-
-    def clear(self) -> None:
-        for records in self.records.values():
-            records.clear()
-        self.faults.clear()
-
-
-SLACK_FAULT_BODIES = {400: "invalid_payload", 403: "action_prohibited", 404: "no_service", 410: "channel_is_archived", 429: "rate_limited"}
-
-
-def _fault_response(sink: str, fault: SinkFault) -> Response:
-    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-    if sink == "slack":
-        body = SLACK_FAULT_BODIES.get(fault.status, "internal_error")
-        return PlainTextResponse(body, status_code=fault.status, headers=headers)
-    message = "Rate limit exceeded" if fault.status == 429 else "Injected fault"
-    return JSONResponse({"status": "error", "message": message}, status_code=fault.status, headers=headers)
-
-
-def validate_pd_event(event: Any, routing_key: str) -> list[str]:
-    """The PagerDuty Events API v2 rules the control room must respect; [] when valid."""
-    if not isinstance(event, dict):
-        return ["Event must be a JSON object"]
-    errors: list[str] = []
-    if not hmac.compare_digest(str(event.get("routing_key", "")), routing_key):
-        errors.append("'routing_key' is missing or invalid")
-    action = event.get("event_action")
-    if action not in PD_ACTIONS:
-        errors.append("'event_action' must be one of trigger, acknowledge, resolve")
-    elif action == "trigger":
-        errors.extend(_pd_trigger_errors(event.get("payload")))
-    elif not event.get("dedup_key"):
-        errors.append(f"'dedup_key' is required for {action}")
-    return errors
-
-
-def _pd_trigger_errors(payload: Any) -> list[str]:
-    if not isinstance(payload, dict):
-        return ["'payload' is required for trigger"]
-    errors = [f"'payload.{name}' is missing" for name in ("summary", "source") if not payload.get(name)]
-    if payload.get("severity") not in PD_SEVERITIES:
-        errors.append("'payload.severity' must be one of critical, error, warning, info")
-    return errors
-
-
-def _redact_pd(event: Any) -> Any:
-    if isinstance(event, dict) and "routing_key" in event:
-        return {**event, "routing_key": "[redacted]"}
-    return event
-
 
 # -- shared runtime state ------------------------------------------------------------------
 
@@ -635,7 +343,7 @@ class Platform:
         fault = self.sinks.take_fault("slack")
         if fault is not None:
             self.sinks.record("slack", request, body, fault.status, "injected fault")
-            return _fault_response("slack", fault)
+            return fault_response("slack", fault)
         if not isinstance(body, dict) or not (body.get("text") or body.get("blocks")):
             self.sinks.record("slack", request, body, 400, "invalid_payload")
             return PlainTextResponse("invalid_payload", status_code=400)
@@ -644,11 +352,11 @@ class Platform:
 
     async def pagerduty(self, request: Request) -> Response:
         body = await _json_body(request)
-        shown = _redact_pd(body)  # the routing key is a secret: never kept
+        shown = redact_pd(body)  # the routing key is a secret: never kept
         fault = self.sinks.take_fault("pagerduty")
         if fault is not None:
             self.sinks.record("pagerduty", request, shown, fault.status, "injected fault")
-            return _fault_response("pagerduty", fault)
+            return fault_response("pagerduty", fault)
         errors = validate_pd_event(body, self.settings.pagerduty_routing_key)
         if errors:
             self.sinks.record("pagerduty", request, shown, 400, "; ".join(errors))
