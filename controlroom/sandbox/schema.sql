@@ -101,7 +101,9 @@ CREATE TABLE schema_migrations (
 -- runtime state, shared by the sandbox's HTTP server and its simulator.
 CREATE SCHEMA sandbox;
 
--- Key/value state, e.g. 'scenario', 'deployed_version', 'failing_providers' (a JSON array).
+-- Key/value state, e.g. 'scenario', 'deployed_version', 'failing_providers' (a JSON array),
+-- 'failing_locations' (a JSON array of location ids whose syncs always fail: the seeded
+-- scenario's broken locations, which the simulator keeps broken).
 CREATE TABLE sandbox.state (
     key   text PRIMARY KEY,
     value jsonb NOT NULL

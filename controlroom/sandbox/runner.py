@@ -1,0 +1,224 @@
+"""The whole sandbox, started and stopped as one: Postgres, schema, fleet, HTTP server,
+simulator, and a config file that points the control room at them.
+
+    async with Sandbox(scenario="healthy") as sandbox:
+        sandbox.dsn, sandbox.base_url, sandbox.config_path
+
+This is the API behind `controlroom sandbox`, `controlroom demo`, `check --scenario` and the
+tests. Everything it starts it stops, and everything it writes it removes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from controlroom.sandbox.fleet import seed_fleet
+from controlroom.sandbox.http_server import HttpServerProcess, HttpSettings
+from controlroom.sandbox.postgres import EmbeddedPostgres
+from controlroom.sandbox.scenarios import Scenario, get_scenario
+from controlroom.sandbox.schema import apply_schema
+from controlroom.sandbox.simulator import Simulator
+
+MAX_LOCATIONS = 20_000
+
+# The names of the environment variables the sandbox's config file refers to. Their values
+# are in sandbox.env beside it (mode 0600); an exported variable of the same name wins.
+SECRET_VARIABLES = {
+    "database_dsn": "CONTROLROOM_SANDBOX_DSN",
+    "supabase_api_key": "CONTROLROOM_SANDBOX_API_KEY",
+    "slack_webhook_url": "CONTROLROOM_SANDBOX_SLACK_WEBHOOK_URL",
+    "pagerduty_routing_key": "CONTROLROOM_SANDBOX_PAGERDUTY_ROUTING_KEY",
+    "sandbox_admin_token": "CONTROLROOM_SANDBOX_ADMIN_TOKEN",
+}
+
+
+@dataclass(frozen=True)
+class SandboxTimings:
+    postgres_s: float
+    seed_s: float
+    http_s: float
+    total_s: float
+
+
+class Sandbox:
+    """One running simulated POS platform. Not reusable once stopped."""
+
+    def __init__(
+        self,
+        scenario: str | Scenario = "healthy",
+        *,
+        locations: int = 300,
+        seed: int = 7,
+        simulate: bool = True,
+        tick_s: float = 2.0,
+    ) -> None:
+        self.scenario = scenario if isinstance(scenario, Scenario) else get_scenario(scenario)
+        if not 1 <= locations <= MAX_LOCATIONS:
+            raise ValueError(f"locations must be between 1 and {MAX_LOCATIONS}, not {locations}")
+        self.locations = locations
+        self.seed = seed
+        self.simulate = simulate
+        self.tick_s = tick_s
+        self.postgres: EmbeddedPostgres | None = None
+        self.http: HttpServerProcess | None = None
+        self.simulator: Simulator | None = None
+        self.workdir: Path | None = None
+        self.timings: SandboxTimings | None = None
+        self._simulation: asyncio.Task[None] | None = None
+        self._settings: HttpSettings | None = None
+        self._slack_hook_id = "T0SANDBOX/B0CONTROLROOM/" + secrets.token_hex(12)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> "Sandbox":
+        began = time.perf_counter()
+        try:
+            self.workdir = Path(tempfile.mkdtemp(prefix="controlroom-sandbox-"))
+            self.postgres = await asyncio.to_thread(EmbeddedPostgres().start)
+            postgres_done = time.perf_counter()
+            await self._load_data()
+            seed_done = time.perf_counter()
+            self._settings = HttpSettings(dsn=self.postgres.dsn, scenario=self.scenario.name)
+            self.http = await asyncio.to_thread(HttpServerProcess(self._settings).start)
+            http_done = time.perf_counter()
+            self._write_config()
+            if self.simulate:
+                self.simulator = Simulator(self.postgres.dsn, self.scenario)
+                self._simulation = asyncio.create_task(self.simulator.run(self.tick_s), name="sandbox-simulator")
+        except BaseException:
+            await self.stop()
+            raise
+        self.timings = SandboxTimings(
+            postgres_s=postgres_done - began,
+            seed_s=seed_done - postgres_done,
+            http_s=http_done - seed_done,
+            total_s=time.perf_counter() - began,
+        )
+        return self
+
+    async def stop(self) -> None:
+        """Stop everything started, remove everything written. Safe to call twice."""
+        simulation, self._simulation = self._simulation, None
+        if simulation is not None:
+            simulation.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await simulation
+        simulator, self.simulator = self.simulator, None
+        if simulator is not None:
+            with contextlib.suppress(Exception):
+                await simulator.close()
+        http, self.http = self.http, None
+        if http is not None:
+            await asyncio.to_thread(http.stop)
+        postgres, self.postgres = self.postgres, None
+        if postgres is not None:
+            await asyncio.to_thread(postgres.stop)
+        workdir, self.workdir = self.workdir, None
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    async def __aenter__(self) -> "Sandbox":
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- what it offers ----------------------------------------------------------------
+
+    @property
+    def dsn(self) -> str:
+        assert self.postgres is not None, "sandbox not started"
+        return self.postgres.dsn
+
+    @property
+    def base_url(self) -> str:
+        assert self.http is not None, "sandbox not started"
+        return self.http.base_url
+
+    @property
+    def config_path(self) -> Path:
+        assert self.workdir is not None, "sandbox not started"
+        return self.workdir / "controlroom.toml"
+
+    @property
+    def env_path(self) -> Path:
+        assert self.workdir is not None, "sandbox not started"
+        return self.workdir / "sandbox.env"
+
+    @property
+    def settings(self) -> HttpSettings:
+        assert self._settings is not None, "sandbox not started"
+        return self._settings
+
+    def secret_environment(self) -> dict[str, str]:
+        """The sandbox's secrets under the variable names its config file uses."""
+        settings = self.settings
+        values = {
+            "database_dsn": self.dsn,
+            "supabase_api_key": settings.anon_key,
+            "slack_webhook_url": f"{self.base_url}/sinks/slack/{self._slack_hook_id}",
+            "pagerduty_routing_key": settings.pagerduty_routing_key,
+            "sandbox_admin_token": settings.admin_token,
+        }
+        return {SECRET_VARIABLES[name]: value for name, value in values.items()}
+
+    # -- steps -------------------------------------------------------------------------
+
+    async def _load_data(self) -> None:
+        assert self.postgres is not None
+        conn = await asyncpg.connect(self.postgres.dsn, timeout=10)
+        try:
+            await apply_schema(conn)
+            await seed_fleet(conn, self.scenario, locations=self.locations, seed=self.seed)
+        finally:
+            await conn.close()
+
+    def _write_config(self) -> None:
+        assert self.workdir is not None
+        lines = [f"{name}={json.dumps(value)}" for name, value in self.secret_environment().items()]
+        self.env_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self.env_path.chmod(0o600)
+        self.config_path.write_text(self._config_toml(), encoding="utf-8")
+
+    def _config_toml(self) -> str:
+        url = self.base_url
+        admin = SECRET_VARIABLES["sandbox_admin_token"]
+        deploy = (
+            f"{sys.executable} -m controlroom.sandbox.control --url {url} "
+            f"--token-env {admin} deploy {{version}}"
+        )
+        secrets_table = "\n".join(f'{name} = "{variable}"' for name, variable in SECRET_VARIABLES.items())
+        return f"""\
+# Written by `controlroom sandbox` (scenario {self.scenario.name!r}); removed when it stops.
+# Secrets are not in this file: it names environment variables, whose values are in
+# sandbox.env beside it.
+runbook = "default"
+env_file = "sandbox.env"
+
+[environment]
+name = "sandbox ({self.scenario.name})"
+production = false
+description = {json.dumps(self.scenario.summary)}
+write_by_default = false
+deploy_command = {json.dumps(deploy)}
+
+[environment.urls]
+supabase = "{url}"
+metrics = "{url}"
+pagerduty = "{url}/sinks/pagerduty"
+sandbox = "{url}"
+
+[environment.secrets]
+{secrets_table}
+"""
