@@ -1,0 +1,199 @@
+"""The deployment journal: append-only JSON Lines, hash-chained, flushed to disk per record.
+
+Every record carries the hash of the one before it, so an edited or removed record is
+detected when the journal is opened. A record is written and fsync'ed before append()
+returns: an intent record is on disk before the action it announces runs. A crash can leave
+a torn last line; opening the journal tolerates it, reports it, and appends a `torn_tail`
+record that acknowledges it, so the chain stays verifiable from then on.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+GENESIS = "0" * 64
+
+
+def default_journal_dir() -> Path:
+    return Path(platformdirs.user_data_dir("controlroom")) / "journals"
+
+
+def operator_identity() -> dict[str, str]:
+    """Who is at the keyboard: the login name, and the SSH client's address if any."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    identity = {"user": user}
+    ssh_client = os.environ.get("SSH_CLIENT", "").split()
+    if ssh_client:
+        identity["ssh_client"] = ssh_client[0]
+    return identity
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    ts: str
+    kind: str
+    operator: dict[str, str]
+    data: dict[str, Any]
+    prev: str
+    hash: str
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromisoformat(self.ts)
+
+
+@dataclass(frozen=True)
+class JournalProblem:
+    line: int  # 1-based
+    kind: str  # "torn_tail" | "unreadable" | "tampered" | "broken_chain"
+    detail: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.kind.replace('_', ' ')}: {self.detail}"
+
+
+@dataclass
+class Journal:
+    """One deployment's journal. Open with Journal.open(path)."""
+
+    path: Path
+    records: list[Record] = field(default_factory=list)
+    problems: list[JournalProblem] = field(default_factory=list)
+    redact: Callable[[str], str] = lambda text: text
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    operator: dict[str, str] = field(default_factory=operator_identity)
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        redact: Callable[[str], str] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        operator: dict[str, str] | None = None,
+    ) -> "Journal":
+        """Open (or create) the journal at `path` and verify what is already in it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        journal = cls(path)
+        if redact is not None:
+            journal.redact = redact
+        if clock is not None:
+            journal.clock = clock
+        if operator is not None:
+            journal.operator = operator
+        journal.records, journal.problems, torn = read_records(path)
+        if torn is not None:
+            # Start the next record on a fresh line, and say on the record what was torn.
+            with open(path, "ab") as handle:
+                handle.write(b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            journal.append("torn_tail", {"line": torn[0], "sha256": torn[1]})
+        return journal
+
+    @property
+    def last_hash(self) -> str:
+        return self.records[-1].hash if self.records else GENESIS
+
+    def append(self, kind: str, data: dict[str, Any] | None = None) -> Record:
+        """Write one record and fsync it before returning."""
+        body = {
+            "seq": len(self.records) + 1,
+            "ts": self.clock().isoformat(),
+            "kind": kind,
+            "operator": self.operator,
+            "data": _redact_values(data or {}, self.redact),
+            "prev": self.last_hash,
+        }
+        body["hash"] = _digest(body)
+        line = json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        record = Record(**body)
+        self.records.append(record)
+        return record
+
+    def of_kind(self, *kinds: str) -> Iterator[Record]:
+        return (record for record in self.records if record.kind in kinds)
+
+
+def read_records(path: Path) -> tuple[list[Record], list[JournalProblem], tuple[int, str] | None]:
+    """Records that verify, the problems found, and (line, sha256) of a torn last line."""
+    if not path.exists():
+        return [], [], None
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    ends_cleanly = raw.endswith(b"\n") or not raw
+    if ends_cleanly:
+        lines = lines[:-1]
+    records: list[Record] = []
+    problems: list[JournalProblem] = []
+    acknowledged: set[str] = set()  # sha256 of torn lines a later torn_tail record names
+    torn: tuple[int, str] | None = None
+    parsed: list[tuple[int, bytes, dict[str, Any] | None]] = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            body = json.loads(line)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            body = None
+        parsed.append((number, line, body))
+        if body and body.get("kind") == "torn_tail":
+            acknowledged.add(str(body.get("data", {}).get("sha256")))
+    for number, line, body in parsed:
+        if body is None:
+            digest = hashlib.sha256(line).hexdigest()
+            if digest in acknowledged:
+                continue
+            is_last = number == len(parsed)
+            if is_last and not ends_cleanly:
+                torn = (number, digest)
+                problems.append(JournalProblem(number, "torn_tail", "the last record was cut short (crash?) and is ignored"))
+            else:
+                problems.append(JournalProblem(number, "unreadable", "not a JSON record"))
+            continue
+        expected_prev = records[-1].hash if records else GENESIS
+        try:
+            record = Record(**body)
+        except TypeError:
+            problems.append(JournalProblem(number, "unreadable", "not a journal record"))
+            continue
+        claimed = body.pop("hash")
+        if _digest(body) != claimed:
+            problems.append(JournalProblem(number, "tampered", f"record {record.seq} ({record.kind}) was edited"))
+        elif record.prev != expected_prev:
+            problems.append(JournalProblem(number, "broken_chain", f"record {record.seq} does not follow the record before it (one was removed or reordered)"))
+        records.append(record)
+    return records, problems, torn
+
+
+def _digest(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _redact_values(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_values(item, redact) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_values(item, redact) for item in value]
+    return value
