@@ -93,3 +93,22 @@ def test_unknown_scenario_is_a_usage_error() -> None:
     assert result.returncode == 2
     assert "sunny" in result.stderr and "healthy" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigkill_leaves_nothing_behind_either() -> None:
+    """A killed owner runs no cleanup: the HTTP server notices its parent is gone and the
+    reapers stop Postgres and remove the directories (the secrets file among them)."""
+    process, info = start_sandbox("--no-simulate", "--locations", "20")
+    port = int(info["dsn"].rsplit(":", 1)[1].split("/")[0])
+    started = [
+        p for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and ("-p" in p.info["cmdline"] and str(port) in p.info["cmdline"])
+    ] + psutil.Process(process.pid).children(recursive=True)
+    pg_dirs = postgres_data_dirs(started)
+    config_dir = Path(info["config"]).parent
+    process.kill()
+    process.wait(timeout=10)
+    gone, alive = psutil.wait_procs(started, timeout=15)
+    assert not alive, f"left running: {alive}"
+    assert not config_dir.exists()
+    assert pg_dirs and not any(d.exists() for d in pg_dirs)

@@ -35,7 +35,9 @@ SANDBOX_COOLDOWN = timedelta(seconds=60)
 
 SYNC_PERIOD = timedelta(minutes=5)      # each location syncs about every 5 minutes
 SYNC_HISTORY = timedelta(hours=1)       # pos_sync_events are seeded for the last hour
-ROTATIONS_PER_DAY = 3                   # credential rotations per location per day
+ROTATIONS_PER_DAY = 3                   # credential rotations per location per day ...
+RECENT_ROTATIONS = 1                    # ... plus this many in the last hour, so the 30-min
+                                        # KPI and the 1-hour checks have a sample worth judging
 ROTATION_FAILURE_RATE = 0.004
 ROTATION_LATENCY_MS: dict[str, int] = {"fudo": 170, "maxirest": 210, "bistrsoft": 240}  # medians
 
@@ -357,8 +359,9 @@ def _rotations(rng: random.Random, fleet: Sequence[_Location], scenario: Scenari
     day = timedelta(days=1).total_seconds()
     for loc in fleet:
         extra = scenario.extra_latency_ms.get(loc.provider, 0)
-        for _ in range(ROTATIONS_PER_DAY):
-            at = now - timedelta(seconds=rng.uniform(0, day))
+        spans = [day] * ROTATIONS_PER_DAY + [3600.0] * RECENT_ROTATIONS
+        for span in spans:
+            at = now - timedelta(seconds=rng.uniform(0, span))
             broken = loc.stuck and loc.failed_since is not None and at >= loc.failed_since
             ok = not broken and rng.random() >= ROTATION_FAILURE_RATE
             error = None if ok else rng.choice(ROTATION_ERRORS)

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from controlroom.sandbox.reaper import spawn_reaper, stop_reaper
+
 SERVICE_USER = "controlroom_pg"
 DATABASE = "pos"
 START_TIMEOUT_S = 20.0
@@ -80,6 +82,7 @@ class EmbeddedPostgres:
         self.port = port
         self.workdir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._reaper: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -98,6 +101,9 @@ class EmbeddedPostgres:
                 os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
             self._initdb(bin_dir, user)
             self._launch(bin_dir, user)
+            assert self._process is not None
+            # If we are killed without stopping it, the reaper stops it and removes its files.
+            self._reaper = spawn_reaper(kill_groups=[self._process.pid], remove=[self.workdir])
             self._create_database(bin_dir)
         except BaseException:
             self.stop()
@@ -120,6 +126,8 @@ class EmbeddedPostgres:
         workdir, self.workdir = self.workdir, None
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
+        reaper, self._reaper = self._reaper, None
+        stop_reaper(reaper)
         atexit.unregister(self.stop)
 
     def __enter__(self) -> "EmbeddedPostgres":

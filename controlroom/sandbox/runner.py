@@ -15,6 +15,7 @@ import contextlib
 import json
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,9 +27,11 @@ import asyncpg
 from controlroom.sandbox.fleet import seed_fleet
 from controlroom.sandbox.http_server import HttpServerProcess, HttpSettings
 from controlroom.sandbox.postgres import EmbeddedPostgres
+from controlroom.sandbox.reaper import spawn_reaper, stop_reaper
 from controlroom.sandbox.scenarios import Scenario, get_scenario
 from controlroom.sandbox.schema import apply_schema
 from controlroom.sandbox.simulator import Simulator
+from controlroom.sandbox.traffic import generate_traffic
 
 MAX_LOCATIONS = 20_000
 
@@ -76,7 +79,9 @@ class Sandbox:
         self.workdir: Path | None = None
         self.timings: SandboxTimings | None = None
         self._simulation: asyncio.Task[None] | None = None
+        self._traffic: asyncio.Task[None] | None = None
         self._settings: HttpSettings | None = None
+        self._reaper: subprocess.Popen[bytes] | None = None
         self._slack_hook_id = "T0SANDBOX/B0CONTROLROOM/" + secrets.token_hex(12)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -85,6 +90,8 @@ class Sandbox:
         began = time.perf_counter()
         try:
             self.workdir = Path(tempfile.mkdtemp(prefix="controlroom-sandbox-"))
+            # The secrets file must not outlive us even if we are killed with SIGKILL.
+            self._reaper = spawn_reaper(kill_groups=[], remove=[self.workdir])
             self.postgres = await asyncio.to_thread(EmbeddedPostgres().start)
             postgres_done = time.perf_counter()
             await self._load_data()
@@ -96,6 +103,9 @@ class Sandbox:
             if self.simulate:
                 self.simulator = Simulator(self.postgres.dsn, self.scenario)
                 self._simulation = asyncio.create_task(self.simulator.run(self.tick_s), name="sandbox-simulator")
+                self._traffic = asyncio.create_task(
+                    generate_traffic(self.base_url, self.settings.anon_key, interval_s=self.tick_s), name="sandbox-traffic"
+                )
         except BaseException:
             await self.stop()
             raise
@@ -109,11 +119,12 @@ class Sandbox:
 
     async def stop(self) -> None:
         """Stop everything started, remove everything written. Safe to call twice."""
-        simulation, self._simulation = self._simulation, None
-        if simulation is not None:
-            simulation.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await simulation
+        for task in (self._simulation, self._traffic):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._simulation = self._traffic = None
         simulator, self.simulator = self.simulator, None
         if simulator is not None:
             with contextlib.suppress(Exception):
@@ -127,6 +138,8 @@ class Sandbox:
         workdir, self.workdir = self.workdir, None
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
+        reaper, self._reaper = self._reaper, None
+        stop_reaper(reaper)
 
     async def __aenter__(self) -> "Sandbox":
         return await self.start()
