@@ -65,18 +65,23 @@ def cli(ctx: click.Context, config_path: Path | None, write: bool, debug: bool) 
         return
     if config_path is None:
         raise click.UsageError("give --config FILE, or try `controlroom demo`")
-    from controlroom.runbook.loader import load_config
+    from controlroom.tui import run_app
 
-    load_config(config_path)
-    raise NotYetAvailable("the control room screen is not available yet; use `controlroom sandbox` or `controlroom validate`")
+    run_app(config_path, write=write)
 
 
 @cli.command()
 @scenario_option
 @locations_option
-def demo(scenario: str, locations: int) -> None:
-    """Start the sandbox and open the control room against it."""
-    raise NotYetAvailable("`controlroom demo` is not available yet; `controlroom sandbox` runs the sandbox alone")
+@click.option("--write", is_flag=True, help="Allow modifying actions (read-only by default).")
+def demo(scenario: str, locations: int, write: bool) -> None:
+    """Start the sandbox and open the control room against it.
+
+    Needs nothing else installed; quitting stops the sandbox and removes what it made.
+    """
+    from controlroom.tui import run_demo
+
+    run_demo(scenario, locations, write=write)
 
 
 @cli.command()

@@ -14,7 +14,7 @@ def core_modules() -> list[str]:
     return [
         info.name
         for info in pkgutil.walk_packages(controlroom.__path__, "controlroom.")
-        if not info.name.startswith(("controlroom.screens", "controlroom.widgets", "controlroom.styles", "controlroom.app"))
+        if not info.name.startswith(("controlroom.screens", "controlroom.widgets", "controlroom.styles"))
         and not info.name.endswith("__main__")
     ]
 

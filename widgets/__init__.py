@@ -1,1 +1,1 @@
-"""Textual widgets. They render state; no I/O here."""
+"""Textual widgets. They render snapshots; no I/O here."""

@@ -1,0 +1,41 @@
+"""What every main screen shares: the status bar on top, the footer below, and how the app
+hands it data (attributes down: the app calls `show_state` and `tick`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from controlroom.polling import PollState
+from controlroom.widgets.status_bar import StatusBar
+
+
+class ControlScreen(Screen[None]):
+    TITLE_TEXT = ""
+    HELP = ""  # what this screen does, for the help screen
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar()
+        yield from self.compose_body()
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self.app.configure_status(self.query_one(StatusBar), self.TITLE_TEXT)  # type: ignore[attr-defined]
+
+    def on_screen_resume(self) -> None:
+        app: Any = self.app
+        for source, state in app.poll_states.items():
+            self.show_state(source, state)
+        self.tick(app.clock())
+
+    def show_state(self, source: str, state: PollState[Any]) -> None:
+        """A source has a new state; render it if it is one of ours."""
+
+    def tick(self, now: float) -> None:
+        """Once a second: refresh ages."""

@@ -1,0 +1,42 @@
+"""Help (`?`): every key that works here, and what the current screen does."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+
+class HelpScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll { width: 76; max-height: 22; border: round $accent; background: $surface; padding: 0 1; }
+    """
+    BINDINGS = [
+        Binding("escape,question_mark,q", "dismiss", "Close", id="help.close"),
+    ]
+
+    def __init__(self, title: str, about: str, keys: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.title_text = title
+        self.about = about
+        self.keys = keys
+
+    def compose(self) -> ComposeResult:
+        text = Text()
+        text.append(f"{self.title_text}\n", style="bold")
+        if self.about:
+            text.append(self.about + "\n")
+        text.append("\nKeys\n", style="bold")
+        for key, description in self.keys:
+            text.append(f"  {key:<14}", style="bold cyan")
+            text.append(f"{description}\n")
+        text.append("\n  esc / ? / q  close this help", style="dim")
+        with VerticalScroll():
+            yield Static(text)
+
+    def action_dismiss(self) -> None:  # type: ignore[override]
+        self.dismiss(None)

@@ -1,0 +1,102 @@
+"""The control room driven by keyboard at 80×24 against a real sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from controlroom.screens.app import make_app
+from controlroom.runbook.loader import load_config
+from controlroom.sandbox.runner import Sandbox
+from controlroom.screens.breakers import BreakersScreen
+from controlroom.screens.help import HelpScreen
+from controlroom.screens.kpis import KpisScreen
+from controlroom.screens.pos_health import PosHealthScreen
+from controlroom.widgets.breaker_table import BreakerTable
+from controlroom.widgets.kpi_row import KpiRow
+
+SCALE = 0.1  # breakers every 0.5 s, KPIs every 0.5–6 s
+
+
+@pytest.fixture(scope="module")
+async def sandbox() -> AsyncIterator[Sandbox]:
+    async with Sandbox("healthy", locations=60, simulate=False) as running:
+        yield running
+
+
+async def wait_for(predicate, pilot, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await pilot.pause(0.05)
+
+
+async def test_every_screen_by_keyboard_and_breaker_appears(sandbox: Sandbox) -> None:
+    app = make_app(load_config(sandbox.config_path), poll_scale=SCALE)
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert isinstance(app.screen, KpisScreen)
+        await wait_for(lambda: all(r.state is not None for r in app.screen.query(KpiRow)), pilot)
+        await pilot.press("b")
+        assert isinstance(app.screen, BreakersScreen)
+        await wait_for(lambda: app.screen.query_one(BreakerTable).row_count > 0, pilot)
+        await pilot.press("p")
+        assert isinstance(app.screen, PosHealthScreen)
+        await wait_for(lambda: app.screen.query_one("#health-table").row_count == 3, pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, PosHealthScreen)
+        await pilot.press("k")
+        assert isinstance(app.screen, KpisScreen)
+
+        # A breaker opened in the database shows within one poll interval (0.5 s here).
+        await pilot.press("b")
+        target = "[red]x[/red] \x1b[31mEvil"
+        conn = await asyncpg.connect(sandbox.dsn)
+        try:
+            location = await conn.fetchval("SELECT location_id FROM rotation_cb WHERE state = 'closed' ORDER BY location_id DESC LIMIT 1")
+            await conn.execute("UPDATE pos_integrations_location SET location_name = $2 WHERE location_id = $1", location, target)
+            await conn.execute("UPDATE rotation_cb SET state = 'open', failure_count = 11, opened_at = now(), changed_at = now() WHERE location_id = $1", location)
+        finally:
+            await conn.close()
+        table = app.screen.query_one(BreakerTable)
+        await wait_for(lambda: table.shown_ids[:1] == [location], pilot, timeout=2.0)
+        row = table.get_row(location)
+        assert row[2].plain == "OPEN" and row[3].plain == "11/10"
+        # Data text is literal: markup not interpreted, escape shown as text.
+        assert row[1].plain == "[red]x[/red] \\x1b[31mEvil"
+        svg = app.export_screenshot()
+        assert "[red]x[/red]" in svg.replace("&#160;", " ") and "\x1b" not in svg
+
+        # Filter with / and clear with esc.
+        await pilot.press("slash", *"evil", "enter")
+        await wait_for(lambda: table.shown_ids == [location], pilot)
+        await pilot.press("escape")
+        await wait_for(lambda: len(table.shown_ids) == 60, pilot)
+        await pilot.press("q")
+    assert app.return_code in (0, None)
+
+
+async def test_dead_http_marks_prometheus_kpis_stale_and_keys_work(sandbox: Sandbox) -> None:
+    app = make_app(load_config(sandbox.config_path), poll_scale=SCALE)
+    async with app.run_test(size=(80, 24)) as pilot:
+        latency = app.screen.query_one("#kpi-api-latency-p95", KpiRow)
+        await wait_for(lambda: latency.state is not None and latency.state.polls > 0, pilot)
+        assert sandbox.http is not None
+        await asyncio.to_thread(sandbox.http.stop)
+        await wait_for(lambda: latency.state is not None and latency.state.error is not None, pilot, timeout=5)
+        await pilot.pause(1.1)  # one tick of the age clock
+        assert latency.has_class("-error")
+        assert app.poll_states["kpi:api-latency-p95"].stale(app.clock())
+        assert not app.poll_states["kpi:mttr"].error  # Postgres-backed KPIs unaffected
+        began = asyncio.get_running_loop().time()
+        await pilot.press("b")
+        assert isinstance(app.screen, BreakersScreen)
+        await pilot.press("k")
+        assert isinstance(app.screen, KpisScreen)
+        assert asyncio.get_running_loop().time() - began < 1.0
+        await pilot.press("ctrl+c")

@@ -1,0 +1,119 @@
+"""Sources against a real embedded Postgres (rows inserted here) and a real HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import asyncpg
+import httpx
+import pytest
+
+from controlroom.runbook.models import Kpi
+from controlroom.sources import (BreakerSource, Database, PrometheusKpiSource, ProviderHealthSource, SourceError,
+                                 SqlKpiSource)
+
+
+def kpi(source: dict[str, str]) -> Kpi:
+    return Kpi.model_validate({"id": "k", "title": "K", "window": "realtime", "unit": "%",
+                               "green": {"op": ">", "value": 98}, "red": {"op": "<", "value": 95}, "source": source})
+
+
+async def insert_locations(db: asyncpg.Connection) -> None:
+    await db.execute("""
+        INSERT INTO pos_integrations_location (location_id, location_name, provider, connected, sync_state,
+                                               sync_failed_since, credential_expires_at) VALUES
+          ('f1', 'Café [red]x[/red]', 'fudo', true, 'ok', NULL, now() + interval '30 days'),
+          ('f2', 'Bar' || chr(27) || '[31m', 'fudo', false, 'failed', now() - interval '5 hours', now() + interval '30 days'),
+          ('m1', 'Parrilla', 'maxirest', true, 'failed', now() - interval '1 hour', now() + interval '30 days');
+        INSERT INTO rotation_cb (location_id, provider, state, failure_count, opened_at) VALUES
+          ('f1', 'fudo', 'closed', 0, NULL), ('f2', 'fudo', 'open', 12, now()), ('m1', 'maxirest', 'half_open', 3, now());
+        INSERT INTO pos_sync_events (location_id, provider, success) VALUES
+          ('f1', 'fudo', true), ('f1', 'fudo', true), ('f2', 'fudo', false), ('m1', 'maxirest', true);
+        INSERT INTO incidents (opened_at, resolved_at, provider, summary) VALUES
+          (now() - interval '2 days', now() - interval '2 days' + interval '90 minutes', 'fudo', 'a'),
+          (now() - interval '1 day', now() - interval '1 day' + interval '150 minutes', 'fudo', 'b');
+    """)
+
+
+async def test_breakers_and_health(db_dsn: str, db: asyncpg.Connection) -> None:
+    await insert_locations(db)
+    database = Database(db_dsn)
+    try:
+        snapshot = await BreakerSource(database).fetch()
+        rows = {r.location_id: r for r in snapshot.rows}
+        assert rows["f2"].state == "open" and rows["f2"].failure_count == 12 and rows["f2"].failure_threshold == 10
+        assert rows["f1"].location_name == "Café [red]x[/red]" and rows["m1"].window_minutes == 15
+        assert snapshot.counts()["fudo"] == {"closed": 1, "open": 1, "half_open": 0}
+
+        health = {p.provider: p for p in (await ProviderHealthSource(database).fetch()).providers}
+        fudo = health["fudo"]
+        assert (fudo.total, fudo.connected, fudo.disconnected, fudo.failed_over_4h) == (2, 1, 1, 1)
+        assert fudo.sync_success_percent == pytest.approx(66.67) and fudo.mttr_minutes == pytest.approx(120.0)
+        assert health["maxirest"].failed_over_4h == 0 and health["maxirest"].mttr_minutes is None
+        assert health["bistrsoft"].total == 0  # always listed
+
+        reading = await SqlKpiSource(kpi({"kind": "sql", "query": "SELECT round(100.0 * avg(success::int), 2) FROM pos_sync_events"}), database).fetch()
+        assert reading.value == pytest.approx(75.0) and reading.colour == "red"
+        empty = await SqlKpiSource(kpi({"kind": "sql", "query": "SELECT avg(latency_ms) FROM pos_rotation_metrics"}), database).fetch()
+        assert empty.value is None and empty.colour == "unknown" and empty.error == "no data"
+
+        # Every connection is named and has a statement timeout; and it is read-only.
+        pool = await database.pool()
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW application_name") == "controlroom"
+            assert await conn.fetchval("SHOW statement_timeout") == "5s"
+            with pytest.raises(asyncpg.exceptions.ReadOnlySQLTransactionError):
+                await conn.execute("DELETE FROM rotation_cb")
+    finally:
+        await database.close()
+
+
+async def test_statement_timeout_stops_a_slow_query(db_dsn: str) -> None:
+    database = Database(db_dsn, statement_timeout_s=0.2)
+    try:
+        source = SqlKpiSource(kpi({"kind": "sql", "query": "SELECT pg_sleep(3)::text::int"}), database)
+        with pytest.raises((asyncpg.exceptions.QueryCanceledError, asyncio.TimeoutError)):
+            await source.fetch()
+    finally:
+        await database.close()
+
+
+class _Prom(BaseHTTPRequestHandler):
+    answers: dict[str, object] = {}
+
+    def do_GET(self) -> None:  # noqa: N802
+        query = self.path.split("query=", 1)[-1]
+        status, body = self.answers.get(query, (400, {"status": "error", "error": "unknown"}))  # type: ignore[misc]
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_prometheus_source() -> None:
+    def vector(value: str) -> tuple[int, object]:
+        return 200, {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, value]}]}}
+
+    _Prom.answers = {"good": vector("99.5"), "nan": vector("NaN"), "bad": (500, {})}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Prom)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        async with httpx.AsyncClient() as client:
+            good = await PrometheusKpiSource(kpi({"kind": "prometheus", "url": url, "query": "good"}), url, client).fetch()
+            assert good.value == 99.5 and good.colour == "green"
+            nan = await PrometheusKpiSource(kpi({"kind": "prometheus", "url": url, "query": "nan"}), url, client).fetch()
+            assert nan.value is None and nan.colour == "unknown" and nan.error == "no data in the window"
+            with pytest.raises(SourceError, match="HTTP 500"):
+                await PrometheusKpiSource(kpi({"kind": "prometheus", "url": url, "query": "bad"}), url, client).fetch()
+    finally:
+        server.shutdown()
+        server.server_close()

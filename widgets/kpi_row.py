@@ -1,0 +1,90 @@
+"""One KPI: title, value (coloured, with a symbol so colour is not the only signal), its
+thresholds, a sparkline of recent values, and the age of the last reading. A dead source
+keeps its last value and shows its age and the error underneath."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Label, Sparkline
+
+from controlroom.polling import PollState, format_age
+from controlroom.runbook.models import Kpi
+from controlroom.sources import KpiReading, plain
+
+SYMBOLS = {"green": "✓", "amber": "!", "red": "✗", "unknown": "?"}
+HISTORY = 60
+
+
+def format_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    number = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.2f}".rstrip("0").rstrip(".")
+    return f"{number}{' ' if unit and unit != '%' else ''}{unit}"
+
+
+class KpiRow(Vertical):
+    DEFAULT_CSS = """
+    KpiRow { height: auto; }
+    KpiRow > Horizontal { height: 1; }
+    KpiRow .title { width: 1fr; min-width: 16; }
+    KpiRow .value { width: 13; text-align: right; text-style: bold; }
+    KpiRow .threshold { width: 15; color: $text-muted; padding-left: 1; }
+    KpiRow Sparkline { width: 16; height: 1; margin-right: 1; }
+    KpiRow .age { width: 10; }
+    KpiRow .error { height: 1; color: $warning; padding-left: 2; display: none; }
+    KpiRow.-error .error { display: block; }
+    KpiRow.-stale .age { color: $warning; text-style: bold; }
+    KpiRow .value.-green { color: $success; }
+    KpiRow .value.-amber { color: $warning; }
+    KpiRow .value.-red { color: $error; }
+    KpiRow .value.-unknown { color: $text-muted; }
+    """
+
+    def __init__(self, kpi: Kpi) -> None:
+        super().__init__(id=f"kpi-{kpi.id}")
+        self.kpi = kpi
+        self.history: deque[float] = deque(maxlen=HISTORY)
+        self.state: PollState[KpiReading] | None = None
+        self._last_read_at: float | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield Label(Text(plain(self.kpi.title, limit=60), no_wrap=True, overflow="ellipsis"), classes="title")
+            yield Label("waiting", classes="value -unknown")
+            unit = self.kpi.unit if self.kpi.unit == "%" else ""
+            green, red = str(self.kpi.green).replace(" ", ""), str(self.kpi.red).replace(" ", "")
+            yield Label(Text(f"G{green}{unit} R{red}{unit}", no_wrap=True, overflow="ellipsis"), classes="threshold")
+            yield Sparkline([], summary_function=max)
+            yield Label("never", classes="age")
+        yield Label("", classes="error")
+
+    def show(self, state: PollState[KpiReading], now: float) -> None:
+        self.state = state
+        reading = state.value
+        value_label = self.query_one(".value", Label)
+        if reading is not None:
+            if reading.read_at != self._last_read_at and reading.value is not None:
+                self.history.append(reading.value)
+                self.query_one(Sparkline).data = list(self.history)
+            self._last_read_at = reading.read_at
+            colour = reading.colour
+            value_label.update(Text(f"{SYMBOLS[colour]} {format_value(reading.value, self.kpi.unit)}", no_wrap=True))
+            value_label.set_classes(f"value -{colour}")
+        error = state.error or (reading.error if reading is not None and reading.value is None else None)
+        self.set_class(bool(error), "-error")
+        self.query_one(".error", Label).update(Text(f"└ {plain(error or '', limit=70)}", no_wrap=True, overflow="ellipsis"))
+        self.tick(now)
+
+    def tick(self, now: float) -> None:
+        state = self.state
+        if state is None:
+            return
+        stale = state.stale(now)
+        self.set_class(stale and state.value is not None, "-stale")
+        age = format_age(state.age(now))
+        self.query_one(".age", Label).update(Text(f"{age}{' STALE' if stale and state.value is not None else ''}", no_wrap=True))

@@ -1,0 +1,54 @@
+"""The header line every screen shows: environment (production unmistakable), READ-ONLY or
+WRITE, the verdict and the deploy clock, and where you are."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from controlroom.sources import plain
+
+VERDICT_STYLES = {
+    "GO": "bold black on green",
+    "NO-GO": "bold white on red",
+    "DELAYED": "bold black on yellow",
+    "PENDING": "bold black on cyan",
+}
+
+
+class StatusBar(Widget):
+    DEFAULT_CSS = """
+    StatusBar { height: 1; width: 1fr; background: $panel; }
+    """
+
+    environment: reactive[str] = reactive("")
+    production: reactive[bool] = reactive(False)
+    write: reactive[bool] = reactive(False)
+    verdict: reactive[str | None] = reactive(None)  # set by the checklist engine, later
+    deploy_clock: reactive[str | None] = reactive(None)  # set by the deploy screen, later
+    where: reactive[str] = reactive("")
+    stale: reactive[int] = reactive(0)  # how many sources are stale
+
+    def render(self) -> Text:
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if self.production:
+            text.append(" PRODUCTION ", style="bold white on red")
+            text.append(" ")
+            text.append(plain(self.environment, limit=24), style="bold red")
+        else:
+            text.append(f" {plain(self.environment, limit=30)} ", style="bold black on bright_blue")
+        text.append(" ")
+        if self.write:
+            text.append(" WRITE ", style="bold black on yellow")
+        else:
+            text.append(" READ-ONLY ", style="bold black on grey70")
+        text.append(" ")
+        verdict = self.verdict
+        text.append(f" {verdict or 'verdict —'} ", style=VERDICT_STYLES.get(verdict or "", "dim"))
+        text.append(" ")
+        text.append(f"deploy {self.deploy_clock or '—'}", style="bold" if self.deploy_clock else "dim")
+        if self.stale:
+            text.append(f"  {self.stale} stale", style="bold yellow")
+        text.append(f"  {self.where}", style="bold")
+        return text
