@@ -103,16 +103,27 @@ def sandbox(scenario: str, locations: int, seed: int, no_simulate: bool, as_json
 
 @cli.command()
 @config_option
-@scenario_option
+@click.option(
+    "--scenario",
+    type=click.Choice(list(SCENARIOS)),
+    help="Instead of --config: start the sandbox with this scenario for the run.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@click.option("--attest", multiple=True, metavar="ID", help="Attest a manual item (repeatable).")
-def check(config_path: Path | None, scenario: str, as_json: bool, attest: tuple[str, ...]) -> None:
+@click.option("--attest", multiple=True, metavar="ID", help="Attest a manual item as yourself (repeatable).")
+@click.pass_context
+def check(ctx: click.Context, config_path: Path | None, scenario: str | None, as_json: bool, attest: tuple[str, ...]) -> None:
     """Run the pre-deployment checklist headless and print the verdict.
 
-    Exit codes: 0 GO, 3 DELAYED, 4 NO-GO, 5 PENDING, 2 usage or configuration error,
-    1 internal error.
+    Every probe runs at once, so the check takes about as long as its slowest probe.
+
+    Exit codes: 0 GO, 3 DELAYED, 4 NO-GO, 5 PENDING (waiting for attestations),
+    2 usage or configuration error, 1 internal error.
     """
-    raise NotYetAvailable("`controlroom check` is not available yet")
+    if (config_path is None) == (scenario is None):
+        raise click.UsageError("give exactly one of --config FILE and --scenario NAME")
+    from controlroom.headless import run_check
+
+    ctx.exit(asyncio.run(run_check(config_path, scenario, as_json=as_json, attest=attest)))
 
 
 @cli.command()

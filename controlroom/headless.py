@@ -1,0 +1,33 @@
+"""`controlroom check`: the checklist without a screen, for people and for CI pipelines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from controlroom.checkrun import CheckReport, render_report, run_checklist
+from controlroom.runbook.loader import load_config
+
+
+async def run_check(config_path: Path | None, scenario: str | None, *, as_json: bool, attest: tuple[str, ...]) -> int:
+    """Run the checklist once, print it, and return the verdict's exit code."""
+    if scenario is not None:
+        from controlroom.sandbox.runner import Sandbox
+
+        async with Sandbox(scenario, simulate=False) as sandbox:
+            report = await _check(sandbox.config_path, attest)
+    else:
+        assert config_path is not None
+        report = await _check(config_path, attest)
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+    else:
+        Console(highlight=False).print(render_report(report))
+    return report.exit_code
+
+
+async def _check(config_path: Path, attest: tuple[str, ...]) -> CheckReport:
+    loaded = load_config(config_path)
+    return await run_checklist(loaded, attest)
