@@ -44,10 +44,6 @@ config_option = click.option(
 )
 
 
-class NotYetAvailable(ControlRoomError):
-    exit_code = EXIT_USAGE
-
-
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
 @click.option("--write", is_flag=True, help="Allow modifying actions (read-only by default).")
@@ -127,10 +123,20 @@ def check(ctx: click.Context, config_path: Path | None, scenario: str | None, as
 
 
 @cli.command()
-@click.argument("journal", required=False, type=click.Path(dir_okay=False, path_type=Path))
-def report(journal: Path | None) -> None:
-    """Render the post-deployment report from a session journal."""
-    raise NotYetAvailable("`controlroom report` is not available yet")
+@click.argument("journal", required=False, type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the Markdown here instead of stdout.")
+def report(journal: Path | None, output: Path | None) -> None:
+    """Render the post-deployment report (Markdown) from a deployment journal.
+
+    JOURNAL defaults to the newest journal in the user's data directory.
+    """
+    from controlroom.report import report_command
+
+    markdown = report_command(journal, output)
+    if output is None:
+        click.echo(markdown)
+    else:
+        click.echo(f"report written to {output}", err=True)
 
 
 @cli.command()
