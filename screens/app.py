@@ -6,27 +6,38 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+from rich.text import Text
 
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from controlroom.deployment import format_duration
 from controlroom.polling import Poller, PollState
 from controlroom.runbook.loader import LoadedConfig
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.breakers import BreakersScreen
+from controlroom.screens.checklist import ChecklistScreen
+from controlroom.screens.deploy import DeployScreen
+from controlroom.screens.dialogs import ConfirmDialog
 from controlroom.screens.help import HelpScreen
 from controlroom.screens.kpis import KpisScreen
 from controlroom.screens.pos_health import PosHealthScreen
-from controlroom.sources import Feeds
+from controlroom.session import Session, SessionError, find_resumable
+from controlroom.sources import Feeds, plain
+from controlroom.steps import StepRefused
 from controlroom.widgets.messages import Polled
 from controlroom.widgets.status_bar import StatusBar
 
-# Main views: mode name -> (key, title, screen). `checklist` and `deploy` join here when
-# the probes / verdict engine lands; the header already has their slots.
+# Main views: mode name -> (key, title, screen). The first is where the app opens.
 VIEWS: dict[str, tuple[str, str, Callable[[], Screen[Any]]]] = {
+    "checklist": ("c", "Checklist", ChecklistScreen),
+    "deploy": ("d", "Deploy", DeployScreen),
     "kpis": ("k", "KPIs", KpisScreen),
     "breakers": ("b", "Breakers", BreakersScreen),
     "pos": ("p", "POS", PosHealthScreen),
@@ -40,7 +51,7 @@ class ControlRoomApp(App[None]):
     TITLE = "controlroom"
     CSS_PATH = "../styles/app.tcss"
     MODES = {name: screen for name, (_, _, screen) in VIEWS.items()}
-    DEFAULT_MODE = "kpis"
+    DEFAULT_MODE = "checklist"
     ENABLE_COMMAND_PALETTE = True
     BINDINGS = [
         *(Binding(key, f"switch_mode('{name}')", title, id=f"view.{name}") for name, (key, title, _) in VIEWS.items()),
@@ -60,6 +71,10 @@ class ControlRoomApp(App[None]):
         clock: Callable[[], float] = time.monotonic,
         poll_scale: float = 1.0,
         start_polling: bool = True,
+        now: Callable[[], datetime] | None = None,
+        journal_dir: Path | None = None,
+        check_on_start: bool = True,
+        offer_resume: bool = True,
     ) -> None:
         super().__init__()
         self.config = config
@@ -71,6 +86,12 @@ class ControlRoomApp(App[None]):
         self.poll_states: dict[str, PollState[Any]] = {}
         self.pollers: dict[str, Poller[Any]] = {}
         self.first_frame_at: float | None = None
+        # The release session (checklist, verdict, deployment, journal); opened on mount.
+        self.now = now  # wall clock for the journal and the deploy clocks (None: real time)
+        self.journal_dir = journal_dir
+        self.check_on_start = check_on_start
+        self.offer_resume = offer_resume
+        self.session: Session | None = None
 
     # -- header ------------------------------------------------------------------------
 
@@ -81,6 +102,19 @@ class ControlRoomApp(App[None]):
         bar.write = self.write
         bar.where = where
         bar.stale = self._stale_count()
+        self._session_status(bar)
+
+    def _session_status(self, bar: StatusBar) -> None:
+        session = self.session
+        if session is None:
+            return
+        bar.verdict = session.verdict.verdict if session.verdict else None
+        if session.state.started_at is not None:
+            clock = session.deploy_clock()
+            bar.deploy_clock = f"{format_duration(clock.elapsed_s)}/{format_duration(clock.budget_s)}"
+            bar.deploy_level = str(clock.level)
+        else:
+            bar.deploy_clock = None
 
     def _stale_count(self) -> int:
         now = self.clock()
@@ -97,6 +131,7 @@ class ControlRoomApp(App[None]):
             self._start_pollers(self.feeds)
         self.set_interval(1.0, self._tick)
         self.call_after_refresh(self._first_frame)
+        self._begin_session()
 
     def _first_frame(self) -> None:
         self.first_frame_at = time.perf_counter()
@@ -146,6 +181,153 @@ class ControlRoomApp(App[None]):
             bars = screen.query(StatusBar)
             if bars:
                 bars.first().stale = self._stale_count()
+                self._session_status(bars.first())
+
+    # -- the release session: screens send commands here; I/O runs in workers ----------
+
+    def _begin_session(self) -> None:
+        env = self.config.environment
+        path = find_resumable(env.name, self.journal_dir) if self.offer_resume else None
+        if path is None:
+            self._open_session(None)
+            return
+        from controlroom.journal import read_records
+        from controlroom.deployment import replay
+
+        state = replay(read_records(path)[0])
+        body = Text()
+        body.append(f"A deployment of {plain(state.version, limit=40)} on {plain(env.name, limit=40)} "
+                    "was not finished.\n")
+        if state.started_at is not None:
+            body.append(f"Started {state.started_at:%Y-%m-%d %H:%M:%S} UTC; journal {path.name}.\n")
+        body.append("Resume it (same phase, same clocks, same attestations), or start a new session?")
+        self.push_screen(
+            ConfirmDialog(Text("Resume the deployment in progress?"), body, confirm_label="Resume", default="confirm"),
+            lambda ok: self._open_session(path if ok else None),
+        )
+
+    def _open_session(self, path: Path | None) -> None:
+        try:
+            self.session = Session.open(self.config, write=self.write, journal_path=path,
+                                        journal_dir=self.journal_dir, clock=self.now)
+        except Exception as error:  # noqa: BLE001 - shown, the rest of the app keeps working
+            self.notify(f"cannot open the journal: {error}", severity="error", timeout=10)
+            return
+        for problem in self.session.journal.problems:
+            self.notify(f"journal: {problem}", severity="warning", timeout=10)
+        if self.session.resumed:
+            self.notify(f"Resumed the deployment of {self.session.state.version}", timeout=4)
+        self.session_changed()
+        if self.check_on_start:
+            self.session_run_checks()
+
+    def session_changed(self) -> None:
+        """The session changed: the current screen re-renders, the header follows."""
+        screen = self.screen
+        show = getattr(screen, "show_session", None)
+        if show is not None and self.session is not None:
+            show(self.session)
+        bars = screen.query(StatusBar) if isinstance(screen, ControlScreen) else None
+        if bars:
+            self._session_status(bars.first())
+
+    def _refused(self, error: Exception) -> None:
+        self.notify(str(error), severity="error", timeout=8)
+        self.session_changed()
+
+    @work(group="checks", exclusive=True, exit_on_error=False)
+    async def session_run_checks(self) -> None:
+        if self.session is None:
+            return
+        self.session.checks_running = True
+        self.session_changed()
+        try:
+            report = await self.session.run_checks()
+        except Exception as error:  # noqa: BLE001
+            self._refused(error)
+            return
+        self.session_changed()
+        self.notify(f"Checklist: {report.verdict.verdict} ({len(report.checks)} checks in "
+                    f"{report.duration_ms / 1000:.1f} s)", timeout=3)
+
+    @work(group="check-item", exit_on_error=False)
+    async def session_run_item(self, item_id: str) -> None:
+        if self.session is None:
+            return
+        try:
+            result = await self.session.run_item(item_id)
+        except Exception as error:  # noqa: BLE001
+            self._refused(error)
+            return
+        self.session_changed()
+        self.notify(f"{item_id}: {result.status.upper()}", timeout=3)
+
+    def session_attest(self, item_id: str) -> None:
+        if self.session is None:
+            return
+        try:
+            self.session.attest(item_id)
+        except SessionError as error:
+            self._refused(error)
+            return
+        self.session_changed()
+        self.notify(f"{item_id} attested; verdict {self.session.verdict_name}", timeout=3)
+
+    @work(group="deploy", exit_on_error=False)
+    async def session_start_deploy(self, version: str, override_reason: str | None) -> None:
+        if self.session is None:
+            return
+        try:
+            await self.session.start_deploy(version, override_reason)
+        except SessionError as error:
+            self._refused(error)
+            return
+        self.session_changed()
+        self.notify(f"Deployment of {version} started" + (" (override journaled)" if override_reason else ""), timeout=4)
+
+    @work(group="steps", exit_on_error=False)
+    async def session_run_step(self, step_id: str, on_output: Callable[[str], None]) -> None:
+        if self.session is None:
+            return
+        task = self.session.run_step(step_id, on_output)
+        self.call_after_refresh(self.session_changed)  # shows RUN while it runs
+        try:
+            outcome = await task
+        except (SessionError, StepRefused) as error:
+            self._refused(error)
+            return
+        on_output(f"→ {outcome.status.upper()}: {outcome.summary}")
+        self.session_changed()
+        self.notify(f"{step_id}: {outcome.status.upper()}", severity="error" if outcome.status == "failed" else "information",
+                    timeout=4)
+
+    @work(group="steps-dry", exit_on_error=False)
+    async def session_dry_run(self, step_id: str, on_output: Callable[[str], None]) -> None:
+        if self.session is None:
+            return
+        try:
+            dry = await self.session.dry_run(step_id)
+        except Exception as error:  # noqa: BLE001
+            self._refused(error)
+            return
+        on_output(f"── dry run: {step_id} (nothing changed)")
+        for line in dry.description.splitlines():
+            on_output("   " + line)
+        if dry.note:
+            on_output("   " + dry.note)
+
+    def session_command(self, name: str, *args: Any) -> None:
+        """A quick, journal-only command: mark_done, skip_step, next_phase, finish_deploy."""
+        if self.session is None:
+            return
+        try:
+            result = getattr(self.session, name)(*args)
+        except SessionError as error:
+            self._refused(error)
+            return
+        if name == "next_phase":
+            self.notify(f"Phase {result.title} started" if result else "Last phase completed; f finishes", timeout=3)
+        self.session_changed()
 
     # -- actions -----------------------------------------------------------------------
 
@@ -158,14 +340,15 @@ class ControlRoomApp(App[None]):
         keys: list[tuple[str, str]] = []
         screen = self.screen if isinstance(self.screen, ControlScreen) else None
         seen: set[str] = set()
-        for binding in [*self.BINDINGS, *(screen.BINDINGS if screen else [])]:
+        # The screen's own keys first: they win over the app's (e.g. r on the checklist).
+        for binding in [*(screen.BINDINGS if screen else []), *self.BINDINGS]:
             assert isinstance(binding, Binding)
             if binding.key in seen or not binding.id or binding.id == "app.quit_ctrl_c":
                 continue
             seen.add(binding.key)
             display = binding.key_display or {"slash": "/", "escape": "esc"}.get(binding.key, binding.key)
-            keys.append((display, binding.description or binding.action))
-        keys = [(key, "Refresh every source now" if key == "r" else desc) for key, desc in keys]
+            description = "Refresh every source now" if binding.id == "app.refresh" else binding.description
+            keys.append((display, description or binding.action))
         keys += [("ctrl+c", "Quit"), ("ctrl+p", "Command palette: every action by name"),
                  ("↑↓ pgup pgdn", "Move in tables and lists"), ("tab", "Next field")]
         return keys
@@ -183,6 +366,18 @@ class ControlRoomApp(App[None]):
                                 lambda name=name: self.switch_mode(name))
         yield SystemCommand("Refresh all sources", "Poll every source now (key r)", self.action_refresh_all)
         yield SystemCommand("Help", "Every key and what this screen does (key ?)", self.action_help)
+        if isinstance(screen, ChecklistScreen):
+            yield SystemCommand("Re-run all checks", "Run the whole checklist again (key r)", screen.action_rerun_all)
+            yield SystemCommand("Re-run selected check", "Run the selected item again (key space)", screen.action_rerun_item)
+            yield SystemCommand("Attest selected item", "Vouch for a manual item, journaled (key a)", screen.action_attest)
+        if isinstance(screen, DeployScreen):
+            yield SystemCommand("Start deployment", "Asks the version; override needs a reason (key s)", screen.action_start)
+            yield SystemCommand("Run selected step", "Shows what it does, then runs it (key x)", screen.action_run_step)
+            yield SystemCommand("Dry-run selected step", "Describe it and count rows, change nothing (key t)", screen.action_dry_run)
+            yield SystemCommand("Mark step done", "Without running it (key m)", screen.action_mark_done)
+            yield SystemCommand("Skip step", "With a typed reason (key z)", screen.action_skip)
+            yield SystemCommand("Next phase", "Complete this phase, start the next (key n)", screen.action_next_phase)
+            yield SystemCommand("Finish deployment", "Record the deployment as done (key f)", screen.action_finish)
         if isinstance(screen, BreakersScreen):
             yield SystemCommand("Filter breakers", "Filter by provider, location or state (key /)", screen.action_filter)
             yield SystemCommand("Sort breakers", "Cycle the sort column (key s)", screen.action_cycle_sort)

@@ -12,6 +12,8 @@ from controlroom.screens.app import make_app
 from controlroom.runbook.loader import load_config
 from controlroom.sandbox.runner import Sandbox
 from controlroom.screens.breakers import BreakersScreen
+from controlroom.screens.checklist import ChecklistScreen
+from controlroom.screens.deploy import DeployScreen
 from controlroom.screens.help import HelpScreen
 from controlroom.screens.kpis import KpisScreen
 from controlroom.screens.pos_health import PosHealthScreen
@@ -35,9 +37,13 @@ async def wait_for(predicate, pilot, timeout: float = 5.0) -> None:  # type: ign
         await pilot.pause(0.05)
 
 
-async def test_every_screen_by_keyboard_and_breaker_appears(sandbox: Sandbox) -> None:
-    app = make_app(load_config(sandbox.config_path), poll_scale=SCALE)
+async def test_every_screen_by_keyboard_and_breaker_appears(sandbox: Sandbox, tmp_path) -> None:
+    app = make_app(load_config(sandbox.config_path), poll_scale=SCALE, check_on_start=False, journal_dir=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
+        assert isinstance(app.screen, ChecklistScreen)
+        await pilot.press("d")
+        assert isinstance(app.screen, DeployScreen)
+        await pilot.press("k")
         assert isinstance(app.screen, KpisScreen)
         await wait_for(lambda: all(r.state is not None for r in app.screen.query(KpiRow)), pilot)
         await pilot.press("b")
@@ -81,9 +87,10 @@ async def test_every_screen_by_keyboard_and_breaker_appears(sandbox: Sandbox) ->
     assert app.return_code in (0, None)
 
 
-async def test_dead_http_marks_prometheus_kpis_stale_and_keys_work(sandbox: Sandbox) -> None:
-    app = make_app(load_config(sandbox.config_path), poll_scale=SCALE)
+async def test_dead_http_marks_prometheus_kpis_stale_and_keys_work(sandbox: Sandbox, tmp_path) -> None:
+    app = make_app(load_config(sandbox.config_path), poll_scale=SCALE, check_on_start=False, journal_dir=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("k")
         latency = app.screen.query_one("#kpi-api-latency-p95", KpiRow)
         await wait_for(lambda: latency.state is not None and latency.state.polls > 0, pilot)
         assert sandbox.http is not None

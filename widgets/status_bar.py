@@ -15,6 +15,7 @@ VERDICT_STYLES = {
     "DELAYED": "bold black on yellow",
     "PENDING": "bold black on cyan",
 }
+DEPLOY_LEVEL_STYLES = {"ok": "bold", "amber": "bold black on yellow", "red": "bold white on red"}
 
 
 class StatusBar(Widget):
@@ -25,8 +26,9 @@ class StatusBar(Widget):
     environment: reactive[str] = reactive("")
     production: reactive[bool] = reactive(False)
     write: reactive[bool] = reactive(False)
-    verdict: reactive[str | None] = reactive(None)  # set by the checklist engine, later
-    deploy_clock: reactive[str | None] = reactive(None)  # set by the deploy screen, later
+    verdict: reactive[str | None] = reactive(None)  # set by the app from the session
+    deploy_clock: reactive[str | None] = reactive(None)  # "3:12/15:00", set by the app from the session
+    deploy_level: reactive[str] = reactive("ok")  # ok | amber | red (deployment.Level)
     where: reactive[str] = reactive("")
     stale: reactive[int] = reactive(0)  # how many sources are stale
 
@@ -47,7 +49,8 @@ class StatusBar(Widget):
         verdict = self.verdict
         text.append(f" {verdict or 'verdict —'} ", style=VERDICT_STYLES.get(verdict or "", "dim"))
         text.append(" ")
-        text.append(f"deploy {self.deploy_clock or '—'}", style="bold" if self.deploy_clock else "dim")
+        clock_style = DEPLOY_LEVEL_STYLES.get(self.deploy_level, "bold") if self.deploy_clock else "dim"
+        text.append(f"deploy {self.deploy_clock or '—'}", style=clock_style)
         if self.stale:
             text.append(f"  {self.stale} stale", style="bold yellow")
         text.append(f"  {self.where}", style="bold")

@@ -1,0 +1,433 @@
+"""One opened environment: its checklist results, its verdict, its deployment and the journal
+that records all of it. The app drives a Session; nothing here knows about Textual.
+
+    session = Session.open(loaded, write=False)            # a new journal
+    session = Session.open(loaded, journal_path=path)      # resume the deployment in `path`
+    await session.run_checks(); session.verdict.verdict
+    session.attest("on-call")
+    await session.start_deploy("v2.15.0", override_reason=None)
+    await session.run_step("env-health", on_output=print)
+    session.skip_step("verify-alerts", "alerting is tested nightly"); session.next_phase()
+    session.finish_deploy("success")
+
+Every state change is a journal record first; the deployment's state is replayed from the
+journal (controlroom.deployment), so a reopened session has the same phase, the same clocks
+(they derive from recorded times) and the same attestations. The clock is injectable: it
+stamps every record and drives every clock, so tests can jump minutes ahead.
+
+Journal files live in `journal_directory()` (CONTROLROOM_JOURNAL_DIR, else the user data
+directory), one per session, named `<environment>-<UTC start time>.jsonl`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from controlroom.checkrun import CheckReport, attestable_ids, run_checklist
+from controlroom.deployment import Clock, DeploymentState, replay
+from controlroom.errors import ControlRoomError
+from controlroom.journal import Journal, default_journal_dir, read_records
+from controlroom.probes.base import Attestation as ProbeAttestation
+from controlroom.probes.base import ProbeContext, ProbeResult, run_probe, with_attestation
+from controlroom.runbook.loader import LoadedConfig
+from controlroom.runbook.models import Phase, Step
+from controlroom.steps import OutputCallback, StepOutcome, StepRefused, StepRunner, is_modifying
+from controlroom.verdict import Verdict, decide
+
+Now = Callable[[], datetime]
+JOURNAL_DIR_VARIABLE = "CONTROLROOM_JOURNAL_DIR"
+
+
+class SessionError(ControlRoomError):
+    """A command the session refuses: the message says why, for the operator."""
+
+    exit_code = 2
+
+
+def journal_directory() -> Path:
+    override = os.environ.get(JOURNAL_DIR_VARIABLE)
+    return Path(override).expanduser() if override else default_journal_dir()
+
+
+def environment_slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:48] or "environment"
+
+
+def find_resumable(environment_name: str, journal_dir: Path | None = None) -> Path | None:
+    """The newest journal of this environment whose deployment started and did not finish."""
+    directory = journal_dir or journal_directory()
+    if not directory.is_dir():
+        return None
+    candidates = sorted(directory.glob(f"{environment_slug(environment_name)}-*.jsonl"), reverse=True)
+    for path in candidates:
+        try:
+            records, _, _ = read_records(path)
+        except OSError:
+            continue
+        opened = next((r for r in records if r.kind == "session_opened"), None)
+        if opened is None or opened.data.get("environment") != environment_name:
+            continue
+        if replay(records).in_progress:
+            return path
+    return None
+
+
+class Session:
+    """The controller of one environment's release. Use Session.open()."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        journal: Journal,
+        *,
+        write: bool,
+        clock: Now,
+        environ: Mapping[str, str] | None,
+    ) -> None:
+        self.loaded = loaded
+        self.journal = journal
+        self.write = write
+        self.clock = clock
+        self.environ = environ
+        self.results: dict[str, ProbeResult] = {}
+        self.report: CheckReport | None = None
+        self.verdict: Verdict | None = None
+        self.checks_running = False
+        self.running_step: str | None = None
+        self.state: DeploymentState = replay(journal.records)
+        self.resumed = self.state.in_progress
+
+    @classmethod
+    def open(
+        cls,
+        loaded: LoadedConfig,
+        *,
+        write: bool = False,
+        journal_path: Path | None = None,
+        journal_dir: Path | None = None,
+        clock: Now | None = None,
+        environ: Mapping[str, str] | None = None,
+        operator: dict[str, str] | None = None,
+    ) -> "Session":
+        """Open a new journal (in journal_dir), or the one at journal_path (resuming it)."""
+        clock = clock or (lambda: datetime.now(UTC))
+        write = write or loaded.environment.write_by_default
+        if journal_path is None:
+            directory = journal_dir or journal_directory()
+            stamp = clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+            journal_path = directory / f"{environment_slug(loaded.environment.name)}-{stamp}.jsonl"
+            suffix = 1
+            while journal_path.exists():
+                suffix += 1
+                journal_path = directory / f"{environment_slug(loaded.environment.name)}-{stamp}-{suffix}.jsonl"
+        journal = Journal.open(journal_path, redact=loaded.secrets.redact, clock=clock, operator=operator)
+        session = cls(loaded, journal, write=write, clock=clock, environ=environ)
+        if not journal.records or journal.records[0].kind != "session_opened":
+            journal.append("session_opened", {
+                "environment": loaded.environment.name,
+                "runbook": loaded.runbook.name,
+                "config": str(loaded.config_path),
+            })
+        else:
+            journal.append("session_resumed", {"write": write, "problems": [str(p) for p in journal.problems]})
+        session._replay()
+        return session
+
+    # -- derived state -----------------------------------------------------------------
+
+    @property
+    def deployment(self):  # noqa: ANN201 - runbook.models.Deployment
+        return self.loaded.runbook.deployment
+
+    @property
+    def verdict_name(self) -> str:
+        return self.verdict.verdict if self.verdict else "PENDING"
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def attestations(self) -> dict[str, ProbeAttestation]:
+        return {
+            item_id: ProbeAttestation(who=a.user, at=a.at, address=a.ssh_client)
+            for item_id, a in self.state.attestations.items()
+            if a.outcome == "pass"
+        }
+
+    def attestable(self) -> list[str]:
+        return attestable_ids(self.loaded)
+
+    def current_phase(self) -> Phase | None:
+        phase_id = self.state.current_phase(self.deployment)
+        return next((p for p in self.deployment.phases if p.id == phase_id), None)
+
+    def phase_of(self, step_id: str) -> Phase:
+        for phase in self.deployment.phases:
+            if any(step.id == step_id for step in phase.steps):
+                return phase
+        raise SessionError(f"no deployment step {step_id!r}")
+
+    def step(self, step_id: str) -> Step:
+        phase = self.phase_of(step_id)
+        return next(step for step in phase.steps if step.id == step_id)
+
+    def deploy_clock(self) -> Clock:
+        return self.state.deploy_clock(self.deployment, self.now())
+
+    def phase_clock(self, phase_id: str) -> Clock:
+        return self.state.phase_clock(self.deployment, phase_id, self.now())
+
+    def runner(self) -> StepRunner:
+        return StepRunner(self.loaded, write=self.write, journal=self.journal, environ=self.environ,
+                          attestations=self.attestations())
+
+    def describe(self, step_id: str) -> str:
+        return self.runner().describe(self.step(step_id), self._values())
+
+    def refusal(self, step_id: str) -> str | None:
+        """Why run_step would refuse this step right now, or None."""
+        step = self.step(step_id)
+        if not self.state.in_progress:
+            return "the deployment has not started (or is finished)"
+        current = self.current_phase()
+        if current is None or current.id != self.phase_of(step_id).id:
+            return f"{step.title!r} belongs to another phase than the current one"
+        if self.running_step:
+            return f"step {self.running_step!r} is still running"
+        return self.runner().refusal(step)
+
+    def modifying(self, step_id: str) -> bool:
+        return is_modifying(self.step(step_id))
+
+    def _values(self) -> dict[str, str]:
+        return {"version": self.state.version} if self.state.version else {}
+
+    def _replay(self) -> None:
+        self.state = replay(self.journal.records)
+
+    def _append(self, kind: str, data: dict[str, Any]) -> None:
+        self.journal.append(kind, data)
+        self._replay()
+
+    # -- checklist ---------------------------------------------------------------------
+
+    async def run_checks(self) -> CheckReport:
+        """Run every checklist item; journal the results and the verdict (when it changed)."""
+        self.checks_running = True
+        try:
+            report = await run_checklist(self.loaded, self.attestations(), environ=self.environ)
+        finally:
+            self.checks_running = False
+        self.report = report
+        self.results = dict(report.results)
+        self._journal_checks(list(self.results.values()))
+        self._decide(force_journal=self.verdict is None)
+        return report
+
+    async def run_item(self, item_id: str) -> ProbeResult:
+        """Run one checklist item again and update the verdict."""
+        items = {item.id: item for _, item in self.loaded.runbook.items()}
+        if item_id not in items:
+            raise SessionError(f"no checklist item {item_id!r}")
+        attestations = self.attestations()
+        async with ProbeContext(self.loaded, attestations=attestations, environ=self.environ) as ctx:
+            result = await run_probe(items[item_id], ctx)
+        if result.status == "skipped" and item_id in attestations:
+            result = with_attestation(result, attestations[item_id], self.loaded.secrets.redact)
+        self.results[item_id] = result
+        self._journal_checks([result])
+        self._decide()
+        return result
+
+    def attest(self, item_id: str, note: str = "") -> ProbeResult:
+        """The operator vouches for a manual item: journaled with who and when; the item
+        passes and the verdict is decided again."""
+        if item_id not in self.attestable():
+            raise SessionError(f"{item_id!r} cannot be attested; only {', '.join(self.attestable())} can")
+        self._append("attested", {"item_id": item_id, "outcome": "pass", "note": note})
+        attestation = self.attestations()[item_id]
+        previous = self.results.get(item_id)
+        item = next(i for _, i in self.loaded.runbook.items() if i.id == item_id)
+        if item.kind == "manual":
+            result = ProbeResult(item_id, "pass", attestation.describe(), 0.0, attestation.at,
+                                 attested_by=attestation.by, attested_at=attestation.at)
+        elif previous is not None:
+            result = with_attestation(previous, attestation, self.loaded.secrets.redact)
+        else:
+            result = ProbeResult(item_id, "skipped", attestation.describe(), 0.0, attestation.at,
+                                 attested_by=attestation.by, attested_at=attestation.at)
+        self.results[item_id] = result
+        self._decide()
+        return result
+
+    def _journal_checks(self, results: list[ProbeResult]) -> None:
+        sections = {item.id: (section, item) for section, item in self.loaded.runbook.items()}
+        self.journal.append("check", {"results": [
+            {
+                "id": r.item_id,
+                "title": sections[r.item_id][1].title,
+                "section": sections[r.item_id][0].id,
+                "status": r.status,
+                "evidence": r.evidence,
+                "duration_ms": round(r.duration_ms, 1),
+            }
+            for r in results
+        ]})
+
+    def _decide(self, *, force_journal: bool = False) -> Verdict:
+        verdict = decide(self.loaded.runbook, self.results)
+        changed = self.verdict is None or verdict.verdict != self.verdict.verdict or verdict.reasons != self.verdict.reasons
+        self.verdict = verdict
+        if changed or force_journal:
+            self._journal_verdict()
+        return verdict
+
+    def _journal_verdict(self) -> None:
+        verdict = self.verdict or decide(self.loaded.runbook, self.results)
+        self._append("verdict", {
+            "verdict": verdict.verdict,
+            "reasons": list(verdict.reasons),
+            "health_percent": verdict.health_percent,
+        })
+
+    # -- deployment --------------------------------------------------------------------
+
+    async def start_deploy(self, version: str, override_reason: str | None = None) -> None:
+        """Start the deployment of `version`. Refused when the verdict is not GO, unless an
+        override reason is given (journaled with the verdict it overrode)."""
+        version = version.strip()
+        if not version:
+            raise SessionError("give the version to deploy")
+        if self.state.in_progress:
+            raise SessionError(f"deployment of {self.state.version} is already in progress")
+        if self.state.ended_at is not None:
+            raise SessionError("this session's deployment is finished; reopen the control room for another")
+        reason = (override_reason or "").strip()
+        verdict = self.verdict_name
+        if verdict != "GO" and not reason:
+            raise SessionError(f"the verdict is {verdict}, not GO: starting needs an override with a typed reason")
+        git_sha = await self._git_sha()
+        self._journal_verdict()
+        self._append("deploy_started", {
+            "version": version,
+            "git_sha": git_sha,
+            "verdict": verdict,
+            "override_reason": reason if verdict != "GO" else "",
+        })
+        self._append("phase_started", {"phase_id": self.deployment.phases[0].id})
+
+    async def run_step(self, step_id: str, on_output: OutputCallback | None = None) -> StepOutcome:
+        """Run a step of the current phase: `step_intent` is on disk before it starts,
+        `step_outcome` after. StepRefused / SessionError when it must not run."""
+        refusal = self.refusal(step_id)
+        if refusal:
+            raise StepRefused(refusal)
+        step = self.step(step_id)
+        phase = self.phase_of(step_id)
+        runner = self.runner()
+        values = self._values()
+        self.running_step = step_id
+        try:
+            self._append("step_intent", {
+                "step_id": step_id, "phase_id": phase.id, "action": step.action.kind,
+                "detail": runner.describe(step, values),
+            })
+            try:
+                outcome = await runner.run(step, values, on_output)
+            except asyncio.CancelledError:
+                self._append("step_outcome", {"step_id": step_id, "phase_id": phase.id, "status": "failed",
+                                              "summary": "cancelled", "reason": "the control room was closed"})
+                raise
+            except StepRefused as refused:
+                outcome = StepOutcome("failed", str(refused))
+            self._append("step_outcome", {
+                "step_id": step_id, "phase_id": phase.id, "status": outcome.status,
+                "summary": outcome.summary, "reason": "",
+            })
+        finally:
+            self.running_step = None
+        for result in outcome.probe_results:
+            self.results[result.item_id] = result
+        if outcome.probe_results:
+            self._decide()
+        return outcome
+
+    async def dry_run(self, step_id: str):  # noqa: ANN201 - steps.DryRun
+        return await self.runner().dry_run(self.step(step_id), self._values())
+
+    def mark_done(self, step_id: str, note: str = "") -> None:
+        self._outcome_without_running(step_id, "done", note or "marked done by the operator", "")
+
+    def skip_step(self, step_id: str, reason: str) -> None:
+        reason = reason.strip()
+        if not reason:
+            raise SessionError("skipping a step needs a reason")
+        self._outcome_without_running(step_id, "skipped", "skipped by the operator", reason)
+
+    def _outcome_without_running(self, step_id: str, status: str, summary: str, reason: str) -> None:
+        step = self.step(step_id)
+        phase = self.phase_of(step_id)
+        if not self.state.in_progress:
+            raise SessionError("the deployment has not started (or is finished)")
+        current = self.current_phase()
+        if current is None or current.id != phase.id:
+            raise SessionError(f"{step.title!r} belongs to another phase than the current one")
+        if self.running_step == step_id:
+            raise SessionError(f"step {step_id!r} is still running")
+        self._append("step_outcome", {"step_id": step_id, "phase_id": phase.id, "status": status,
+                                      "summary": summary, "reason": reason})
+
+    def open_steps(self, phase_id: str) -> list[str]:
+        phase = next(p for p in self.deployment.phases if p.id == phase_id)
+        return [s.id for s in phase.steps if self.state.steps.get(s.id) is None
+                or self.state.steps[s.id].status not in ("done", "skipped")]
+
+    def next_phase(self) -> Phase | None:
+        """Complete the current phase (every step done or skipped) and start the next; the
+        new phase, or None when the last phase was completed."""
+        current = self.current_phase()
+        if current is None:
+            raise SessionError("no phase is running")
+        waiting = self.open_steps(current.id)
+        if waiting:
+            raise SessionError(f"{current.title}: {len(waiting)} step(s) not done or skipped: {', '.join(waiting)}")
+        phases = self.deployment.phases
+        index = next(i for i, p in enumerate(phases) if p.id == current.id)
+        self._append("phase_completed", {"phase_id": current.id})
+        if index + 1 < len(phases):
+            self._append("phase_started", {"phase_id": phases[index + 1].id})
+            return phases[index + 1]
+        return None
+
+    def finish_deploy(self, outcome: str = "success") -> None:
+        if not self.state.in_progress:
+            raise SessionError("no deployment in progress")
+        current = self.current_phase()
+        if current is not None:
+            self._append("phase_completed", {"phase_id": current.id})
+        self._append("deploy_finished", {"outcome": outcome})
+
+    async def _git_sha(self) -> str:
+        repository = self.loaded.runbook.rollback.previous_version.repository
+        cwd = Path(repository).expanduser()
+        if not cwd.is_absolute():
+            cwd = self.loaded.config_path.parent / cwd
+        try:
+            process = await asyncio.create_subprocess_exec(
+                "git", "rev-parse", "HEAD", cwd=cwd,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
+            )
+        except OSError:
+            return ""
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), timeout=3)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return ""
+        return out.decode().strip() if process.returncode == 0 else ""

@@ -1,0 +1,206 @@
+"""Checklist: the runbook's sections and items with status, evidence and age; the verdict
+banner with its deciding reasons; re-run all / one; attest a manual item."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Static
+
+from controlroom.checkrun import STATUS_STYLES, VERDICT_STYLES
+from controlroom.polling import format_age
+from controlroom.screens.base import ControlScreen
+from controlroom.screens.dialogs import ConfirmDialog
+from controlroom.sources import plain
+from controlroom.verdict import percent
+
+STATUS_LABELS = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "error": "ERR", "pending": "WAIT", "skipped": "SKIP"}
+TITLE_WIDTH = 30
+EVIDENCE_WIDTH = 31
+REASONS_SHOWN = 3
+
+
+def clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class ChecklistScreen(ControlScreen):
+    TITLE_TEXT = "Checklist"
+    HELP = (
+        "The pre-deployment checklist: every item with its status (PASS, WARN, FAIL, ERR, WAIT for an "
+        "operator, SKIP), its evidence (the measured value) and its age. The banner shows the verdict — "
+        "GO, NO-GO, DELAYED or PENDING — and the reasons that decided it. Manual items pass only when "
+        "an operator attests them (a, confirmed, journaled with who and when). The selected item's full "
+        "evidence is shown under the table."
+    )
+    AUTO_FOCUS = "#checklist-table"
+    BINDINGS = [
+        Binding("r", "rerun_all", "Re-run all", id="checklist.rerun_all"),
+        Binding("space", "rerun_item", "Re-run item", key_display="space", id="checklist.rerun_item"),
+        Binding("a", "attest", "Attest", id="checklist.attest"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(Text("verdict: running the checklist…", style="dim"), id="verdict-banner")
+        table: DataTable[Any] = DataTable(id="checklist-table", cursor_type="row", zebra_stripes=False)
+        yield table
+        yield Static("", id="check-detail")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._ensure_rows()
+        self._render_session()
+
+    def _ensure_rows(self) -> None:
+        table = self.query_one("#checklist-table", DataTable)
+        if table.columns:
+            return
+        table.add_column(Text("stat"), width=4, key="status")
+        table.add_column(Text("check"), width=TITLE_WIDTH, key="check")
+        table.add_column(Text("evidence"), width=EVIDENCE_WIDTH, key="evidence")
+        table.add_column(Text("age"), width=4, key="age")
+        for section in self.app.config.runbook.checklist.sections:  # type: ignore[attr-defined]
+            table.add_row(Text(""), Text(clip(section.title, TITLE_WIDTH), style="bold underline"), Text(""), Text(""),
+                          key=f"section:{section.id}")
+            for item in section.items:
+                table.add_row(Text("…", style="dim"), Text(clip(item.title, TITLE_WIDTH)), Text(""), Text(""), key=item.id)
+        if table.row_count > 1:
+            table.move_cursor(row=1)
+
+    # -- rendering ---------------------------------------------------------------------
+
+    @property
+    def session(self):  # noqa: ANN201
+        return getattr(self.app, "session", None)
+
+    def show_session(self, session: Any) -> None:
+        self._render_session()
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self._render_session()
+
+    def tick(self, now: float) -> None:
+        self._render_ages()
+
+    def _render_session(self) -> None:
+        self._ensure_rows()
+        session = self.session
+        self._render_banner(session)
+        if session is None:
+            return
+        table = self.query_one("#checklist-table", DataTable)
+        running = session.checks_running
+        for _, item in self.app.config.runbook.items():  # type: ignore[attr-defined]
+            result = session.results.get(item.id)
+            if result is None:
+                status = Text("RUN" if running else "—", style="dim")
+                evidence = Text("running…" if running else "not run yet", style="dim")
+            else:
+                status = Text(STATUS_LABELS.get(result.status, result.status.upper()), style=STATUS_STYLES.get(result.status, ""))
+                first = result.evidence.strip().splitlines()[0] if result.evidence.strip() else ""
+                evidence = Text(clip(plain(first), EVIDENCE_WIDTH))
+            table.update_cell(item.id, "status", status)
+            table.update_cell(item.id, "evidence", evidence)
+        self._render_ages()
+        self._render_detail()
+
+    def _render_ages(self) -> None:
+        session = self.session
+        if session is None or not self.query_one("#checklist-table", DataTable).columns:
+            return
+        table = self.query_one("#checklist-table", DataTable)
+        now = datetime.now(UTC)
+        for item_id, result in session.results.items():
+            age = max(0.0, (now - result.started_at).total_seconds())
+            table.update_cell(item_id, "age", Text(format_age(age), style="dim"))
+
+    def _render_banner(self, session: Any) -> None:
+        banner = self.query_one("#verdict-banner", Static)
+        if session is None or session.verdict is None:
+            running = session is not None and session.checks_running
+            banner.update(Text("verdict: running the checklist…" if running or session is None else "verdict: not decided yet",
+                               style="dim"))
+            return
+        verdict = session.verdict
+        text = Text(no_wrap=False)
+        text.append(f" {verdict.verdict} ", style=VERDICT_STYLES.get(verdict.verdict, "bold"))
+        text.append(f"  health {percent(verdict.health_percent)} %")
+        if session.checks_running:
+            text.append("  re-running…", style="dim")
+        reasons = list(verdict.reasons)
+        for reason in reasons[:REASONS_SHOWN]:
+            text.append("\n")
+            text.append(clip(plain(reason, limit=400), 76))
+        if len(reasons) > REASONS_SHOWN:
+            text.append(f"  (+{len(reasons) - REASONS_SHOWN} more)", style="dim")
+        banner.update(text)
+        banner.set_classes(f"verdict-{verdict.verdict.lower()}")
+
+    def _render_detail(self) -> None:
+        detail = self.query_one("#check-detail", Static)
+        item_id = self.selected_item()
+        session = self.session
+        if item_id is None or session is None:
+            detail.update("")
+            return
+        result = session.results.get(item_id)
+        item = next(i for _, i in self.app.config.runbook.items() if i.id == item_id)  # type: ignore[attr-defined]
+        text = Text()
+        text.append(f"{item.id}: ", style="bold")
+        if result is None:
+            text.append("not run yet", style="dim")
+        else:
+            text.append(plain(result.evidence, limit=300))
+            if item.kind == "manual" and result.status == "pending":
+                text.append("  — a to attest", style="bold cyan")
+        detail.update(text)
+
+    def selected_item(self) -> str | None:
+        table = self.query_one("#checklist-table", DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        if key is None or key.startswith("section:"):
+            return None
+        return key
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._render_detail()
+
+    # -- commands ----------------------------------------------------------------------
+
+    def action_rerun_all(self) -> None:
+        self.app.session_run_checks()  # type: ignore[attr-defined]
+
+    def action_rerun_item(self) -> None:
+        item_id = self.selected_item()
+        if item_id is None:
+            self.app.notify("Select a check first (↑↓)", severity="warning")
+            return
+        self.app.session_run_item(item_id)  # type: ignore[attr-defined]
+
+    def action_attest(self) -> None:
+        session = self.session
+        item_id = self.selected_item()
+        if session is None or item_id is None:
+            self.app.notify("Select a manual check first (↑↓)", severity="warning")
+            return
+        if item_id not in session.attestable():
+            self.app.notify(f"{item_id} is probed, not attested; only manual items can be attested", severity="warning")
+            return
+        item = next(i for _, i in self.app.config.runbook.items() if i.id == item_id)  # type: ignore[attr-defined]
+        who = session.journal.operator.get("user", "unknown")
+        body = Text()
+        body.append(plain(getattr(item, "prompt", "") or item.title, limit=400))
+        body.append(f"\n\nRecorded in the journal as attested by {who}, now.", style="dim")
+
+        def done(confirmed: bool | None) -> None:
+            if confirmed:
+                self.app.session_attest(item_id)  # type: ignore[attr-defined]
+
+        self.app.push_screen(ConfirmDialog(Text(f"Attest: {clip(item.title, 60)}"), body, confirm_label="Attest"), done)

@@ -1,0 +1,301 @@
+"""Deploy: the three phases with their steps, a countdown per phase and the whole-deploy
+clock; run / mark done / skip steps, output streaming into the log pane.
+
+Clocks are derived from recorded start times (controlroom.deployment) on every render; the
+1 s tick only re-renders them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Log, Static
+
+from controlroom.deployment import Clock, format_duration
+from controlroom.screens.base import ControlScreen
+from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
+from controlroom.sources import plain
+
+STEP_STYLES = {
+    "todo": ("·", "dim"),
+    "running": ("RUN", "bold cyan"),
+    "done": ("DONE", "bold green"),
+    "failed": ("FAIL", "bold red"),
+    "skipped": ("SKIP", "yellow"),
+}
+LEVEL_STYLES = {"ok": "bold green", "amber": "bold black on yellow", "red": "bold white on red"}
+STEP_WIDTH = 52
+TIME_WIDTH = 14
+
+
+def clock_text(clock: Clock, *, done_label: str = "done in") -> Text:
+    """`3:12 left` / `+1:30 over` (coloured by level) / `done in 4:10` / `5:00`."""
+    style = LEVEL_STYLES[str(clock.level)]
+    if not clock.running and clock.elapsed_s == 0:
+        return Text(format_duration(clock.budget_s), style="dim")
+    if not clock.running:
+        return Text(f"{done_label} {format_duration(clock.elapsed_s)}", style=style if str(clock.level) != "ok" else "green")
+    if clock.remaining_s >= 0:
+        return Text(f"{format_duration(clock.remaining_s)} left", style=style)
+    return Text(f"+{format_duration(-clock.remaining_s)} over", style=style)
+
+
+class DeployScreen(ControlScreen):
+    TITLE_TEXT = "Deploy"
+    HELP = (
+        "The deployment's phases and steps. Each phase counts down against its minutes and the whole "
+        "deployment against its target; an overrun turns amber, then red, and stays visible. "
+        "s starts the deployment (asks the version; when the verdict is not GO it needs an override "
+        "with a typed reason, journaled). x runs the selected step after showing exactly what it does "
+        "(output streams into the log below); t dry-runs it; m marks it done; z skips it with a typed "
+        "reason; n completes the phase and starts the next; f finishes the deployment. Modifying steps "
+        "are refused in READ-ONLY mode (start with --write). Every action is journaled before it runs."
+    )
+    AUTO_FOCUS = "#deploy-steps"
+    BINDINGS = [
+        Binding("s", "start", "Start", id="deploy.start"),
+        Binding("x", "run_step", "Run step", id="deploy.run"),
+        Binding("t", "dry_run", "Dry-run", id="deploy.dry_run"),
+        Binding("m", "mark_done", "Done", id="deploy.done"),
+        Binding("z", "skip", "Skip", id="deploy.skip"),
+        Binding("n", "next_phase", "Next phase", id="deploy.next"),
+        Binding("f", "finish", "Finish", id="deploy.finish"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("", id="deploy-clocks")
+        yield DataTable(id="deploy-steps", cursor_type="row")
+        yield Log(id="deploy-log", max_lines=1000)
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._ensure_rows()
+        self.render_deploy()
+
+    def _ensure_rows(self) -> None:
+        table = self.query_one("#deploy-steps", DataTable)
+        if table.columns:
+            return
+        table.add_column(Text("stat"), width=4, key="status")
+        table.add_column(Text("phase / step"), width=STEP_WIDTH, key="step")
+        table.add_column(Text("time"), width=TIME_WIDTH, key="time")
+        for number, phase in enumerate(self.deployment.phases, start=1):
+            table.add_row(Text(""), Text(f"{number}. {phase.title} ({phase.minutes:g} min)", style="bold"), Text(""),
+                          key=f"phase:{phase.id}")
+            for step in phase.steps:
+                table.add_row(Text("·", style="dim"), Text("  " + plain(step.title, limit=STEP_WIDTH - 2)), Text(""),
+                              key=step.id)
+        if table.row_count > 1:
+            table.move_cursor(row=1)
+        self.query_one("#deploy-log", Log).write_line("Step output appears here.")
+
+    @property
+    def deployment(self):  # noqa: ANN201
+        return self.app.config.runbook.deployment  # type: ignore[attr-defined]
+
+    @property
+    def session(self):  # noqa: ANN201
+        return getattr(self.app, "session", None)
+
+    # -- rendering ---------------------------------------------------------------------
+
+    def show_session(self, session: Any) -> None:
+        self.render_deploy()
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self.render_deploy()
+
+    def tick(self, now: float) -> None:
+        self.render_deploy()
+
+    def render_deploy(self) -> None:
+        self._ensure_rows()
+        session = self.session
+        header = self.query_one("#deploy-clocks", Static)
+        table = self.query_one("#deploy-steps", DataTable)
+        if session is None:
+            header.update(Text("opening the session…", style="dim"))
+            return
+        state = session.state
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if state.started_at is None:
+            verdict = session.verdict_name
+            text.append("No deployment yet. ", style="bold")
+            text.append(f"Verdict {verdict}", style="bold green" if verdict == "GO" else "bold yellow")
+            text.append(" — s to start" + (" (needs an override)" if verdict != "GO" else ""))
+            text.append(f"\ntarget {format_duration(self.deployment.target_minutes * 60)}: "
+                        + " + ".join(f"{p.minutes:g}" for p in self.deployment.phases) + " min", style="dim")
+        else:
+            whole = session.deploy_clock()
+            text.append(plain(state.version, limit=24), style="bold")
+            text.append("  deploy ")
+            text.append(f"{format_duration(whole.elapsed_s)} / {format_duration(whole.budget_s)}",
+                        style=LEVEL_STYLES[str(whole.level)])
+            if state.ended_at is not None:
+                text.append(f"  finished: {plain(state.outcome, limit=20)}", style="bold")
+            if state.override_reason:
+                text.append("  OVERRIDE", style="bold white on red")
+            current = session.current_phase()
+            text.append("\n")
+            if current is not None:
+                phase_clock = session.phase_clock(current.id)
+                text.append(f"phase {plain(current.title, limit=30)} ")
+                text.append(f"{format_duration(phase_clock.elapsed_s)} / {format_duration(phase_clock.budget_s)}",
+                            style=LEVEL_STYLES[str(phase_clock.level)])
+                text.append("  ")
+                text.append_text(clock_text(phase_clock))
+            elif state.ended_at is None:
+                text.append("no phase running", style="dim")
+        header.update(text)
+
+        for phase in self.deployment.phases:
+            phase_state = state.phases.get(phase.id)
+            current = session.current_phase()
+            marker = "▶" if current is not None and current.id == phase.id else (
+                "✓" if phase_state and phase_state.ended_at else "")
+            table.update_cell(f"phase:{phase.id}", "status", Text(marker, style="bold"))
+            table.update_cell(f"phase:{phase.id}", "time", clock_text(session.phase_clock(phase.id)))
+            for step in phase.steps:
+                step_state = state.steps.get(step.id)
+                status = step_state.status if step_state else "todo"
+                if session.running_step == step.id:
+                    status = "running"
+                label, style = STEP_STYLES.get(status, (status.upper(), ""))
+                table.update_cell(step.id, "status", Text(label, style=style))
+                when = Text("")
+                if step_state and step_state.at and status in ("done", "failed", "skipped") and state.started_at:
+                    when = Text(f"at +{format_duration((step_state.at - state.started_at).total_seconds())}", style="dim")
+                table.update_cell(step.id, "time", when)
+
+    def log_line(self, line: str) -> None:
+        self.query_one("#deploy-log", Log).write_line(plain(line, limit=1000))
+
+    # -- selection ---------------------------------------------------------------------
+
+    def selected_step(self) -> str | None:
+        table = self.query_one("#deploy-steps", DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        return None if key is None or key.startswith("phase:") else key
+
+    def _need_step(self) -> str | None:
+        step_id = self.selected_step()
+        if step_id is None:
+            self.app.notify("Select a step first (↑↓)", severity="warning")
+        return step_id
+
+    # -- commands ----------------------------------------------------------------------
+
+    def action_start(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        if session.state.in_progress:
+            self.app.notify(f"Deployment of {session.state.version} is already in progress", severity="warning")
+            return
+
+        def with_version(version: str | None) -> None:
+            if not version:
+                return
+            verdict = session.verdict_name
+            if verdict == "GO":
+                body = Text(f"Phase 1 ({self.deployment.phases[0].title}) starts now and the clocks run "
+                            f"against {self.deployment.target_minutes:g} minutes.")
+                self.app.push_screen(
+                    ConfirmDialog(Text(f"Start the deployment of {version}?"), body, confirm_label="Start"),
+                    lambda ok: self.app.session_start_deploy(version, None) if ok else None,  # type: ignore[attr-defined]
+                )
+                return
+            reasons = session.verdict.reasons if session.verdict else ["the checklist has not run"]
+            body = Text()
+            body.append(f"The verdict is {verdict}, not GO:\n", style="bold red")
+            for reason in reasons[:6]:
+                body.append("• " + plain(reason, limit=300) + "\n")
+            body.append("\nStarting anyway is an override. Type why; it is journaled with your name.", style="bold")
+            self.app.push_screen(
+                ReasonDialog(Text(f"Override: deploy {version} while {verdict}"), body,
+                             placeholder="the reason for overriding the verdict", confirm_label="Override and start",
+                             min_length=5),
+                lambda reason: self.app.session_start_deploy(version, reason) if reason else None,  # type: ignore[attr-defined]
+            )
+
+        self.app.push_screen(
+            ReasonDialog(Text("Version to deploy"), Text("The tag or version the deploy command receives."),
+                         placeholder="e.g. v2.15.0", confirm_label="Next", min_length=1),
+            with_version,
+        )
+
+    def action_run_step(self) -> None:
+        session = self.session
+        step_id = self._need_step()
+        if session is None or step_id is None:
+            return
+        refusal = session.refusal(step_id)
+        if refusal:
+            self.app.notify(refusal, severity="error", timeout=6)
+            return
+        step = session.step(step_id)
+        body = Text()
+        if step.action.kind == "manual":
+            body.append(plain(step.action.prompt or step.title, limit=400))
+            title, label = f"Confirm: {step.title}", "Done"
+        else:
+            body.append(session.describe(step_id))
+            if session.modifying(step_id):
+                body.append("\n\nThis changes the environment.", style="bold red")
+            title, label = f"Run: {step.title}", "Run"
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.log_line(f"── {step.title}")
+                self.app.session_run_step(step_id, self.log_line)  # type: ignore[attr-defined]
+
+        self.app.push_screen(ConfirmDialog(Text(plain(title, limit=70)), body, confirm_label=label), confirmed)
+
+    def action_dry_run(self) -> None:
+        step_id = self._need_step()
+        if step_id is not None:
+            self.app.session_dry_run(step_id, self.log_line)  # type: ignore[attr-defined]
+
+    def action_mark_done(self) -> None:
+        session = self.session
+        step_id = self._need_step()
+        if session is None or step_id is None:
+            return
+        step = session.step(step_id)
+        self.app.push_screen(
+            ConfirmDialog(Text(plain(f"Mark done: {step.title}", limit=70)),
+                          Text("Without running it: you did it yourself. Journaled."), confirm_label="Mark done"),
+            lambda ok: self.app.session_command("mark_done", step_id) if ok else None,  # type: ignore[attr-defined]
+        )
+
+    def action_skip(self) -> None:
+        session = self.session
+        step_id = self._need_step()
+        if session is None or step_id is None:
+            return
+        step = session.step(step_id)
+        self.app.push_screen(
+            ReasonDialog(Text(plain(f"Skip: {step.title}", limit=70)), Text("Type why this step is skipped; journaled."),
+                         placeholder="the reason for skipping", confirm_label="Skip", min_length=3),
+            lambda reason: self.app.session_command("skip_step", step_id, reason) if reason else None,  # type: ignore[attr-defined]
+        )
+
+    def action_next_phase(self) -> None:
+        self.app.session_command("next_phase")  # type: ignore[attr-defined]
+
+    def action_finish(self) -> None:
+        session = self.session
+        if session is None or not session.state.in_progress:
+            self.app.notify("No deployment in progress", severity="warning")
+            return
+        self.app.push_screen(
+            ConfirmDialog(Text(f"Finish the deployment of {plain(session.state.version, limit=30)}?"),
+                          Text("Completes the current phase and records the deployment as a success."),
+                          confirm_label="Finish"),
+            lambda ok: self.app.session_command("finish_deploy", "success") if ok else None,  # type: ignore[attr-defined]
+        )

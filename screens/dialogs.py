@@ -1,0 +1,171 @@
+"""Dialogs: confirm (Cancel is the default), typed reason, typed confirmation word.
+
+All text from data is passed as rich Text (or plain str rendered as Text), never markup.
+Every dialog closes with esc as Cancel. Results: ConfirmDialog → bool, ReasonDialog →
+str | None (the typed text), TypedConfirmDialog → bool.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+DIALOG_CSS = """
+{name} { align: center middle; }
+{name} > Vertical { width: 76; max-width: 100%; height: auto; max-height: 22; border: round $warning;
+                    background: $surface; padding: 0 1; }
+{name} .dialog-title { text-style: bold; width: 1fr; }
+{name} .dialog-body { height: auto; max-height: 12; }
+{name} .dialog-hint { color: $text-muted; }
+{name} Input { margin: 0; }
+{name} .dialog-buttons { height: 3; align-horizontal: right; }
+{name} Button { margin-left: 1; min-width: 10; }
+{name} .dialog-error { color: $error; height: auto; }
+"""
+
+
+def _text(value: str | Text) -> Text:
+    return value if isinstance(value, Text) else Text(value)
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Yes / no with the action spelled out. Cancel has the focus unless `default` is
+    "confirm" (used only for harmless choices such as resuming)."""
+
+    DEFAULT_CSS = DIALOG_CSS.replace("{name}", "ConfirmDialog")
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+
+    def __init__(self, title: str | Text, body: str | Text = "", *, confirm_label: str = "Confirm",
+                 default: str = "cancel") -> None:
+        super().__init__()
+        self.title_text = _text(title)
+        self.body = _text(body)
+        self.confirm_label = confirm_label
+        self.default = default
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.title_text, classes="dialog-title")
+            with VerticalScroll(classes="dialog-body"):
+                yield Static(self.body)
+            yield Label("tab moves between buttons · enter presses · esc cancels", classes="dialog-hint")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button(self.confirm_label, id="confirm", variant="warning")
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm" if self.default == "confirm" else "#cancel", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "confirm")
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class ReasonDialog(ModalScreen[str | None]):
+    """The operator must type a reason (at least `min_length` characters) to go on. Also used
+    to ask for a value (the version) with `initial` filled in."""
+
+    DEFAULT_CSS = DIALOG_CSS.replace("{name}", "ReasonDialog")
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+
+    def __init__(self, title: str | Text, body: str | Text = "", *, placeholder: str = "type the reason",
+                 confirm_label: str = "OK", min_length: int = 3, initial: str = "") -> None:
+        super().__init__()
+        self.title_text = _text(title)
+        self.body = _text(body)
+        self.placeholder = placeholder
+        self.confirm_label = confirm_label
+        self.min_length = min_length
+        self.initial = initial
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.title_text, classes="dialog-title")
+            with VerticalScroll(classes="dialog-body"):
+                yield Static(self.body)
+            yield Input(value=self.initial, placeholder=self.placeholder, id="reason")
+            yield Static("", classes="dialog-error", id="error")
+            yield Label("enter confirms · esc cancels", classes="dialog-hint")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button(self.confirm_label, id="confirm", variant="warning")
+
+    def on_mount(self) -> None:
+        self.query_one("#reason", Input).focus()
+
+    def _submit(self) -> None:
+        value = self.query_one("#reason", Input).value.strip()
+        if len(value) < self.min_length:
+            self.query_one("#error", Static).update(
+                Text(f"type at least {self.min_length} characters" if self.min_length > 1 else "type a value"))
+            self.query_one("#reason", Input).focus()
+            return
+        self.dismiss(value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "confirm":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class TypedConfirmDialog(ModalScreen[bool]):
+    """Destructive actions: the operator types `word` (a provider or a tag name) exactly;
+    until then Confirm does nothing."""
+
+    DEFAULT_CSS = DIALOG_CSS.replace("{name}", "TypedConfirmDialog")
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+
+    def __init__(self, title: str | Text, body: str | Text, word: str, *, confirm_label: str = "Confirm") -> None:
+        super().__init__()
+        self.title_text = _text(title)
+        self.body = _text(body)
+        self.word = word
+        self.confirm_label = confirm_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.title_text, classes="dialog-title")
+            with VerticalScroll(classes="dialog-body"):
+                yield Static(self.body)
+            yield Static(Text.assemble("Type ", (self.word, "bold"), " to confirm:"))
+            yield Input(placeholder=self.word, id="word")
+            yield Static("", classes="dialog-error", id="error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button(self.confirm_label, id="confirm", variant="error", disabled=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#word", Input).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.query_one("#confirm", Button).disabled = event.value != self.word
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if event.value == self.word:
+            self.dismiss(True)
+        else:
+            self.query_one("#error", Static).update(Text(f"that is not {self.word!r}; esc cancels"))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "confirm" and self.query_one("#word", Input).value == self.word)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)

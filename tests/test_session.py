@@ -1,0 +1,197 @@
+"""The session core against a real sandbox: checks, attestations, the GO gate and its
+override, intent-before-action, READ-ONLY refusals, bound SQL parameters and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from controlroom.runbook.loader import LoadedConfig, load_config
+from controlroom.runbook.models import Deployment, Step
+from controlroom.sandbox.runner import Sandbox
+from controlroom.session import Session, SessionError, find_resumable
+from controlroom.steps import StepRefused, StepRunner
+
+MANUAL = ["secret-scanning", "vulnerabilities", "backups", "emergency-procedures", "on-call"]
+EVIL = "'; DROP TABLE pos_integrations_location; --"
+
+
+@pytest.fixture(scope="module")
+async def sandbox() -> AsyncIterator[Sandbox]:
+    async with Sandbox("healthy", locations=40, simulate=False) as running:
+        yield running
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2025, 3, 1, 3, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+def kinds(path: Path) -> list[str]:
+    return [json.loads(line)["kind"] for line in path.read_text().splitlines()]
+
+
+def with_steps(loaded: LoadedConfig, steps: list[dict]) -> LoadedConfig:
+    """The default runbook with a one-phase deployment made of `steps`."""
+    deployment = Deployment.model_validate({"phases": [{"id": "only", "title": "Only", "minutes": 5, "steps": steps}]})
+    return dataclasses.replace(loaded, runbook=loaded.runbook.model_copy(update={"deployment": deployment}))
+
+
+async def test_checks_attest_override_and_resume(sandbox: Sandbox, tmp_path: Path) -> None:
+    clock = FakeClock()
+    loaded = load_config(sandbox.config_path)
+    session = Session.open(loaded, journal_dir=tmp_path, clock=clock)
+    assert session.journal.path.name.startswith("sandbox-healthy-20250301T030000Z")
+
+    report = await session.run_checks()
+    assert report.verdict.verdict == "PENDING", report.verdict.reasons
+    assert {r.status for r in session.results.values()} <= {"pass", "pending"}
+
+    # Not GO: refused without a reason, and nothing journaled for it.
+    with pytest.raises(SessionError, match="override"):
+        await session.start_deploy("v2.15.0")
+    assert "deploy_started" not in kinds(session.journal.path)
+
+    assert session.attestable() == MANUAL
+    for item_id in MANUAL[:-1]:
+        session.attest(item_id, note="checked")
+    assert session.verdict_name == "PENDING"
+    session.attest(MANUAL[-1])
+    assert session.verdict_name == "GO"
+    attested = [r for r in session.journal.records if r.kind == "attested"]
+    assert [r.data["item_id"] for r in attested] == MANUAL and attested[0].operator["user"]
+
+    await session.start_deploy("v2.15.0")
+    started = next(r for r in session.journal.records if r.kind == "deploy_started")
+    assert started.data["verdict"] == "GO" and started.data["override_reason"] == ""
+    assert session.current_phase().id == "pre"
+    outcome = await session.run_step("env-health")
+    assert outcome.status == "done", outcome.summary
+    clock.advance(minutes=6)
+    assert session.phase_clock("pre").level == "amber"
+    assert find_resumable(loaded.environment.name, tmp_path) == session.journal.path
+
+    # Reopened (a new process would do the same): same phase, clocks and attestations.
+    again = Session.open(loaded, journal_path=session.journal.path, clock=clock)
+    assert again.resumed and again.current_phase().id == "pre"
+    assert again.state.started_at == session.state.started_at
+    assert again.deploy_clock().elapsed_s == session.deploy_clock().elapsed_s == 360
+    assert set(again.attestations()) == set(MANUAL)
+    assert again.state.steps["env-health"].status == "done"
+    assert not again.journal.problems
+
+    # Steps must be done or skipped before the next phase; skipping needs a reason.
+    with pytest.raises(SessionError, match="not done or skipped"):
+        again.next_phase()
+    with pytest.raises(SessionError, match="reason"):
+        again.skip_step("breaker-status", "  ")
+    again.skip_step("breaker-status", "checked by hand")
+    again.mark_done("rotation-capability")
+    assert again.next_phase().id == "deploy"
+    again.finish_deploy("aborted")
+    assert find_resumable(loaded.environment.name, tmp_path) is None
+    tail = kinds(again.journal.path)[-4:]
+    assert tail == ["phase_completed", "phase_started", "phase_completed", "deploy_finished"]
+
+
+async def test_override_is_journaled(sandbox: Sandbox, tmp_path: Path) -> None:
+    session = Session.open(load_config(sandbox.config_path), journal_dir=tmp_path)
+    await session.run_checks()
+    assert session.verdict_name == "PENDING"
+    await session.start_deploy("v2.15.1", override_reason="hotfix for the card outage")
+    records = session.journal.records
+    verdict = [r for r in records if r.kind == "verdict"][-1]
+    started = next(r for r in records if r.kind == "deploy_started")
+    assert verdict.data["verdict"] == "PENDING" and verdict.seq < started.seq
+    assert started.data == {**started.data, "verdict": "PENDING", "override_reason": "hotfix for the card outage",
+                            "version": "v2.15.1"}
+    assert session.state.override_reason == "hotfix for the card outage"
+
+
+async def test_intent_is_on_disk_before_the_action_runs(sandbox: Sandbox, tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    # The command reads the journal while it runs and prints the intent it finds there.
+    probe = f"grep -c '\"kind\":\"step_intent\".*\"step_id\":\"look\"' {journal}; echo secret=$CONTROLROOM_SANDBOX_API_KEY"
+    loaded = with_steps(load_config(sandbox.config_path), [
+        {"id": "look", "title": "Read the journal", "action": {"kind": "command", "run": probe, "modifying": False}},
+        {"id": "slow", "title": "Too slow", "action": {"kind": "command", "run": "sleep 30", "timeout_s": 0.5, "modifying": False}},
+    ])
+    session = Session.open(loaded, journal_path=journal)
+    await session.start_deploy("v1", override_reason="test")
+    seen: list[str] = []
+    outcome = await session.run_step("look", on_output=seen.append)
+    assert outcome.status == "done", outcome.summary
+    assert seen[0] == "1"  # its own intent was already on disk
+    assert seen[1] == "secret=[redacted]"  # secrets exported, and redacted from output
+    assert sandbox.settings.anon_key not in journal.read_text()
+    intent, result = [r for r in session.journal.records if r.data.get("step_id") == "look"]
+    assert (intent.kind, result.kind, result.data["status"]) == ("step_intent", "step_outcome", "done")
+
+    slow = await session.run_step("slow")
+    assert slow.status == "failed" and "timed out after 0.5 s" in slow.summary
+
+
+async def test_read_only_refuses_modifying_steps(sandbox: Sandbox, tmp_path: Path) -> None:
+    session = Session.open(load_config(sandbox.config_path), journal_dir=tmp_path, write=False)
+    await session.start_deploy("v2.15.0", override_reason="test")
+    session.skip_step("env-health", "n/a")
+    session.skip_step("breaker-status", "n/a")
+    session.skip_step("rotation-capability", "n/a")
+    session.next_phase()
+    assert session.refusal("deploy-code") is not None and "READ-ONLY" in session.refusal("deploy-code")
+    with pytest.raises(StepRefused, match="READ-ONLY"):
+        await session.run_step("deploy-code")
+    assert not [r for r in session.journal.records if r.kind == "step_intent"]
+    # Describing and dry-running are always allowed.
+    assert "deploy 'v2.15.0'" in session.describe("deploy-code") or "v2.15.0" in session.describe("deploy-code")
+    assert (await session.dry_run("deploy-code")).description
+
+
+async def test_deploy_runs_the_environment_command_in_write_mode(sandbox: Sandbox, tmp_path: Path) -> None:
+    session = Session.open(load_config(sandbox.config_path), journal_dir=tmp_path, write=True)
+    await session.start_deploy("v2.15.0; echo pwned", override_reason="test")
+    for step_id in ("env-health", "breaker-status", "rotation-capability"):
+        session.mark_done(step_id)
+    session.next_phase()
+    assert "'v2.15.0; echo pwned'" in session.describe("deploy-code")
+    lines: list[str] = []
+    outcome = await session.run_step("deploy-code", on_output=lines.append)
+    assert outcome.status == "done", outcome.summary
+    assert not any(line.strip() == "pwned" for line in lines)  # the version is one quoted word
+
+
+async def test_sql_parameters_are_bound_never_interpolated(sandbox: Sandbox) -> None:
+    loaded = load_config(sandbox.config_path)
+    plan = next(p for p in loaded.runbook.rollback.plans if p.id == "emergency")
+    disable: Step = next(s for s in plan.steps if s.id == "disable-provider")
+    conn = await asyncpg.connect(sandbox.dsn)
+    try:
+        before = await conn.fetchval("SELECT count(*) FROM pos_integrations_location WHERE connected")
+        fudo = await conn.fetchval("SELECT count(*) FROM pos_integrations_location WHERE connected AND provider = 'fudo'")
+
+        read_only = StepRunner(loaded, write=False)
+        with pytest.raises(StepRefused, match="READ-ONLY"):
+            await read_only.run(disable, {"provider": "fudo"})
+        dry = await read_only.dry_run(disable, {"provider": "fudo"})
+        assert dry.count == fudo > 0 and "$1 = 'fudo'" in dry.description
+
+        runner = StepRunner(loaded, write=True)
+        assert (await runner.dry_run(disable, {"provider": EVIL})).count == 0
+        outcome = await runner.run(disable, {"provider": EVIL})
+        assert outcome.status == "done" and outcome.count == 0, outcome.summary
+        assert await conn.fetchval("SELECT to_regclass('pos_integrations_location') IS NOT NULL")
+        assert await conn.fetchval("SELECT count(*) FROM pos_integrations_location WHERE connected") == before
+    finally:
+        await conn.close()
