@@ -7,7 +7,6 @@ printed only for an internal error, and only with --debug.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 import traceback

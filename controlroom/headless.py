@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -21,10 +23,13 @@ async def run_check(config_path: Path | None, scenario: str | None, *, as_json: 
     else:
         assert config_path is not None
         report = await _check(config_path, attest)
+    # A bastion's terminal may not be UTF-8: the verdict's exit code must survive that.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="replace")
     if as_json:
-        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        print(json.dumps(report.to_json(), ensure_ascii=True, indent=2))  # the CI contract: ASCII-safe
     else:
-        Console(highlight=False).print(render_report(report))
+        Console(highlight=False, safe_box=True).print(render_report(report))
     return report.exit_code
 
 

@@ -5,11 +5,15 @@ detected when the journal is opened. A record is written and fsync'ed before app
 returns: an intent record is on disk before the action it announces runs. A crash can leave
 a torn last line; opening the journal tolerates it, reports it, and appends a `torn_tail`
 record that acknowledges it, so the chain stays verifiable from then on.
+
+Two processes may hold the same journal (an SSH session that dropped while its process
+lingers, and the operator's new one): each append takes an exclusive lock on the file and,
+if someone else appended since, reads their records first, so the chain never forks.
 """
 
 from __future__ import annotations
 
-import getpass
+import fcntl
 import hashlib
 import json
 import os
@@ -21,6 +25,8 @@ from typing import Any
 
 import platformdirs
 
+from controlroom.identity import current_operator
+
 GENESIS = "0" * 64
 
 
@@ -29,16 +35,8 @@ def default_journal_dir() -> Path:
 
 
 def operator_identity() -> dict[str, str]:
-    """Who is at the keyboard: the login name, and the SSH client's address if any."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    identity = {"user": user}
-    ssh_client = os.environ.get("SSH_CLIENT", "").split()
-    if ssh_client:
-        identity["ssh_client"] = ssh_client[0]
-    return identity
+    """Who is at the keyboard, as journal records carry it."""
+    return current_operator().as_record()
 
 
 @dataclass(frozen=True)
@@ -76,6 +74,7 @@ class Journal:
     redact: Callable[[str], str] = lambda text: text
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     operator: dict[str, str] = field(default_factory=operator_identity)
+    _size: int = 0  # bytes of the file that self.records accounts for
 
     @classmethod
     def open(
@@ -96,12 +95,14 @@ class Journal:
         if operator is not None:
             journal.operator = operator
         journal.records, journal.problems, torn = read_records(path)
+        journal._size = path.stat().st_size if path.exists() else 0
         if torn is not None:
             # Start the next record on a fresh line, and say on the record what was torn.
             with open(path, "ab") as handle:
                 handle.write(b"\n")
                 handle.flush()
                 os.fsync(handle.fileno())
+            journal._size += 1
             journal.append("torn_tail", {"line": torn[0], "sha256": torn[1]})
         return journal
 
@@ -111,20 +112,29 @@ class Journal:
 
     def append(self, kind: str, data: dict[str, Any] | None = None) -> Record:
         """Write one record and fsync it before returning."""
-        body = {
-            "seq": len(self.records) + 1,
-            "ts": self.clock().isoformat(),
-            "kind": kind,
-            "operator": self.operator,
-            "data": _redact_values(data or {}, self.redact),
-            "prev": self.last_hash,
-        }
-        body["hash"] = _digest(body)
-        line = json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n"
-        with open(self.path, "a", encoding="utf-8") as handle:
+        created = not self.path.exists()
+        with open(self.path, "ab") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+            size = os.fstat(handle.fileno()).st_size
+            if size != self._size:  # another process appended: continue its chain
+                self.records, problems, _ = read_records(self.path)
+                self.problems.extend(p for p in problems if p not in self.problems)
+            body = {
+                "seq": len(self.records) + 1,
+                "ts": self.clock().isoformat(),
+                "kind": kind,
+                "operator": self.operator,
+                "data": _redact_values(data or {}, self.redact),
+                "prev": self.last_hash,
+            }
+            body["hash"] = _digest(body)
+            line = (json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
+            self._size = size + len(line)
+        if created:  # the new directory entry must survive a crash too
+            _fsync_directory(self.path.parent)
         record = Record(**body)
         self.records.append(record)
         return record
@@ -150,13 +160,13 @@ def read_records(path: Path) -> tuple[list[Record], list[JournalProblem], tuple[
     for number, line in enumerate(lines, start=1):
         try:
             body = json.loads(line)
-            if not isinstance(body, dict):
-                raise ValueError("not an object")
         except ValueError:
             body = None
+        if not _well_formed(body):
+            body = None
         parsed.append((number, line, body))
-        if body and body.get("kind") == "torn_tail":
-            acknowledged.add(str(body.get("data", {}).get("sha256")))
+        if body and body["kind"] == "torn_tail":
+            acknowledged.add(str(body["data"].get("sha256")))
     for number, line, body in parsed:
         if body is None:
             digest = hashlib.sha256(line).hexdigest()
@@ -170,11 +180,7 @@ def read_records(path: Path) -> tuple[list[Record], list[JournalProblem], tuple[
                 problems.append(JournalProblem(number, "unreadable", "not a JSON record"))
             continue
         expected_prev = records[-1].hash if records else GENESIS
-        try:
-            record = Record(**body)
-        except TypeError:
-            problems.append(JournalProblem(number, "unreadable", "not a journal record"))
-            continue
+        record = Record(**body)
         claimed = body.pop("hash")
         if _digest(body) != claimed:
             problems.append(JournalProblem(number, "tampered", f"record {record.seq} ({record.kind}) was edited"))
@@ -182,6 +188,30 @@ def read_records(path: Path) -> tuple[list[Record], list[JournalProblem], tuple[
             problems.append(JournalProblem(number, "broken_chain", f"record {record.seq} does not follow the record before it (one was removed or reordered)"))
         records.append(record)
     return records, problems, torn
+
+
+_FIELD_TYPES = {"seq": int, "ts": str, "kind": str, "operator": dict, "data": dict, "prev": str, "hash": str}
+
+
+def _well_formed(body: Any) -> bool:
+    """A JSON object with exactly the record's fields, of the right types, and a valid time."""
+    if not isinstance(body, dict) or set(body) != set(_FIELD_TYPES):
+        return False
+    if not all(isinstance(body[name], kind) for name, kind in _FIELD_TYPES.items()):
+        return False
+    try:
+        stamp = datetime.fromisoformat(body["ts"])
+    except ValueError:
+        return False
+    return stamp.tzinfo is not None
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _digest(body: dict[str, Any]) -> str:

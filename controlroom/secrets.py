@@ -3,6 +3,7 @@ that leaves the process (screen, journal, report, JSON)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -13,6 +14,8 @@ from controlroom.errors import ControlRoomError
 
 REDACTED = "[redacted]"
 MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary words
+# user:password@ in a URL, for URLs urlsplit refuses (e.g. a password with '[').
+_USERINFO_PASSWORD = re.compile(r"://[^:/@]*:([^@]*)@")
 
 
 class MissingSecret(ControlRoomError):
@@ -63,9 +66,14 @@ def _fragments(values: object) -> set[str]:
     for value in values:  # type: ignore[attr-defined]
         found.add(value)
         if "://" in value:
-            parts = urlsplit(value)
-            if parts.password:
-                found.update({parts.password, unquote(parts.password)})
-            if parts.path and len(parts.path) > 8:  # webhook URLs carry their secret in the path
-                found.add(parts.path)
+            try:
+                parts = urlsplit(value)
+                password, path = parts.password, parts.path
+            except ValueError:  # not a URL urlsplit accepts; still find the password
+                match = _USERINFO_PASSWORD.search(value)
+                password, path = (match.group(1) if match else None), ""
+            if password:
+                found.update({password, unquote(password)})
+            if path and len(path) > 8:  # webhook URLs carry their secret in the path
+                found.add(path)
     return {fragment for fragment in found if len(fragment) >= MIN_SECRET_LENGTH}

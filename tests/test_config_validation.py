@@ -144,6 +144,15 @@ BAD_FILES = [
      ["environment.secrets.slack_webhook_url", "name of an environment variable", "not the secret itself"]),
     ("url without scheme", GOOD_CONFIG.replace("https://example.supabase.co", "example.supabase.co"), None,
      ["environment.urls", "http"]),
+    ("url without host", GOOD_CONFIG.replace("https://example.supabase.co", "http://"), None,
+     ["environment.urls", "host"]),
+    ("url with credentials", GOOD_CONFIG.replace("https://example.supabase.co", "https://admin:hunter2@example.supabase.co"), None,
+     ["environment.urls", "credentials"]),
+    ("runbook is a device", GOOD_CONFIG.replace('runbook = "default"', 'runbook = "/dev/zero"'), None,
+     ["/dev/zero", "not a regular file"]),
+    ("runbook item url without host", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK.replace('url = "{urls.supabase}/health"', 'url = "https:///health"'),
+     ["runbook.toml", "checklist.sections[0].items[0].url", "host"]),
     ("runbook needs a url the environment lacks", GOOD_CONFIG.replace('metrics = "https://prometheus.example"\n', ""), None,
      ["environment.urls.metrics", "required by the runbook"]),
     ("runbook needs a secret the environment lacks", GOOD_CONFIG.replace('pagerduty_routing_key = "PAGERDUTY_ROUTING_KEY"\n', ""), None,
@@ -215,3 +224,25 @@ def test_the_documented_minimal_runbook_is_valid(tmp_path: Path) -> None:
     loaded = load_config(write(tmp_path, config, minimal))
     assert loaded.runbook.name == "payments API release"
     assert [item.id for _, item in loaded.runbook.items()] == ["api", "no-open-breakers", "on-call"]
+
+
+def test_env_file_that_is_not_text_is_one_config_error(tmp_path: Path) -> None:
+    (tmp_path / "secrets.env").write_bytes(b"KEY=\xff\xfe\n")
+    path = write(tmp_path, 'env_file = "secrets.env"\n' + GOOD_CONFIG)
+    result = subprocess.run(
+        [sys.executable, "-m", "controlroom", "validate", "--config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "env_file" in result.stderr and "not UTF-8" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_home_in_a_runbook_path_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "rb.toml").write_text(MINIMAL_RUNBOOK)
+    monkeypatch.setenv("HOME", str(home))
+    config_dir = tmp_path / "etc"
+    config_dir.mkdir()
+    loaded = load_config(write(config_dir, GOOD_CONFIG.replace('runbook = "default"', 'runbook = "~/rb.toml"')))
+    assert loaded.runbook.name == "tiny"

@@ -153,3 +153,34 @@ def test_a_journal_written_by_a_killed_process_resumes(tmp_path: Path) -> None:
     assert state.steps["deploy-code"].status == "running"  # intent on disk, outcome never came
     started = json.loads(path.read_text().splitlines()[3])["ts"]
     assert state.phases["deploy"].started_at == datetime.fromisoformat(started)
+
+
+def test_two_writers_on_one_journal_keep_one_chain(tmp_path: Path) -> None:
+    """A dropped SSH session's lingering process and the operator's new one."""
+    path = tmp_path / "j.jsonl"
+    old = open_journal(path)
+    old.append("deploy_started", {"version": "v2.15.0"})
+    new = open_journal(path)
+    new.append("phase_started", {"phase_id": "pre"})
+    old.append("step_intent", {"step_id": "env-health", "phase_id": "pre"})  # old has not seen new's record
+    reopened = open_journal(path)
+    assert reopened.problems == []
+    assert [r.seq for r in reopened.records] == [1, 2, 3]
+    assert [r.kind for r in reopened.records] == ["deploy_started", "phase_started", "step_intent"]
+
+
+def test_records_of_the_wrong_shape_are_unreadable_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = open_journal(path)
+    journal.append("deploy_started", {"version": "v2.15.0"})
+    good = path.read_text()
+    bad_lines = [
+        '{"seq": "2", "ts": "x", "kind": "torn_tail", "operator": {}, "data": "nope", "prev": "", "hash": ""}',
+        "[1, 2, 3]",
+        '{"kind": "torn_tail", "data": 5}',
+    ]
+    path.write_text(good + "\n".join(bad_lines) + "\n")
+    reopened = open_journal(path)
+    assert [(p.line, p.kind) for p in reopened.problems] == [(2, "unreadable"), (3, "unreadable"), (4, "unreadable")]
+    assert [r.kind for r in reopened.records] == ["deploy_started"]
+    assert replay(reopened.records).version == "v2.15.0"

@@ -37,3 +37,15 @@ def test_stop_kills_the_server_and_removes_the_directory() -> None:
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not workdir.exists()
     server.stop()  # idempotent
+
+
+def test_other_local_users_cannot_reach_the_socket_or_the_data(pg: EmbeddedPostgres) -> None:
+    """Local socket logins are trusted, so neither the directory nor the socket may be open
+    to anyone but the server's own user."""
+    import stat
+
+    assert pg.workdir is not None
+    mode = pg.workdir.stat().st_mode
+    assert not mode & (stat.S_IRWXG | stat.S_IRWXO), oct(mode)
+    sockets = [p for p in pg.workdir.iterdir() if p.name.startswith(".s.PGSQL")]
+    assert sockets and all(not s.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO) for s in sockets)

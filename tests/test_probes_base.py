@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import asyncio
 from datetime import datetime, timezone
 
@@ -31,7 +33,7 @@ async def test_manual_item_is_pending_until_attested() -> None:
 
 async def test_attested_manual_item_passes_and_records_who_and_when() -> None:
     loaded = make_loaded([manual_item()])
-    attestation = Attestation.now({"USER": "alice", "SSH_CLIENT": "10.0.0.5 52144 22"})
+    attestation = Attestation(who="alice", at=datetime.now(timezone.utc), address="10.0.0.5")
     async with ProbeContext(loaded, attestations={"on-call": attestation}) as ctx:
         result = await run_probe(loaded.runbook.items()[0][1], ctx)
     assert result.status == "pass"
@@ -42,12 +44,17 @@ async def test_attested_manual_item_passes_and_records_who_and_when() -> None:
     assert data["attested_by"] == "alice (from 10.0.0.5)" and data["attested_at"].endswith("Z")
 
 
-def test_attestation_without_ssh_or_user() -> None:
-    local = Attestation.now({"USER": "bob"})
-    assert local.by == "bob" and local.address is None
-    anonymous = Attestation.now({})
-    assert anonymous.who  # getpass's answer, or the uid: never empty
-    assert abs((datetime.now(timezone.utc) - anonymous.at).total_seconds()) < 5
+def test_attestation_names_the_real_user_not_dollar_user() -> None:
+    import pwd
+
+    real = pwd.getpwuid(os.getuid()).pw_name
+    spoofed = Attestation.now({"USER": "mallory", "SSH_CLIENT": "10.0.0.5 52144 22"})
+    assert spoofed.who == real and spoofed.by == f"{real} (from 10.0.0.5)"
+    local = Attestation.now({})
+    assert local.address is None and local.by == real
+    assert abs((datetime.now(timezone.utc) - local.at).total_seconds()) < 5
+    if real != "alice":
+        assert Attestation.now({"SUDO_USER": "alice"}).who == f"alice (as {real})"
 
 
 async def test_a_probe_that_raises_becomes_an_error(monkeypatch: pytest.MonkeyPatch) -> None:

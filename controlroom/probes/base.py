@@ -13,7 +13,6 @@ has been through `secrets.redact()` and had control characters removed before it
 from __future__ import annotations
 
 import asyncio
-import getpass
 import math
 import os
 import re
@@ -27,6 +26,7 @@ from typing import Any, Literal
 import asyncpg
 import httpx
 
+from controlroom.identity import current_operator
 from controlroom.runbook.loader import LoadedConfig
 from controlroom.runbook.models import ChecklistItem
 
@@ -65,10 +65,8 @@ class Attestation:
 
     @classmethod
     def now(cls, environ: Mapping[str, str] | None = None) -> "Attestation":
-        env = os.environ if environ is None else environ
-        who = env.get("USER") or env.get("LOGNAME") or _getuser()
-        ssh = env.get("SSH_CLIENT", "").split()
-        return cls(who=who, at=datetime.now(timezone.utc), address=ssh[0] if ssh else None)
+        operator = current_operator(environ)
+        return cls(who=operator.user, at=datetime.now(timezone.utc), address=operator.address)
 
     @property
     def by(self) -> str:
@@ -77,13 +75,6 @@ class Attestation:
 
     def describe(self) -> str:
         return f"attested by {self.by} at {iso(self.at)}"
-
-
-def _getuser() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no USER, no passwd entry (containers): still record something
-        return f"uid {os.getuid()}"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import stat
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -12,11 +13,12 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from controlroom.errors import ConfigError
-from controlroom.runbook.models import ConfigFile, Environment, Runbook
+from controlroom.runbook.models import ConfigFile, Environment, Runbook, url_problem
 from controlroom.secrets import SecretStore, read_env_file
 
 DEFAULT_RUNBOOK = "default"
 M = TypeVar("M", bound=BaseModel)
+MAX_FILE_BYTES = 1024 * 1024  # no config, runbook or env file is this big; /dev/zero is
 URL_PLACEHOLDER = re.compile(r"\{urls\.([a-z0-9][a-z0-9_-]*)\}")
 
 
@@ -44,17 +46,22 @@ def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> L
     if config.runbook == DEFAULT_RUNBOOK:
         runbook, runbook_source = load_default_runbook(), "default (built in)"
     else:
-        runbook_path = (config_path.parent / config.runbook).expanduser()
+        runbook_path = config_path.parent / Path(config.runbook).expanduser()
         runbook, runbook_source = _parse(runbook_path, Runbook), str(runbook_path)
     _check_references(config_path, runbook_source, config.environment, runbook)
 
     file_values: dict[str, str] = {}
     if config.env_file:
-        env_path = config_path.parent / config.env_file
+        env_path = config_path.parent / Path(config.env_file).expanduser()
         try:
+            _check_file(env_path)
             file_values = read_env_file(env_path)
+        except ConfigError as error:
+            raise ConfigError(config_path, "env_file", f"{env_path} {error.message}") from None
         except OSError as error:
             raise ConfigError(config_path, "env_file", f"cannot read {env_path}: {error.strerror}") from None
+        except (UnicodeDecodeError, ValueError):
+            raise ConfigError(config_path, "env_file", f"{env_path} is not UTF-8 KEY=VALUE text") from None
     secrets = SecretStore(config.environment.secrets, dict(os.environ if environ is None else environ), file_values)
     return LoadedConfig(config_path, runbook_source, config.environment, runbook, secrets)
 
@@ -68,13 +75,28 @@ def load_runbook(path: str | Path) -> Runbook:
     return _parse(Path(path), Runbook)
 
 
+def _check_file(path: Path) -> None:
+    """A regular file of sane size: a FIFO would hang the read, /dev/zero would never end."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(path, None, "no such file") from None
+    except OSError as error:
+        raise ConfigError(path, None, f"cannot be read: {error.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(path, None, "is a directory, expected a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(path, None, "is not a regular file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ConfigError(path, None, f"is {info.st_size} bytes; expected at most {MAX_FILE_BYTES}")
+
+
 def _parse(path: Path, model: type[M]) -> M:
+    _check_file(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(path, None, "no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(path, None, "is a directory, expected a TOML file") from None
     except UnicodeDecodeError:
         raise ConfigError(path, None, "is not UTF-8 text") from None
     except OSError as error:
@@ -149,6 +171,11 @@ def _check_references(config_path: Path, runbook_source: str, environment: Envir
                     config_path, f"environment.urls.{name}",
                     f"is required by the runbook ({runbook_source}, {key}) but not defined",
                 )
+        if key.endswith(("url", "_url")) and text:
+            expanded = URL_PLACEHOLDER.sub(lambda m: environment.urls[m.group(1)], text)
+            problem = url_problem(expanded)
+            if problem:
+                raise ConfigError(runbook_source, key, f"{problem}: {expanded!r}")
     for key, secret in _secret_references(runbook):
         if secret not in environment.secrets:
             raise ConfigError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
+import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ENV_VAR_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -34,6 +35,22 @@ def _env_var_name(value: str) -> str:
 
 
 EnvVarName = Annotated[str, AfterValidator(_env_var_name)]
+
+
+def url_problem(value: str) -> str | None:
+    """Why `value` is not a usable http(s) URL, or None. Credentials inside a URL would be
+    shown wherever the URL is, so they belong in a secret."""
+    try:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, TypeError, ValueError) as error:
+        return f"expected an http:// or https:// URL ({error})"
+    if url.scheme not in {"http", "https"}:
+        return "expected an http:// or https:// URL"
+    if not url.host:
+        return "expected a URL with a host name"
+    if url.userinfo:
+        return "must not carry credentials (user:password@); use a secret"
+    return None
 
 
 class Model(BaseModel):
@@ -80,13 +97,20 @@ class Environment(Model):
     # How a version is deployed to this environment; {version} is replaced by the tag.
     # Runs with the environment's secrets exported under their variable names.
     deploy_command: str = ""
+    # How a rollback deploys the previous stable version ({version} is replaced by the tag);
+    # empty: the deploy_command is used for rollbacks too.
+    rollback_command: str = ""
+    # The previous stable version of this environment, when it is known here (e.g. from the
+    # CD system); wins over [rollback.previous_version] of the runbook. Empty: that finds it.
+    previous_version: str = ""
 
     @field_validator("urls")
     @classmethod
     def _urls_are_http(cls, urls: dict[str, str]) -> dict[str, str]:
         for name, value in urls.items():
-            if not value.startswith(("http://", "https://")):
-                raise ValueError(f"urls.{name} must start with http:// or https://")
+            problem = url_problem(value)
+            if problem:
+                raise ValueError(f"urls.{name}: {problem}")
         return {name: value.rstrip("/") for name, value in urls.items()}
 
 
@@ -369,10 +393,18 @@ class RollbackPlan(Model):
     target_minutes: Minutes  # the plan should be done by then
     min_minutes: Minutes | None = None  # a graceful plan's lower bound, for display
     steps: list[Step] = Field(min_length=1)
+    # Checklist items probed to verify the rollback once its steps are done. Empty: the
+    # plan's own probe steps verify it; a plan with none runs the deployment's probe items.
+    verify: list[Slug] = Field(default_factory=list)
 
 
 class Rollback(Model):
     previous_version: PreviousVersion = Field(default_factory=PreviousVersion)
+    # The providers an operator picks from when a step needs one ({provider}, $1): the
+    # distinct values `providers_query` returns (first column), else this list.
+    providers: list[NonEmpty] = Field(default_factory=list)
+    providers_query: str = ""
+    providers_database: Slug = "main"
     plans: list[RollbackPlan] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -468,6 +500,12 @@ class Runbook(Model):
                 unknown = sorted(set(step.action.items) - item_ids)
                 if unknown:
                     raise ValueError(f"step {step.id!r} probes unknown checklist items: {', '.join(unknown)}")
+        for plan in self.rollback.plans:
+            unknown = sorted(set(plan.verify) - item_ids)
+            if unknown:
+                raise ValueError(f"rollback plan {plan.id!r} verifies unknown checklist items: {', '.join(unknown)}")
+        if self.rollback.providers_query and self.rollback.providers_database not in self.databases:
+            raise ValueError(f"rollback.providers_database {self.rollback.providers_database!r} is not in [databases]")
         return self
 
     def items(self) -> list[tuple[Section, ChecklistItem]]:

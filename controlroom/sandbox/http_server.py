@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import httpx
 
+from controlroom.errors import ControlRoomError
+
 if TYPE_CHECKING:
     import uvicorn
 
@@ -37,7 +39,7 @@ ENV_PREFIX = "CONTROLROOM_HTTP_"
 PARENT_PID_ENV = ENV_PREFIX + "PARENT_PID"
 
 
-class HttpServerStartError(RuntimeError):
+class HttpServerStartError(ControlRoomError):
     """The server did not answer /healthz in time; the message carries its stderr tail."""
 
 

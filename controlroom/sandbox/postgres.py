@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from controlroom.errors import ControlRoomError
 from controlroom.sandbox.reaper import spawn_reaper, stop_reaper
 
 SERVICE_USER = "controlroom_pg"
@@ -29,7 +30,7 @@ DATABASE = "pos"
 START_TIMEOUT_S = 20.0
 
 
-class PostgresStartError(RuntimeError):
+class PostgresStartError(ControlRoomError):
     """The embedded server did not start; the message carries the end of its log."""
 
 
@@ -66,12 +67,12 @@ def _service_user() -> str | None:
 
 
 def _make_traversable(path: Path) -> None:
-    """Let the service user reach the binaries (e.g. a venv below /root, which is 0700)."""
+    """Let the service user reach the binaries (e.g. a venv below /root, which is 0700):
+    search permission only, so no directory becomes listable by others."""
     for parent in [path, *path.parents]:
         mode = parent.stat().st_mode
-        wanted = mode | stat.S_IXOTH | stat.S_IROTH
-        if mode != wanted:
-            parent.chmod(wanted)
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
 
 
 class EmbeddedPostgres:
@@ -97,7 +98,7 @@ class EmbeddedPostgres:
 
                 entry = pwd.getpwnam(user)
                 _make_traversable(bin_dir)
-                _make_traversable(self.workdir)
+                # The data directory and its socket stay the service user's alone (0700).
                 os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
             self._initdb(bin_dir, user)
             self._launch(bin_dir, user)
@@ -203,6 +204,8 @@ class EmbeddedPostgres:
                         "-c", "synchronous_commit=off",
                         "-c", "full_page_writes=off",
                         "-c", "max_connections=100",
+                        # Local (socket) logins are trusted, so only the owner may use it.
+                        "-c", "unix_socket_permissions=0700",
                     ],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
