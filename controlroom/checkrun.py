@@ -6,7 +6,10 @@
 All probes run concurrently, so a check takes about as long as its slowest probe. The one
 exception: rate-limit bursts run after the others have finished, because a burst exhausts
 the limiter's window for the API key the other probes use too (and would distort their
-latencies); a burst is short (the sandbox answers 429 after ~60 requests, in ~0.1 s).
+latencies); a burst is short (the sandbox answers 429 after ~60 requests, in ~0.1 s) and
+bounded by its timeout_s. A burst against an origin (scheme, host, port) that did not answer
+an HTTP or CORS probe of the first pass is not sent at all: it is an `error` saying so, and
+a hung API costs one timeout, not two.
 """
 
 from __future__ import annotations
@@ -18,15 +21,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import httpx
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from controlroom.errors import ControlRoomError
+from controlroom.probes import rate_limit, token_zombie
 from controlroom.probes.base import Attestation, ProbeContext, ProbeResult, clean, iso, run_probe, with_attestation
-from controlroom.probes.rate_limit import refused_here
 from controlroom.runbook.loader import LoadedConfig
-from controlroom.runbook.models import ChecklistItem, RateLimitItem, Section
+from controlroom.runbook.models import ChecklistItem, CorsItem, HttpItem, RateLimitItem, Section, TokenZombieItem
 from controlroom.verdict import Verdict, decide, percent
 
 STATUS_STYLES: dict[str, str] = {
@@ -115,11 +119,16 @@ class CheckReport:
 
 
 def attestable_ids(loaded: LoadedConfig) -> list[str]:
-    """Manual items, and probes that will not run here (a rate-limit burst against
-    production), which only an operator's word can satisfy."""
+    """Manual items, and probes that will not run here (against production: a rate-limit
+    burst, or a Token Zombie test that would have to mint a token), which only an operator's
+    word can satisfy."""
     ids: list[str] = []
+    environment = loaded.environment
     for _, item in loaded.runbook.items():
-        if item.kind == "manual" or (isinstance(item, RateLimitItem) and refused_here(item, loaded.environment)):
+        refused = (isinstance(item, RateLimitItem) and rate_limit.refused_here(item, environment)) or (
+            isinstance(item, TokenZombieItem) and token_zombie.refused_here(item, environment)
+        )
+        if item.kind == "manual" or refused:
             ids.append(item.id)
     return ids
 
@@ -165,9 +174,11 @@ async def run_checklist(
     async with ProbeContext(loaded, attestations=attestations, environ=environ) as ctx:
         first = [item for _, item in items if item.kind != "rate_limit"]
         bursts = [item for _, item in items if item.kind == "rate_limit"]
-        for batch in (first, bursts):
-            for result in await asyncio.gather(*(run_probe(item, ctx) for item in batch)):
-                results[result.item_id] = result
+        for result in await asyncio.gather(*(run_probe(item, ctx) for item in first)):
+            results[result.item_id] = result
+        silent = _silent_origins(first, results, loaded)
+        for result in await asyncio.gather(*(_run_burst(item, ctx, silent) for item in bursts)):
+            results[result.item_id] = result
     for item_id, result in results.items():
         if result.status == "skipped" and item_id in attestations:
             results[item_id] = with_attestation(result, attestations[item_id], loaded.secrets.redact)
@@ -184,6 +195,45 @@ async def run_checklist(
         started_at=started_at,
         duration_ms=duration_ms,
     )
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return None
+    return (parsed.scheme, parsed.host, parsed.port or {"http": 80, "https": 443}.get(parsed.scheme))
+
+
+def _silent_origins(
+    first: list[ChecklistItem], results: Mapping[str, ProbeResult], loaded: LoadedConfig
+) -> dict[tuple[str, str, int | None], str]:
+    """Origin -> the first-pass item that got no answer from it at all (refused, reset, timed
+    out: an `error` with no HTTP status measured)."""
+    silent: dict[tuple[str, str, int | None], str] = {}
+    for item in first:
+        result = results.get(item.id)
+        if not isinstance(item, (HttpItem, CorsItem)) or result is None:
+            continue
+        answered = "http_status" in result.measured or "preflight_status" in result.measured
+        if result.status == "error" and not answered:
+            origin = _origin(loaded.url(item.url))
+            if origin is not None:
+                silent.setdefault(origin, item.id)
+    return silent
+
+
+async def _run_burst(
+    item: RateLimitItem, ctx: ProbeContext, silent: Mapping[tuple[str, str, int | None], str]
+) -> ProbeResult:
+    url = ctx.url(item.url)
+    origin = _origin(url)
+    if origin is None or origin not in silent:
+        return await run_probe(item, ctx)
+    shown = f"{origin[0]}://{origin[1]}" + (f":{origin[2]}" if origin[2] is not None else "")
+    now = datetime.now(timezone.utc)
+    evidence = f"skipped: {shown} did not answer in the first pass ({silent[origin]}); the burst was not sent"
+    return ProbeResult(item.id, "error", clean(ctx.redact(evidence)), 0.0, now, measured={"requests": 0})
 
 
 # -- presenting ------------------------------------------------------------------------------

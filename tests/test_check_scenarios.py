@@ -125,15 +125,19 @@ async def test_healthy_is_pending_until_attested(run: Run) -> None:
 
 
 @pytest.mark.parametrize("run", ["healthy"], indirect=True)
-async def test_production_refuses_the_burst_until_attested(run: Run) -> None:
+async def test_production_refuses_the_burst_and_the_minting_until_attested(run: Run) -> None:
     production = dataclasses.replace(run.loaded, environment=run.loaded.environment.model_copy(update={"production": True}))
     report = await run_checklist(production, ATTESTED)
     assert report.results["rate-limits"].status == "skipped"
+    # The shipped runbook has no zombie_token_secret: minting one would rotate a real token.
+    assert report.results["token-zombie"].status == "skipped"
     assert report.verdict.verdict == "PENDING"
-    assert report.verdict.reasons[0].startswith("PENDING: API Rate Limits: configured and tested — rate-limits: not run:")
-    vouched = await run_checklist(production, {**ATTESTED, "rate-limits": OPERATOR})
+    assert report.verdict.reasons[0].startswith("PENDING: Token Zombie Test — token-zombie: not run:")
+    assert report.verdict.reasons[1].startswith("PENDING: API Rate Limits: configured and tested — rate-limits: not run:")
+    vouched = await run_checklist(production, {**ATTESTED, "rate-limits": OPERATOR, "token-zombie": OPERATOR})
     assert vouched.verdict.verdict == "GO", vouched.verdict.reasons
-    assert vouched.results["rate-limits"].status == "skipped" and vouched.results["rate-limits"].attested
+    for item_id in ("rate-limits", "token-zombie"):
+        assert vouched.results[item_id].status == "skipped" and vouched.results[item_id].attested
 
 
 @pytest.mark.parametrize("run", ["healthy"], indirect=True)
@@ -156,7 +160,9 @@ async def test_fudo_outage_turns_no_go_after_the_deploy(run: Run) -> None:
             await client.post("/_sandbox/rollback", json={"version": "v2.14.0"})
     assert report.verdict.verdict == "NO-GO"
     assert "fudo" in named(report)
-    assert report.results["fudo"].status == "error" and "503" in report.results["fudo"].evidence
+    # Fudo answered, in JSON, that it is failing: a measured failure, not "could not verify".
+    fudo = report.results["fudo"]
+    assert fudo.status == "fail" and fudo.evidence.startswith("503 in ") and "status=failing" in fudo.evidence, fudo.evidence
 
 
 def test_check_command_exit_codes_and_json() -> None:

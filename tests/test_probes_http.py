@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from controlroom.checkrun import run_checklist
 from controlroom.probes import ProbeContext, run_probe
 from controlroom.runbook.loader import LoadedConfig
 
@@ -51,6 +53,21 @@ async def slow(request: Request) -> Response:
 
 async def boom(request: Request) -> Response:
     return PlainTextResponse("Internal Server Error: database exploded", status_code=500)
+
+
+async def boom_echoing_the_key(request: Request) -> Response:
+    # A careless server's error page: the API key comes after ~100 characters, where a
+    # snippet cut at 120 characters would slice it in two.
+    prefix = "Internal Server Error: the upstream POS provider refused the request; diagnostic context follows:"
+    return PlainTextResponse(f"{prefix} apikey={request.headers.get('apikey')} path={request.url.path}", status_code=500)
+
+
+async def provider_failing(request: Request) -> Response:
+    return JSONResponse({"provider": "fudo", "status": "failing"}, status_code=503)
+
+
+async def gateway_json_list(request: Request) -> Response:
+    return JSONResponse(["upstream", "gone"], status_code=502)
 
 
 async def missing(request: Request) -> Response:
@@ -134,6 +151,9 @@ def app() -> Starlette:
         Route("/degraded", degraded),
         Route("/slow", slow),
         Route("/500", boom, methods=["GET", "POST"]),
+        Route("/500-echo", boom_echoing_the_key),
+        Route("/503-failing", provider_failing),
+        Route("/502-list", gateway_json_list),
         Route("/404", missing),
         Route("/badjson", bad_json),
         Route("/list", a_list),
@@ -199,6 +219,29 @@ async def test_500_is_an_error_with_the_body(base_url: str) -> None:
     result = await http(base_url, "/500")
     assert result.status == "error"
     assert "500" in result.evidence and "database exploded" in result.evidence
+
+
+async def test_a_secret_straddling_the_snippet_cut_is_redacted(base_url: str) -> None:
+    result = await http(base_url, "/500-echo", secret_headers={"apikey": "api_key"})
+    assert result.status == "error" and "server error 500" in result.evidence
+    assert "apikey=[redacted" in result.evidence
+    assert API_KEY[:8] not in result.evidence  # not even the part before the cut
+
+
+async def test_a_5xx_whose_json_says_failing_is_a_measured_failure(base_url: str) -> None:
+    result = await http(base_url, "/503-failing", expect_json={"status": "ok"}, warn_json={"status": "degraded"})
+    assert result.status == "fail", result.evidence
+    assert result.evidence.startswith("503 in ") and result.evidence.endswith("(expected 200): status=failing")
+    assert result.measured["http_status"] == 503
+    bare = await http(base_url, "/503-failing")  # no fields to judge: the body is shown
+    assert bare.status == "fail" and '"status":"failing"' in bare.evidence
+
+
+async def test_a_5xx_without_a_json_object_could_not_be_verified(base_url: str) -> None:
+    listed = await http(base_url, "/502-list", expect_json={"status": "ok"})
+    assert listed.status == "error" and listed.evidence.startswith("server error 502 in ")
+    plain = await http(base_url, "/500", expect_json={"status": "ok"})
+    assert plain.status == "error" and "database exploded" in plain.evidence
 
 
 async def test_wrong_status_fails(base_url: str) -> None:
@@ -382,6 +425,77 @@ async def test_rate_limit_burst_is_bounded_by_the_timeout(base_url: str) -> None
     result = await burst(base_url, "/slow?ms=100", burst=100, timeout_s=0.5)
     assert result.status == "error"
     assert result.duration_ms < 2500
+
+
+class HungApi:
+    """An API that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, int] = {}
+        self.release = asyncio.Event()
+
+    async def hang(self, request: Request) -> Response:
+        self.hits[request.url.path] = self.hits.get(request.url.path, 0) + 1
+        await self.release.wait()
+        return JSONResponse({"status": "late"})
+
+
+async def test_a_burst_at_an_api_that_did_not_answer_is_not_sent() -> None:
+    api = HungApi()
+    app = Starlette(routes=[Route("/health", api.hang), Route("/rest", api.hang)])
+    async with serve(app) as url:
+        loaded = make_loaded(
+            [http_item("/health", timeout_s=1), burst_item("/rest", burst=5, timeout_s=1)],
+            urls={"api": url},
+            secrets={"api_key": API_KEY},
+        )
+        began = time.monotonic()
+        try:
+            report = await run_checklist(loaded)
+        finally:
+            api.release.set()
+        elapsed = time.monotonic() - began
+    results = report.results
+    assert results["h"].status == "error" and "timeout" in results["h"].evidence
+    assert results["r"].status == "error"
+    assert results["r"].evidence == f"skipped: {url} did not answer in the first pass (h); the burst was not sent"
+    assert api.hits == {"/health": 1}  # not one request of the burst was sent
+    assert elapsed < 1.8, f"the check took {elapsed:.2f} s: the hung API cost two timeouts"
+
+
+async def test_a_burst_still_runs_when_another_origin_did_not_answer(base_url: str) -> None:
+    loaded = make_loaded(
+        [
+            {**http_item("/ok"), "url": f"http://127.0.0.1:{closed_port()}/ok"},
+            burst_item("/limited-5?k=other-origin", burst=20),
+        ],
+        urls={"api": base_url},
+        secrets={"api_key": API_KEY},
+    )
+    report = await run_checklist(loaded)
+    assert report.results["h"].status == "error"
+    assert report.results["r"].status == "pass", report.results["r"].evidence
+
+
+async def test_a_trickling_burst_is_bounded_by_its_timeout() -> None:
+    """httpx's timeout bounds each read, not a request: a server that trickles its answer
+    would outlast it. The burst as a whole ends at timeout_s."""
+
+    async def trickle(scope, receive, send) -> None:  # noqa: ANN001 - a raw ASGI app
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for _ in range(100):
+            await send({"type": "http.response.body", "body": b".", "more_body": True})
+            await asyncio.sleep(0.1)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async with serve(trickle) as url:  # type: ignore[arg-type]
+        loaded = make_loaded([burst_item("/", burst=5, timeout_s=0.5)], urls={"api": url}, secrets={"api_key": API_KEY})
+        began = time.monotonic()
+        async with ProbeContext(loaded) as ctx:
+            result = await run_probe(loaded.runbook.items()[0][1], ctx)
+        elapsed = time.monotonic() - began
+    assert result.status == "error" and "burst unfinished" in result.evidence, result.evidence
+    assert elapsed < 1.5, f"the burst ran {elapsed:.2f} s with timeout_s = 0.5"
 
 
 async def test_results_serialise_to_json(base_url: str) -> None:

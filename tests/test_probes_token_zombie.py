@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from controlroom.probes import ProbeContext, run_probe
-from controlroom.probes.token_zombie import fingerprint
+from controlroom.tokens import token_fingerprint
 from controlroom.sandbox.http_server import HttpServerProcess, HttpSettings
 from controlroom.sandbox.postgres import EmbeddedPostgres
 
@@ -42,6 +42,8 @@ class Platform:
         self.tokens: dict[str, str] = {}  # token -> 'active' | 'rotated'
         self.zombie_requests = 0
         self.issued = 0
+        self.requests: list[tuple[str, str, int]] = []  # (method, path, client port) in order
+        self.zombie_port: int | None = None
 
     async def execute(self, query: str, *args: Any) -> None:
         conn = await asyncpg.connect(self.dsn, timeout=5)
@@ -50,7 +52,12 @@ class Platform:
         finally:
             await conn.close()
 
+    def saw(self, request: Request) -> None:
+        assert request.client is not None
+        self.requests.append((request.method, request.url.path, request.client.port))
+
     async def issue(self, request: Request) -> Response:
+        self.saw(request)
         if request.headers.get("apikey") != API_KEY:
             return JSONResponse({"message": "Invalid API key"}, status_code=401)
         token = secrets.token_urlsafe(24)
@@ -59,6 +66,9 @@ class Platform:
         return JSONResponse({"access_token": token})
 
     async def rotate(self, request: Request) -> Response:
+        self.saw(request)
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": "POST, OPTIONS"})
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         state = self.tokens.get(token)
         if state is None:
@@ -69,6 +79,8 @@ class Platform:
             new = secrets.token_urlsafe(24)
             self.tokens[new] = "active"
             return JSONResponse({"access_token": new})
+        assert request.client is not None
+        self.zombie_port = request.client.port
         return await self.zombie(token)
 
     async def record_rotation(self, token: str) -> None:
@@ -76,7 +88,7 @@ class Platform:
             "INSERT INTO pos_rotation_metrics (location_id, provider, success, latency_ms, token_fingerprint) "
             "VALUES ($1, 'fudo', true, 5, $2)",
             LOCATION,
-            fingerprint(token),
+            token_fingerprint(token),
         )
 
     async def zombie(self, token: str) -> Response:
@@ -121,7 +133,7 @@ async def fake_url() -> AsyncIterator[str]:
     app = Starlette(
         routes=[
             Route("/auth/v1/token", PLATFORM.issue, methods=["POST"]),
-            Route("/functions/v1/pos-credentials-rotation", PLATFORM.rotate, methods=["POST"]),
+            Route("/functions/v1/pos-credentials-rotation", PLATFORM.rotate, methods=["POST", "OPTIONS"]),
         ]
     )
     async with serve(app) as url:
@@ -155,11 +167,20 @@ def zombie_item(**extra: Any) -> dict[str, Any]:
     }
 
 
-async def probe(url: str, dsn: str, *, api_key: str = API_KEY, extra_secrets: dict[str, str] | None = None, **extra: Any):  # noqa: ANN201
+async def probe(  # noqa: ANN201
+    url: str,
+    dsn: str,
+    *,
+    api_key: str = API_KEY,
+    extra_secrets: dict[str, str] | None = None,
+    production: bool = False,
+    **extra: Any,
+):
     loaded = make_loaded(
         [zombie_item(**extra)],
         urls={"supabase": url},
         secrets={"supabase_api_key": api_key, "database_dsn": dsn, **(extra_secrets or {})},
+        production=production,
     )
     async with ProbeContext(loaded) as ctx:
         return await run_probe(loaded.runbook.items()[0][1], ctx)
@@ -168,6 +189,14 @@ async def probe(url: str, dsn: str, *, api_key: str = API_KEY, extra_secrets: di
 async def with_mode(mode: str, url: str, dsn: str, **extra: Any):  # noqa: ANN201
     PLATFORM.reset(mode, dsn)
     return await probe(url, dsn, **extra)
+
+
+def from_the_vault(dsn: str, zombie: str) -> dict[str, Any]:
+    """A fresh platform that knows `zombie` as rotated out, and the probe's keys to take it
+    from a secret instead of minting one."""
+    PLATFORM.reset("revoke", dsn)
+    PLATFORM.tokens[zombie] = "rotated"
+    return {"zombie_token_secret": "old_token", "extra_secrets": {"old_token": zombie}}
 
 
 # -- against the scriptable platform ---------------------------------------------------------
@@ -274,13 +303,67 @@ async def test_no_location_is_an_error(fake_url: str, db_dsn: str) -> None:
 
 
 async def test_zombie_from_a_secret_skips_issue_and_rotation(fake_url: str, platform_db: str) -> None:
-    PLATFORM.reset("revoke", platform_db)
     zombie = "zombie-token-from-the-vault-123456"
-    PLATFORM.tokens[zombie] = "rotated"
-    result = await probe(fake_url, platform_db, zombie_token_secret="old_token", extra_secrets={"old_token": zombie})
+    result = await probe(fake_url, platform_db, **from_the_vault(platform_db, zombie))
     assert result.status == "pass", result.evidence
     assert PLATFORM.issued == 0 and PLATFORM.zombie_requests == 1
     assert zombie not in result.evidence
+
+
+async def test_a_zombie_secret_that_is_not_set_is_an_error_naming_the_variable(fake_url: str, platform_db: str) -> None:
+    PLATFORM.reset("revoke", platform_db)
+    result = await probe(fake_url, platform_db, zombie_token_secret="old_token", extra_secrets={"old_token": ""})
+    assert result.status == "error"
+    assert result.evidence == "secret 'old_token' is not set: export TEST_OLD_TOKEN=..."
+    assert PLATFORM.requests == []
+
+
+async def test_the_zombie_is_timed_on_an_open_connection(fake_url: str, platform_db: str) -> None:
+    # From a secret, the zombie request would otherwise be the client's first: TCP (and TLS)
+    # setup would count against the 100 ms.
+    result = await probe(fake_url, platform_db, **from_the_vault(platform_db, "zombie-token-from-the-vault-654321"))
+    assert result.status == "pass", result.evidence
+    assert result.measured["attempts"] == 1 and PLATFORM.zombie_requests == 1
+    before_zombie = PLATFORM.requests[:-1]
+    assert PLATFORM.requests[-1][0] == "POST" and before_zombie, PLATFORM.requests
+    assert PLATFORM.zombie_port in {port for _, _, port in before_zombie}, "the zombie request opened its own connection"
+
+
+async def test_production_does_not_mint_unless_allowed(fake_url: str, platform_db: str) -> None:
+    PLATFORM.reset("revoke", platform_db)
+    refused = await probe(fake_url, platform_db, production=True)
+    assert refused.status == "skipped"
+    assert "production" in refused.evidence and "allow_mint_in_production" in refused.evidence
+    assert "--attest token-zombie" in refused.evidence
+    assert PLATFORM.requests == [] and PLATFORM.issued == 0  # nothing minted, nothing rotated
+
+    allowed = await probe(fake_url, platform_db, production=True, allow_mint_in_production=True)
+    assert allowed.status == "pass", allowed.evidence
+    assert PLATFORM.issued == 1
+
+    kept = await probe(fake_url, platform_db, production=True, **from_the_vault(platform_db, "zombie-token-from-the-vault-777777"))
+    assert kept.status == "pass", kept.evidence
+    assert PLATFORM.issued == 0
+
+
+async def test_a_refused_zombie_test_can_be_attested_in_production(fake_url: str, platform_db: str) -> None:
+    from controlroom.checkrun import AttestationError, attestable_ids, run_checklist
+    from controlroom.probes import Attestation
+
+    operator = Attestation(who="ci-operator", at=datetime.now(timezone.utc))
+    secrets_ = {"supabase_api_key": API_KEY, "database_dsn": platform_db}
+    production = make_loaded([zombie_item()], urls={"supabase": fake_url}, secrets=secrets_, production=True)
+    assert attestable_ids(production) == ["token-zombie"]
+    pending = await run_checklist(production)
+    assert pending.verdict.verdict == "PENDING" and pending.results["token-zombie"].status == "skipped"
+    vouched = await run_checklist(production, {"token-zombie": operator})
+    assert vouched.verdict.verdict == "GO", vouched.verdict.reasons
+    assert vouched.results["token-zombie"].status == "skipped" and vouched.results["token-zombie"].attested
+
+    staging = make_loaded([zombie_item()], urls={"supabase": fake_url}, secrets=secrets_)
+    assert attestable_ids(staging) == []  # it runs here: nothing to vouch for
+    with pytest.raises(AttestationError):
+        await run_checklist(staging, {"token-zombie": operator})
 
 
 # -- against the real sandbox server ----------------------------------------------------------

@@ -163,6 +163,15 @@ def test_health_counts_warnings_half() -> None:
     assert verdict.reasons == ["DELAYED: health 92.5 % is below 95 % (Infra): i0 warn, i1 warn, i2 warn"]
 
 
+def test_health_exactly_at_the_minimum_is_go_and_says_at_or_above() -> None:
+    # The checklist's "> 95 %" is read as at or above (docs/runbook.md, [verdict]).
+    runbook = health_runbook()
+    results = all_pass(runbook, i0=result("i0", "warn"), i1=result("i1", "warn"))
+    verdict = decide(runbook, results)
+    assert verdict.health_percent == 95.0 and verdict.verdict == "GO"
+    assert "health 95 % (≥ 95 %) over Infra" in verdict.reasons
+
+
 def test_a_required_info_item_that_fails_still_blocks_go() -> None:
     runbook = health_runbook()
     verdict = decide(runbook, all_pass(runbook, i3=result("i3", "fail", "nope")))

@@ -5,9 +5,11 @@ client, lazily created asyncpg pools, the operator's attestations) and returns a
 `ProbeResult`: a status, the measured value as human-readable evidence, how long it took.
 
 The contract the engine relies on: `run_probe` NEVER raises (except cancellation). A refused
-connection, a timeout, a 5xx, a malformed body, an SQL error, a missing secret, even a bug in
-a probe, all come back as status `error` with the reason as evidence. Every result's evidence
-has been through `secrets.redact()` and had control characters removed before it leaves here.
+connection, a timeout, a 5xx that says nothing we can read, a malformed body, an SQL error,
+a missing secret, even a bug in a probe, all come back as status `error` with the reason as
+evidence. Every result's evidence has been through `secrets.redact()` and had control
+characters removed before it leaves here; a probe that cuts text (a body snippet, an output
+line) redacts it first, so no fragment of a secret survives a cut.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import httpx
 from controlroom.identity import current_operator
 from controlroom.runbook.loader import LoadedConfig
 from controlroom.runbook.models import ChecklistItem
+from controlroom.secrets import MissingSecret
 
 Status = Literal["pass", "fail", "warn", "error", "pending", "skipped"]
 STATUSES: tuple[Status, ...] = ("pass", "fail", "warn", "error", "pending", "skipped")
@@ -269,7 +272,7 @@ async def run_probe(item: ChecklistItem, ctx: ProbeContext) -> ProbeResult:
         function = _registry()[item.kind]
         async with asyncio.timeout(item.timeout_s + RUNNER_GRACE_S):
             outcome = await function(item, ctx)
-    except ProbeError as error:
+    except (ProbeError, MissingSecret) as error:  # MissingSecret names the variable to export
         outcome = Outcome("error", str(error))
     except TimeoutError:
         outcome = Outcome("error", f"timed out after {item.timeout_s:g} s")
@@ -375,15 +378,19 @@ def format_value(value: Any, now: datetime | None = None) -> str:
     return str(value)
 
 
-def body_snippet(response: httpx.Response, limit: int = 120) -> str:
-    """The start of a response body, on one line, for evidence."""
+def body_snippet(response: httpx.Response, redact: Callable[[str], str], limit: int = 120) -> str:
+    """The start of a response body, on one line, for evidence. Secrets are redacted before
+    the cut: a secret straddling the limit would otherwise survive as a fragment that no
+    longer matches it."""
     try:
         text = response.text
     except Exception:  # noqa: BLE001 - undecodable body
         return f"<{len(response.content)} bytes>"
-    text = " ".join(text.split())
-    if not text:
-        return ""
+    return shorten(" ".join(redact(text).split()), limit)
+
+
+def shorten(text: str, limit: int) -> str:
+    """The start of `text`, at most `limit` characters, "…" marking a cut. Redact first."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

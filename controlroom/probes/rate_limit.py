@@ -3,10 +3,13 @@
 Bursting a production API is itself a risk, so against an environment marked production
 this probe does not run unless the item sets allow_in_production; it reports `skipped`
 with the reason, and the verdict then waits for an operator's attestation.
+
+The whole burst, every request included, ends within the item's timeout_s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -47,7 +50,16 @@ async def probe(item: RateLimitItem, ctx: ProbeContext) -> Outcome:
         if remaining <= 0:
             return Outcome("error", f"no 429 after {n - 1} requests in {item.timeout_s:g} s (burst unfinished)", {"requests": n - 1})
         try:
-            response = await ctx.http.get(url, headers=headers, timeout=remaining)
+            # httpx's timeout bounds each phase of a request (connect, every read), not the
+            # request: a server that trickles its answer would outlast it. wait_for bounds
+            # the request, and so the whole burst, by what is left of timeout_s.
+            response = await asyncio.wait_for(ctx.http.get(url, headers=headers, timeout=remaining), timeout=remaining)
+        except TimeoutError:
+            return Outcome(
+                "error",
+                f"no 429 after {n - 1} requests in {item.timeout_s:g} s (burst unfinished, request {n} unanswered)",
+                {"requests": n},
+            )
         except httpx.HTTPError as error:
             return Outcome("error", f"request {n} of the burst: {describe_exception(error)}", {"requests": n})
         elapsed = ms((time.perf_counter() - began) * 1000)
@@ -59,11 +71,12 @@ async def probe(item: RateLimitItem, ctx: ProbeContext) -> Outcome:
                 return Outcome("pass", f"429 after {n} requests{retry_text} ({elapsed})", measured)
             return Outcome("fail", f"429 only at the last of {item.burst} requests{retry_text}", measured)
         if response.status_code >= 500:
-            return Outcome("error", f"server error {response.status_code} on request {n}: {body_snippet(response)}", {"requests": n})
+            snippet = body_snippet(response, ctx.redact)
+            return Outcome("error", f"server error {response.status_code} on request {n}: {snippet}", {"requests": n})
         if not 200 <= response.status_code < 300:
             return Outcome(
                 "error",
-                f"{response.status_code} on request {n} (expected 2xx until a 429): {body_snippet(response)}",
+                f"{response.status_code} on request {n} (expected 2xx until a 429): {body_snippet(response, ctx.redact)}",
                 {"requests": n},
             )
         announced = response.headers.get("x-ratelimit-limit", announced)

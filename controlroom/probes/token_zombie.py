@@ -2,12 +2,17 @@
 
 1. pick a location (location_query), issue a token for it (POST issue_url, apikey header),
    rotate it once (POST rotate_url, Bearer) so the old token is a zombie — or take the
-   zombie from zombie_token_secret and skip both;
+   zombie from zombie_token_secret and skip both. Minting rotates a real location's
+   credentials, so against an environment marked production the probe does not mint unless
+   the item sets allow_mint_in_production: without a zombie_token_secret it reports `skipped`
+   and the verdict waits for an operator's attestation;
 2. snapshot the circuit breakers (the zombie's location's, and every non-closed one) and
    count the rotation rows recorded with the zombie's fingerprint;
-3. present the zombie (POST probe_url or rotate_url, Bearer zombie, {"location_id": ...})
-   with a client that does no transport retries and follows no redirects, counting the
-   requests that actually go on the wire;
+3. open the connection to the zombie's origin first (an OPTIONS without credentials, its
+   answer ignored) so TCP and TLS setup do not count against max_latency_ms, then present
+   the zombie (POST probe_url or rotate_url, Bearer zombie, {"location_id": ...}) with a
+   client that does no transport retries and follows no redirects, counting the requests
+   that actually go on the wire;
 4. pass only if: 401, in under max_latency_ms (the whole exchange), within max_attempts
    (1 = 0 retries; with more, the probe itself retries only after a 5xx / 429 / network
    error and counts it), no new rotation row with the zombie's fingerprint, breakers as
@@ -16,8 +21,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,14 +38,19 @@ from controlroom.probes.base import (
     polite_request,
 )
 from controlroom.probes.sql import fetch
-from controlroom.runbook.models import TokenZombieItem
+from controlroom.runbook.models import Environment, TokenZombieItem
+from controlroom.tokens import token_fingerprint
 
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
+# Opening a connection (TCP and TLS) takes well under this; a server that does not answer the
+# warm-up in time is left to the zombie request, which then still has its whole timeout
+# within the runner's grace.
+WARM_UP_TIMEOUT_S = 1.0
 
 
-def fingerprint(token: str) -> str:
-    """As the platform records it: the first 16 hex digits of SHA-256(token)."""
-    return hashlib.sha256(token.encode()).hexdigest()[:16]
+def refused_here(item: TokenZombieItem, environment: Environment) -> bool:
+    """Whether minting and rotating a token (for a real location) must not happen here."""
+    return environment.production and not item.zombie_token_secret and not item.allow_mint_in_production
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
@@ -75,6 +85,14 @@ class Presentation:
 
 
 async def probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
+    if refused_here(item, ctx.loaded.environment):
+        return Outcome(
+            "skipped",
+            f"not run: {ctx.loaded.environment.name!r} is production and the item has no "
+            f"zombie_token_secret; minting a zombie would rotate a real location's token, which the "
+            f"runbook does not allow here (allow_mint_in_production); "
+            f"attest that the Token Zombie test was done (--attest {item.id})",
+        )
     database = _database(ctx)
     rows = await fetch(ctx, database, item.location_query, timeout_s=item.timeout_s)
     if not rows or rows[0][0] is None:
@@ -87,11 +105,12 @@ async def probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
             zombie = ctx.secrets.get(item.zombie_token_secret)
         else:
             zombie = await _make_zombie(item, ctx, client, location_id)
-        zombie_fp = fingerprint(zombie)
+        zombie_fp = token_fingerprint(zombie)
 
         rotations_before = await _rotations(ctx, database, zombie_fp, item.timeout_s)
         breakers_before = await _breakers(ctx, database, location_id, item.timeout_s)
 
+        await _warm_up(item, ctx, client)
         transport.requests = 0
         presented = await _present(item, ctx, client, transport, zombie, location_id)
 
@@ -120,19 +139,33 @@ async def _make_zombie(item: TokenZombieItem, ctx: ProbeContext, client: httpx.A
     api_key = ctx.secrets.get(item.api_key_secret)
     issue_url, rotate_url = ctx.url(item.issue_url), ctx.url(item.rotate_url)
     body = {"location_id": location_id}
-    old = await _token_from(client, "issue a token", issue_url, headers={"apikey": api_key}, json=body)
-    await _token_from(client, "rotate the token", rotate_url, headers={"Authorization": f"Bearer {old}"}, json=body)
+    old = await _token_from(client, "issue a token", issue_url, ctx.redact, headers={"apikey": api_key}, json=body)
+    await _token_from(
+        client, "rotate the token", rotate_url, ctx.redact, headers={"Authorization": f"Bearer {old}"}, json=body
+    )
     return old
 
 
-async def _token_from(client: httpx.AsyncClient, what: str, url: str, **kwargs: Any) -> str:
+async def _warm_up(item: TokenZombieItem, ctx: ProbeContext, client: httpx.AsyncClient) -> None:
+    """Open (or reuse) a connection to the zombie's origin so that the timed request does not
+    pay for TCP and TLS setup. No credentials; whatever it answers, or fails with, is ignored
+    (the zombie request itself reports an unreachable server)."""
+    try:
+        url = ctx.url(item.probe_url or item.rotate_url)
+        await client.options(url, timeout=min(WARM_UP_TIMEOUT_S, item.timeout_s / 4))
+    except httpx.HTTPError:
+        pass
+
+
+async def _token_from(client: httpx.AsyncClient, what: str, url: str, redact: Callable[[str], str], **kwargs: Any) -> str:
     try:
         answer = await polite_request(client, "POST", url, **kwargs)
     except httpx.HTTPError as error:
         raise ProbeError(f"could not {what} (POST {url}): {describe_exception(error)}") from None
     response = answer.response
     if response.status_code != 200:
-        raise ProbeError(f"could not {what} (POST {url}): {response.status_code} {body_snippet(response)}".rstrip())
+        snippet = body_snippet(response, redact)
+        raise ProbeError(f"could not {what} (POST {url}): {response.status_code} {snippet}".rstrip())
     try:
         token = response.json().get("access_token")
     except (ValueError, AttributeError):
@@ -168,7 +201,7 @@ async def _present(
     latency = (time.perf_counter() - began) * 1000.0
     if response is None:
         return Presentation(None, latency, transport.requests, "", error=f"POST {url}: {error}", timed_out=timed_out)
-    return Presentation(response.status_code, latency, transport.requests, body_snippet(response, 80))
+    return Presentation(response.status_code, latency, transport.requests, body_snippet(response, ctx.redact, 80))
 
 
 async def _rotations(ctx: ProbeContext, database: str, zombie_fp: str, timeout_s: float) -> int:
