@@ -139,6 +139,8 @@ class StepRunner:
             )
         if isinstance(step.action, DeployAction) and not self.loaded.environment.deploy_command.strip():
             return f"environment {self.loaded.environment.name!r} has no deploy_command"
+        if isinstance(step.action, SwitchVersionAction) and not self._rollback_template().strip():
+            return f"environment {self.loaded.environment.name!r} has no rollback_command or deploy_command"
         return None
 
     # -- describing --------------------------------------------------------------------
@@ -156,11 +158,15 @@ class StepRunner:
         if isinstance(action, SwitchVersionAction):
             previous = self.loaded.runbook.rollback.previous_version
             version = values.get("version")
-            target = f"version {version}" if version else (
+            if version:
+                return redact(f"deploy the previous stable version {version}\n$ {self.rollback_command(version)}"
+                              f"\n(timeout {action.timeout_s:g} s)")
+            override = self.loaded.environment.previous_version
+            target = f"the environment's previous_version {override}" if override else (
                 f"the previous stable version: `{previous.command}` in {self._cwd(previous.repository)}"
                 + (f" (fallback {previous.fallback})" if previous.fallback else "")
             )
-            return redact(f"deploy {target}\n$ {self.loaded.environment.deploy_command}")
+            return redact(f"deploy {target}\n$ {self._rollback_template()}")
         if isinstance(action, SqlAction):
             params = self.sql_params(action, values, strict=False)
             bound = ", ".join(f"${n} = {value!r}" for n, value in enumerate(params, start=1))
@@ -186,6 +192,15 @@ class StepRunner:
 
     def deploy_command(self, version: str) -> str:
         return self.loaded.environment.deploy_command.replace("{version}", shlex.quote(version))
+
+    def _rollback_template(self) -> str:
+        env = self.loaded.environment
+        return env.rollback_command or env.deploy_command
+
+    def rollback_command(self, version: str) -> str:
+        """How switch_version deploys `version`: the environment's rollback_command, else its
+        deploy_command; the version shell-quoted."""
+        return self._rollback_template().replace("{version}", shlex.quote(version))
 
     def sql_params(self, action: SqlAction, values: Mapping[str, str], *, strict: bool = True) -> list[str]:
         params: list[str] = []
@@ -307,6 +322,9 @@ class StepRunner:
     async def previous_version(self) -> tuple[str, str]:
         """(version, how it was found): the runbook's command's first output line, run in
         its repository, or its fallback. ("", reason) when neither gives one."""
+        override = self.loaded.environment.previous_version.strip()
+        if override:
+            return override, "the environment's previous_version"
         previous = self.loaded.runbook.rollback.previous_version
         reason = "no command"
         if previous.command.strip():
@@ -327,7 +345,7 @@ class StepRunner:
             if not version:
                 return StepOutcome("failed", self._clean(f"previous stable version not found: {how}"))
             lines(f"previous stable version: {version} ({how})")
-        outcome = await self._command(self.deploy_command(version), self._cwd("."), action.timeout_s, lines)
+        outcome = await self._command(self.rollback_command(version), self._cwd("."), action.timeout_s, lines)
         return StepOutcome(outcome.status, f"switch to {version}: {outcome.summary}", outcome.output)
 
     async def _sql(self, action: SqlAction, values: Mapping[str, str], lines: _Lines) -> StepOutcome:

@@ -28,6 +28,8 @@ from controlroom.screens.dialogs import ConfirmDialog
 from controlroom.screens.help import HelpScreen
 from controlroom.screens.kpis import KpisScreen
 from controlroom.screens.pos_health import PosHealthScreen
+from controlroom.screens.report import ReportScreen
+from controlroom.screens.rollback import RollbackScreen
 from controlroom.session import Session, SessionError, find_resumable
 from controlroom.sources import Feeds, plain
 from controlroom.steps import StepRefused
@@ -41,6 +43,7 @@ VIEWS: dict[str, tuple[str, str, Callable[[], Screen[Any]]]] = {
     "kpis": ("k", "KPIs", KpisScreen),
     "breakers": ("b", "Breakers", BreakersScreen),
     "pos": ("p", "POS", PosHealthScreen),
+    "rollback": ("R", "Rollback", RollbackScreen),
 }
 
 BREAKER_POLL_S = 5.0
@@ -53,10 +56,14 @@ class ControlRoomApp(App[None]):
     MODES = {name: screen for name, (_, _, screen) in VIEWS.items()}
     DEFAULT_MODE = "checklist"
     ENABLE_COMMAND_PALETTE = True
+    # The footer shows the screen's keys, then these in this order, and clips at 80 columns:
+    # help and the rollback console come first.
     BINDINGS = [
-        *(Binding(key, f"switch_mode('{name}')", title, id=f"view.{name}") for name, (key, title, _) in VIEWS.items()),
-        Binding("r", "refresh_all", "Refresh", show=False, id="app.refresh"),
         Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
+        *(Binding(key, f"switch_mode('{name}')", title, id=f"view.{name}")
+          for name, (key, title, _) in sorted(VIEWS.items(), key=lambda view: view[0] != "rollback")),
+        Binding("r", "refresh_all", "Refresh", show=False, id="app.refresh"),
+        Binding("ctrl+r", "report", "Report", show=False, id="app.report"),
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.quit_ctrl_c"),
         Binding("ctrl+p", "command_palette", "Commands", show=False, id="app.palette"),
@@ -170,11 +177,15 @@ class ControlRoomApp(App[None]):
 
     def on_polled(self, message: Polled) -> None:
         self.poll_states[message.source] = message.state
+        if not self.screen_stack:  # a poll that lands while the app is closing
+            return
         screen = self.screen
         if isinstance(screen, ControlScreen):
             screen.show_state(message.source, message.state)
 
     def _tick(self) -> None:
+        if not self.screen_stack:
+            return
         screen = self.screen
         if isinstance(screen, ControlScreen):
             screen.tick(self.clock())
@@ -297,9 +308,11 @@ class ControlRoomApp(App[None]):
             self._refused(error)
             return
         on_output(f"→ {outcome.status.upper()}: {outcome.summary}")
+        if outcome.status == "failed":
+            on_output("   R opens the rollback console")
         self.session_changed()
-        self.notify(f"{step_id}: {outcome.status.upper()}", severity="error" if outcome.status == "failed" else "information",
-                    timeout=4)
+        self.notify(f"{step_id}: {outcome.status.upper()}" + (" — R opens the rollback console" if outcome.status == "failed" else ""),
+                    severity="error" if outcome.status == "failed" else "information", timeout=6)
 
     @work(group="steps-dry", exit_on_error=False)
     async def session_dry_run(self, step_id: str, on_output: Callable[[str], None]) -> None:
@@ -328,6 +341,137 @@ class ControlRoomApp(App[None]):
         if name == "next_phase":
             self.notify(f"Phase {result.title} started" if result else "Last phase completed; f finishes", timeout=3)
         self.session_changed()
+
+    # -- rollback: the Rollback screen's commands; I/O in workers, results by callback --
+
+    @work(group="rollback-providers", exclusive=True, exit_on_error=False)
+    async def session_provider_choices(self, plan_id: str, then: Callable[[list[tuple[str, int | None]]], None]) -> None:
+        if self.session is None:
+            return
+        try:
+            choices = await self.session.provider_choices(plan_id)
+        except Exception as error:  # noqa: BLE001
+            self._refused(error)
+            return
+        then(choices)
+
+    @work(group="rollback-start", exclusive=True, exit_on_error=False)
+    async def session_start_rollback(self, plan_id: str, reason: str, provider: str, then: Callable[[], None]) -> None:
+        if self.session is None:
+            return
+        try:
+            record = await self.session.start_rollback(plan_id, reason, provider)
+        except SessionError as error:
+            self._refused(error)
+            return
+        version = record.data.get("version") or "(version not found)"
+        self.notify(f"Rollback started: back to {version}" + (f", disabling {provider}" if provider else ""), timeout=5)
+        self.session_changed()
+        then()
+
+    @work(group="steps", exit_on_error=False)
+    async def session_run_rollback_step(self, step_id: str, on_output: Callable[[str], None],
+                                        then: Callable[[], None] | None = None) -> None:
+        if self.session is None:
+            return
+        task = self.session.run_rollback_step(step_id, on_output)
+        self.call_after_refresh(self.session_changed)  # shows RUN while it runs
+        try:
+            outcome = await task
+        except (SessionError, StepRefused) as error:
+            self._refused(error)
+            return
+        on_output(f"→ {outcome.status.upper()}: {outcome.summary}")
+        self.session_changed()
+        self.notify(f"{step_id}: {outcome.status.upper()}" + (f" — {outcome.summary}" if outcome.status == "failed" else ""),
+                    severity="error" if outcome.status == "failed" else "information", timeout=6)
+        if then is not None:
+            then()
+
+    @work(group="steps-dry", exit_on_error=False)
+    async def session_rollback_dry_run(self, step_id: str, plan_id: str | None, on_output: Callable[[str], None] | None,
+                                       then: Callable[[Any], None] | None) -> None:
+        if self.session is None:
+            return
+        try:
+            dry = await self.session.dry_run_rollback_step(step_id, plan_id)
+        except Exception as error:  # noqa: BLE001
+            self._refused(error)
+            return
+        if on_output is not None:
+            on_output(f"── dry run: {step_id} (nothing changed)")
+            for line in dry.description.splitlines():
+                on_output("   " + line)
+            if dry.note:
+                on_output("   " + dry.note)
+        if then is not None:
+            then(dry)
+
+    @work(group="steps", exit_on_error=False)
+    async def session_verify_rollback(self, on_output: Callable[[str], None]) -> None:
+        if self.session is None:
+            return
+        self.call_after_refresh(self.session_changed)
+        try:
+            verified, _results, lines = await self.session.verify_rollback(on_output)
+        except Exception as error:  # noqa: BLE001
+            self._refused(error)
+            return
+        for line in lines:
+            on_output(line)
+        failed = [line for line in lines if "FAILED" in line]
+        if verified:
+            on_output("→ VERIFIED: the deployment ended rolled back" + ("; resolve sent" if lines and not failed else ""))
+            self.notify("Rollback verified" + (f"; {len(failed)} notification(s) FAILED" if failed else "; incident resolved"),
+                        severity="error" if failed else "information", timeout=8)
+        else:
+            on_output("→ NOT VERIFIED: fix what fails, then v again")
+            self.notify("Rollback NOT verified: see the log", severity="error", timeout=8)
+        self.session_changed()
+        if verified:
+            self.session_run_checks()  # the whole checklist again: the verdict for what is running now
+
+    def session_rollback_command(self, name: str, *args: Any) -> None:
+        """Journal-only rollback commands: mark_rollback_step_done, skip_rollback_step."""
+        if self.session is None:
+            return
+        try:
+            getattr(self.session, name)(*args)
+        except SessionError as error:
+            self._refused(error)
+            return
+        self.session_changed()
+        screen = self.screen
+        if isinstance(screen, RollbackScreen):
+            screen.select_next_open_step()
+
+    # -- the report --------------------------------------------------------------------
+
+    def report_path(self) -> Path | None:
+        if self.session is None:
+            return None
+        path = self.session.journal.path
+        return path.with_name(path.stem + ".report.md")
+
+    def action_report(self) -> None:
+        """Write the post-deployment report of this session's journal next to it, and show it."""
+        from controlroom.report import render_report
+
+        session = self.session
+        path = self.report_path()
+        if session is None or path is None:
+            self.notify("No session yet: nothing to report", severity="warning")
+            return
+        text = render_report(session.journal.records, self.config.runbook, problems=session.journal.problems,
+                             source=session.journal.path)
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as error:
+            self.notify(f"cannot write the report: {error.strerror or error}", severity="error", timeout=10)
+            return
+        self.notify(f"Report written: {path}", timeout=8)
+        if not isinstance(self.screen, ReportScreen):
+            self.push_screen(ReportScreen(path, text))
 
     # -- actions -----------------------------------------------------------------------
 
@@ -366,6 +510,8 @@ class ControlRoomApp(App[None]):
                                 lambda name=name: self.switch_mode(name))
         yield SystemCommand("Refresh all sources", "Poll every source now (key r)", self.action_refresh_all)
         yield SystemCommand("Help", "Every key and what this screen does (key ?)", self.action_help)
+        yield SystemCommand("Write the report", "The post-deployment report, next to the journal (key ctrl+r)",
+                            self.action_report)
         if isinstance(screen, ChecklistScreen):
             yield SystemCommand("Re-run all checks", "Run the whole checklist again (key r)", screen.action_rerun_all)
             yield SystemCommand("Re-run selected check", "Run the selected item again (key space)", screen.action_rerun_item)
@@ -378,6 +524,14 @@ class ControlRoomApp(App[None]):
             yield SystemCommand("Skip step", "With a typed reason (key z)", screen.action_skip)
             yield SystemCommand("Next phase", "Complete this phase, start the next (key n)", screen.action_next_phase)
             yield SystemCommand("Finish deployment", "Record the deployment as done (key f)", screen.action_finish)
+        if isinstance(screen, RollbackScreen):
+            yield SystemCommand("Start rollback", "The selected plan; asks why and the provider (key s)", screen.action_start)
+            yield SystemCommand("Run rollback step", "Shows it, typed confirmation, runs it (key x)", screen.action_run_step)
+            yield SystemCommand("Dry-run rollback step", "Describe it and count rows, change nothing (key t)",
+                                screen.action_dry_run)
+            yield SystemCommand("Mark rollback step done", "A manual step, without running it (key m)", screen.action_mark_done)
+            yield SystemCommand("Skip rollback step", "With a typed reason (key z)", screen.action_skip)
+            yield SystemCommand("Verify rollback", "Probe again; verified resolves the incident (key v)", screen.action_verify)
         if isinstance(screen, BreakersScreen):
             yield SystemCommand("Filter breakers", "Filter by provider, location or state (key /)", screen.action_filter)
             yield SystemCommand("Sort breakers", "Cycle the sort column (key s)", screen.action_cycle_sort)

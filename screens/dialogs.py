@@ -7,6 +7,8 @@ str | None (the typed text), TypedConfirmDialog → bool.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -169,3 +171,46 @@ class TypedConfirmDialog(ModalScreen[bool]):
 
     def action_cancel(self) -> None:
         self.dismiss(False)
+
+
+class PickDialog(ModalScreen[str | None]):
+    """Pick one of a few values (the provider a rollback disables) from a list: ↑↓ and enter;
+    esc cancels. `choices` are (value, label); `initial` is highlighted first."""
+
+    DEFAULT_CSS = DIALOG_CSS.replace("{name}", "PickDialog") + """
+    PickDialog OptionList { height: auto; max-height: 10; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+
+    def __init__(self, title: str | Text, body: str | Text, choices: list[tuple[str, str | Text]],
+                 *, initial: str = "") -> None:
+        super().__init__()
+        self.title_text = _text(title)
+        self.body = _text(body)
+        self.choices = choices
+        self.initial = initial
+
+    def compose(self) -> ComposeResult:
+        from textual.widgets import OptionList
+        from textual.widgets.option_list import Option
+
+        with Vertical():
+            yield Static(self.title_text, classes="dialog-title")
+            yield Static(self.body, classes="dialog-body")
+            yield OptionList(*(Option(_text(label), id=value) for value, label in self.choices), id="choices")
+            yield Label("↑↓ moves · enter picks · esc cancels", classes="dialog-hint")
+
+    def on_mount(self) -> None:
+        from textual.widgets import OptionList
+
+        options = self.query_one("#choices", OptionList)
+        values = [value for value, _ in self.choices]
+        options.highlighted = values.index(self.initial) if self.initial in values else 0
+        options.focus()
+
+    def on_option_list_option_selected(self, event: Any) -> None:
+        event.stop()
+        self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

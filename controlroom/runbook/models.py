@@ -178,6 +178,9 @@ class TokenZombieItem(ItemBase):
     )
     max_latency_ms: Annotated[float, Field(gt=0)] = 100.0
     max_attempts: Annotated[int, Field(ge=1, le=5)] = 1
+    # Minting a zombie rotates a real location's token: against production the probe does not
+    # mint (without zombie_token_secret it is skipped, to be attested) unless allowed here.
+    allow_mint_in_production: bool = False
 
 
 class SqlItem(ItemBase):
@@ -224,6 +227,9 @@ class CommandItem(ItemBase):
     run: NonEmpty  # run by /bin/sh in cwd; output kept (tail, secrets redacted)
     cwd: str = "."
     expect_exit: int = 0
+    # Logical secrets exported to the command under their variable names; no other secret
+    # of the environment reaches it.
+    secrets: list[Slug] = Field(default_factory=list)
 
 
 class ManualItem(ItemBase):

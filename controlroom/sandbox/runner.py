@@ -24,7 +24,7 @@ from pathlib import Path
 
 import asyncpg
 
-from controlroom.sandbox.fleet import seed_fleet
+from controlroom.sandbox.fleet import DEPLOYED_VERSION, seed_fleet
 from controlroom.sandbox.http_server import HttpServerProcess, HttpSettings
 from controlroom.sandbox.postgres import EmbeddedPostgres
 from controlroom.sandbox.reaper import spawn_reaper, stop_reaper
@@ -207,10 +207,9 @@ class Sandbox:
     def _config_toml(self) -> str:
         url = self.base_url
         admin = SECRET_VARIABLES["sandbox_admin_token"]
-        deploy = (
-            f"{sys.executable} -m controlroom.sandbox.control --url {url} "
-            f"--token-env {admin} deploy {{version}}"
-        )
+        control = f"{sys.executable} -m controlroom.sandbox.control --url {url} --token-env {admin}"
+        deploy = f"{control} deploy {{version}}"
+        rollback = f"{control} rollback {{version}}"
         secrets_table = "\n".join(f'{name} = "{variable}"' for name, variable in SECRET_VARIABLES.items())
         return f"""\
 # Written by `controlroom sandbox` (scenario {self.scenario.name!r}); removed when it stops.
@@ -225,6 +224,10 @@ production = false
 description = {json.dumps(self.scenario.summary)}
 write_by_default = false
 deploy_command = {json.dumps(deploy)}
+# A rollback deploys the previous version through the sandbox's rollback endpoint, which
+# also clears the providers the deployment made fail; that version is the fleet's own.
+rollback_command = {json.dumps(rollback)}
+previous_version = {json.dumps(DEPLOYED_VERSION)}
 
 [environment.urls]
 supabase = "{url}"

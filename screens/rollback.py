@@ -1,0 +1,431 @@
+"""Rollback: the runbook's plans and their steps with status, the rollback clock against the
+plan's target, the escalation ladder, and a log pane the running step streams into.
+
+One step at a time: x shows exactly what a step does (the command, or the SQL with its bound
+parameters and the rows it will touch) and asks for a typed confirmation — the tag or the
+provider — before anything modifying runs; Cancel is always the default. READ-ONLY mode
+refuses every modifying key with a message. The clock and the escalation level derive from
+journaled times (rollback_started, incident_window), so a reopened console shows them right.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Log, Static
+
+from controlroom.deployment import format_duration
+from controlroom.screens.base import ControlScreen
+from controlroom.screens.deploy import LEVEL_STYLES, STEP_STYLES, clock_text
+from controlroom.screens.dialogs import ConfirmDialog, PickDialog, ReasonDialog, TypedConfirmDialog
+from controlroom.sources import plain
+
+STEP_WIDTH = 54
+TIME_WIDTH = 12
+
+
+def plan_span(plan: Any) -> str:
+    """`< 5 min` / `10–15 min`."""
+    if plan.min_minutes is not None:
+        return f"{plan.min_minutes:g}–{plan.target_minutes:g} min"
+    return f"< {plan.target_minutes:g} min"
+
+
+class RollbackScreen(ControlScreen):
+    TITLE_TEXT = "Rollback"
+    HELP = (
+        "The rollback console. Pick a plan (↑↓) — Emergency (< 5 min: previous stable version, disable the "
+        "failing provider's integrations, notify) or Graceful (10–15 min) — and press s: it asks why "
+        "(the latest failure is filled in) and, when the plan disables integrations, which provider (with "
+        "how many locations it would touch); the previous stable version is found and journaled. Then run "
+        "the steps one at a time with x: each shows exactly what it does, and modifying steps need the tag "
+        "or provider name typed (Cancel is the default). t dry-runs a step (changes nothing; counts rows), "
+        "m marks a manual step done, z skips with a reason. When every step is done, v verifies: the "
+        "verification probes run again, the verdict updates, and a verified rollback resolves the incident "
+        "(Slack, PagerDuty) and ends the deployment as rolled back. The clock counts against the plan's "
+        "target (amber, then red, on overrun); the escalation panel says who to call now and when the next "
+        "level is reached. ctrl+r writes the report. Nothing modifying runs in READ-ONLY mode."
+    )
+    AUTO_FOCUS = "#rb-steps"
+    BINDINGS = [
+        Binding("s", "start", "Start", id="rollback.start"),
+        Binding("x", "run_step", "Run step", id="rollback.run"),
+        Binding("t", "dry_run", "Dry-run", id="rollback.dry_run"),
+        Binding("m", "mark_done", "Done", id="rollback.done"),
+        Binding("z", "skip", "Skip", id="rollback.skip"),
+        Binding("v", "verify", "Verify", id="rollback.verify"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("", id="rb-header")
+        yield DataTable(id="rb-steps", cursor_type="row", show_header=False)
+        yield Static("", id="rb-escalation")
+        yield Log(id="rb-log", max_lines=1000)
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._ensure_rows()
+        self.render_rollback()
+
+    @property
+    def plans(self) -> list[Any]:
+        return list(self.app.config.runbook.rollback.plans)  # type: ignore[attr-defined]
+
+    @property
+    def session(self):  # noqa: ANN201
+        return getattr(self.app, "session", None)
+
+    def _ensure_rows(self) -> None:
+        table = self.query_one("#rb-steps", DataTable)
+        if table.columns:
+            return
+        table.add_column(Text("stat"), width=4, key="status")
+        table.add_column(Text("plan / step"), width=STEP_WIDTH, key="step")
+        table.add_column(Text("time"), width=TIME_WIDTH, key="time")
+        for letter, plan in zip("ABCDEFGH", self.plans):
+            table.add_row(Text(""), Text(plain(f"{letter}. {plan.title} ({plan_span(plan)})", limit=STEP_WIDTH), style="bold"),
+                          Text(""), key=f"plan:{plan.id}")
+            for step in plan.steps:
+                table.add_row(Text("·", style="dim"), Text("  " + plain(step.title, limit=STEP_WIDTH - 2)), Text(""),
+                              key=f"{plan.id}:{step.id}")
+        self.query_one("#rb-log", Log).write_line("Rollback output appears here. s starts the selected plan.")
+
+    # -- rendering ---------------------------------------------------------------------
+
+    def show_session(self, session: Any) -> None:
+        self.render_rollback()
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self.render_rollback()
+
+    def tick(self, now: float) -> None:
+        self.render_rollback()
+
+    def render_rollback(self) -> None:
+        self._ensure_rows()
+        session = self.session
+        header = self.query_one("#rb-header", Static)
+        if session is None:
+            header.update(Text("opening the session…", style="dim"))
+            return
+        state = session.state
+        rollback = state.rollback
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if rollback is None:
+            text.append("No rollback. ", style="bold")
+            if state.started_at is None:
+                text.append("No deployment started yet.", style="dim")
+            else:
+                text.append(f"Deploying {plain(state.version, limit=20)}: pick a plan (↑↓), s starts it")
+            text.append("\n" + " · ".join(f"{p.title} {plan_span(p)}" for p in self.plans), style="dim")
+        else:
+            plan = session.rollback_plan(rollback.plan_id)
+            clock = session.rollback_clock()
+            text.append(plain(plan.title.upper(), limit=30) + " ", style="bold")
+            text.append(f"{format_duration(clock.elapsed_s)} / {format_duration(clock.budget_s)}",
+                        style=LEVEL_STYLES[str(clock.level)])
+            text.append("  ")
+            if rollback.ended_at is None:
+                text.append_text(clock_text(clock))
+            elif rollback.verified:
+                text.append("VERIFIED", style="bold black on green")
+                text.append(f" in {format_duration(clock.elapsed_s)}")
+            else:
+                text.append("NOT VERIFIED", style="bold white on red")
+            values = session.rollback_values()
+            text.append("\n→ ")
+            text.append(plain(values.get("version") or "version not found", limit=20), style="bold")
+            if values.get("provider"):
+                text.append("  disable ")
+                text.append(plain(values["provider"], limit=20), style="bold")
+            if state.notifications_failed:
+                text.append(f"  {state.notifications_failed} notification(s) FAILED", style="bold white on red")
+            elif rollback.reason:
+                text.append("  why: " + plain(rollback.reason, limit=60), style="dim")
+        header.update(text)
+        self._render_steps(session)
+        self._render_escalation(session)
+
+    def _render_steps(self, session: Any) -> None:
+        table = self.query_one("#rb-steps", DataTable)
+        rollback = session.state.rollback
+        for plan in self.plans:
+            active = rollback is not None and rollback.plan_id == plan.id
+            marker = ("▶" if rollback.ended_at is None else "✓") if active else ""
+            table.update_cell(f"plan:{plan.id}", "status", Text(marker, style="bold"))
+            if active:
+                table.update_cell(f"plan:{plan.id}", "time", clock_text(session.rollback_clock()))
+            else:
+                table.update_cell(f"plan:{plan.id}", "time", Text(format_duration(plan.target_minutes * 60), style="dim"))
+            for step in plan.steps:
+                step_state = rollback.steps.get(step.id) if active else None
+                status = step_state.status if step_state else "todo"
+                if active and session.running_step == step.id:
+                    status = "running"
+                label, style = STEP_STYLES.get(status, (status.upper(), ""))
+                table.update_cell(f"{plan.id}:{step.id}", "status", Text(label, style=style))
+                when = Text("")
+                if step_state and step_state.at and status in ("done", "failed", "skipped"):
+                    when = Text(f"+{format_duration((step_state.at - rollback.started_at).total_seconds())}", style="dim")
+                table.update_cell(f"{plan.id}:{step.id}", "time", when)
+
+    def _render_escalation(self, session: Any) -> None:
+        panel = self.query_one("#rb-escalation", Static)
+        text = Text(no_wrap=True, overflow="ellipsis")
+        status = session.escalation()
+        if status is None:
+            started, ended = session.incident_window()
+            if started is not None and ended is not None:
+                text.append("Incident closed", style="bold green")
+                text.append(f" at {ended:%H:%M:%S} UTC, {format_duration((ended - started).total_seconds())} after it began")
+            else:
+                text.append("No incident. ", style="dim")
+                text.append("Escalation starts at the first failure or rollback.", style="dim")
+            panel.update(text)
+            return
+        width = max(20, self.size.width - 3)  # one line each, never wrapped
+        text.append("ESCALATION ", style="bold")
+        text.append(f" L{status.level} ", style="bold black on yellow" if status.level > 1 else "bold black on cyan")
+        text.append(f" {plain(status.title, limit=30)}", style="bold")
+        text.append(f"  {format_duration(status.elapsed_s)} into the incident", style="dim")
+        text.append("\ncontact: ")
+        text.append(plain(", ".join(status.contacts), limit=width - 9), style="bold")
+        text.append("\n")
+        if status.next_level is not None and status.seconds_to_next is not None and status.next_at is not None:
+            line = (f"L{status.next_level} {plain(status.next_title or '', limit=30)} in "
+                    f"{format_duration(status.seconds_to_next)} (at {status.next_at:%H:%M} UTC)")
+        else:
+            line = "top of the ladder"
+        text.append(line)
+        if status.channels and len(line) + 4 < width:
+            text.append(" · " + plain(", ".join(status.channels), limit=width - len(line) - 3), style="dim")
+        panel.update(text)
+
+    def log_line(self, line: str) -> None:
+        self.query_one("#rb-log", Log).write_line(plain(line, limit=1000))
+
+    # -- selection ---------------------------------------------------------------------
+
+    def selected(self) -> tuple[str | None, str | None]:
+        """(plan id, step id or None) of the cursor row."""
+        table = self.query_one("#rb-steps", DataTable)
+        if table.row_count == 0:
+            return None, None
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value or ""
+        if key.startswith("plan:"):
+            return key.removeprefix("plan:"), None
+        plan_id, _, step_id = key.partition(":")
+        return plan_id, step_id
+
+    def _need_step(self) -> tuple[str, str] | None:
+        plan_id, step_id = self.selected()
+        if plan_id is None or step_id is None:
+            self.app.notify("Select a step first (↑↓)", severity="warning")
+            return None
+        return plan_id, step_id
+
+    def select_next_open_step(self) -> None:
+        """Move the cursor to the rollback's first step not yet done or skipped."""
+        session = self.session
+        if session is None or session.state.rollback is None:
+            return
+        waiting = session.open_rollback_steps()
+        plan_id = session.state.rollback.plan_id
+        table = self.query_one("#rb-steps", DataTable)
+        key = f"{plan_id}:{waiting[0]}" if waiting else f"plan:{plan_id}"
+        table.move_cursor(row=table.get_row_index(key))
+
+    def _refuse(self, message: str) -> None:
+        self.app.notify(message, severity="error", timeout=8)
+        self.log_line("refused: " + message)
+
+    # -- commands ----------------------------------------------------------------------
+
+    def action_start(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        refusal = session.start_refusal()
+        if refusal:
+            self._refuse(refusal)
+            return
+        plan_id, _ = self.selected()
+        rollback = session.state.rollback
+        plan = session.rollback_plan(plan_id or self.plans[0].id)
+        body = Text()
+        body.append(f"{plan.title} ({plan_span(plan)}), from {plain(session.state.version, limit=30)}:\n", style="bold")
+        for number, step in enumerate(plan.steps, start=1):
+            body.append(f" {number}. {plain(step.title, limit=66)}\n")
+        if rollback is not None and not rollback.verified:
+            body.append("(a previous rollback was not verified)\n", style="yellow")
+        body.append("Why roll back? (the latest failure is filled in; journaled)", style="bold")
+
+        def with_reason(reason: str | None) -> None:
+            if not reason:
+                return
+            if session.needs_provider(plan):
+                self.log_line("finding the providers and their connected locations…")
+                self.app.session_provider_choices(plan.id, lambda choices: self._pick_provider(plan, reason, choices))  # type: ignore[attr-defined]
+            else:
+                self.app.session_start_rollback(plan.id, reason, "", self._started)  # type: ignore[attr-defined]
+
+        self.app.push_screen(
+            ReasonDialog(Text(f"Start the {plan.title}?"), body, placeholder="why roll back",
+                         confirm_label="Next", min_length=3, initial=session.suggested_reason()),
+            with_reason,
+        )
+
+    def _pick_provider(self, plan: Any, reason: str, choices: list[tuple[str, int | None]]) -> None:
+        session = self.session
+        if session is None:
+            return
+        if not choices:
+            self._refuse("no providers found (runbook rollback.providers / providers_query)")
+            return
+        names = [name for name, _ in choices]
+        suggested = session.suggested_provider(names)
+        labels: list[tuple[str, str | Text]] = []
+        for name, count in choices:
+            label = Text(f"{plain(name, limit=30):<12}")
+            label.append(f"{count} connected location(s) would be disabled" if count is not None else "count unknown",
+                         style="dim")
+            if name == suggested:
+                label.append("  ← failing", style="bold red")
+            labels.append((name, label))
+        self.app.push_screen(
+            PickDialog(Text("Which provider's integrations are disabled?"),
+                       Text("The rollback's SQL step sets connected = false for this provider ($1, bound)."),
+                       labels, initial=suggested),
+            lambda provider: self.app.session_start_rollback(plan.id, reason, provider, self._started)  # type: ignore[attr-defined]
+            if provider else None,
+        )
+
+    def _started(self) -> None:
+        session = self.session
+        if session is None or session.state.rollback is None:
+            return
+        values = session.rollback_values()
+        record = session.rollback_record()
+        how = record.data.get("version_from", "") if record is not None else ""
+        plan = session.rollback_plan(session.state.rollback.plan_id)
+        self.log_line(f"══ {plan.title} started: back to {values.get('version') or '(version not found)'}"
+                      + (f" ({how})" if how else "")
+                      + (f", disabling {values['provider']}" if values.get("provider") else ""))
+        self.render_rollback()
+        self.select_next_open_step()
+
+    def action_run_step(self) -> None:
+        session = self.session
+        selected = self._need_step()
+        if session is None or selected is None:
+            return
+        plan_id, step_id = selected
+        refusal = session.rollback_refusal(step_id, plan_id)
+        if refusal:
+            self._refuse(refusal)
+            return
+        step = session.rollback_step(step_id)
+        values = session.rollback_values()
+        kind = step.action.kind
+        if kind == "sql" and "provider" in getattr(step.action, "params", []) and step.action.count_query:
+            # Count first (read-only), then ask, with the count shown.
+            self.app.session_rollback_dry_run(step_id, plan_id, None,  # type: ignore[attr-defined]
+                                              lambda dry: self._confirm(step, values, dry.count))
+            return
+        self._confirm(step, values, None)
+
+    def _confirm(self, step: Any, values: dict[str, str], count: int | None) -> None:
+        session = self.session
+        if session is None:
+            return
+        body = Text()
+        body.append(session.describe_rollback_step(step.id))
+        if count is not None:
+            body.append(f"\n\nThis touches {count} row(s) now.", style="bold")
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.log_line(f"── {step.title}")
+                self.app.session_run_rollback_step(step.id, self.log_line, self._step_finished)  # type: ignore[attr-defined]
+
+        title = Text(plain(f"Run: {step.title}", limit=70))
+        if session.runner().refusal(step) is None and session.modifying_step(step):
+            word = values.get("provider") if step.action.kind == "sql" and values.get("provider") else (
+                values.get("version") or step.id)
+            body.append("\n\nThis changes the environment.", style="bold red")
+            self.app.push_screen(TypedConfirmDialog(title, body, word, confirm_label="Run"), confirmed)
+            return
+        if step.action.kind == "manual":
+            body = Text(plain(step.action.prompt or step.title, limit=400))
+            title = Text(plain(f"Confirm: {step.title}", limit=70))
+        self.app.push_screen(ConfirmDialog(title, body, confirm_label="Done" if step.action.kind == "manual" else "Run"),
+                             confirmed)
+
+    def _step_finished(self) -> None:
+        self.render_rollback()
+        self.select_next_open_step()
+        session = self.session
+        if session is not None and session.rollback_in_progress() and not session.open_rollback_steps():
+            self.log_line("every step is done: v verifies the rollback")
+
+    def action_dry_run(self) -> None:
+        selected = self._need_step()
+        if selected is not None:
+            plan_id, step_id = selected
+            self.app.session_rollback_dry_run(step_id, plan_id, self.log_line, None)  # type: ignore[attr-defined]
+
+    def action_mark_done(self) -> None:
+        session = self.session
+        selected = self._need_step()
+        if session is None or selected is None:
+            return
+        plan_id, step_id = selected
+        refusal = session.rollback_refusal(step_id, plan_id)
+        if refusal:
+            self._refuse(refusal)
+            return
+        step = session.rollback_step(step_id)
+        if session.modifying_step(step):
+            self._refuse(f"{step.title!r} changes the environment: run it (x) or skip it with a reason (z)")
+            return
+        self.app.push_screen(
+            ConfirmDialog(Text(plain(f"Mark done: {step.title}", limit=70)),
+                          Text("Without running it: you did it yourself. Journaled."), confirm_label="Mark done"),
+            lambda ok: self.app.session_rollback_command("mark_rollback_step_done", step_id) if ok else None,  # type: ignore[attr-defined]
+        )
+
+    def action_skip(self) -> None:
+        session = self.session
+        selected = self._need_step()
+        if session is None or selected is None:
+            return
+        plan_id, step_id = selected
+        if not session.rollback_in_progress() or session.state.rollback.plan_id != plan_id:
+            self._refuse("no rollback of this plan in progress: start one first (s)")
+            return
+        step = session.rollback_step(step_id)
+        self.app.push_screen(
+            ReasonDialog(Text(plain(f"Skip: {step.title}", limit=70)), Text("Type why this step is skipped; journaled."),
+                         placeholder="the reason for skipping", confirm_label="Skip", min_length=3),
+            lambda reason: self.app.session_rollback_command("skip_rollback_step", step_id, reason)  # type: ignore[attr-defined]
+            if reason else None,
+        )
+
+    def action_verify(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        if not session.rollback_in_progress():
+            self._refuse("no rollback in progress: start one first (s)")
+            return
+        waiting = session.open_rollback_steps()
+        if waiting:
+            self._refuse(f"{len(waiting)} step(s) not done or skipped yet: {', '.join(waiting)}")
+            return
+        plan = session.current_rollback_plan()
+        self.log_line(f"── verifying: {', '.join(session.verification_items(plan))}")
+        self.app.session_verify_rollback(self.log_line)  # type: ignore[attr-defined]
