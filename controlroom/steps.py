@@ -43,7 +43,7 @@ import asyncpg
 from controlroom.errors import ControlRoomError
 from controlroom.journal import Journal
 from controlroom.probes.base import ProbeContext, ProbeResult, clean, describe_exception, format_value, run_probe
-from controlroom.probes.command import _kill_group as kill_group
+from controlroom.probes.command import kill_process_group
 from controlroom.runbook.loader import LoadedConfig
 from controlroom.runbook.models import (
     CommandAction,
@@ -248,7 +248,9 @@ class StepRunner:
             if isinstance(action, ProbeAction):
                 return await self._probe(action, lines)
             if isinstance(action, CommandAction):
-                return await self._command(action.run, self._cwd(action.cwd), action.timeout_s, lines)
+                return await self._command(
+                    action.run, self._cwd(action.cwd), action.timeout_s, lines, secrets=action.secrets
+                )
             if isinstance(action, DeployAction):
                 version = values.get("version", "")
                 if not version:
@@ -286,14 +288,18 @@ class StepRunner:
         summary = ", ".join(f"{r.item_id} {r.status}" for r in results)
         return StepOutcome("done", summary, tuple(lines.tail), probe_results=tuple(results))
 
-    async def _command(self, command: str, cwd: Path, timeout_s: float, lines: _Lines) -> StepOutcome:
+    async def _command(
+        self, command: str, cwd: Path, timeout_s: float, lines: _Lines, *, secrets: list[str] | None = None
+    ) -> StepOutcome:
+        """Run `command` in its own process group. `secrets`: the logical secrets to export;
+        None exports all of the environment's (its own deploy and rollback commands)."""
         if not cwd.is_dir():
             return StepOutcome("failed", f"working directory {cwd} does not exist")
         began = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", command,
             cwd=cwd,
-            env=self._command_environment(),
+            env=self._command_environment(secrets),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -306,8 +312,10 @@ class StepRunner:
             except TimeoutError:
                 timed_out = True
         finally:
-            if process.returncode is None:
-                await kill_group(process)
+            # On a timeout the shell may be gone while a background child holds the pipe:
+            # end the whole group either way.
+            if timed_out or process.returncode is None:
+                await kill_process_group(process)
         elapsed = time.perf_counter() - began
         tail = tuple(lines.tail)
         last = " | ".join(tail[-SUMMARY_TAIL_LINES:])
@@ -423,12 +431,13 @@ class StepRunner:
         path = Path(cwd).expanduser()
         return path if path.is_absolute() else (self.loaded.config_path.parent / path).resolve()
 
-    def _command_environment(self) -> dict[str, str]:
-        env = dict(self.environ)
-        secrets = self.loaded.secrets
-        for logical in self.loaded.environment.secrets:
-            if secrets.has(logical):
-                env[secrets.variable(logical)] = secrets.get(logical)
+    def _command_environment(self, wanted: list[str] | None) -> dict[str, str]:
+        """The process environment minus every secret variable, plus the wanted secrets."""
+        store, declared = self.loaded.secrets, self.loaded.environment.secrets
+        env = {key: value for key, value in self.environ.items() if key not in set(declared.values())}
+        for logical in declared if wanted is None else wanted:
+            if logical in declared and store.has(logical):
+                env[store.variable(logical)] = store.get(logical)
         return env
 
     def _clean(self, text: str) -> str:

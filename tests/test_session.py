@@ -125,7 +125,8 @@ async def test_intent_is_on_disk_before_the_action_runs(sandbox: Sandbox, tmp_pa
     # The command reads the journal while it runs and prints the intent it finds there.
     probe = f"grep -c '\"kind\":\"step_intent\".*\"step_id\":\"look\"' {journal}; echo secret=$CONTROLROOM_SANDBOX_API_KEY"
     loaded = with_steps(load_config(sandbox.config_path), [
-        {"id": "look", "title": "Read the journal", "action": {"kind": "command", "run": probe, "modifying": False}},
+        {"id": "look", "title": "Read the journal",
+         "action": {"kind": "command", "run": probe, "modifying": False, "secrets": ["supabase_api_key"]}},
         {"id": "slow", "title": "Too slow", "action": {"kind": "command", "run": "sleep 30", "timeout_s": 0.5, "modifying": False}},
     ])
     session = Session.open(loaded, journal_path=journal)
@@ -134,7 +135,7 @@ async def test_intent_is_on_disk_before_the_action_runs(sandbox: Sandbox, tmp_pa
     outcome = await session.run_step("look", on_output=seen.append)
     assert outcome.status == "done", outcome.summary
     assert seen[0] == "1"  # its own intent was already on disk
-    assert seen[1] == "secret=[redacted]"  # secrets exported, and redacted from output
+    assert seen[1] == "secret=[redacted]"  # the listed secret exported, and redacted from output
     assert sandbox.settings.anon_key not in journal.read_text()
     intent, result = [r for r in session.journal.records if r.data.get("step_id") == "look"]
     assert (intent.kind, result.kind, result.data["status"]) == ("step_intent", "step_outcome", "done")

@@ -206,6 +206,10 @@ def _secret_references(runbook: Runbook) -> list[tuple[str, str]]:
         for attribute in ("api_key_secret", "zombie_token_secret"):
             if getattr(item, attribute, None):
                 refs.append((where, getattr(item, attribute)))
+        refs += [(where, secret) for secret in getattr(item, "secrets", [])]
+    for plan_or_phase in [*runbook.deployment.phases, *runbook.rollback.plans]:
+        for step in plan_or_phase.steps:
+            refs += [(f"step {step.id}", secret) for secret in getattr(step.action, "secrets", [])]
     if runbook.notifications.slack:
         refs.append(("notifications.slack", runbook.notifications.slack.webhook_secret))
     if runbook.notifications.pagerduty:

@@ -277,6 +277,8 @@ class CommandAction(Model):
     cwd: str = "."
     timeout_s: TimeoutSeconds = 120.0
     modifying: bool = True
+    # Logical secrets exported to the command (under their variable names); none by default.
+    secrets: list[Slug] = Field(default_factory=list)
 
 
 class ProbeAction(Model):

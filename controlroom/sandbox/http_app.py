@@ -14,7 +14,6 @@ simulator (failing providers, deployed version) lives in the `sandbox.state` tab
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 import math
@@ -42,6 +41,7 @@ from controlroom.sandbox.http_middleware import (
 )
 from controlroom.sandbox.scenarios import PROVIDERS, Scenario, get_scenario
 from controlroom.sandbox.sinks import SinkFault, SinkRecorder, fault_response, redact_pd, validate_pd_event
+from controlroom.tokens import token_fingerprint
 
 if TYPE_CHECKING:
     from controlroom.sandbox.http_server import HttpSettings
@@ -50,9 +50,8 @@ QUERY_TIMEOUT_S = 3.0          # every query; the sandbox must never hang on its
 STATE_CACHE_TTL_S = 0.4        # a deploy by the simulator shows up within this
 
 
-def fingerprint(token: str) -> str:
-    """How tokens are stored and recorded: first 16 hex digits of SHA-256(token)."""
-    return hashlib.sha256(token.encode()).hexdigest()[:16]
+# How tokens are stored and recorded; the Token Zombie probe looks rows up by the same one.
+fingerprint = token_fingerprint
 
 # -- shared runtime state ------------------------------------------------------------------
 
