@@ -122,9 +122,12 @@ class HealthSnapshot:
 
 
 class Database:
-    """A small, lazily opened asyncpg pool for one DSN."""
+    """A lazily opened asyncpg pool for one DSN. Up to `max_size` connections, so the
+    sources that poll at the same moment do not queue behind each other (a poll cycle takes
+    about as long as its slowest query); read-only, with a statement timeout, and idle
+    connections closed after a minute, so the watched database is never hurt."""
 
-    def __init__(self, dsn: str, *, statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S, max_size: int = 3) -> None:
+    def __init__(self, dsn: str, *, statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S, max_size: int = 10) -> None:
         self._dsn = dsn
         self.statement_timeout_s = statement_timeout_s
         self._max_size = max_size

@@ -181,7 +181,7 @@ class ControlRoomApp(App[None]):
             return
         screen = self.screen
         if isinstance(screen, ControlScreen):
-            screen.show_state(message.source, message.state)
+            screen.deliver(message.source, message.state)
 
     def _tick(self) -> None:
         if not self.screen_stack:

@@ -7,9 +7,9 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from controlroom.polling import PollState
+from controlroom.widgets.key_bar import KeyBar
 from controlroom.widgets.status_bar import StatusBar
 
 
@@ -23,16 +23,25 @@ class ControlScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield StatusBar()
         yield from self.compose_body()
-        yield Footer(compact=True, show_command_palette=False)
+        yield KeyBar()
 
     def on_mount(self) -> None:
+        self._shown: dict[str, PollState[Any]] = {}
         self.app.configure_status(self.query_one(StatusBar), self.TITLE_TEXT)  # type: ignore[attr-defined]
 
     def on_screen_resume(self) -> None:
         app: Any = self.app
         for source, state in app.poll_states.items():
-            self.show_state(source, state)
+            self.deliver(source, state)
         self.tick(app.clock())
+
+    def deliver(self, source: str, state: PollState[Any]) -> None:
+        """Show `state` unless this screen already shows it: states are immutable, so coming
+        back to a screen re-renders only what changed while it was away."""
+        if self._shown.get(source) is state:
+            return
+        self._shown[source] = state
+        self.show_state(source, state)
 
     def show_state(self, source: str, state: PollState[Any]) -> None:
         """A source has a new state; render it if it is one of ours."""
