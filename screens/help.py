@@ -13,7 +13,7 @@ from textual.widgets import Static
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 76; max-height: 22; border: round $accent; background: $surface; padding: 0 1; }
+    HelpScreen > VerticalScroll { width: 76; max-height: 90%; border: round $accent; background: $surface; padding: 0 1; }
     """
     BINDINGS = [
         Binding("escape,question_mark,q", "dismiss", "Close", id="help.close"),

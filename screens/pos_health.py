@@ -47,7 +47,7 @@ class PosHealthScreen(ControlScreen):
         self._shown: dict[str, tuple[str, ...]] = {}
 
     def compose_body(self) -> ComposeResult:
-        table: DataTable[Text] = DataTable(cursor_type="row", id="health-table")
+        table: DataTable[Text] = DataTable(cursor_type="none", id="health-table")  # nothing to select; a cursor would hide the colours
         yield table
         yield Label("waiting for the first reading…", id="health-status")
 

@@ -20,6 +20,8 @@ class KeyBar(Static):
         height: 1;
         background: $panel;
         color: $text;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     """
 
@@ -40,5 +42,5 @@ class KeyBar(Static):
             actions.add(binding.action)
             style = "bold reverse" if enabled else "dim reverse"
             text.append(f" {self.app.get_key_display(binding)} ", style=style)
-            text.append(f" {binding.description} ", style="" if enabled else "dim")
+            text.append(f"{binding.description} ", style="" if enabled else "dim")
         self.update(text)
