@@ -115,7 +115,8 @@ def _runbook_of(records: Sequence[Record], warnings: list[str]) -> Runbook:
 
     opened = next((r for r in records if r.kind == "session_opened"), None)
     source = str(opened.data.get("runbook", "")) if opened else ""
-    if not source or source.startswith("default"):
+    # The built-in runbook is journaled as "default (built in)"; a path names a file.
+    if not source or source.startswith("default") or not source.endswith(".toml"):
         return load_default_runbook()
     try:
         return load_runbook(source)

@@ -65,8 +65,12 @@ def environment_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:48] or "environment"
 
 
-def find_resumable(environment_name: str, journal_dir: Path | None = None) -> Path | None:
-    """The newest journal of this environment whose deployment started and did not finish."""
+def find_resumable(
+    environment_name: str, journal_dir: Path | None = None, *, config_path: Path | None = None
+) -> Path | None:
+    """The newest journal of this environment whose deployment started and did not finish.
+    With `config_path`, only a journal opened from that same config file counts (a new
+    sandbox is a new environment, even though its name is the same)."""
     directory = journal_dir or journal_directory()
     if not directory.is_dir():
         return None
@@ -78,6 +82,8 @@ def find_resumable(environment_name: str, journal_dir: Path | None = None) -> Pa
             continue
         opened = next((r for r in records if r.kind == "session_opened"), None)
         if opened is None or opened.data.get("environment") != environment_name:
+            continue
+        if config_path is not None and opened.data.get("config") != str(config_path.resolve()):
             continue
         if replay(records).in_progress:
             return path
@@ -137,8 +143,9 @@ class Session:
         if not journal.records or journal.records[0].kind != "session_opened":
             journal.append("session_opened", {
                 "environment": loaded.environment.name,
-                "runbook": loaded.runbook.name,
-                "config": str(loaded.config_path),
+                "runbook": loaded.runbook_source,  # a path, or "default (built in)"
+                "runbook_name": loaded.runbook.name,
+                "config": str(loaded.config_path.resolve()),
             })
         else:
             journal.append("session_resumed", {"write": write, "problems": [str(p) for p in journal.problems]})

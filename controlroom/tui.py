@@ -21,10 +21,10 @@ from controlroom.runbook.loader import LoadedConfig, load_config
 CLOSE_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
 
 
-async def _run(config: LoadedConfig, write: bool) -> None:
+async def _run(config: LoadedConfig, write: bool, *, offer_resume: bool = True) -> None:
     from controlroom.screens.app import make_app
 
-    app = make_app(config, write=write)
+    app = make_app(config, write=write, offer_resume=offer_resume)
     loop = asyncio.get_running_loop()
     for signum in CLOSE_SIGNALS:
         loop.add_signal_handler(signum, app.exit)
@@ -56,7 +56,8 @@ async def _demo(scenario: str, locations: int, write: bool) -> None:
     sandbox = Sandbox(scenario, locations=locations)
     try:
         await sandbox.start()
-        await _run(load_config(sandbox.config_path), write)
+        # Every demo is a brand-new sandbox: an older demo's deployment is not to be resumed.
+        await _run(load_config(sandbox.config_path), write, offer_resume=False)
     finally:
         await sandbox.stop()
 

@@ -196,3 +196,17 @@ async def test_sql_parameters_are_bound_never_interpolated(sandbox: Sandbox) -> 
         assert await conn.fetchval("SELECT count(*) FROM pos_integrations_location WHERE connected") == before
     finally:
         await conn.close()
+
+
+async def test_resume_is_offered_only_for_the_same_config_file(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Two sandboxes of one scenario share an environment name; a deployment of the first
+    must not be offered when the second is opened."""
+    loaded = load_config(sandbox.config_path)
+    session = Session.open(loaded, journal_dir=tmp_path)
+    await session.run_checks()
+    await session.start_deploy("v2.15.0", override_reason="testing resume matching")
+    name = loaded.environment.name
+    assert find_resumable(name, tmp_path, config_path=sandbox.config_path) == session.journal.path
+    other = tmp_path / "another-sandbox.toml"
+    other.write_text(sandbox.config_path.read_text())
+    assert find_resumable(name, tmp_path, config_path=other) is None
