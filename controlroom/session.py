@@ -320,16 +320,26 @@ class Session:
 
     # -- deployment --------------------------------------------------------------------
 
+    def start_deploy_refusal(self) -> str | None:
+        """Why start_deploy would refuse whatever the version and the reason, or None: asked
+        before the operator types either."""
+        if self.state.in_progress:
+            return f"deployment of {self.state.version} is already in progress"
+        if self.state.ended_at is not None:
+            outcome = (self.state.outcome or "finished").replace("_", " ")
+            return (f"this session's deployment of {self.state.version} is finished ({outcome}); "
+                    "reopen the control room for another")
+        return None
+
     async def start_deploy(self, version: str, override_reason: str | None = None) -> None:
         """Start the deployment of `version`. Refused when the verdict is not GO, unless an
         override reason is given (journaled with the verdict it overrode)."""
         version = version.strip()
         if not version:
             raise SessionError("give the version to deploy")
-        if self.state.in_progress:
-            raise SessionError(f"deployment of {self.state.version} is already in progress")
-        if self.state.ended_at is not None:
-            raise SessionError("this session's deployment is finished; reopen the control room for another")
+        refusal = self.start_deploy_refusal()
+        if refusal:
+            raise SessionError(refusal)
         reason = (override_reason or "").strip()
         verdict = self.verdict_name
         if verdict != "GO" and not reason:

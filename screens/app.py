@@ -56,14 +56,16 @@ class ControlRoomApp(App[None]):
     MODES = {name: screen for name, (_, _, screen) in VIEWS.items()}
     DEFAULT_MODE = "checklist"
     ENABLE_COMMAND_PALETTE = True
-    # The footer shows the screen's keys, then these in this order, and clips at 80 columns:
-    # help and the rollback console come first.
+    # The key bar (widgets/key_bar.py) shows the screen's keys, then the view keys below as one
+    # group (keys only, in this order), then help and quit; the help screen lists them all.
     BINDINGS = [
-        Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
-        *(Binding(key, f"switch_mode('{name}')", title, id=f"view.{name}")
-          for name, (key, title, _) in sorted(VIEWS.items(), key=lambda view: view[0] != "rollback")),
+        Binding("question_mark", "help", "Help", key_display="?", tooltip="This help: every key, what the screen does",
+                id="app.help"),
+        *(Binding(key, f"switch_mode('{name}')", title, tooltip=f"{title} screen", id=f"view.{name}")
+          for name, (key, title, _) in VIEWS.items()),
         Binding("r", "refresh_all", "Refresh", show=False, id="app.refresh"),
-        Binding("ctrl+r", "report", "Report", show=False, id="app.report"),
+        Binding("ctrl+r", "report", "Report", show=False, tooltip="Write the post-deployment report next to the journal, "
+                "and show it", id="app.report"),
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.quit_ctrl_c"),
         Binding("ctrl+p", "command_palette", "Commands", show=False, id="app.palette"),
@@ -211,9 +213,15 @@ class ControlRoomApp(App[None]):
                     "was not finished.\n")
         if state.started_at is not None:
             body.append(f"Started {state.started_at:%Y-%m-%d %H:%M:%S} UTC; journal {path.name}.\n")
-        body.append("Resume it (same phase, same clocks, same attestations), or start a new session?")
+        body.append("Resume it (same phase, same clocks, same attestations), or start a new session?\n\n")
+        body.append("Resume", style="bold")
+        body.append(" (enter; highlighted first): carry on where it stopped.\n")
+        body.append("New session", style="bold")
+        body.append(" (esc): a new journal; this one stays on disk as it is.")
         self.push_screen(
-            ConfirmDialog(Text("Resume the deployment in progress?"), body, confirm_label="Resume", default="confirm"),
+            ConfirmDialog(Text("Resume the deployment in progress?"), body, confirm_label="Resume",
+                          cancel_label="New session", default="confirm",
+                          hint=Text("enter presses the highlighted button · esc = New session · tab ←→ switch")),
             lambda ok: self._open_session(path if ok else None),
         )
 
@@ -297,7 +305,8 @@ class ControlRoomApp(App[None]):
         self.notify(f"Deployment of {version} started" + (" (override journaled)" if override_reason else ""), timeout=4)
 
     @work(group="steps", exit_on_error=False)
-    async def session_run_step(self, step_id: str, on_output: Callable[[str], None]) -> None:
+    async def session_run_step(self, step_id: str, on_output: Callable[[str], None],
+                               then: Callable[[], None] | None = None) -> None:
         if self.session is None:
             return
         task = self.session.run_step(step_id, on_output)
@@ -313,6 +322,8 @@ class ControlRoomApp(App[None]):
         self.session_changed()
         self.notify(f"{step_id}: {outcome.status.upper()}" + (" — R opens the rollback console" if outcome.status == "failed" else ""),
                     severity="error" if outcome.status == "failed" else "information", timeout=6)
+        if then is not None:
+            then()
 
     @work(group="steps-dry", exit_on_error=False)
     async def session_dry_run(self, step_id: str, on_output: Callable[[str], None]) -> None:
@@ -341,6 +352,9 @@ class ControlRoomApp(App[None]):
         if name == "next_phase":
             self.notify(f"Phase {result.title} started" if result else "Last phase completed; f finishes", timeout=3)
         self.session_changed()
+        screen = self.screen
+        if isinstance(screen, DeployScreen) and name in ("mark_done", "skip_step", "next_phase"):
+            screen.select_next_open_step()
 
     # -- rollback: the Rollback screen's commands; I/O in workers, results by callback --
 
@@ -469,11 +483,79 @@ class ControlRoomApp(App[None]):
         except OSError as error:
             self.notify(f"cannot write the report: {error.strerror or error}", severity="error", timeout=10)
             return
-        self.notify(f"Report written: {path}", timeout=8)
-        if not isinstance(self.screen, ReportScreen):
-            self.push_screen(ReportScreen(path, text))
+        if isinstance(self.screen, ReportScreen):
+            # Already showing it (the path is on its first line): a short word, no long toast.
+            self.screen.show_report(text)
+            self.notify("Report written again", timeout=2)
+        else:
+            self.push_screen(ReportScreen(path, text))  # shows the path: no toast over the report
 
     # -- actions -----------------------------------------------------------------------
+
+    def quit_question(self) -> Text | None:
+        """What quitting now would interrupt (a deployment in progress, a running step), as
+        the confirmation's body; None when nothing is in progress and q may quit at once."""
+        session = self.session
+        if session is None:
+            return None
+        state = session.state
+        running = session.running_step
+        if not state.in_progress and not running:
+            return None
+        text = Text()
+        what = Text()
+        if running == "verify":
+            what.append("the rollback verification is running")
+        elif running:
+            what.append("step ")
+            what.append(self._step_title(running), style="bold")
+            what.append(" is running")
+        if state.in_progress:
+            where: list[str] = []
+            phase = session.current_phase()
+            if phase is not None:
+                where.append(f"phase {plain(phase.title, limit=40)}")
+            if session.rollback_in_progress():
+                plan = session.current_rollback_plan()
+                where.append(f"{plain(plan.title, limit=40)} in progress" if plan is not None else "a rollback in progress")
+            text.append(f"A deployment of {plain(state.version, limit=30)} is in progress")
+            text.append(f" ({', '.join(where)})" if where else "")
+            if running:
+                text.append(" and ")
+                text.append_text(what)
+        else:
+            what.plain = what.plain[:1].upper() + what.plain[1:]
+            text.append_text(what)
+        text.append(". Quit anyway?\n\n")
+        if running:
+            text.append("Quitting cancels it" + ("" if running == "verify" else "; the step is journaled as failed: "
+                        "cancelled") + ".\n", style="bold")
+        text.append("The journal keeps everything" + ("; reopening resumes it." if state.in_progress else "."))
+        return text
+
+    def _step_title(self, step_id: str) -> str:
+        session = self.session
+        if session is None:
+            return plain(step_id, limit=50)
+        for finder in (session.step, session.rollback_step):
+            try:
+                return plain(finder(step_id).title, limit=50)
+            except Exception:  # noqa: BLE001 - not a step of that kind
+                continue
+        return plain(step_id, limit=50)
+
+    async def action_quit(self) -> None:
+        """q / ctrl+c: quit at once when nothing is in progress; during a deployment or while
+        a step runs, ask first (Cancel is the default)."""
+        if isinstance(self.screen, ConfirmDialog) and self.screen.id == "quit-dialog":
+            return  # already asking: a second q must not quit
+        question = self.quit_question()
+        if question is None:
+            self.exit()
+            return
+        dialog = ConfirmDialog(Text("Quit the control room?"), question, confirm_label="Quit")
+        dialog.id = "quit-dialog"
+        self.push_screen(dialog, lambda ok: self.exit() if ok else None)
 
     def action_refresh_all(self) -> None:
         for poller in self.pollers.values():
@@ -491,10 +573,13 @@ class ControlRoomApp(App[None]):
                 continue
             seen.add(binding.key)
             display = binding.key_display or {"slash": "/", "escape": "esc"}.get(binding.key, binding.key)
-            description = "Refresh every source now" if binding.id == "app.refresh" else binding.description
+            description = {
+                "app.refresh": "Refresh every source now",
+                "app.palette": "Command palette: every action by name",
+                "app.quit": "Quit (asks first while a deployment is in progress)",
+            }.get(binding.id, binding.tooltip or binding.description)
             keys.append((display, description or binding.action))
-        keys += [("ctrl+c", "Quit"), ("ctrl+p", "Command palette: every action by name"),
-                 ("↑↓ pgup pgdn", "Move in tables and lists"), ("tab", "Next field")]
+        keys += [("ctrl+c", "Quit, as q"), ("↑↓ pgup pgdn", "Move in tables and lists"), ("tab", "Next field")]
         return keys
 
     def action_help(self) -> None:
@@ -518,7 +603,8 @@ class ControlRoomApp(App[None]):
             yield SystemCommand("Attest selected item", "Vouch for a manual item, journaled (key a)", screen.action_attest)
         if isinstance(screen, DeployScreen):
             yield SystemCommand("Start deployment", "Asks the version; override needs a reason (key s)", screen.action_start)
-            yield SystemCommand("Run selected step", "Shows what it does, then runs it (key x)", screen.action_run_step)
+            yield SystemCommand("Run selected step", "Read-only steps run at once; modifying ones show what they do and ask (key x)",
+                                screen.action_run_step)
             yield SystemCommand("Dry-run selected step", "Describe it and count rows, change nothing (key t)", screen.action_dry_run)
             yield SystemCommand("Mark step done", "Without running it (key m)", screen.action_mark_done)
             yield SystemCommand("Skip step", "With a typed reason (key z)", screen.action_skip)
@@ -535,7 +621,7 @@ class ControlRoomApp(App[None]):
         if isinstance(screen, BreakersScreen):
             yield SystemCommand("Filter breakers", "Filter by provider, location or state (key /)", screen.action_filter)
             yield SystemCommand("Sort breakers", "Cycle the sort column (key s)", screen.action_cycle_sort)
-        yield SystemCommand("Quit", "Quit the control room (key q)", self.exit)
+        yield SystemCommand("Quit", "Quit the control room (key q; asks first during a deployment)", self.action_quit)
 
 
 def make_app(config: LoadedConfig, **kwargs: Any) -> ControlRoomApp:

@@ -27,8 +27,8 @@ class BreakersScreen(ControlScreen):
     )
     AUTO_FOCUS = "#breaker-table"
     BINDINGS = [
-        Binding("slash", "filter", "Filter", id="breakers.filter"),
-        Binding("s", "cycle_sort", "Sort", id="breakers.sort"),
+        Binding("slash", "filter", "filter", tooltip="Filter by provider, location or state", id="breakers.filter"),
+        Binding("s", "cycle_sort", "sort", tooltip="Cycle the sort column", id="breakers.sort"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="breakers.clear"),
     ]
 

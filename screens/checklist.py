@@ -34,14 +34,19 @@ class ChecklistScreen(ControlScreen):
         "The pre-deployment checklist: every item with its status (PASS, WARN, FAIL, ERR, WAIT for an "
         "operator, SKIP), its evidence (the measured value) and its age. The banner shows the verdict — "
         "GO, NO-GO, DELAYED or PENDING — and the reasons that decided it. Manual items pass only when "
-        "an operator attests them (a, confirmed, journaled with who and when). The selected item's full "
+        "an operator attests them (a, confirmed, journaled with who and when); n jumps to the next item "
+        "that waits for an attestation (WAIT), skipping section headings. The selected item's full "
         "evidence is shown under the table."
     )
     AUTO_FOCUS = "#checklist-table"
     BINDINGS = [
-        Binding("r", "rerun_all", "Re-run all", id="checklist.rerun_all"),
-        Binding("space", "rerun_item", "Re-run item", key_display="space", id="checklist.rerun_item"),
-        Binding("a", "attest", "Attest", id="checklist.attest"),
+        Binding("r", "rerun_all", "re-run all", tooltip="Re-run every check", id="checklist.rerun_all"),
+        Binding("space", "rerun_item", "re-run", key_display="space", tooltip="Re-run the selected check",
+                id="checklist.rerun_item"),
+        Binding("a", "attest", "attest", tooltip="Attest the selected manual item (confirmed, journaled)",
+                id="checklist.attest"),
+        Binding("n", "next_waiting", "next to attest", tooltip="Jump to the next item waiting for an attestation",
+                id="checklist.next_waiting"),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -157,7 +162,7 @@ class ChecklistScreen(ControlScreen):
         else:
             text.append(plain(result.evidence, limit=300))
             if item.kind == "manual" and result.status == "pending":
-                text.append("  — a to attest", style="bold cyan")
+                text.append("  — a to attest, n for the next one", style="bold cyan")
         detail.update(text)
 
     def selected_item(self) -> str | None:
@@ -184,14 +189,42 @@ class ChecklistScreen(ControlScreen):
             return
         self.app.session_run_item(item_id)  # type: ignore[attr-defined]
 
+    def waiting_items(self) -> list[str]:
+        """Items that wait for an operator's attestation, in table order."""
+        session = self.session
+        if session is None:
+            return []
+        attested = session.attestations()
+        attestable = set(session.attestable())
+        return [item.id for _, item in self.app.config.runbook.items()  # type: ignore[attr-defined]
+                if item.id in attestable and item.id not in attested]
+
+    def action_next_waiting(self) -> None:
+        """n: the cursor to the next item waiting for an attestation (after the cursor, wrapping
+        around), skipping headings and everything else."""
+        waiting = self.waiting_items()
+        if not waiting:
+            self.app.notify("No item waits for an attestation", timeout=3)
+            return
+        table = self.query_one("#checklist-table", DataTable)
+        rows = [table.get_row_index(item_id) for item_id in waiting]
+        after = [row for row in rows if row > table.cursor_row]
+        table.move_cursor(row=(after or rows)[0])
+
     def action_attest(self) -> None:
         session = self.session
         item_id = self.selected_item()
         if session is None or item_id is None:
-            self.app.notify("Select a manual check first (↑↓)", severity="warning")
+            self.app.notify("Select a manual check first (↑↓, or n for the next one waiting)", severity="warning")
             return
         if item_id not in session.attestable():
             self.app.notify(f"{item_id} is probed, not attested; only manual items can be attested", severity="warning")
+            return
+        done_already = session.attestations().get(item_id)
+        if done_already is not None:
+            self.app.notify(f"{item_id} is already attested ({plain(done_already.describe(), limit=120)}); "
+                            "nothing to do" + ("; n goes to the next one waiting" if self.waiting_items() else ""),
+                            timeout=5)
             return
         item = next(i for _, i in self.app.config.runbook.items() if i.id == item_id)  # type: ignore[attr-defined]
         who = session.journal.operator.get("user", "unknown")

@@ -6,6 +6,7 @@ Clocks are derived from recorded start times (controlroom.deployment) on every r
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from rich.text import Text
@@ -17,6 +18,7 @@ from controlroom.deployment import Clock, format_duration
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
 from controlroom.sources import plain
+from controlroom.steps import is_modifying
 
 STEP_STYLES = {
     "todo": ("·", "dim"),
@@ -28,6 +30,32 @@ STEP_STYLES = {
 LEVEL_STYLES = {"ok": "bold green", "amber": "bold black on yellow", "red": "bold white on red"}
 STEP_WIDTH = 52
 TIME_WIDTH = 14
+OUTCOME_WORDS = {"success": ("succeeded", "bold green"), "rolled_back": ("rolled back", "bold red")}
+DEPLOY_PLACEHOLDER = "Step output appears here."
+
+
+def humanise(outcome: str) -> str:
+    """`rolled_back` → `rolled back`: journal words, written for the operator."""
+    return OUTCOME_WORDS.get(outcome, (outcome.replace("_", " "), ""))[0]
+
+
+def outcome_lines(title: str, step_state: Any, width: int) -> list[str]:
+    """A finished step's journaled outcome for an empty log pane: what it was and why
+    (`cancelled; the control room was closed`), wrapped to the pane."""
+    if step_state is None or step_state.status not in ("done", "failed", "skipped"):
+        return []
+    label = STEP_STYLES.get(step_state.status, (step_state.status.upper(), ""))[0]
+    why = "; ".join(part for part in (step_state.summary.strip(), step_state.reason.strip()) if part)
+    lines = [plain(f"── {title}: {label} (journaled outcome)", limit=400)]
+    if why:
+        lines += ["   " + line for line in textwrap.wrap(plain(why, limit=1000), max(20, width - 4))[:4]]
+    return lines
+
+
+def needs_confirmation(step: Any) -> bool:
+    """Modifying steps (and notifications, which reach people) ask before x runs them;
+    probes, read-only SQL or commands and manual steps run at once."""
+    return is_modifying(step) or step.action.kind == "notify"
 
 
 def clock_text(clock: Clock, *, done_label: str = "done in") -> Text:
@@ -48,21 +76,30 @@ class DeployScreen(ControlScreen):
         "The deployment's phases and steps. Each phase counts down against its minutes and the whole "
         "deployment against its target; an overrun turns amber, then red, and stays visible. "
         "s starts the deployment (asks the version; when the verdict is not GO it needs an override "
-        "with a typed reason, journaled). x runs the selected step after showing exactly what it does "
-        "(output streams into the log below); t dry-runs it; m marks it done; z skips it with a typed "
-        "reason; n completes the phase and starts the next; f finishes the deployment. Modifying steps "
-        "are refused in READ-ONLY mode (start with --write). Every action is journaled before it runs."
+        "with a typed reason, journaled). x runs the selected step (on a phase heading: its first "
+        "unfinished step); a modifying step shows exactly what it does and asks first, a read-only one "
+        "(probe, read-only SQL, manual) runs at once; output streams into the log below, and the cursor "
+        "moves on to the next unfinished step. t dry-runs a step; m marks it done; z skips it with a typed "
+        "reason; n completes the phase and starts the next; f finishes the deployment. With the log empty "
+        "(after reopening), the selected step's journaled outcome is shown there. A phase that ended with "
+        "a failed step shows ✗. Modifying steps are refused in READ-ONLY mode (start with --write). Every "
+        "action is journaled before it runs."
     )
     AUTO_FOCUS = "#deploy-steps"
     BINDINGS = [
-        Binding("s", "start", "Start", id="deploy.start"),
-        Binding("x", "run_step", "Run step", id="deploy.run"),
-        Binding("t", "dry_run", "Dry-run", id="deploy.dry_run"),
-        Binding("m", "mark_done", "Done", id="deploy.done"),
-        Binding("z", "skip", "Skip", id="deploy.skip"),
-        Binding("n", "next_phase", "Next phase", id="deploy.next"),
-        Binding("f", "finish", "Finish", id="deploy.finish"),
+        Binding("s", "start", "start", tooltip="Start the deployment (asks the version)", id="deploy.start"),
+        Binding("x", "run_step", "run", tooltip="Run the selected step (on a heading: its first unfinished step)",
+                id="deploy.run"),
+        Binding("t", "dry_run", "dry-run", tooltip="Dry-run the selected step: describe it, change nothing",
+                id="deploy.dry_run"),
+        Binding("m", "mark_done", "done", tooltip="Mark the selected step done without running it", id="deploy.done"),
+        Binding("z", "skip", "skip", tooltip="Skip the selected step with a typed reason", id="deploy.skip"),
+        Binding("n", "next_phase", "next", tooltip="Next phase: complete this one, start the next", id="deploy.next"),
+        Binding("f", "finish", "finish", tooltip="Finish the deployment", id="deploy.finish"),
     ]
+    _log_used = False  # real output was written: the log is no longer "empty"
+    _outcome_shown: tuple[str, ...] = ()
+    _resume_cursor_placed = False
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="deploy-clocks")
@@ -89,7 +126,7 @@ class DeployScreen(ControlScreen):
                               key=step.id)
         if table.row_count > 1:
             table.move_cursor(row=1)
-        self.query_one("#deploy-log", Log).write_line("Step output appears here.")
+        self._show_selected_outcome()
 
     @property
     def deployment(self):  # noqa: ANN201
@@ -135,7 +172,9 @@ class DeployScreen(ControlScreen):
             text.append(f"{format_duration(whole.elapsed_s)} / {format_duration(whole.budget_s)}",
                         style=LEVEL_STYLES[str(whole.level)])
             if state.ended_at is not None:
-                text.append(f"  finished: {plain(state.outcome, limit=20)}", style="bold")
+                text.append("  finished: ", style="bold")
+                text.append(plain(humanise(state.outcome), limit=20),
+                            style=OUTCOME_WORDS.get(state.outcome, ("", "bold"))[1])
             if state.override_reason:
                 text.append("  OVERRIDE", style="bold white on red")
             current = session.current_phase()
@@ -151,13 +190,24 @@ class DeployScreen(ControlScreen):
                 text.append("no phase running", style="dim")
         header.update(text)
 
+        current = session.current_phase()
         for phase in self.deployment.phases:
             phase_state = state.phases.get(phase.id)
-            current = session.current_phase()
-            marker = "▶" if current is not None and current.id == phase.id else (
-                "✓" if phase_state and phase_state.ended_at else "")
-            table.update_cell(f"phase:{phase.id}", "status", Text(marker, style="bold"))
-            table.update_cell(f"phase:{phase.id}", "time", clock_text(session.phase_clock(phase.id)))
+            failures = [s.id for s in phase.steps if state.steps.get(s.id) and state.steps[s.id].status == "failed"]
+            phase_clock = session.phase_clock(phase.id)
+            when = clock_text(phase_clock)
+            if current is not None and current.id == phase.id:
+                marker = Text("▶", style="bold yellow" if failures else "bold")
+            elif phase_state and phase_state.ended_at and failures:
+                # Ended with a failed step (a rollback, or finished anyway): never a green "done".
+                marker = Text("✗", style="bold red")
+                when = Text(f"{len(failures)} failed", style="bold red")
+            elif phase_state and phase_state.ended_at:
+                marker = Text("✓", style="bold green")
+            else:
+                marker = Text("")
+            table.update_cell(f"phase:{phase.id}", "status", marker)
+            table.update_cell(f"phase:{phase.id}", "time", when)
             for step in phase.steps:
                 step_state = state.steps.get(step.id)
                 status = step_state.status if step_state else "todo"
@@ -169,9 +219,36 @@ class DeployScreen(ControlScreen):
                 if step_state and step_state.at and status in ("done", "failed", "skipped") and state.started_at:
                     when = Text(f"at +{format_duration((step_state.at - state.started_at).total_seconds())}", style="dim")
                 table.update_cell(step.id, "time", when)
+        if session.resumed and state.in_progress and not self._resume_cursor_placed:
+            self._resume_cursor_placed = True  # once: from then on the operator moves it
+            self.select_next_open_step()
+        self._show_selected_outcome()
 
     def log_line(self, line: str) -> None:
+        self._log_used = True
         self.query_one("#deploy-log", Log).write_line(plain(line, limit=1000))
+
+    def _show_selected_outcome(self) -> None:
+        """While nothing has been written to the log (e.g. just reopened), it shows the selected
+        step's journaled outcome — a FAIL says why — else the placeholder."""
+        if self._log_used:
+            return
+        log = self.query_one("#deploy-log", Log)
+        lines: list[str] = []
+        step_id = self.selected_step()
+        session = self.session
+        if step_id is not None and session is not None:
+            width = log.size.width or self.app.size.width
+            lines = outcome_lines(session.step(step_id).title, session.state.steps.get(step_id), width)
+        shown = tuple(lines or [DEPLOY_PLACEHOLDER])
+        if shown == self._outcome_shown:
+            return
+        self._outcome_shown = shown
+        log.clear()
+        log.write_lines(shown)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_selected_outcome()
 
     # -- selection ---------------------------------------------------------------------
 
@@ -188,14 +265,48 @@ class DeployScreen(ControlScreen):
             self.app.notify("Select a step first (↑↓)", severity="warning")
         return step_id
 
+    def selected_phase(self) -> str | None:
+        """The phase id of the cursor row when it is a phase heading."""
+        table = self.query_one("#deploy-steps", DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value or ""
+        return key.removeprefix("phase:") if key.startswith("phase:") else None
+
+    def _select_row(self, key: str) -> None:
+        table = self.query_one("#deploy-steps", DataTable)
+        table.move_cursor(row=table.get_row_index(key))
+
+    def select_next_open_step(self) -> None:
+        """Move the cursor to the current phase's first step not yet done or skipped (a failed
+        step counts as open, so it stays selected); when there is none, to the phase's heading."""
+        session = self.session
+        if session is None:
+            return
+        current = session.current_phase()
+        if current is None:
+            return
+        waiting = session.open_steps(current.id)
+        self._select_row(waiting[0] if waiting else f"phase:{current.id}")
+        if not waiting and session.state.in_progress:
+            last = current.id == self.deployment.phases[-1].id
+            self.log_line(f"every step of {plain(current.title, limit=40)} is done: "
+                          + ("f finishes the deployment" if last else "n starts the next phase"))
+
+    def step_finished(self) -> None:
+        """A step ran (or was marked done / skipped): re-render, cursor to the next one."""
+        self.render_deploy()
+        self.select_next_open_step()
+
     # -- commands ----------------------------------------------------------------------
 
     def action_start(self) -> None:
         session = self.session
         if session is None:
             return
-        if session.state.in_progress:
-            self.app.notify(f"Deployment of {session.state.version} is already in progress", severity="warning")
+        refusal = session.start_deploy_refusal()
+        if refusal:  # before asking anything: a finished deployment cannot start again here
+            self.app.notify(refusal, severity="error" if session.state.ended_at else "warning", timeout=8)
             return
 
         def with_version(version: str | None) -> None:
@@ -231,14 +342,33 @@ class DeployScreen(ControlScreen):
 
     def action_run_step(self) -> None:
         session = self.session
-        step_id = self._need_step()
-        if session is None or step_id is None:
+        if session is None:
+            return
+        step_id = self.selected_step()
+        phase_id = self.selected_phase()
+        if step_id is None and phase_id is not None:
+            # On a phase heading: its first unfinished step.
+            waiting = session.open_steps(phase_id)
+            if not waiting:
+                phase = next(p for p in self.deployment.phases if p.id == phase_id)
+                self.app.notify(f"Every step of {phase.title} is done or skipped", severity="warning")
+                return
+            step_id = waiting[0]
+            self._select_row(step_id)
+        if step_id is None:
+            self.app.notify("Select a step first (↑↓)", severity="warning")
             return
         refusal = session.refusal(step_id)
         if refusal:
             self.app.notify(refusal, severity="error", timeout=6)
             return
         step = session.step(step_id)
+        if not needs_confirmation(step):
+            # Read-only (probe, read-only SQL or command) or manual: nothing to confirm.
+            self.log_line(f"── {step.title}" + (f": {plain(step.action.prompt, limit=200)}"
+                                                 if step.action.kind == "manual" and step.action.prompt else ""))
+            self.app.session_run_step(step_id, self.log_line, self.step_finished)  # type: ignore[attr-defined]
+            return
         body = Text()
         if step.action.kind == "manual":
             body.append(plain(step.action.prompt or step.title, limit=400))
@@ -252,7 +382,7 @@ class DeployScreen(ControlScreen):
         def confirmed(ok: bool | None) -> None:
             if ok:
                 self.log_line(f"── {step.title}")
-                self.app.session_run_step(step_id, self.log_line)  # type: ignore[attr-defined]
+                self.app.session_run_step(step_id, self.log_line, self.step_finished)  # type: ignore[attr-defined]
 
         self.app.push_screen(ConfirmDialog(Text(plain(title, limit=70)), body, confirm_label=label), confirmed)
 

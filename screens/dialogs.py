@@ -1,8 +1,9 @@
 """Dialogs: confirm (Cancel is the default), typed reason, typed confirmation word.
 
 All text from data is passed as rich Text (or plain str rendered as Text), never markup.
-Every dialog closes with esc as Cancel. Results: ConfirmDialog → bool, ReasonDialog →
-str | None (the typed text), TypedConfirmDialog → bool.
+Every dialog closes with esc as Cancel (ConfirmDialog: its cancel button, whatever it is
+named). Results: ConfirmDialog → bool, ReasonDialog → str | None (the typed text),
+TypedConfirmDialog → bool.
 """
 
 from __future__ import annotations
@@ -36,31 +37,58 @@ def _text(value: str | Text) -> Text:
 
 class ConfirmDialog(ModalScreen[bool]):
     """Yes / no with the action spelled out. Cancel has the focus unless `default` is
-    "confirm" (used only for harmless choices such as resuming)."""
+    "confirm" (used only for harmless choices such as resuming).
+
+    Focus stays on the two buttons: tab, shift+tab, ← and → move between them (the body
+    never takes the focus, so enter always presses a button); ↑↓ pgup pgdn scroll a long
+    body; esc is the cancel button's answer. `cancel_label` names that answer when it is
+    not plain "Cancel" (e.g. "New session"); `hint` replaces the key line under the body."""
 
     DEFAULT_CSS = DIALOG_CSS.replace("{name}", "ConfirmDialog")
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="dialog.cancel"),
+        Binding("tab,right", "cycle(1)", "Next button", show=False, id="dialog.next"),
+        Binding("shift+tab,left", "cycle(-1)", "Previous button", show=False, id="dialog.previous"),
+        Binding("up", "scroll_body(-1)", "Scroll up", show=False),
+        Binding("down", "scroll_body(1)", "Scroll down", show=False),
+        Binding("pageup", "scroll_body(-8)", "Page up", show=False),
+        Binding("pagedown", "scroll_body(8)", "Page down", show=False),
+    ]
 
     def __init__(self, title: str | Text, body: str | Text = "", *, confirm_label: str = "Confirm",
-                 default: str = "cancel") -> None:
+                 default: str = "cancel", cancel_label: str = "Cancel", hint: str | Text | None = None) -> None:
         super().__init__()
         self.title_text = _text(title)
         self.body = _text(body)
         self.confirm_label = confirm_label
+        self.cancel_label = cancel_label
         self.default = default
+        self.hint = _text(hint) if hint is not None else Text(
+            f"tab ←→ switch buttons · enter presses the highlighted one · esc = {cancel_label}")
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(self.title_text, classes="dialog-title")
-            with VerticalScroll(classes="dialog-body"):
+            body = VerticalScroll(classes="dialog-body", id="body")
+            body.can_focus = False
+            with body:
                 yield Static(self.body)
-            yield Label("tab moves between buttons · enter presses · esc cancels", classes="dialog-hint")
+            yield Label(self.hint, classes="dialog-hint")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Cancel", id="cancel")
+                yield Button(self.cancel_label, id="cancel")
                 yield Button(self.confirm_label, id="confirm", variant="warning")
 
     def on_mount(self) -> None:
         self.query_one("#confirm" if self.default == "confirm" else "#cancel", Button).focus()
+
+    def action_cycle(self, step: int) -> None:
+        buttons = list(self.query(Button))
+        focused = self.focused
+        index = buttons.index(focused) if focused in buttons else -step
+        buttons[(index + step) % len(buttons)].focus()
+
+    def action_scroll_body(self, lines: int) -> None:
+        self.query_one("#body", VerticalScroll).scroll_relative(y=lines, animate=False)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
@@ -145,8 +173,8 @@ class TypedConfirmDialog(ModalScreen[bool]):
             yield Static(self.title_text, classes="dialog-title")
             with VerticalScroll(classes="dialog-body"):
                 yield Static(self.body)
-            yield Static(Text.assemble("Type ", (self.word, "bold"), " to confirm:"))
-            yield Input(placeholder=self.word, id="word")
+            yield Static(Text.assemble("Type ", (self.word, "bold"), " exactly, then enter, to confirm (esc cancels):"))
+            yield Input(placeholder="type it here", id="word")
             yield Static("", classes="dialog-error", id="error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel", id="cancel")

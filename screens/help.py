@@ -9,6 +9,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from controlroom.polling import STALE_INTERVALS
+
 
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
@@ -34,6 +36,11 @@ class HelpScreen(ModalScreen[None]):
         for key, description in self.keys:
             text.append(f"  {key:<14}", style="bold cyan")
             text.append(f"{description}\n")
+        text.append("\nThe header\n", style="bold")
+        text.append("  N stale", style="bold yellow")
+        text.append("  N data sources whose last poll failed or whose last value is too old "
+                    f"(older than {STALE_INTERVALS:g} poll intervals); the KPIs, POS and Breakers screens show "
+                    "which and why.\n")
         text.append("\n  esc / ? / q  close this help", style="dim")
         with VerticalScroll():
             yield Static(text)

@@ -19,12 +19,13 @@ from textual.widgets import DataTable, Log, Static
 
 from controlroom.deployment import format_duration
 from controlroom.screens.base import ControlScreen
-from controlroom.screens.deploy import LEVEL_STYLES, STEP_STYLES, clock_text
+from controlroom.screens.deploy import LEVEL_STYLES, STEP_STYLES, clock_text, outcome_lines
 from controlroom.screens.dialogs import ConfirmDialog, PickDialog, ReasonDialog, TypedConfirmDialog
 from controlroom.sources import plain
 
 STEP_WIDTH = 54
 TIME_WIDTH = 12
+ROLLBACK_PLACEHOLDER = "Rollback output appears here. s starts the selected plan."
 
 
 def plan_span(plan: Any) -> str:
@@ -51,13 +52,19 @@ class RollbackScreen(ControlScreen):
     )
     AUTO_FOCUS = "#rb-steps"
     BINDINGS = [
-        Binding("s", "start", "Start", id="rollback.start"),
-        Binding("x", "run_step", "Run step", id="rollback.run"),
-        Binding("t", "dry_run", "Dry-run", id="rollback.dry_run"),
-        Binding("m", "mark_done", "Done", id="rollback.done"),
-        Binding("z", "skip", "Skip", id="rollback.skip"),
-        Binding("v", "verify", "Verify", id="rollback.verify"),
+        Binding("s", "start", "start", tooltip="Start the selected plan (asks why, and the provider)",
+                id="rollback.start"),
+        Binding("x", "run_step", "run", tooltip="Run the selected step (shows it; typed confirmation)",
+                id="rollback.run"),
+        Binding("t", "dry_run", "dry-run", tooltip="Dry-run the selected step: describe it, count rows",
+                id="rollback.dry_run"),
+        Binding("m", "mark_done", "done", tooltip="Mark a manual step done without running it", id="rollback.done"),
+        Binding("z", "skip", "skip", tooltip="Skip the selected step with a typed reason", id="rollback.skip"),
+        Binding("v", "verify", "verify", tooltip="Verify: probe again; verified resolves the incident",
+                id="rollback.verify"),
     ]
+    _log_used = False  # real output was written: the log is no longer "empty"
+    _outcome_shown: tuple[str, ...] = ()
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="rb-header")
@@ -91,7 +98,7 @@ class RollbackScreen(ControlScreen):
             for step in plan.steps:
                 table.add_row(Text("·", style="dim"), Text("  " + plain(step.title, limit=STEP_WIDTH - 2)), Text(""),
                               key=f"{plan.id}:{step.id}")
-        self.query_one("#rb-log", Log).write_line("Rollback output appears here. s starts the selected plan.")
+        self._show_selected_outcome()
 
     # -- rendering ---------------------------------------------------------------------
 
@@ -149,6 +156,7 @@ class RollbackScreen(ControlScreen):
         header.update(text)
         self._render_steps(session)
         self._render_escalation(session)
+        self._show_selected_outcome()
 
     def _render_steps(self, session: Any) -> None:
         table = self.query_one("#rb-steps", DataTable)
@@ -206,7 +214,32 @@ class RollbackScreen(ControlScreen):
         panel.update(text)
 
     def log_line(self, line: str) -> None:
+        self._log_used = True
         self.query_one("#rb-log", Log).write_line(plain(line, limit=1000))
+
+    def _show_selected_outcome(self) -> None:
+        """While nothing has been written to the log (e.g. just reopened), it shows the selected
+        step's journaled outcome — a FAIL says why — else the placeholder."""
+        if self._log_used:
+            return
+        log = self.query_one("#rb-log", Log)
+        lines: list[str] = []
+        plan_id, step_id = self.selected()
+        session = self.session
+        rollback = session.state.rollback if session is not None else None
+        if step_id is not None and rollback is not None and rollback.plan_id == plan_id:
+            step = next((s for s in session.rollback_plan(plan_id).steps if s.id == step_id), None)
+            if step is not None:
+                lines = outcome_lines(step.title, rollback.steps.get(step_id), log.size.width or self.app.size.width)
+        shown = tuple(lines or [ROLLBACK_PLACEHOLDER])
+        if shown == self._outcome_shown:
+            return
+        self._outcome_shown = shown
+        log.clear()
+        log.write_lines(shown)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_selected_outcome()
 
     # -- selection ---------------------------------------------------------------------
 

@@ -133,7 +133,11 @@ async def test_deploy_override_and_phase_clock(sandbox: Sandbox, tmp_path: Path)
         await pilot.press("x")
         assert app.screen is deploy  # no dialog: refused up front
         assert not [r for r in app.session.journal.records if r.kind == "step_intent"]
-        await pilot.press("q")
+        await pilot.press("q")  # a deployment is in progress: asked first, Cancel the default
+        assert isinstance(app.screen, ConfirmDialog) and "Quit anyway?" in str(app.screen.body)
+        await pilot.press("tab", "enter")
+        await pilot.pause()
+        assert not app.is_running
 
     # Reopened: offers to resume; enter (Resume is the default here) gives the same phase.
     again = make_app(load_config(sandbox.config_path), start_polling=False, journal_dir=tmp_path, now=clock,

@@ -2,15 +2,59 @@
 
 Textual's Footer builds a widget per key and rebuilds them all whenever the bindings change,
 which made every screen switch cost a few hundred milliseconds; an operator switches screens
-all the time, and reads the keys, never clicks them. Shown keys come first in binding order;
-what does not fit in the width is cut, and `?` lists them all.
+all the time, and reads the keys, never clicks them.
+
+The line has three groups, so that every key fits at 80 columns on every screen:
+
+    s start  x run  …  │  c d k b p R screens  │  ? help  q quit
+
+the screen's own keys with their (short) descriptions; the app's screen-switching keys, keys
+only, the current screen's emphasised; then help and quit. When the roomy layout does not fit
+the width, tighter ones are tried (unpadded keys, then the screen keys packed together, then
+without the word "screens"). Descriptions are appended as plain Text, never parsed as markup.
+`?` lists every key with a longer description.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import events
+from textual.app import App
+from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Static
-from rich.text import Text
+
+KEY = "bold reverse"
+KEY_DISABLED = "dim reverse"
+VIEW_KEY = "bold"
+CURRENT_VIEW = "bold reverse"
+LABEL = "dim"
+
+
+@dataclass(frozen=True)
+class Layout:
+    padded: bool  # " s " rather than "s"
+    gap: str  # between the items of a group
+    group_gap: str  # between the groups
+    packed_views: bool  # "cdkbpR" rather than "c d k b p R"
+    views_label: bool  # "screens" after the screen keys
+
+
+LAYOUTS = (
+    Layout(padded=True, gap="", group_gap="   ", packed_views=False, views_label=True),
+    Layout(padded=False, gap="  ", group_gap="  │ ", packed_views=False, views_label=True),
+    Layout(padded=False, gap=" ", group_gap=" │ ", packed_views=False, views_label=True),
+    Layout(padded=False, gap=" ", group_gap=" ", packed_views=False, views_label=True),
+    Layout(padded=False, gap=" ", group_gap=" ", packed_views=True, views_label=True),
+    Layout(padded=False, gap=" ", group_gap=" ", packed_views=True, views_label=False),
+)
+
+
+def key_display(app: App[object], binding: Binding) -> str:
+    return binding.key_display or app.get_key_display(binding)
 
 
 class KeyBar(Static):
@@ -25,22 +69,81 @@ class KeyBar(Static):
     }
     """
 
+    shown: Text = Text()
+
     def on_mount(self) -> None:
         self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
+        self.show_keys()
+
+    def on_resize(self, event: events.Resize) -> None:
         self.show_keys()
 
     def _bindings_changed(self, screen: Screen[object]) -> None:
         if self.is_attached and screen is self.screen:
             self.show_keys()
 
-    def show_keys(self) -> None:
-        text = Text(no_wrap=True, overflow="ellipsis")
+    # -- what is shown -----------------------------------------------------------------
+
+    def _groups(self) -> tuple[list[tuple[str, str, bool]], list[tuple[str, bool]], list[tuple[str, str]]]:
+        """(the screen's keys: display, description, enabled), (screen-switching keys: display,
+        is the current screen), (help and quit: display, description)."""
+        app = self.app
+        own: list[tuple[str, str, bool]] = []
         actions: set[str] = set()
-        for _node, binding, enabled, _tooltip in self.screen.active_bindings.values():
-            if not binding.show or binding.action in actions:
+        for node, binding, enabled, _tooltip in self.screen.active_bindings.values():
+            if node is app or not binding.show or binding.action in actions:
                 continue
             actions.add(binding.action)
-            style = "bold reverse" if enabled else "dim reverse"
-            text.append(f" {self.app.get_key_display(binding)} ", style=style)
-            text.append(f"{binding.description} ", style="" if enabled else "dim")
+            own.append((key_display(app, binding), binding.description or binding.action, enabled))
+        current = f"view.{getattr(app, 'current_mode', '')}"
+        views: list[tuple[str, bool]] = []
+        tail: list[tuple[str, str]] = []
+        for binding in app.BINDINGS:
+            if not isinstance(binding, Binding) or not binding.show or not binding.id:
+                continue
+            if binding.id.startswith("view."):
+                views.append((key_display(app, binding), binding.id == current))
+            elif binding.id in ("app.help", "app.quit"):
+                tail.append((key_display(app, binding), (binding.description or binding.action).lower()))
+        tail.sort(key=lambda item: item[0] != "?")  # help, then quit
+        return own, views, tail
+
+    @staticmethod
+    def _items(text: Text, items: Iterable[tuple[str, str, bool]], layout: Layout) -> None:
+        for index, (key, description, enabled) in enumerate(items):
+            if index and layout.gap:
+                text.append(layout.gap)
+            text.append(f" {key} " if layout.padded else key, style=KEY if enabled else KEY_DISABLED)
+            text.append(("" if layout.padded else " ") + description + (" " if layout.padded else ""),
+                        style="" if enabled else "dim")
+
+    def render_keys(self, layout: Layout) -> Text:
+        own, views, tail = self._groups()
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if layout.padded:
+            text.append(" ")
+        self._items(text, own, layout)
+        if views:
+            if own:
+                text.append(layout.group_gap)
+            for index, (key, current) in enumerate(views):
+                if index and not layout.packed_views:
+                    text.append(" ")
+                text.append(key, style=CURRENT_VIEW if current else VIEW_KEY)
+            if layout.views_label:
+                text.append(" screens", style=LABEL)
+        if tail:
+            text.append(layout.group_gap)
+            self._items(text, [(key, description, True) for key, description in tail], layout)
+        return text
+
+    def show_keys(self) -> None:
+        width = self.size.width or self.app.size.width
+        text = self.render_keys(LAYOUTS[-1])
+        for layout in LAYOUTS:
+            candidate = self.render_keys(layout)
+            if candidate.cell_len <= width:
+                text = candidate
+                break
+        self.shown = text  # what is on the line, for tests and the curious
         self.update(text)
