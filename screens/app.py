@@ -530,7 +530,8 @@ class ControlRoomApp(App[None]):
         if running:
             text.append("Quitting cancels it" + ("" if running == "verify" else "; the step is journaled as failed: "
                         "cancelled") + ".\n", style="bold")
-        text.append("The journal keeps everything" + ("; reopening resumes it." if state.in_progress else "."))
+        resumable = state.in_progress and self.offer_resume  # a demo's sandbox ends with it
+        text.append("The journal keeps everything" + ("; reopening resumes it." if resumable else "."))
         return text
 
     def _step_title(self, step_id: str) -> str:

@@ -214,8 +214,13 @@ class RollbackScreen(ControlScreen):
         panel.update(text)
 
     def log_line(self, line: str) -> None:
+        log = self.query_one("#rb-log", Log)
+        if not self._log_used:  # the first real output replaces the placeholder / old outcome
+            log.clear()
         self._log_used = True
-        self.query_one("#rb-log", Log).write_line(plain(line, limit=1000))
+        log.write_line(plain(line, limit=1000))
+        # The newest line must be in view; scroll once the new size is laid out.
+        self.call_after_refresh(log.scroll_end, animate=False)
 
     def _show_selected_outcome(self) -> None:
         """While nothing has been written to the log (e.g. just reopened), it shows the selected

@@ -192,7 +192,7 @@ async def test_quit_asks_during_a_deployment(tmp_path: Path) -> None:
         await pilot.pause()
         assert not app.is_running
 
-    app = build(loaded, tmp_path, clock)
+    app = build(loaded, tmp_path, clock, offer_resume=True)  # a resumable environment: says so
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(lambda: app.session is not None, pilot)
         await app.session.start_deploy("v2.15.0", override_reason="trial: no checklist in this test")
