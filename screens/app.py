@@ -4,6 +4,8 @@ snapshots delivered by messages. Screens and widgets render; only this module st
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -134,20 +136,35 @@ class ControlRoomApp(App[None]):
     def on_mount(self) -> None:
         if self.config.environment.production:
             self.add_class("-production")
+        self.set_interval(1.0, self._tick)
+        self._begin_session()
+        # Paint first, then start the pollers: the operator sees the control room at once
+        # and the data arrives into it.
+        self.call_after_refresh(self._first_frame)
+
+    def _first_frame(self) -> None:
+        self.first_frame_at = time.perf_counter()
         if self.start_polling:
             if self.feeds is None:
                 self.feeds = Feeds(self.config)
             self._start_pollers(self.feeds)
-        self.set_interval(1.0, self._tick)
-        self.call_after_refresh(self._first_frame)
-        self._begin_session()
-
-    def _first_frame(self) -> None:
-        self.first_frame_at = time.perf_counter()
 
     async def on_unmount(self) -> None:
-        for worker in list(self.workers):
+        # A poll cancelled while its connection is being set up leaves asyncpg complaining on
+        # the terminal after the app has gone; polls in flight get a moment to land first.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
+        def busy() -> bool:
+            polling = any(poller.running for poller in self.pollers.values())
+            return polling or any(w.group != "pollers" and w.is_running for w in self.workers)
+
+        while busy() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        workers = list(self.workers)
+        for worker in workers:
             worker.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*(w.wait() for w in workers), return_exceptions=True), 5)
         if self.feeds is not None:
             await self.feeds.close()
 
@@ -200,7 +217,7 @@ class ControlRoomApp(App[None]):
 
     def _begin_session(self) -> None:
         env = self.config.environment
-        path = find_resumable(env.name, self.journal_dir) if self.offer_resume else None
+        path = find_resumable(env.name, self.journal_dir, config_path=self.config.config_path) if self.offer_resume else None
         if path is None:
             self._open_session(None)
             return
@@ -238,7 +255,7 @@ class ControlRoomApp(App[None]):
             self.notify(f"Resumed the deployment of {self.session.state.version}", timeout=4)
         self.session_changed()
         if self.check_on_start:
-            self.session_run_checks()
+            self.call_after_refresh(self.session_run_checks)  # after the first frame is up
 
     def session_changed(self) -> None:
         """The session changed: the current screen re-renders, the header follows."""
