@@ -12,13 +12,14 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Log, Static
+from textual.widgets import DataTable, Static
 
 from controlroom.deployment import Clock, format_duration
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
 from controlroom.sources import plain
 from controlroom.steps import is_modifying
+from controlroom.widgets.step_log import StepLog
 
 STEP_STYLES = {
     "todo": ("·", "dim"),
@@ -97,14 +98,12 @@ class DeployScreen(ControlScreen):
         Binding("n", "next_phase", "next", tooltip="Next phase: complete this one, start the next", id="deploy.next"),
         Binding("f", "finish", "finish", tooltip="Finish the deployment", id="deploy.finish"),
     ]
-    _log_used = False  # real output was written: the log is no longer "empty"
-    _outcome_shown: tuple[str, ...] = ()
     _resume_cursor_placed = False
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="deploy-clocks")
         yield DataTable(id="deploy-steps", cursor_type="row")
-        yield Log(id="deploy-log", max_lines=1000)
+        yield StepLog(DEPLOY_PLACEHOLDER, id="deploy-log")
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -225,32 +224,17 @@ class DeployScreen(ControlScreen):
         self._show_selected_outcome()
 
     def log_line(self, line: str) -> None:
-        log = self.query_one("#deploy-log", Log)
-        if not self._log_used:  # the first real output replaces the placeholder / old outcome
-            log.clear()
-        self._log_used = True
-        log.write_line(plain(line, limit=1000))
-        # The newest line must be in view; scroll once the new size is laid out.
-        self.call_after_refresh(log.scroll_end, animate=False)
+        self.query_one(StepLog).add_line(line)
 
     def _show_selected_outcome(self) -> None:
-        """While nothing has been written to the log (e.g. just reopened), it shows the selected
-        step's journaled outcome — a FAIL says why — else the placeholder."""
-        if self._log_used:
-            return
-        log = self.query_one("#deploy-log", Log)
+        """While no step has written to the log, it shows the selected step's journaled
+        outcome (a FAIL says why), else the placeholder."""
+        log = self.query_one(StepLog)
+        step_id, session = self.selected_step(), self.session
         lines: list[str] = []
-        step_id = self.selected_step()
-        session = self.session
         if step_id is not None and session is not None:
-            width = log.size.width or self.app.size.width
-            lines = outcome_lines(session.step(step_id).title, session.state.steps.get(step_id), width)
-        shown = tuple(lines or [DEPLOY_PLACEHOLDER])
-        if shown == self._outcome_shown:
-            return
-        self._outcome_shown = shown
-        log.clear()
-        log.write_lines(shown)
+            lines = outcome_lines(session.step(step_id).title, session.state.steps.get(step_id), log.text_width)
+        log.show_outcome(lines)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_selected_outcome()

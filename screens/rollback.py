@@ -15,13 +15,14 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Log, Static
+from textual.widgets import DataTable, Static
 
 from controlroom.deployment import format_duration
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.deploy import LEVEL_STYLES, STEP_STYLES, clock_text, outcome_lines
 from controlroom.screens.dialogs import ConfirmDialog, PickDialog, ReasonDialog, TypedConfirmDialog
 from controlroom.sources import plain
+from controlroom.widgets.step_log import StepLog
 
 STEP_WIDTH = 54
 TIME_WIDTH = 12
@@ -63,14 +64,12 @@ class RollbackScreen(ControlScreen):
         Binding("v", "verify", "verify", tooltip="Verify: probe again; verified resolves the incident",
                 id="rollback.verify"),
     ]
-    _log_used = False  # real output was written: the log is no longer "empty"
-    _outcome_shown: tuple[str, ...] = ()
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="rb-header")
         yield DataTable(id="rb-steps", cursor_type="row", show_header=False)
         yield Static("", id="rb-escalation")
-        yield Log(id="rb-log", max_lines=1000)
+        yield StepLog(ROLLBACK_PLACEHOLDER, id="rb-log")
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -214,34 +213,21 @@ class RollbackScreen(ControlScreen):
         panel.update(text)
 
     def log_line(self, line: str) -> None:
-        log = self.query_one("#rb-log", Log)
-        if not self._log_used:  # the first real output replaces the placeholder / old outcome
-            log.clear()
-        self._log_used = True
-        log.write_line(plain(line, limit=1000))
-        # The newest line must be in view; scroll once the new size is laid out.
-        self.call_after_refresh(log.scroll_end, animate=False)
+        self.query_one(StepLog).add_line(line)
 
     def _show_selected_outcome(self) -> None:
-        """While nothing has been written to the log (e.g. just reopened), it shows the selected
-        step's journaled outcome — a FAIL says why — else the placeholder."""
-        if self._log_used:
-            return
-        log = self.query_one("#rb-log", Log)
-        lines: list[str] = []
+        """While no step has written to the log, it shows the selected step's journaled
+        outcome (a FAIL says why), else the placeholder."""
+        log = self.query_one(StepLog)
         plan_id, step_id = self.selected()
         session = self.session
         rollback = session.state.rollback if session is not None else None
+        lines: list[str] = []
         if step_id is not None and rollback is not None and rollback.plan_id == plan_id:
             step = next((s for s in session.rollback_plan(plan_id).steps if s.id == step_id), None)
             if step is not None:
-                lines = outcome_lines(step.title, rollback.steps.get(step_id), log.size.width or self.app.size.width)
-        shown = tuple(lines or [ROLLBACK_PLACEHOLDER])
-        if shown == self._outcome_shown:
-            return
-        self._outcome_shown = shown
-        log.clear()
-        log.write_lines(shown)
+                lines = outcome_lines(step.title, rollback.steps.get(step_id), log.text_width)
+        log.show_outcome(lines)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_selected_outcome()
