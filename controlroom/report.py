@@ -44,7 +44,7 @@ from typing import Any
 from controlroom.deployment import format_duration, replay
 from controlroom.errors import ConfigError, ControlRoomError
 from controlroom.journal import JournalProblem, Record, default_journal_dir, read_records
-from controlroom.runbook.models import Runbook, SqlItem, TokenZombieItem
+from controlroom.runbook.models import Runbook, SqlAction, SqlItem, TokenZombieItem
 
 OK, BAD, WARN = "✅", "❌", "⚠️"
 STATUS_ICONS = {"pass": OK, "fail": BAD, "error": BAD, "warn": WARN, "pending": WARN, "skipped": WARN}
@@ -179,8 +179,33 @@ def render_report(
     lines += _notifications(records, issues)
     lines += _issues(records, runbook, started, problems, issues)
     lines += ["## Post-Deployment Actions"]
-    lines += [f"- [ ] {_text(action)}" for action in runbook.report.post_actions] or ["- None listed in the runbook"]
+    actions = [f"- [ ] {_text(action)}" for action in runbook.report.post_actions]
+    actions += [
+        f"- [ ] Re-enable the {_text(provider)} integrations the rollback disabled, once the cause is fixed"
+        for provider in _disabled_providers(records, runbook)
+    ]
+    lines += actions or ["- None listed in the runbook"]
     return "\n".join(lines) + "\n"
+
+
+def _disabled_providers(records: Sequence[Record], runbook: Runbook) -> list[str]:
+    """Providers whose integrations a rollback step really disabled (a modifying SQL step
+    bound to the provider, journaled done)."""
+    provider_steps = {
+        step.id
+        for plan in runbook.rollback.plans
+        for step in plan.steps
+        if isinstance(step.action, SqlAction) and step.action.modifying and "provider" in step.action.params
+    }
+    disabled: list[str] = []
+    provider = ""
+    for record in records:
+        if record.kind == "rollback_started":
+            provider = str(record.data.get("provider") or "")
+        elif (record.kind == "step_outcome" and record.data.get("plan_id") and record.data.get("status") == "done"
+              and record.data.get("step_id") in provider_steps and provider and provider not in disabled):
+            disabled.append(provider)
+    return disabled
 
 
 def _integrity_warning(problems: Sequence[JournalProblem], warnings: Sequence[str]) -> list[str]:

@@ -181,6 +181,7 @@ def test_the_fudo_outage_rollback_says_why_and_that_it_was_verified(tmp_path: Pa
     assert "- **Why**: Fudo failing in phase 2 (HTTP 503)" in lines
     assert "- **Acting on**: provider fudo, back to version v2.14.3" in lines
     assert any("Disable the failing provider's integrations: done — 7 fudo locations disconnected" in line for line in lines)
+    assert "- [ ] Re-enable the fudo integrations the rollback disabled, once the cause is fixed" in lines
     notifications = lines[lines.index("## Notifications") + 1 : lines.index("## Issues Encountered")]
     sent = [line for line in notifications if line.startswith("- ✅")]
     assert len(sent) == 4 and any("pagerduty resolve: sent (1 attempt)" in line for line in sent)
