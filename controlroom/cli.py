@@ -139,16 +139,21 @@ def report(journal: Path | None, output: Path | None) -> None:
 
 
 @cli.command()
+@click.argument("config_file", required=False, type=click.Path(path_type=Path))
 @click.option(
     "--config",
     "config_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Config file to check.",
+    type=click.Path(path_type=Path),
+    help="Config file to check (or give it as the argument).",
 )
-def validate(config_path: Path) -> None:
+def validate(config_file: Path | None, config_path: Path | None) -> None:
     """Check a config file and its runbook, and summarise them."""
     from controlroom.runbook.loader import load_config
+
+    if (config_file is None) == (config_path is None):
+        raise click.UsageError("give the config file, as an argument or with --config")
+    config_path = config_file or config_path
+    assert config_path is not None
 
     loaded = load_config(config_path)
     runbook, environment = loaded.runbook, loaded.environment
