@@ -20,3 +20,9 @@ class ConfigError(ControlRoomError):
         self.path, self.key, self.message = str(path), key, message
         where = f"{self.path}: {key}" if key else self.path
         super().__init__(f"{where}: {message}")
+
+
+class SessionError(ControlRoomError):
+    """A command the release session refuses: the message says why, for the operator."""
+
+    exit_code = 2
