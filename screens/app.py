@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -321,26 +321,35 @@ class ControlRoomApp(App[None]):
         self.session_changed()
         self.notify(f"Deployment of {version} started" + (" (override journaled)" if override_reason else ""), timeout=4)
 
+    async def _step_outcome(self, step_id: str, running: Awaitable[Any], on_output: Callable[[str], None],
+                            then: Callable[[], None] | None, failure_hint: Callable[[Any], str]) -> None:
+        """Await a deploy or rollback step, then show its outcome in the log, the header and
+        a notification. A refusal is shown as such."""
+        self.call_after_refresh(self.session_changed)  # shows RUN while it runs
+        try:
+            outcome = await running
+        except (SessionError, StepRefused) as error:
+            self._refused(error)
+            return
+        failed = outcome.status == "failed"
+        on_output(f"→ {outcome.status.upper()}: {outcome.summary}")
+        self.session_changed()
+        self.notify(f"{step_id}: {outcome.status.upper()}" + (f" — {failure_hint(outcome)}" if failed else ""),
+                    severity="error" if failed else "information", timeout=6)
+        if then is not None:
+            then()
+
     @work(group="steps", exit_on_error=False)
     async def session_run_step(self, step_id: str, on_output: Callable[[str], None],
                                then: Callable[[], None] | None = None) -> None:
         if self.session is None:
             return
-        task = self.session.run_step(step_id, on_output)
-        self.call_after_refresh(self.session_changed)  # shows RUN while it runs
-        try:
-            outcome = await task
-        except (SessionError, StepRefused) as error:
-            self._refused(error)
-            return
-        on_output(f"→ {outcome.status.upper()}: {outcome.summary}")
-        if outcome.status == "failed":
+
+        def hint(outcome: Any) -> str:
             on_output("   R opens the rollback console")
-        self.session_changed()
-        self.notify(f"{step_id}: {outcome.status.upper()}" + (" — R opens the rollback console" if outcome.status == "failed" else ""),
-                    severity="error" if outcome.status == "failed" else "information", timeout=6)
-        if then is not None:
-            then()
+            return "R opens the rollback console"
+
+        await self._step_outcome(step_id, self.session.run_step(step_id, on_output), on_output, then, hint)
 
     @work(group="steps-dry", exit_on_error=False)
     async def session_dry_run(self, step_id: str, on_output: Callable[[str], None]) -> None:
@@ -405,19 +414,8 @@ class ControlRoomApp(App[None]):
                                         then: Callable[[], None] | None = None) -> None:
         if self.session is None:
             return
-        task = self.session.run_rollback_step(step_id, on_output)
-        self.call_after_refresh(self.session_changed)  # shows RUN while it runs
-        try:
-            outcome = await task
-        except (SessionError, StepRefused) as error:
-            self._refused(error)
-            return
-        on_output(f"→ {outcome.status.upper()}: {outcome.summary}")
-        self.session_changed()
-        self.notify(f"{step_id}: {outcome.status.upper()}" + (f" — {outcome.summary}" if outcome.status == "failed" else ""),
-                    severity="error" if outcome.status == "failed" else "information", timeout=6)
-        if then is not None:
-            then()
+        running = self.session.run_rollback_step(step_id, on_output)
+        await self._step_outcome(step_id, running, on_output, then, lambda outcome: outcome.summary)
 
     @work(group="steps-dry", exit_on_error=False)
     async def session_rollback_dry_run(self, step_id: str, plan_id: str | None, on_output: Callable[[str], None] | None,
