@@ -342,16 +342,24 @@ class RollbackScreen(ControlScreen):
         self.render_rollback()
         self.select_next_open_step()
 
-    def action_run_step(self) -> None:
+    def _allowed_step(self) -> tuple[Any, str, str] | None:
+        """(session, plan id, step id) of the selected step, or None after saying why not."""
         session = self.session
         selected = self._need_step()
         if session is None or selected is None:
-            return
+            return None
         plan_id, step_id = selected
         refusal = session.rollback_refusal(step_id, plan_id)
         if refusal:
             self._refuse(refusal)
+            return None
+        return session, plan_id, step_id
+
+    def action_run_step(self) -> None:
+        allowed = self._allowed_step()
+        if allowed is None:
             return
+        session, plan_id, step_id = allowed
         step = session.rollback_step(step_id)
         values = session.rollback_values()
         kind = step.action.kind
@@ -403,15 +411,10 @@ class RollbackScreen(ControlScreen):
             self.app.session_rollback_dry_run(step_id, plan_id, self.log_line, None)  # type: ignore[attr-defined]
 
     def action_mark_done(self) -> None:
-        session = self.session
-        selected = self._need_step()
-        if session is None or selected is None:
+        allowed = self._allowed_step()
+        if allowed is None:
             return
-        plan_id, step_id = selected
-        refusal = session.rollback_refusal(step_id, plan_id)
-        if refusal:
-            self._refuse(refusal)
-            return
+        session, plan_id, step_id = allowed
         step = session.rollback_step(step_id)
         if session.modifying_step(step):
             self._refuse(f"{step.title!r} changes the environment: run it (x) or skip it with a reason (z)")
