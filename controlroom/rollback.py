@@ -58,6 +58,8 @@ class RollbackMixin:
         def _append(self, kind: str, data: dict[str, Any]) -> None: ...
         def _journal_checks(self, results: list[ProbeResult]) -> None: ...
         def _decide(self, *, force_journal: bool = False) -> Verdict: ...
+        async def _run_journaled(self, step: Step, where: dict[str, str], values: dict[str, str],
+                                 on_output: OutputCallback | None) -> StepOutcome: ...
 
     def rollback_in_progress(self) -> bool:
         rollback = self.state.rollback
@@ -245,32 +247,8 @@ class RollbackMixin:
         refusal = self.rollback_refusal(step_id)
         if refusal:
             raise StepRefused(refusal)
-        step = self.rollback_step(step_id)
-        plan_id = self.state.rollback.plan_id  # type: ignore[union-attr]
-        runner = self.runner()
-        values = self.rollback_values()
-        self.running_step = step_id
-        try:
-            self._append("step_intent", {"step_id": step_id, "plan_id": plan_id, "action": step.action.kind,
-                                         "detail": runner.describe(step, values)})
-            try:
-                outcome = await runner.run(step, values, on_output)
-            except asyncio.CancelledError:
-                self._append("step_outcome", {"step_id": step_id, "plan_id": plan_id, "status": "failed",
-                                              "summary": "cancelled", "reason": "the control room was closed"})
-                raise
-            except StepRefused as refused:
-                outcome = StepOutcome("failed", str(refused))
-            self._append("step_outcome", {"step_id": step_id, "plan_id": plan_id, "status": outcome.status,
-                                          "summary": outcome.summary, "reason": "",
-                                          **({"count": outcome.count} if outcome.count is not None else {})})
-        finally:
-            self.running_step = None
-        for result in outcome.probe_results:
-            self.results[result.item_id] = result
-        if outcome.probe_results:
-            self._decide()
-        return outcome
+        where = {"plan_id": self.state.rollback.plan_id}  # type: ignore[union-attr]
+        return await self._run_journaled(self.rollback_step(step_id), where, self.rollback_values(), on_output)
 
     async def dry_run_rollback_step(self, step_id: str, plan_id: str | None = None):  # noqa: ANN201 - steps.DryRun
         plan = self.current_rollback_plan() if plan_id is None else self.rollback_plan(plan_id)

@@ -352,28 +352,32 @@ class Session(RollbackMixin):
         refusal = self.refusal(step_id)
         if refusal:
             raise StepRefused(refusal)
-        step = self.step(step_id)
-        phase = self.phase_of(step_id)
+        where = {"phase_id": self.phase_of(step_id).id}
+        return await self._run_journaled(self.step(step_id), where, self._values(), on_output)
+
+    async def _run_journaled(
+        self, step: Step, where: dict[str, str], values: dict[str, str], on_output: OutputCallback | None
+    ) -> StepOutcome:
+        """Every step the operator runs, deploy or rollback, goes through here: the intent is
+        journaled (fsync'ed) before the action starts and the outcome after, a cancelled step
+        is journaled as failed, and probe results feed the verdict. `where` names the phase
+        or the rollback plan."""
         runner = self.runner()
-        values = self._values()
-        self.running_step = step_id
+        self.running_step = step.id
         try:
-            self._append("step_intent", {
-                "step_id": step_id, "phase_id": phase.id, "action": step.action.kind,
-                "detail": runner.describe(step, values),
-            })
+            self._append("step_intent", {"step_id": step.id, **where, "action": step.action.kind,
+                                         "detail": runner.describe(step, values)})
             try:
                 outcome = await runner.run(step, values, on_output)
             except asyncio.CancelledError:
-                self._append("step_outcome", {"step_id": step_id, "phase_id": phase.id, "status": "failed",
+                self._append("step_outcome", {"step_id": step.id, **where, "status": "failed",
                                               "summary": "cancelled", "reason": "the control room was closed"})
                 raise
             except StepRefused as refused:
                 outcome = StepOutcome("failed", str(refused))
-            self._append("step_outcome", {
-                "step_id": step_id, "phase_id": phase.id, "status": outcome.status,
-                "summary": outcome.summary, "reason": "",
-            })
+            self._append("step_outcome", {"step_id": step.id, **where, "status": outcome.status,
+                                          "summary": outcome.summary, "reason": "",
+                                          **({"count": outcome.count} if outcome.count is not None else {})})
         finally:
             self.running_step = None
         for result in outcome.probe_results:
