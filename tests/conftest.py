@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
 from controlroom.sandbox.postgres import EmbeddedPostgres
-from controlroom.sandbox.schema import apply_schema
-
-_database_numbers = itertools.count(1)
+from pg_support import new_database
 
 
 @pytest.fixture(scope="session")
@@ -24,18 +21,7 @@ def pg() -> Iterator[EmbeddedPostgres]:
 @pytest.fixture
 async def db_dsn(pg: EmbeddedPostgres) -> AsyncIterator[str]:
     """DSN of a brand-new database holding the schema and no rows."""
-    name = f"test_{next(_database_numbers)}"
-    admin = await asyncpg.connect(pg.dsn, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = pg.dsn.rsplit("/", 1)[0] + f"/{name}"
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await apply_schema(conn)
-    finally:
-        await conn.close()
+    dsn = await new_database(pg)
     yield dsn
 
 

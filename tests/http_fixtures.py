@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
@@ -11,7 +10,7 @@ import httpx
 
 from controlroom.sandbox.http_server import HttpServerProcess, HttpSettings
 from controlroom.sandbox.postgres import EmbeddedPostgres
-from controlroom.sandbox.schema import apply_schema
+from pg_support import new_database
 
 LOCATIONS: tuple[tuple[str, str], ...] = (
     ("loc-fudo-1", "fudo"),
@@ -21,21 +20,12 @@ LOCATIONS: tuple[tuple[str, str], ...] = (
 )
 ORIGIN = "https://app.posplatform.example"
 
-_numbers = itertools.count(1)
-
 
 async def create_database(pg: EmbeddedPostgres) -> str:
     """A new database with the schema and LOCATIONS; returns its DSN."""
-    name = f"http_{next(_numbers)}"
-    admin = await asyncpg.connect(pg.dsn, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = pg.dsn.rsplit("/", 1)[0] + f"/{name}"
+    dsn = await new_database(pg, "http")
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        await apply_schema(conn)
         expires = datetime.now(timezone.utc) + timedelta(days=30)
         await conn.executemany(
             "INSERT INTO pos_integrations_location (location_id, location_name, provider, credential_expires_at) "
