@@ -6,6 +6,13 @@ reaper: a small process that polls its owner's pid and, once the owner is gone, 
 given process groups and removes the given directories. A clean stop ends the reaper first.
 
     python -m controlroom.sandbox.reaper --owner PID [--kill-group PGID ...] [--remove DIR ...]
+                                         [--as-user NAME]
+
+With --as-user (given by root for the embedded Postgres), it gives up root before it waits:
+that user's uid, its own group and no supplementary groups, which is all it needs to stop
+that user's server and remove that user's directory. (Python itself may sit below a private
+directory, so the reaper starts as root and drops privileges rather than being started as
+the user.)
 """
 
 from __future__ import annotations
@@ -22,9 +29,11 @@ from pathlib import Path
 POLL_S = 0.5
 
 
-def spawn_reaper(*, kill_groups: list[int], remove: list[Path]) -> subprocess.Popen[bytes]:
+def spawn_reaper(*, kill_groups: list[int], remove: list[Path], as_user: str | None = None) -> subprocess.Popen[bytes]:
     """Start a reaper for the current process."""
     command = [sys.executable, "-m", "controlroom.sandbox.reaper", "--owner", str(os.getpid())]
+    if as_user is not None:
+        command += ["--as-user", as_user]
     for group in kill_groups:
         command += ["--kill-group", str(group)]
     for path in remove:
@@ -71,12 +80,25 @@ def _reap(groups: list[int], paths: list[str]) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _become(name: str) -> None:
+    import pwd
+
+    entry = pwd.getpwnam(name)
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    os.chdir("/")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m controlroom.sandbox.reaper")
     parser.add_argument("--owner", type=int, required=True)
     parser.add_argument("--kill-group", type=int, action="append", default=[])
     parser.add_argument("--remove", action="append", default=[])
+    parser.add_argument("--as-user")
     args = parser.parse_args(argv)
+    if args.as_user:
+        _become(args.as_user)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the owner stopped cleanly
     while _alive(args.owner) and Path(f"/proc/{args.owner}").exists():
         time.sleep(POLL_S)
