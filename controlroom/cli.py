@@ -6,7 +6,6 @@ printed only for an internal error, and only with --debug.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 import traceback
@@ -91,9 +90,12 @@ def sandbox(scenario: str, locations: int, seed: int, no_simulate: bool, as_json
     Prints the Postgres DSN, the HTTP base URL and a config file that points the control
     room at both. Ctrl-C (or SIGTERM) stops everything and removes what it made.
     """
+    from controlroom.infra.shutdown import run_guarded
     from controlroom.sandbox.foreground import run_foreground
 
-    asyncio.run(run_foreground(scenario, locations=locations, seed=seed, simulate=not no_simulate, as_json=as_json))
+    # A signal is how this command is meant to end: it exits 0 once everything is stopped.
+    run_guarded(lambda guard: run_foreground(guard, scenario, locations=locations, seed=seed,
+                                             simulate=not no_simulate, as_json=as_json))
 
 
 @cli.command()
@@ -117,8 +119,10 @@ def check(ctx: click.Context, config_path: Path | None, scenario: str | None, as
     if (config_path is None) == (scenario is None):
         raise click.UsageError("give exactly one of --config FILE and --scenario NAME")
     from controlroom.headless import run_check
+    from controlroom.infra.shutdown import run_guarded
 
-    ctx.exit(asyncio.run(run_check(config_path, scenario, as_json=as_json, attest=attest)))
+    code = run_guarded(lambda _guard: run_check(config_path, scenario, as_json=as_json, attest=attest))
+    ctx.exit(code if code is not None else EXIT_INTERNAL)
 
 
 @cli.command()

@@ -35,12 +35,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from controlroom.errors import ControlRoomError
+from controlroom.infra import shutdown
 from controlroom.journal import Journal
 from controlroom.probes.base import ProbeContext, ProbeResult, clean, describe_exception, format_value, run_probe
 from controlroom.probes.command import kill_process_group
@@ -306,16 +308,18 @@ class StepRunner:
             start_new_session=True,
         )
         timed_out = False
-        try:
+        # Should the control room have to leave at once, the command's group goes with it.
+        with shutdown.emergency(partial(shutdown.kill_group, process.pid)):
             try:
-                await asyncio.wait_for(_stream(process, lines), timeout=timeout_s)
-            except TimeoutError:
-                timed_out = True
-        finally:
-            # On a timeout the shell may be gone while a background child holds the pipe:
-            # end the whole group either way.
-            if timed_out or process.returncode is None:
-                await kill_process_group(process)
+                try:
+                    await asyncio.wait_for(_stream(process, lines), timeout=timeout_s)
+                except TimeoutError:
+                    timed_out = True
+            finally:
+                # On a timeout the shell may be gone while a background child holds the pipe:
+                # end the whole group either way.
+                if timed_out or process.returncode is None:
+                    await kill_process_group(process)
         elapsed = time.perf_counter() - began
         tail = tuple(lines.tail)
         last = " | ".join(tail[-SUMMARY_TAIL_LINES:])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
@@ -14,8 +15,9 @@ from typing import Any
 
 from rich.text import Text
 
-from textual import work
+from textual import constants, work
 from textual.app import App, SystemCommand
+from textual.driver import Driver
 from textual.binding import Binding
 from textual.screen import Screen
 
@@ -32,6 +34,7 @@ from controlroom.screens.kpis import KpisScreen
 from controlroom.screens.pos_health import PosHealthScreen
 from controlroom.screens.report import ReportScreen
 from controlroom.screens.rollback import RollbackScreen
+from controlroom.screens.terminal import TerminalDriver
 from controlroom.session import Session, SessionError, find_resumable
 from controlroom.sources import Feeds, plain
 from controlroom.steps import StepRefused
@@ -103,6 +106,12 @@ class ControlRoomApp(App[None]):
         self.check_on_start = check_on_start
         self.offer_resume = offer_resume
         self.session: Session | None = None
+
+    def get_driver_class(self) -> type[Driver]:
+        """On a Unix terminal, the driver that survives the terminal going away."""
+        if constants.DRIVER is None and os.name == "posix":
+            return TerminalDriver
+        return super().get_driver_class()
 
     # -- header ------------------------------------------------------------------------
 

@@ -19,8 +19,10 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+from controlroom.infra import shutdown
 from controlroom.probes.base import Outcome, ProbeContext, ProbeError, ms, shorten
 from controlroom.runbook.models import CommandItem
 
@@ -78,15 +80,16 @@ async def probe(item: CommandItem, ctx: ProbeContext) -> Outcome:
     output = _Output(ctx.redact)
     timed_out = False
     finished = False
-    try:
+    with shutdown.emergency(partial(shutdown.kill_group, process.pid)):  # an emergency exit ends it too
         try:
-            await asyncio.wait_for(_collect(process, output), timeout=item.timeout_s)
-            finished = True
-        except TimeoutError:
-            timed_out = True
-    finally:
-        if not finished:  # timed out, or cancelled: nothing of it may outlive the probe
-            await kill_process_group(process)
+            try:
+                await asyncio.wait_for(_collect(process, output), timeout=item.timeout_s)
+                finished = True
+            except TimeoutError:
+                timed_out = True
+        finally:
+            if not finished:  # timed out, or cancelled: nothing of it may outlive the probe
+                await kill_process_group(process)
     elapsed = ms((time.perf_counter() - began) * 1000)
     text = "\n".join(output.tail).strip()
     shown = f"\n{text}" if text else " (no output)"
@@ -151,8 +154,10 @@ async def kill_process_group(process: asyncio.subprocess.Process) -> None:
     after the event loop has gone ("Exception ignored … Event loop is closed")."""
     group = process.pid  # the shell leads its own group (start_new_session)
     _signal_group(group, signal.SIGTERM)
-    await _drain_and_reap(process, KILL_GRACE_S)
-    _signal_group(group, signal.SIGKILL)
+    try:
+        await _drain_and_reap(process, KILL_GRACE_S)
+    finally:  # cancelled meanwhile (the app is closing): no more grace, but no survivor either
+        _signal_group(group, signal.SIGKILL)
     if not await _drain_and_reap(process, KILL_GRACE_S):
         transport = getattr(process, "_transport", None)  # asyncio offers no public close
         if transport is not None:

@@ -1,24 +1,23 @@
-"""`controlroom sandbox`: run the sandbox until Ctrl-C, SIGTERM or SIGHUP."""
+"""`controlroom sandbox`: run the sandbox until Ctrl-C, SIGTERM or SIGHUP (a second one, or
+a stop that takes too long, ends it at once: see controlroom.infra.shutdown)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shlex
-import signal
 
 import click
 
+from controlroom.infra.shutdown import ExitGuard
 from controlroom.sandbox.runner import SECRET_VARIABLES, Sandbox
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-
-async def run_foreground(scenario: str, *, locations: int, seed: int, simulate: bool, as_json: bool) -> None:
+async def run_foreground(guard: ExitGuard, scenario: str, *, locations: int, seed: int, simulate: bool,
+                         as_json: bool) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, stop.set)
+    guard.graceful = stop.set  # a close signal stops the sandbox, as Ctrl-C does
     sandbox = Sandbox(scenario, locations=locations, seed=seed, simulate=simulate)
     try:
         if not as_json:
@@ -36,9 +35,8 @@ async def run_foreground(scenario: str, *, locations: int, seed: int, simulate: 
     finally:
         await sandbox.stop()
         if not as_json:
-            click.echo("Sandbox stopped; its processes and files are gone.", err=True)
-        for signum in STOP_SIGNALS:
-            loop.remove_signal_handler(signum)
+            with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+                click.echo("Sandbox stopped; its processes and files are gone.", err=True)
 
 
 def _announce(sandbox: Sandbox, as_json: bool) -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import httpx
 
 from controlroom.errors import ControlRoomError
+from controlroom.infra import shutdown
 
 if TYPE_CHECKING:
     import uvicorn
@@ -112,6 +113,7 @@ class HttpServerProcess:
         self.startup_s: float | None = None  # how long start() took, for the curious
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: BinaryIO | None = None  # read side of the child's stderr file
+        self._emergency: int | None = None
 
     @property
     def base_url(self) -> str:
@@ -135,6 +137,7 @@ class HttpServerProcess:
         listener = _bind_listener()
         self.port = listener.getsockname()[1]
         atexit.register(self.stop)
+        self._emergency = shutdown.on_emergency(self._kill_now)
         try:
             self._spawn(listener)
         finally:
@@ -162,7 +165,13 @@ class HttpServerProcess:
         stderr, self._stderr = self._stderr, None
         if stderr is not None:
             stderr.close()
+        shutdown.discard(self._emergency)
+        self._emergency = None
         atexit.unregister(self.stop)
+
+    def _kill_now(self) -> None:
+        if self._process is not None:
+            shutdown.kill_group(self._process.pid)
 
     def __enter__(self) -> HttpServerProcess:
         return self.start()

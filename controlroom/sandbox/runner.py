@@ -19,11 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import asyncpg
 
+from controlroom.infra import shutdown
 from controlroom.sandbox.fleet import DEPLOYED_VERSION, seed_fleet
 from controlroom.sandbox.http_server import HttpServerProcess, HttpSettings
 from controlroom.sandbox.postgres import EmbeddedPostgres
@@ -54,6 +57,18 @@ class SandboxTimings:
     total_s: float
 
 
+async def _finish_in_thread(start: Callable[[], object]) -> None:
+    """Run a blocking start in a thread. If we are cancelled meanwhile (a close signal during
+    start-up), let the thread finish first, so that what it started is there to be stopped."""
+    running = asyncio.ensure_future(asyncio.to_thread(start))
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await running
+        raise
+
+
 class Sandbox:
     """One running simulated POS platform. Not reusable once stopped."""
 
@@ -82,6 +97,7 @@ class Sandbox:
         self._traffic: asyncio.Task[None] | None = None
         self._settings: HttpSettings | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
+        self._emergency: int | None = None
         self._slack_hook_id = "T0SANDBOX/B0CONTROLROOM/" + secrets.token_hex(12)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -92,12 +108,15 @@ class Sandbox:
             self.workdir = Path(tempfile.mkdtemp(prefix="controlroom-sandbox-"))
             # The secrets file must not outlive us even if we are killed with SIGKILL.
             self._reaper = spawn_reaper(kill_groups=[], remove=[self.workdir])
-            self.postgres = await asyncio.to_thread(EmbeddedPostgres().start)
+            self._emergency = shutdown.on_emergency(partial(shutil.rmtree, self.workdir, ignore_errors=True))
+            self.postgres = EmbeddedPostgres()
+            await _finish_in_thread(self.postgres.start)
             postgres_done = time.perf_counter()
             await self._load_data()
             seed_done = time.perf_counter()
             self._settings = HttpSettings(dsn=self.postgres.dsn, scenario=self.scenario.name)
-            self.http = await asyncio.to_thread(HttpServerProcess(self._settings).start)
+            self.http = HttpServerProcess(self._settings)
+            await _finish_in_thread(self.http.start)
             http_done = time.perf_counter()
             self._write_config()
             if self.simulate:
@@ -140,6 +159,8 @@ class Sandbox:
             shutil.rmtree(workdir, ignore_errors=True)
         reaper, self._reaper = self._reaper, None
         stop_reaper(reaper)
+        shutdown.discard(self._emergency)
+        self._emergency = None
 
     async def __aenter__(self) -> "Sandbox":
         return await self.start()
