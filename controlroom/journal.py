@@ -8,15 +8,21 @@ record that acknowledges it, so the chain stays verifiable from then on.
 
 Two processes may hold the same journal (an SSH session that dropped while its process
 lingers, and the operator's new one): each append takes an exclusive lock on the file and,
-if someone else appended since, reads their records first, so the chain never forks.
+if someone else appended since, reads their records first, so the chain never forks. Each
+process that opens a journal to write also claims it (`JournalClaim`: a lock on
+`<journal>.holder` held while it is open, with who holds it inside), so the second one
+knows at once that another live process has it, and which.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
+import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,6 +70,75 @@ class JournalProblem:
         return f"line {self.line}: {self.kind.replace('_', ' ')}: {self.detail}"
 
 
+@dataclass(frozen=True)
+class Holder:
+    """The live process that has a journal open: where, who, since when."""
+
+    host: str
+    pid: int
+    user: str
+    since: str  # ISO time
+
+    def __str__(self) -> str:
+        try:
+            since = datetime.fromisoformat(self.since).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        except ValueError:
+            since = "an unknown time"
+        return f"pid {self.pid} on {self.host} ({self.user}) since {since}"
+
+
+class JournalClaim:
+    """This process's claim on a journal while it has it open to write.
+
+    An exclusive `flock` on `<journal>.holder`, kept for the claim's life: the kernel drops
+    it when the process dies (kill -9 included), so a claim that is held is always a live
+    process's. The file says who that is. Releasing it leaves the file; it means nothing
+    once unlocked."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    @staticmethod
+    def path_for(journal: Path) -> Path:
+        return journal.with_name(journal.name + ".holder")
+
+    @classmethod
+    def take(cls, journal: Path, operator: dict[str, str], clock: Callable[[], datetime]) -> "JournalClaim | Holder":
+        """Claim `journal`, or say who holds it."""
+        fd = os.open(cls.path_for(journal), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return cls._holder(journal)
+        except BaseException:
+            os.close(fd)
+            raise
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "user": operator.get("user", "?"),
+              "since": clock().isoformat()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
+        return cls(fd)
+
+    @classmethod
+    def _holder(cls, journal: Path) -> Holder:
+        # The holder writes its name just after it locks: give it a moment if it is empty.
+        for _ in range(20):
+            with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+                info = json.loads(cls.path_for(journal).read_text(encoding="utf-8"))
+                return Holder(str(info["host"]), int(info["pid"]), str(info["user"]), str(info["since"]))
+            time.sleep(0.01)
+        return Holder("an unknown host", 0, "unknown", "")
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing drops the lock
+
+    def __del__(self) -> None:
+        self.release()
+
+
 @dataclass
 class Journal:
     """One deployment's journal. Open with Journal.open(path)."""
@@ -74,6 +149,9 @@ class Journal:
     redact: Callable[[str], str] = lambda text: text
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     operator: dict[str, str] = field(default_factory=operator_identity)
+    # Another live process that had this journal open when we opened it (None: nobody).
+    other_holder: Holder | None = None
+    _claim: JournalClaim | None = None
     _size: int = 0  # bytes of the file that self.records accounts for
 
     @classmethod
@@ -84,8 +162,10 @@ class Journal:
         redact: Callable[[str], str] | None = None,
         clock: Callable[[], datetime] | None = None,
         operator: dict[str, str] | None = None,
+        claim: bool = False,
     ) -> "Journal":
-        """Open (or create) the journal at `path` and verify what is already in it."""
+        """Open (or create) the journal at `path` and verify what is already in it. With
+        `claim`, also claim it for this process (see `other_holder`; call close())."""
         path.parent.mkdir(parents=True, exist_ok=True)
         journal = cls(path)
         if redact is not None:
@@ -94,6 +174,12 @@ class Journal:
             journal.clock = clock
         if operator is not None:
             journal.operator = operator
+        if claim:
+            taken = JournalClaim.take(path, journal.operator, journal.clock)
+            if isinstance(taken, Holder):
+                journal.other_holder = taken
+            else:
+                journal._claim = taken
         journal.records, journal.problems, torn = read_records(path)
         journal._size = path.stat().st_size if path.exists() else 0
         if torn is not None:
@@ -105,6 +191,12 @@ class Journal:
             journal._size += 1
             journal.append("torn_tail", {"line": torn[0], "sha256": torn[1]})
         return journal
+
+    def close(self) -> None:
+        """Give up this process's claim; records already appended stay where they are."""
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
 
     @property
     def last_hash(self) -> str:

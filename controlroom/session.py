@@ -134,19 +134,25 @@ class Session(RollbackMixin):
             while journal_path.exists():
                 suffix += 1
                 journal_path = directory / f"{environment_slug(loaded.environment.name)}-{stamp}-{suffix}.jsonl"
-        journal = Journal.open(journal_path, redact=loaded.secrets.redact, clock=clock, operator=operator)
+        journal = Journal.open(journal_path, redact=loaded.secrets.redact, clock=clock, operator=operator, claim=True)
         session = cls(loaded, journal, write=write, clock=clock, environ=environ)
+        shared = {"also_open_in": str(journal.other_holder)} if journal.other_holder else {}
         if not journal.records or journal.records[0].kind != "session_opened":
             journal.append("session_opened", {
                 "environment": loaded.environment.name,
                 "runbook": loaded.runbook_source,  # a path, or "default (built in)"
                 "runbook_name": loaded.runbook.name,
                 "config": str(loaded.config_path.resolve()),
+                **shared,
             })
         else:
-            journal.append("session_resumed", {"write": write, "problems": [str(p) for p in journal.problems]})
+            journal.append("session_resumed", {"write": write, "problems": [str(p) for p in journal.problems], **shared})
         session._replay()
         return session
+
+    def close(self) -> None:
+        """The window closes: give up the claim on the journal."""
+        self.journal.close()
 
     # -- derived state -----------------------------------------------------------------
 

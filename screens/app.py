@@ -22,6 +22,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from controlroom.deployment import format_duration
+from controlroom.journal import Holder
 from controlroom.polling import Poller, PollState
 from controlroom.runbook.loader import LoadedConfig
 from controlroom.screens.base import ControlScreen
@@ -176,6 +177,8 @@ class ControlRoomApp(App[None]):
             await asyncio.wait_for(asyncio.gather(*(w.wait() for w in workers), return_exceptions=True), 5)
         if self.feeds is not None:
             await self.feeds.close()
+        if self.session is not None:
+            self.session.close()
 
     def _start_pollers(self, feeds: Feeds) -> None:
         scale = self.poll_scale
@@ -260,11 +263,33 @@ class ControlRoomApp(App[None]):
             return
         for problem in self.session.journal.problems:
             self.notify(f"journal: {problem}", severity="warning", timeout=10)
+        if self.session.journal.other_holder is not None:
+            self._warn_shared_journal(self.session.journal.other_holder)
         if self.session.resumed:
             self.notify(f"Resumed the deployment of {self.session.state.version}", timeout=4)
         self.session_changed()
         if self.check_on_start:
             self.call_after_refresh(self.session_run_checks)  # after the first frame is up
+
+    def _warn_shared_journal(self, holder: Holder) -> None:
+        """Another live control room has this journal open (a second window, or one whose
+        terminal went away and that has not exited): say so before anything else."""
+        body = Text()
+        body.append("Journal ")
+        body.append(plain(self.session.journal.path.name if self.session else "", limit=60), style="bold")
+        body.append(" is open in another control room: ")
+        body.append(plain(str(holder), limit=120), style="bold")
+        body.append(".\n\nBoth windows would record into the same journal. If that one is an orphan "
+                    f"(its terminal gone), end it first: kill {holder.pid}.\n\n")
+        body.append("Continue", style="bold")
+        body.append(" opens it here anyway; ")
+        body.append("Quit", style="bold")
+        body.append(" (esc, the default) leaves it to the other window.")
+        dialog = ConfirmDialog(Text("This journal is already open elsewhere"), body, confirm_label="Continue",
+                               cancel_label="Quit")
+        dialog.id = "shared-journal-dialog"
+        self.push_screen(dialog, lambda ok: None if ok else self.exit())
+        self.notify(f"journal also open in {plain(str(holder), limit=80)}", severity="error", timeout=15)
 
     def session_changed(self) -> None:
         """The session changed: the current screen re-renders, the header follows."""

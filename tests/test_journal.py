@@ -184,3 +184,44 @@ def test_records_of_the_wrong_shape_are_unreadable_not_a_crash(tmp_path: Path) -
     assert [(p.line, p.kind) for p in reopened.problems] == [(2, "unreadable"), (3, "unreadable"), (4, "unreadable")]
     assert [r.kind for r in reopened.records] == ["deploy_started"]
     assert replay(reopened.records).version == "v2.15.0"
+
+
+def test_a_journal_open_in_another_live_process_is_named_at_once(tmp_path: Path) -> None:
+    """A second window, or an orphaned control room whose terminal went away: opening the
+    journal says who has it (host, pid, since when). The kernel drops the claim when that
+    process dies, kill -9 included."""
+    import socket
+
+    path = tmp_path / "j.jsonl"
+    open_journal(path).append("session_opened", {})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent("""
+            import sys, time
+            from pathlib import Path
+            from controlroom.journal import Journal
+            journal = Journal.open(Path(sys.argv[1]), claim=True)
+            print("holding" if journal.other_holder is None else "not first", flush=True)
+            time.sleep(60)
+        """), str(path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        second = Journal.open(path, claim=True)
+        other = second.other_holder
+        assert other is not None and other.pid == holder.pid and other.host == socket.gethostname()
+        assert datetime.fromisoformat(other.since) <= datetime.now(UTC)
+        assert f"pid {holder.pid} on {socket.gethostname()}" in str(other)
+        second.close()
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        third = Journal.open(path, claim=True)
+        assert third.other_holder is None
+        # ... and now this process holds it: the next one is told so.
+        fourth = Journal.open(path, claim=True)
+        assert fourth.other_holder is not None and fourth.other_holder.pid == os.getpid()
+        third.close()
+        assert Journal.open(path, claim=True).other_holder is None
+    finally:
+        holder.kill()
+        holder.wait()

@@ -9,6 +9,9 @@ StepRunner.run, so nothing reaches out; the journal is the session's own, in tmp
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -119,6 +122,7 @@ async def journal_with_cancelled_step(loaded: LoadedConfig, tmp_path: Path, cloc
         with pytest.raises(asyncio.CancelledError):
             await task
     assert session.state.steps["breaker-status"].status == "failed"
+    session.close()
     return session.journal.path
 
 
@@ -177,6 +181,54 @@ async def test_resume_dialog_keys_and_what_resuming_shows(tmp_path: Path, monkey
         assert "marked done by the operator" in log_text(deploy, "#deploy-log")
         await pilot.press("down", "down")
         assert log_text(deploy, "#deploy-log") == "Step output appears here."
+
+
+async def test_resuming_a_journal_another_live_process_holds_says_so_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The orphan case: a control room whose terminal went away still has the journal open.
+    The reopened one names it (host, pid, since when) before anything else; esc quits."""
+    clock = Clock()
+    loaded = config(tmp_path)
+    path = await journal_with_cancelled_step(loaded, tmp_path, clock, monkeypatch)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_JOURNAL, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        app = build(loaded, tmp_path, clock, offer_resume=True)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(lambda: isinstance(app.screen, ConfirmDialog), pilot)
+            await pilot.press("enter")  # Resume
+            await wait_for(lambda: getattr(app.screen, "id", None) == "shared-journal-dialog", pilot)
+            body = str(app.screen.query_one(".dialog-body Static", Static).render())
+            assert f"pid {holder.pid} on {socket.gethostname()}" in body and "since 20" in body
+            assert f"kill {holder.pid}" in body
+            opened = [r for r in app.session.journal.records if r.kind == "session_resumed"][-1]
+            assert f"pid {holder.pid}" in opened.data["also_open_in"]
+            assert app.focused is not None and app.focused.id == "cancel"  # Quit is the default
+            await pilot.press("escape")
+            await pilot.pause()
+            assert not app.is_running
+    finally:
+        holder.kill()
+        holder.wait()
+    # Once that process is gone (kill -9 included), the journal opens without a word.
+    app = build(loaded, tmp_path, clock, offer_resume=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: isinstance(app.screen, ConfirmDialog), pilot)
+        await pilot.press("enter")
+        await wait_for(lambda: app.session is not None, pilot)
+        await pilot.pause(0.1)
+        assert app.session.journal.other_holder is None and not isinstance(app.screen, ConfirmDialog)
+
+
+HOLD_JOURNAL = """
+import sys, time
+from pathlib import Path
+from controlroom.journal import Journal
+journal = Journal.open(Path(sys.argv[1]), claim=True)
+assert journal.other_holder is None
+print("holding", flush=True)
+time.sleep(60)
+"""
 
 
 # -- 2. quitting during a deployment asks first ---------------------------------------------------
