@@ -25,6 +25,7 @@ from controlroom.probes.base import ProbeContext, ProbeResult, run_probe
 from controlroom.runbook.loader import LoadedConfig
 from controlroom.runbook.models import NotifyAction, ProbeAction, RollbackPlan, SqlAction, Step
 from controlroom.errors import SessionError
+from controlroom.release.rules import Command
 from controlroom.steps import OutputCallback, StepOutcome, StepRefused
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     from controlroom.runbook.models import Phase
     from controlroom.steps import StepRunner
     from controlroom.verdict import Verdict
+
+
+AUTO_TRIGGER_MESSAGE = "{environment}: rollback to {version} started"
 
 
 class RollbackMixin:
@@ -58,6 +62,8 @@ class RollbackMixin:
         def _append(self, kind: str, data: dict[str, Any]) -> None: ...
         def _journal_checks(self, results: list[ProbeResult]) -> None: ...
         def _decide(self, *, force_journal: bool = False) -> Verdict: ...
+        def command_refusal(self, command: Command, *, outcome: str | None = None) -> str | None: ...
+        def _allow(self, command: Command, *, outcome: str | None = None) -> None: ...
         async def _run_journaled(self, step: Step, where: dict[str, str], values: dict[str, str],
                                  on_output: OutputCallback | None) -> StepOutcome: ...
 
@@ -115,9 +121,9 @@ class RollbackMixin:
 
     def start_refusal(self) -> str | None:
         """Why a rollback cannot start now, or None."""
-        if not self.write:
-            return ("READ-ONLY mode: a rollback changes the environment; restart with --write "
-                    "(the journal resumes where it is)")
+        refused = self.command_refusal(Command.START_ROLLBACK)
+        if refused:
+            return refused
         if self.state.started_at is None:
             return "no deployment has started in this session: nothing to roll back"
         rollback = self.state.rollback
@@ -205,7 +211,42 @@ class RollbackMixin:
             "plan_id": plan.id, "reason": reason, "provider": provider, "version": version,
             "version_from": how, "from_version": self.state.version,
         })
-        return self.rollback_record()  # type: ignore[return-value]
+        record = self.rollback_record()
+        if not self._plan_triggers_first(plan):  # every rollback opens the incident
+            await self._trigger_incident(plan, self.rollback_values())
+        return record  # type: ignore[return-value]
+
+    @staticmethod
+    def _plan_triggers_first(plan: RollbackPlan) -> bool:
+        first = plan.steps[0].action if plan.steps else None
+        return isinstance(first, NotifyAction) and first.event == "trigger"
+
+    async def _trigger_incident(self, plan: RollbackPlan, values: dict[str, str]) -> list[str]:
+        """Open the incident on every configured channel as the rollback starts (the plan's
+        own trigger step, later, may be skipped; the one it sends has the same dedup_key)."""
+        from controlroom.notify import Notifier, deployment_dedup_key
+
+        message = AUTO_TRIGGER_MESSAGE + (f" ({plan.title})" if plan.title else "")
+        async with Notifier.from_config(self.loaded, journal=self.journal) as notifier:
+            channels = list(notifier.configured_channels)
+            results = await notifier.send(channels, "trigger", message,
+                                          dedup_key=deployment_dedup_key(self.journal.records), values=values)
+        self._replay()
+        return [result.describe() for result in results]
+
+    def triggered_channels(self) -> list[str]:
+        """The channels on which this deployment's incident was triggered (sent, with its
+        dedup_key): the only ones a resolve may go to."""
+        from controlroom.notify import deployment_dedup_key
+
+        key = deployment_dedup_key(self.journal.records)
+        channels: list[str] = []
+        for record in self.journal.of_kind("notification"):
+            data = record.data
+            if data.get("event") == "trigger" and data.get("status") == "sent" and data.get("dedup_key") == key:
+                if data.get("channel") not in channels:
+                    channels.append(str(data.get("channel")))
+        return channels
 
     def rollback_step(self, step_id: str) -> Step:
         plan = self.current_rollback_plan()
@@ -227,8 +268,8 @@ class RollbackMixin:
         step = next((s for s in plan.steps if s.id == step_id), None)
         if step is None:
             return f"no step {step_id!r} in the {plan.title}"
-        refusal = self.runner().refusal(step)  # READ-ONLY first: it is the reason that matters
-        if refusal:
+        refusal = self.command_refusal(Command.RUN_ROLLBACK_STEP) or self.runner().refusal(step)
+        if refusal:  # READ-ONLY first: it is the reason that matters
             return refusal
         rollback = self.state.rollback
         if rollback is None or rollback.ended_at is not None:
@@ -266,6 +307,7 @@ class RollbackMixin:
 
     def _rollback_outcome_without_running(self, step_id: str, status: str, summary: str, reason: str,
                                           need_reason: bool = False) -> None:
+        self._allow(Command.MARK_DONE if status == "done" else Command.SKIP)
         if not self.rollback_in_progress():
             raise SessionError("no rollback in progress")
         if need_reason and not reason:
@@ -300,6 +342,7 @@ class RollbackMixin:
         """Run the verification probes again (the verdict updates). All pass (or warn): the
         rollback is finished as verified, the deployment ends `rolled_back` and the incident
         is resolved on the plan's channels. Returns (verified, results, notification lines)."""
+        self._allow(Command.VERIFY)
         plan = self.current_rollback_plan()
         if plan is None or not self.rollback_in_progress():
             raise SessionError("no rollback in progress")
@@ -339,16 +382,17 @@ class RollbackMixin:
         return True, results, lines
 
     async def _resolve_incident(self, plan: RollbackPlan, values: dict[str, str]) -> list[str]:
+        """Resolve the incident where it was triggered, and only there."""
         from controlroom.notify import Notifier, deployment_dedup_key
 
-        channels: list[str] = []
-        for step in plan.steps:
-            if isinstance(step.action, NotifyAction):
-                channels += [c for c in step.action.channels if c not in channels]
+        channels = self.triggered_channels()
+        if not channels:
+            self._append("notification_not_sent", {"event": "resolve", "why": "no incident was triggered for this deployment"})
+            return ["resolve: not sent — no incident was triggered for this deployment"]
         message = "Rollback to {version} verified on {environment}" if values.get("version") else \
             "Rollback verified on {environment}"
         async with Notifier.from_config(self.loaded, journal=self.journal) as notifier:
-            results = await notifier.send(channels or list(notifier.configured_channels), "resolve", message,
+            results = await notifier.send(channels, "resolve", message,
                                           dedup_key=deployment_dedup_key(self.journal.records), values=values)
         self._replay()
         return [result.describe() for result in results]

@@ -28,6 +28,7 @@ directory), one per session, named `<environment>-<UTC start time>.jsonl`.
 from __future__ import annotations
 
 import asyncio
+import re
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -43,6 +44,8 @@ from controlroom.probes.base import ProbeContext, ProbeResult, run_probe, with_a
 from controlroom.rollback import RollbackMixin
 from controlroom.runbook.loader import LoadedConfig
 from controlroom.runbook.models import Phase, Step
+from controlroom.release import rules
+from controlroom.release.rules import Command, Situation
 from controlroom.errors import SessionError
 from controlroom.steps import OutputCallback, StepOutcome, StepRefused, StepRunner, is_modifying
 from controlroom.verdict import Verdict, decide
@@ -197,6 +200,24 @@ class Session(RollbackMixin):
     def phase_clock(self, phase_id: str) -> Clock:
         return self.state.phase_clock(self.deployment, phase_id, self.now())
 
+    # -- the rules (controlroom.release.rules decides; this only asks) -------------------
+
+    def situation(self) -> Situation:
+        return Situation(self.state, self.write, self.running_step)
+
+    def command_refusal(self, command: Command, *, outcome: str | None = None) -> str | None:
+        """Why `command` is refused now, or None: what screens ask to dim a key."""
+        return rules.refusal(command, self.situation(), outcome=outcome)
+
+    def _allow(self, command: Command, *, outcome: str | None = None) -> None:
+        refusal = self.command_refusal(command, outcome=outcome)
+        if refusal:
+            raise SessionError(refusal)
+
+    def finish_outcome(self) -> str:
+        """How `f` would record the deployment now: success, or failed after a failed step."""
+        return rules.finish_outcome(self.situation())
+
     def runner(self) -> StepRunner:
         return StepRunner(self.loaded, write=self.write, journal=self.journal, environ=self.environ,
                           attestations=self.attestations())
@@ -207,6 +228,9 @@ class Session(RollbackMixin):
     def refusal(self, step_id: str) -> str | None:
         """Why run_step would refuse this step right now, or None."""
         step = self.step(step_id)
+        refused = self.command_refusal(Command.RUN_STEP)
+        if refused:
+            return refused
         if not self.state.in_progress:
             return "the deployment has not started (or is finished)"
         current = self.current_phase()
@@ -268,6 +292,7 @@ class Session(RollbackMixin):
     def attest(self, item_id: str, note: str = "") -> ProbeResult:
         """The operator vouches for a manual item: journaled with who and when; the item
         passes and the verdict is decided again."""
+        self._allow(Command.ATTEST)
         if item_id not in self.attestable():
             raise SessionError(f"{item_id!r} cannot be attested; only {', '.join(self.attestable())} can")
         self._append("attested", {"item_id": item_id, "outcome": "pass", "note": note})
@@ -321,6 +346,9 @@ class Session(RollbackMixin):
     def start_deploy_refusal(self) -> str | None:
         """Why start_deploy would refuse whatever the version and the reason, or None: asked
         before the operator types either."""
+        refused = self.command_refusal(Command.START)
+        if refused:
+            return refused
         if self.state.in_progress:
             return f"deployment of {self.state.version} is already in progress"
         if self.state.ended_at is not None:
@@ -338,6 +366,9 @@ class Session(RollbackMixin):
         refusal = self.start_deploy_refusal()
         if refusal:
             raise SessionError(refusal)
+        pattern = self.deployment.version_pattern
+        if not re.fullmatch(pattern, version):
+            raise SessionError(f"{version[:70]!r} is not a version this runbook deploys (it must match {pattern})")
         reason = (override_reason or "").strip()
         verdict = self.verdict_name
         if verdict != "GO" and not reason:
@@ -405,6 +436,7 @@ class Session(RollbackMixin):
         self._outcome_without_running(step_id, "skipped", "skipped by the operator", reason)
 
     def _outcome_without_running(self, step_id: str, status: str, summary: str, reason: str) -> None:
+        self._allow(Command.MARK_DONE if status == "done" else Command.SKIP)
         step = self.step(step_id)
         phase = self.phase_of(step_id)
         if not self.state.in_progress:
@@ -425,6 +457,7 @@ class Session(RollbackMixin):
     def next_phase(self) -> Phase | None:
         """Complete the current phase (every step done or skipped) and start the next; the
         new phase, or None when the last phase was completed."""
+        self._allow(Command.NEXT_PHASE)
         current = self.current_phase()
         if current is None:
             raise SessionError("no phase is running")
@@ -439,9 +472,11 @@ class Session(RollbackMixin):
             return phases[index + 1]
         return None
 
-    def finish_deploy(self, outcome: str = "success") -> None:
-        if not self.state.in_progress:
-            raise SessionError("no deployment in progress")
+    def finish_deploy(self, outcome: str | None = None) -> None:
+        """End the deployment as `outcome` (default: what finish_outcome() says). Never a
+        success after a failed step or a rollback."""
+        outcome = outcome or self.finish_outcome()
+        self._allow(Command.FINISH, outcome=outcome)
         current = self.current_phase()
         if current is not None:
             self._append("phase_completed", {"phase_id": current.id})

@@ -257,7 +257,8 @@ class StepRunner:
                 version = values.get("version", "")
                 if not version:
                     raise StepRefused("no version to deploy")
-                return await self._command(self.deploy_command(version), self._cwd("."), action.timeout_s, lines)
+                return await self._command(self.deploy_command(version), self._cwd("."), action.timeout_s, lines,
+                                           secrets=self.loaded.environment.deploy_secrets)
             if isinstance(action, SwitchVersionAction):
                 return await self._switch_version(action, values, lines)
             if isinstance(action, SqlAction):
@@ -290,11 +291,9 @@ class StepRunner:
         summary = ", ".join(f"{r.item_id} {r.status}" for r in results)
         return StepOutcome("done", summary, tuple(lines.tail), probe_results=tuple(results))
 
-    async def _command(
-        self, command: str, cwd: Path, timeout_s: float, lines: _Lines, *, secrets: list[str] | None = None
-    ) -> StepOutcome:
-        """Run `command` in its own process group. `secrets`: the logical secrets to export;
-        None exports all of the environment's (its own deploy and rollback commands)."""
+    async def _command(self, command: str, cwd: Path, timeout_s: float, lines: _Lines, *, secrets: list[str]) -> StepOutcome:
+        """Run `command` in its own process group, with only the logical `secrets` listed
+        exported (the environment's other secret variables removed)."""
         if not cwd.is_dir():
             return StepOutcome("failed", f"working directory {cwd} does not exist")
         began = time.perf_counter()
@@ -341,7 +340,8 @@ class StepRunner:
         reason = "no command"
         if previous.command.strip():
             lines = _Lines(self.loaded.secrets.redact, None)
-            outcome = await self._command(previous.command, self._cwd(previous.repository), PREVIOUS_VERSION_TIMEOUT_S, lines)
+            outcome = await self._command(previous.command, self._cwd(previous.repository), PREVIOUS_VERSION_TIMEOUT_S, lines,
+                                          secrets=[])
             first = next((line.strip() for line in lines.tail if line.strip()), "")
             if outcome.status == "done" and first:
                 return first, f"from `{previous.command}`"
@@ -357,7 +357,8 @@ class StepRunner:
             if not version:
                 return StepOutcome("failed", self._clean(f"previous stable version not found: {how}"))
             lines(f"previous stable version: {version} ({how})")
-        outcome = await self._command(self.rollback_command(version), self._cwd("."), action.timeout_s, lines)
+        outcome = await self._command(self.rollback_command(version), self._cwd("."), action.timeout_s, lines,
+                                      secrets=self.loaded.environment.deploy_secrets)
         return StepOutcome(outcome.status, f"switch to {version}: {outcome.summary}", outcome.output)
 
     async def _sql(self, action: SqlAction, values: Mapping[str, str], lines: _Lines) -> StepOutcome:
@@ -435,11 +436,11 @@ class StepRunner:
         path = Path(cwd).expanduser()
         return path if path.is_absolute() else (self.loaded.config_path.parent / path).resolve()
 
-    def _command_environment(self, wanted: list[str] | None) -> dict[str, str]:
+    def _command_environment(self, wanted: list[str]) -> dict[str, str]:
         """The process environment minus every secret variable, plus the wanted secrets."""
         store, declared = self.loaded.secrets, self.loaded.environment.secrets
         env = {key: value for key, value in self.environ.items() if key not in set(declared.values())}
-        for logical in declared if wanted is None else wanted:
+        for logical in wanted:
             if logical in declared and store.has(logical):
                 env[store.variable(logical)] = store.get(logical)
         return env

@@ -14,6 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from controlroom.release.rules import Command
 from controlroom.deployment import Clock, format_duration
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
@@ -409,12 +410,22 @@ class DeployScreen(ControlScreen):
 
     def action_finish(self) -> None:
         session = self.session
-        if session is None or not session.state.in_progress:
-            self.app.notify("No deployment in progress", severity="warning")
+        if session is None:
             return
+        outcome = session.finish_outcome()  # the engine says how it would end, and whether it may
+        refusal = session.command_refusal(Command.FINISH, outcome=outcome)
+        if refusal:
+            self.app.notify(refusal, severity="error", timeout=8)
+            return
+        body = Text("Completes the current phase and records the deployment as ")
+        if outcome == "success":
+            body.append("a success.")
+        else:
+            body.append("FAILED", style="bold red")
+            body.append(f" (step {', '.join(session.situation().failed_steps())} failed). "
+                        "To undo it instead, roll back (R).")
         self.app.push_screen(
-            ConfirmDialog(Text(f"Finish the deployment of {plain(session.state.version, limit=30)}?"),
-                          Text("Completes the current phase and records the deployment as a success."),
-                          confirm_label="Finish"),
-            lambda ok: self.app.session_command("finish_deploy", "success") if ok else None,  # type: ignore[attr-defined]
+            ConfirmDialog(Text(f"Finish the deployment of {plain(session.state.version, limit=30)}?"), body,
+                          confirm_label="Finish" if outcome == "success" else "Finish as failed"),
+            lambda ok: self.app.session_command("finish_deploy", outcome) if ok else None,  # type: ignore[attr-defined]
         )

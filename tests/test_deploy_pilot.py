@@ -46,7 +46,7 @@ def header(app) -> StatusBar:  # type: ignore[no-untyped-def]
 
 
 async def test_checklist_verdict_and_attesting_by_keys(sandbox: Sandbox, tmp_path: Path) -> None:
-    app = make_app(load_config(sandbox.config_path), start_polling=False, journal_dir=tmp_path)
+    app = make_app(load_config(sandbox.config_path), write=True, start_polling=False, journal_dir=tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         assert isinstance(app.screen, ChecklistScreen)
         await wait_for(lambda: app.session is not None and app.session.verdict is not None, pilot)
@@ -84,7 +84,7 @@ async def test_checklist_verdict_and_attesting_by_keys(sandbox: Sandbox, tmp_pat
 
 async def test_deploy_override_and_phase_clock(sandbox: Sandbox, tmp_path: Path) -> None:
     clock = FakeClock()
-    app = make_app(load_config(sandbox.config_path), start_polling=False, journal_dir=tmp_path, now=clock)
+    app = make_app(load_config(sandbox.config_path), write=True, start_polling=False, journal_dir=tmp_path, now=clock)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(lambda: app.session is not None and app.session.verdict is not None, pilot)
         await pilot.press("d")
@@ -123,23 +123,18 @@ async def test_deploy_override_and_phase_clock(sandbox: Sandbox, tmp_path: Path)
         assert phase_time() == "+3:30 over" and app.session.phase_clock("pre").level == "red"
         assert "red" in str(table.get_row("phase:pre")[2].style)
 
-        # READ-ONLY (the default): a modifying step is refused with a message, nothing runs.
         for step_id in ("env-health", "breaker-status", "rotation-capability"):
             app.session.mark_done(step_id)
         await pilot.press("n")
         assert app.session.current_phase().id == "deploy"
-        deploy.render_deploy()
-        table.move_cursor(row=table.get_row_index("deploy-code"))
-        await pilot.press("x")
-        assert app.screen is deploy  # no dialog: refused up front
-        assert not [r for r in app.session.journal.records if r.kind == "step_intent"]
         await pilot.press("q")  # a deployment is in progress: asked first, Cancel the default
         assert isinstance(app.screen, ConfirmDialog) and "Quit anyway?" in str(app.screen.body)
         await pilot.press("tab", "enter")
         await pilot.pause()
         assert not app.is_running
 
-    # Reopened: offers to resume; enter (Resume is the default here) gives the same phase.
+    # Reopened READ-ONLY (the default): offers to resume; enter (Resume is the default here)
+    # gives the same phase, and a modifying step is refused with a message, nothing runs.
     again = make_app(load_config(sandbox.config_path), start_polling=False, journal_dir=tmp_path, now=clock,
                      check_on_start=False)
     async with again.run_test(size=(80, 24)) as pilot:
@@ -149,4 +144,12 @@ async def test_deploy_override_and_phase_clock(sandbox: Sandbox, tmp_path: Path)
         assert again.session.resumed and again.session.current_phase().id == "deploy"
         assert again.session.state.started_at == datetime(2025, 3, 1, 3, 0, tzinfo=UTC)
         assert len(again.session.attestations()) == 0
-        await pilot.press("q")
+        await pilot.press("d")
+        deploy = again.screen
+        assert isinstance(deploy, DeployScreen)
+        table = deploy.query_one("#deploy-steps", DataTable)
+        table.move_cursor(row=table.get_row_index("deploy-code"))
+        await pilot.press("x")
+        assert again.screen is deploy  # no dialog: refused up front
+        assert not [r for r in again.session.journal.records if r.kind == "step_intent"]
+        await pilot.press("q", "tab", "enter")

@@ -234,7 +234,10 @@ async def test_fudo_outage_emergency_rollback_by_keys(outage: Sandbox, tmp_path:
     slack = [r["body"]["text"] for r in sinks["slack"] if r["accepted"]]
     assert any("rolling back to v2.14.0" in text for text in slack) and any(t.startswith("RESOLVED") for t in slack)
     pagerduty = [r["body"] for r in sinks["pagerduty"] if r["accepted"]]
-    assert [e["event_action"] for e in pagerduty] == ["trigger", "resolve"]
+    # Starting the rollback opened the incident; the plan's notify step triggers it again with
+    # the same dedup_key (one incident in PagerDuty); verifying resolved it.
+    assert [e["event_action"] for e in pagerduty] == ["trigger", "trigger", "resolve"]
+    assert any("rollback to v2.14.0 started" in text for text in slack)
     assert len({e["dedup_key"] for e in pagerduty}) == 1
 
     # -- the journal: every step in order, intent before outcome -------------------------------
@@ -267,10 +270,15 @@ async def test_read_only_refuses_every_modifying_rollback_key(quiet: Sandbox, tm
     conn = await asyncpg.connect(quiet.dsn)
     try:
         checksum = await conn.fetchval(CHECKSUM)
+        # A deployment started with --write; the control room reopened without it resumes it.
+        writer = Session.open(loaded, write=True, journal_dir=tmp_path)
+        await writer.start_deploy("v2.15.0", override_reason="read-only test")
+        writer.close()
         app = make_app(loaded, write=False, start_polling=False, journal_dir=tmp_path, check_on_start=False)
         async with app.run_test(size=(80, 24)) as pilot:
-            await wait_for(lambda: app.session is not None, pilot, what="session")
-            await app.session.start_deploy("v2.15.0", override_reason="read-only test")
+            await wait_for(lambda: isinstance(app.screen, ConfirmDialog), pilot, what="resume dialog")
+            await pilot.press("enter")
+            await wait_for(lambda: app.session is not None and app.session.resumed, pilot, what="session")
             await pilot.press("R")
             screen = app.screen
             assert isinstance(screen, RollbackScreen)

@@ -3,6 +3,8 @@ override, intent-before-action, READ-ONLY refusals, bound SQL parameters and res
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -52,7 +54,7 @@ def with_steps(loaded: LoadedConfig, steps: list[dict]) -> LoadedConfig:
 async def test_checks_attest_override_and_resume(sandbox: Sandbox, tmp_path: Path) -> None:
     clock = FakeClock()
     loaded = load_config(sandbox.config_path)
-    session = Session.open(loaded, journal_dir=tmp_path, clock=clock)
+    session = Session.open(loaded, journal_dir=tmp_path, clock=clock, write=True)
     assert session.journal.path.name.startswith("sandbox-healthy-20250301T030000Z")
 
     report = await session.run_checks()
@@ -84,7 +86,7 @@ async def test_checks_attest_override_and_resume(sandbox: Sandbox, tmp_path: Pat
     assert find_resumable(loaded.environment.name, tmp_path) == session.journal.path
 
     # Reopened (a new process would do the same): same phase, clocks and attestations.
-    again = Session.open(loaded, journal_path=session.journal.path, clock=clock)
+    again = Session.open(loaded, journal_path=session.journal.path, clock=clock, write=True)
     assert again.resumed and again.current_phase().id == "pre"
     assert again.state.started_at == session.state.started_at
     assert again.deploy_clock().elapsed_s == session.deploy_clock().elapsed_s == 360
@@ -107,7 +109,7 @@ async def test_checks_attest_override_and_resume(sandbox: Sandbox, tmp_path: Pat
 
 
 async def test_override_is_journaled(sandbox: Sandbox, tmp_path: Path) -> None:
-    session = Session.open(load_config(sandbox.config_path), journal_dir=tmp_path)
+    session = Session.open(load_config(sandbox.config_path), journal_dir=tmp_path, write=True)
     await session.run_checks()
     assert session.verdict_name == "PENDING"
     await session.start_deploy("v2.15.1", override_reason="hotfix for the card outage")
@@ -129,7 +131,7 @@ async def test_intent_is_on_disk_before_the_action_runs(sandbox: Sandbox, tmp_pa
          "action": {"kind": "command", "run": probe, "modifying": False, "secrets": ["supabase_api_key"]}},
         {"id": "slow", "title": "Too slow", "action": {"kind": "command", "run": "sleep 30", "timeout_s": 0.5, "modifying": False}},
     ])
-    session = Session.open(loaded, journal_path=journal)
+    session = Session.open(loaded, journal_path=journal, write=True)
     await session.start_deploy("v1", override_reason="test")
     seen: list[str] = []
     outcome = await session.run_step("look", on_output=seen.append)
@@ -145,12 +147,14 @@ async def test_intent_is_on_disk_before_the_action_runs(sandbox: Sandbox, tmp_pa
 
 
 async def test_read_only_refuses_modifying_steps(sandbox: Sandbox, tmp_path: Path) -> None:
-    session = Session.open(load_config(sandbox.config_path), journal_dir=tmp_path, write=False)
-    await session.start_deploy("v2.15.0", override_reason="test")
-    session.skip_step("env-health", "n/a")
-    session.skip_step("breaker-status", "n/a")
-    session.skip_step("rotation-capability", "n/a")
-    session.next_phase()
+    writer = Session.open(load_config(sandbox.config_path), journal_dir=tmp_path, write=True)
+    await writer.start_deploy("v2.15.0", override_reason="test")
+    writer.skip_step("env-health", "n/a")
+    writer.skip_step("breaker-status", "n/a")
+    writer.skip_step("rotation-capability", "n/a")
+    writer.next_phase()
+    writer.close()
+    session = Session.open(load_config(sandbox.config_path), journal_path=writer.journal.path, write=False)
     assert session.refusal("deploy-code") is not None and "READ-ONLY" in session.refusal("deploy-code")
     with pytest.raises(StepRefused, match="READ-ONLY"):
         await session.run_step("deploy-code")
@@ -162,15 +166,47 @@ async def test_read_only_refuses_modifying_steps(sandbox: Sandbox, tmp_path: Pat
 
 async def test_deploy_runs_the_environment_command_in_write_mode(sandbox: Sandbox, tmp_path: Path) -> None:
     session = Session.open(load_config(sandbox.config_path), journal_dir=tmp_path, write=True)
-    await session.start_deploy("v2.15.0; echo pwned", override_reason="test")
+    # A version must look like one (the runbook's version_pattern): no shell in a tag.
+    for bad in ("v2.15.0; echo pwned", "[bold red]x", "-rf", "v" * 65, "v2 15"):
+        with pytest.raises(SessionError, match="not a version this runbook deploys"):
+            await session.start_deploy(bad, override_reason="test")
+    assert not session.state.in_progress
+    await session.start_deploy("v2.15.0+build/7", override_reason="test")
     for step_id in ("env-health", "breaker-status", "rotation-capability"):
         session.mark_done(step_id)
     session.next_phase()
-    assert "'v2.15.0; echo pwned'" in session.describe("deploy-code")
+    assert "v2.15.0+build/7" in session.describe("deploy-code")
+    lines: list[str] = []
+    outcome = await session.run_step("deploy-code", on_output=lines.append)
+    # The sandbox's deploy command needs its admin token: the one secret it lists gets through.
+    assert outcome.status == "done", outcome.summary
+
+
+async def test_a_command_gets_only_the_secrets_it_lists(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The deploy command lists only the admin token: the DSN, the API key, the webhook and
+    the routing key are not in its environment (DESIGN.md §5 rule 8)."""
+    config = sandbox.config_path.read_text()
+    config = config.replace('runbook = "default"', f'runbook = "default"\nenv_file = "{sandbox.env_path}"', 1)
+    config = config.replace('env_file = "sandbox.env"\n', "", 1)
+    config = re.sub(r'(?m)^deploy_command = .*$', 'deploy_command = "env; echo {version}"', config)
+    path = tmp_path / "env-printing.toml"
+    path.write_text(config)
+    loaded = load_config(path)
+    session = Session.open(loaded, journal_dir=tmp_path, write=True)
+    await session.start_deploy("v2.15.0", override_reason="test")
+    for step_id in ("env-health", "breaker-status", "rotation-capability"):
+        session.mark_done(step_id)
+    session.next_phase()
     lines: list[str] = []
     outcome = await session.run_step("deploy-code", on_output=lines.append)
     assert outcome.status == "done", outcome.summary
-    assert not any(line.strip() == "pwned" for line in lines)  # the version is one quoted word
+    names = {line.split("=", 1)[0] for line in lines if "=" in line}
+    assert "CONTROLROOM_SANDBOX_ADMIN_TOKEN" in names
+    for variable in ("CONTROLROOM_SANDBOX_DSN", "CONTROLROOM_SANDBOX_API_KEY",
+                     "CONTROLROOM_SANDBOX_SLACK_WEBHOOK_URL", "CONTROLROOM_SANDBOX_PAGERDUTY_ROUTING_KEY"):
+        assert variable not in names
+    admin = sandbox.secret_environment()["CONTROLROOM_SANDBOX_ADMIN_TOKEN"]
+    assert not any(admin in line for line in lines)  # and what it gets is redacted from its output
 
 
 async def test_sql_parameters_are_bound_never_interpolated(sandbox: Sandbox) -> None:
@@ -202,7 +238,7 @@ async def test_resume_is_offered_only_for_the_same_config_file(sandbox: Sandbox,
     """Two sandboxes of one scenario share an environment name; a deployment of the first
     must not be offered when the second is opened."""
     loaded = load_config(sandbox.config_path)
-    session = Session.open(loaded, journal_dir=tmp_path)
+    session = Session.open(loaded, journal_dir=tmp_path, write=True)
     await session.run_checks()
     await session.start_deploy("v2.15.0", override_reason="testing resume matching")
     name = loaded.environment.name

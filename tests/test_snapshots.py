@@ -241,6 +241,11 @@ async def test_rollback(size: tuple[int, int], tmp_path: Path, attempts: list[st
     wall = WallClock(WALL_NOW - timedelta(minutes=9))
     app = build(tmp_path, write=True, wall=wall)
 
+    async def trigger_sent(self: Any, plan: Any, values: Any) -> list[str]:
+        return []  # the incident's trigger as the rollback starts: no network here
+
+    monkeypatch.setattr("controlroom.session.Session._trigger_incident", trigger_sent)
+
     async def setup(pilot: Any) -> None:
         await pilot.press("R")
         await deliver_sources(pilot, app.config)

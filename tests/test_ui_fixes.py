@@ -26,7 +26,7 @@ from controlroom.screens.checklist import ChecklistScreen
 from controlroom.screens.deploy import DeployScreen
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog, TypedConfirmDialog
 from controlroom.screens.report import ReportScreen
-from controlroom.session import Session
+from controlroom.session import Session, SessionError
 from controlroom.steps import StepOutcome, StepRunner
 from controlroom.widgets.key_bar import KeyBar
 
@@ -71,7 +71,7 @@ def no_io(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def build(loaded: LoadedConfig, tmp_path: Path, clock: Clock, **kwargs: Any) -> ControlRoomApp:
-    options: dict[str, Any] = dict(start_polling=False, journal_dir=tmp_path / "journal", now=clock,
+    options: dict[str, Any] = dict(write=True, start_polling=False, journal_dir=tmp_path / "journal", now=clock,
                                    check_on_start=False, offer_resume=False)
     options.update(kwargs)
     return make_app(loaded, **options)
@@ -106,7 +106,7 @@ async def journal_with_cancelled_step(loaded: LoadedConfig, tmp_path: Path, cloc
                                       monkeypatch: pytest.MonkeyPatch) -> Path:
     """A deployment left in progress: phase 1 with env-health done and breaker-status cancelled
     by closing the control room (the real cancellation path of Session.run_step)."""
-    session = Session.open(loaded, journal_dir=tmp_path / "journal", clock=clock)
+    session = Session.open(loaded, journal_dir=tmp_path / "journal", clock=clock, write=True)
     await session.start_deploy("v2.15.0", override_reason="trial: no checklist in this test")
     session.mark_done("env-health")
 
@@ -368,7 +368,10 @@ async def test_finished_deployment_refuses_s_and_shows_failures(tmp_path: Path, 
         monkeypatch.setattr(StepRunner, "run", fails)
         await session.run_step("breaker-status")
         clock.now += timedelta(minutes=3)
-        session.finish_deploy("rolled_back")
+        with pytest.raises(SessionError, match="cannot finish as a success"):
+            session.finish_deploy("success")  # a failed step: never a success
+        assert session.finish_outcome() == "failed"
+        session.finish_deploy()
         notes = notes_of(app)
         await pilot.press("d")
         deploy = app.screen
@@ -378,11 +381,11 @@ async def test_finished_deployment_refuses_s_and_shows_failures(tmp_path: Path, 
         assert row[0].plain == "✗" and "red" in str(row[0].style)
         assert "✓" not in row[0].plain and "done" not in row[2].plain and "failed" in row[2].plain
         header = str(deploy.query_one("#deploy-clocks", Static).render())
-        assert "finished: rolled back" in header and "rolled_back" not in header
+        assert "finished: failed" in header
 
         await pilot.press("s")  # refused at once: no version asked, no reason asked
         assert app.screen is deploy and not isinstance(app.screen, ReasonDialog)
-        assert any("is finished (rolled back)" in note for note in notes), notes
+        assert any("is finished (failed)" in note for note in notes), notes
 
 
 # -- 11. the checklist: n to the next item waiting, a on an attested item -----------------------

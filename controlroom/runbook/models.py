@@ -95,14 +95,23 @@ class Environment(Model):
     # Modifying actions are refused unless the app is started with --write, or this is true.
     write_by_default: bool = False
     # How a version is deployed to this environment; {version} is replaced by the tag.
-    # Runs with the environment's secrets exported under their variable names.
     deploy_command: str = ""
+    # The logical secrets the deploy and rollback commands get, under their variable names;
+    # no other secret is in their environment.
+    deploy_secrets: list[Slug] = Field(default_factory=list)
     # How a rollback deploys the previous stable version ({version} is replaced by the tag);
     # empty: the deploy_command is used for rollbacks too.
     rollback_command: str = ""
     # The previous stable version of this environment, when it is known here (e.g. from the
     # CD system); wins over [rollback.previous_version] of the runbook. Empty: that finds it.
     previous_version: str = ""
+
+    @model_validator(mode="after")
+    def _deploy_secrets_are_declared(self) -> "Environment":
+        unknown = [name for name in self.deploy_secrets if name not in self.secrets]
+        if unknown:
+            raise ValueError(f"deploy_secrets: {', '.join(unknown)} not in [environment.secrets]")
+        return self
 
     @field_validator("urls")
     @classmethod
@@ -342,9 +351,23 @@ class Phase(Model):
     steps: list[Step] = Field(min_length=1)
 
 
+DEFAULT_VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,63}$"
+
+
 class Deployment(Model):
     target_minutes: Minutes = 15.0
     phases: list[Phase] = Field(min_length=1)
+    # What a version (a tag) must look like before a deployment of it may start.
+    version_pattern: str = DEFAULT_VERSION_PATTERN
+
+    @field_validator("version_pattern")
+    @classmethod
+    def _pattern_compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
+        return pattern
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "Deployment":

@@ -245,6 +245,8 @@ production = false
 description = {json.dumps(self.scenario.summary)}
 write_by_default = false
 deploy_command = {json.dumps(deploy)}
+# The deploy and rollback commands get this secret (the sandbox's admin token), and no other.
+deploy_secrets = ["sandbox_admin_token"]
 # A rollback deploys the previous version through the sandbox's rollback endpoint, which
 # also clears the providers the deployment made fail; that version is the fleet's own.
 rollback_command = {json.dumps(rollback)}

@@ -1,0 +1,166 @@
+"""The engine's safety rules (DESIGN.md §5), each through the session against a real sandbox:
+the defects of the release-engine issue, tried again as described."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controlroom.release.rules import OBSERVATIONS, Command, Situation, refusal
+from controlroom.deployment import DeploymentState
+from controlroom.runbook.loader import LoadedConfig, load_config
+from controlroom.sandbox.runner import Sandbox
+from controlroom.session import Session, SessionError
+from controlroom.steps import StepRefused
+
+PHASE_ONE = ("env-health", "breaker-status", "rotation-capability")
+
+
+@pytest.fixture(scope="module")
+async def sandbox() -> AsyncIterator[Sandbox]:
+    async with Sandbox("healthy", locations=40, simulate=False) as running:
+        yield running
+
+
+@pytest.fixture
+async def admin(sandbox: Sandbox) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {sandbox.settings.admin_token}"}
+    async with httpx.AsyncClient(base_url=sandbox.base_url, headers=headers, timeout=5) as client:
+        (await client.delete("/_sandbox/sinks")).raise_for_status()
+        yield client
+
+
+async def events(admin: httpx.AsyncClient) -> dict[str, list[str]]:
+    sinks = (await admin.get("/_sandbox/sinks")).json()
+    return {
+        "pagerduty": [r["body"]["event_action"] for r in sinks["pagerduty"] if r["accepted"]],
+        "slack": [r["body"]["text"] for r in sinks["slack"] if r["accepted"]],
+    }
+
+
+def loaded(sandbox: Sandbox) -> LoadedConfig:
+    return load_config(sandbox.config_path)
+
+
+async def started(sandbox: Sandbox, tmp_path: Path) -> Session:
+    session = Session.open(loaded(sandbox), write=True, journal_dir=tmp_path)
+    await session.start_deploy("v2.15.0", override_reason="rules test")
+    return session
+
+
+# -- rule 1: read-only journals only observations ---------------------------------------------
+
+def test_every_decision_is_refused_read_only_and_only_dry_run_is_allowed() -> None:
+    situation = Situation(DeploymentState(), write=False)
+    for command in Command:
+        answer = refusal(command, situation)
+        if command in OBSERVATIONS:
+            assert answer is None, command
+        else:
+            assert answer is not None and answer.startswith("READ-ONLY"), command
+
+
+async def test_read_only_cannot_resolve_an_incident_started_with_write(sandbox: Sandbox, tmp_path: Path,
+                                                                        admin: httpx.AsyncClient) -> None:
+    """Defect 1: start a deployment and the emergency rollback with --write, skip its steps,
+    quit; reopen without --write: verify, finish, attest, every key refused; nothing sent."""
+    writer = await started(sandbox, tmp_path)
+    await writer.start_rollback("emergency", "rules test", "fudo", version="v2.14.0")
+    for step_id in ("switch-version", "disable-provider", "notify-incident-team"):
+        writer.skip_rollback_step(step_id, "rules test")
+    writer.close()
+    sent_before = await events(admin)
+
+    reader = Session.open(loaded(sandbox), write=False, journal_path=writer.journal.path)
+    kinds_before = [r.kind for r in reader.journal.records]
+    with pytest.raises(SessionError, match="READ-ONLY"):
+        await reader.verify_rollback()
+    for call in (lambda: reader.finish_deploy(), lambda: reader.finish_deploy("failed"),
+                 lambda: reader.attest("on-call"), lambda: reader.skip_step("env-health", "x"),
+                 lambda: reader.mark_done("env-health"), lambda: reader.next_phase(),
+                 lambda: reader.skip_rollback_step("switch-version", "again"),
+                 lambda: reader.mark_rollback_step_done("switch-version")):
+        with pytest.raises(SessionError, match="READ-ONLY"):
+            call()
+    with pytest.raises(StepRefused, match="READ-ONLY"):
+        await reader.run_step("env-health")
+    with pytest.raises(StepRefused, match="READ-ONLY"):
+        await reader.run_rollback_step("switch-version")
+    assert reader.start_refusal() is not None and "READ-ONLY" in reader.start_refusal()
+    assert [r.kind for r in reader.journal.records] == kinds_before  # only its opening was journaled
+    assert await events(admin) == sent_before  # no resolve went anywhere
+    assert reader.state.rollback is not None and reader.state.rollback.verified is None
+
+
+# -- rule 2: a failed deployment never finishes as a success ---------------------------------
+
+async def test_a_failed_step_or_a_rollback_never_finishes_as_a_success(sandbox: Sandbox, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    session = await started(sandbox, tmp_path)
+    for step_id in PHASE_ONE:
+        session.mark_done(step_id)
+    session.next_phase()
+    session._append("step_outcome", {"step_id": "smoke-tests", "phase_id": "deploy", "status": "failed",
+                                     "summary": "fudo 502", "reason": ""})
+    assert session.finish_outcome() == "failed"
+    with pytest.raises(SessionError, match="cannot finish as a success: step smoke-tests failed"):
+        session.finish_deploy("success")
+    # Defect 2: with the rollback started (0 of 3 steps done), f is refused outright.
+    await session.start_rollback("emergency", "smoke tests failed", "fudo", version="v2.14.0")
+    with pytest.raises(SessionError, match="a rollback is in progress"):
+        session.finish_deploy()
+    with pytest.raises(SessionError, match="a rollback is in progress"):
+        session.finish_deploy("failed")
+    assert session.state.in_progress and session.state.outcome == ""
+
+
+async def test_without_a_failure_finish_is_a_success(sandbox: Sandbox, tmp_path: Path) -> None:
+    session = await started(sandbox, tmp_path)
+    assert session.finish_outcome() == "success"
+    session.finish_deploy()
+    assert session.state.outcome == "success"
+    with pytest.raises(SessionError, match="no deployment in progress"):
+        session.finish_deploy()
+
+
+# -- rule 3: resolve only what was triggered; every rollback triggers --------------------------
+
+async def test_starting_any_rollback_triggers_and_verifying_resolves_the_same_incident(
+        sandbox: Sandbox, tmp_path: Path, admin: httpx.AsyncClient) -> None:
+    """Defect 3: the graceful plan has no notify step; starting it opens the incident anyway,
+    and verifying resolves that incident (same dedup_key), on the channels it was opened on."""
+    session = await started(sandbox, tmp_path)
+    await session.start_rollback("graceful", "latency after v2.15.0", version="v2.14.0")
+    triggered = session.triggered_channels()
+    assert sorted(triggered) == ["pagerduty", "slack"]
+    assert (await events(admin))["pagerduty"] == ["trigger"]
+    for step_id in session.open_rollback_steps():
+        session.skip_rollback_step(step_id, "rules test: done by hand")
+    verified, _, lines = await session.verify_rollback()
+    assert verified, lines
+    sent = await events(admin)
+    assert sent["pagerduty"] == ["trigger", "resolve"]
+    keys = {r.data["dedup_key"] for r in session.journal.of_kind("notification")}
+    assert len(keys) == 1
+
+
+async def test_no_resolve_for_an_incident_that_was_never_triggered(sandbox: Sandbox, tmp_path: Path,
+                                                                    admin: httpx.AsyncClient) -> None:
+    """The trigger could not be delivered (both sinks answer 400, which is final): verifying
+    sends no resolve, and the journal says why."""
+    for sink in ("slack", "pagerduty"):
+        body = {"sink": sink, "status": 400, "count": 1, "retry_after": None}
+        (await admin.post("/_sandbox/sinks/faults", json=body)).raise_for_status()
+    session = await started(sandbox, tmp_path)
+    await session.start_rollback("graceful", "latency after v2.15.0", version="v2.14.0")
+    assert session.triggered_channels() == []
+    for step_id in session.open_rollback_steps():
+        session.skip_rollback_step(step_id, "rules test")
+    verified, _, lines = await session.verify_rollback()
+    assert verified
+    assert lines == ["resolve: not sent — no incident was triggered for this deployment"]
+    assert (await events(admin))["pagerduty"] == []
+    assert any(r.kind == "notification_not_sent" for r in session.journal.records)
