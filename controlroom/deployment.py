@@ -112,6 +112,7 @@ class DeploymentState:
     attestations: dict[str, Attestation] = field(default_factory=dict)
     rollback: RollbackState | None = None
     notifications_failed: int = 0
+    unexpected: list[str] = field(default_factory=list)  # records replay could not use
 
     @property
     def in_progress(self) -> bool:
@@ -139,8 +140,13 @@ def replay(records: list[Record]) -> DeploymentState:
     state = DeploymentState()
     for record in records:
         handler = _HANDLERS.get(record.kind)
-        if handler is not None:
+        if handler is None:
+            continue
+        try:
             handler(state, record, record.data)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:  # well-chained, but not ours
+            state.unexpected.append(f"record {record.seq} ({record.kind}) is not what the engine writes "
+                                    f"({type(error).__name__}: {error}); ignored")
     return state
 
 

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,37 @@ import platformdirs
 from controlroom.identity import current_operator
 
 GENESIS = "0" * 64
+# A journal is a few hundred records; anything this large is not one (or not ours to slurp).
+MAX_JOURNAL_BYTES = 64 * 1024 * 1024
+HEAD_BYTES = 160  # the head file's fixed size: one small write, rewritten in place
+
+
+class JournalReadError(OSError):
+    """The path is not a journal that can be read (not a regular file, or far too large)."""
+
+
+def head_path(journal: Path) -> Path:
+    """Beside the journal: the seq and hash of its last record, rewritten (and fsync'ed)
+    after every append, so a removed tail — which leaves a valid chain — is detected."""
+    return journal.with_name(journal.name + ".head")
+
+
+def read_head(journal: Path) -> tuple[int, str] | None:
+    try:
+        data = json.loads(head_path(journal).read_bytes().rstrip(b" \n"))
+        return int(data["seq"]), str(data["hash"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_head(journal: Path, seq: int, digest: str) -> None:
+    body = json.dumps({"seq": seq, "hash": digest}).encode("ascii").ljust(HEAD_BYTES - 1) + b"\n"
+    fd = os.open(head_path(journal), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.pwrite(fd, body, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def default_journal_dir() -> Path:
@@ -180,16 +212,24 @@ class Journal:
                 journal.other_holder = taken
             else:
                 journal._claim = taken
-        journal.records, journal.problems, torn = read_records(path)
-        journal._size = path.stat().st_size if path.exists() else 0
-        if torn is not None:
-            # Start the next record on a fresh line, and say on the record what was torn.
-            with open(path, "ab") as handle:
-                handle.write(b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            journal._size += 1
-            journal.append("torn_tail", {"line": torn[0], "sha256": torn[1]})
+        # Read (and repair a torn tail) under the lock appends take: nobody appends meanwhile,
+        # so the chain we continue is the one on disk.
+        created = not path.exists()
+        with open(path, "ab+") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            journal.records, journal.problems, torn = read_records(path)
+            journal._size = os.fstat(handle.fileno()).st_size
+            if torn is not None:
+                # Start the next record on a fresh line, and say on the record what was torn.
+                # A crash right after the newline leaves the torn line last, still torn.
+                if not _ends_with_newline(handle):
+                    handle.write(b"\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    journal._size += 1
+                journal._append_locked(handle, "torn_tail", {"line": torn[0], "sha256": torn[1]})
+        if created:  # the new directory entry must survive a crash too
+            _fsync_directory(path.parent)
         return journal
 
     def close(self) -> None:
@@ -203,30 +243,35 @@ class Journal:
         return self.records[-1].hash if self.records else GENESIS
 
     def append(self, kind: str, data: dict[str, Any] | None = None) -> Record:
-        """Write one record and fsync it before returning."""
+        """Write one record and fsync it (and the head file) before returning."""
         created = not self.path.exists()
         with open(self.path, "ab") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the file is closed
-            size = os.fstat(handle.fileno()).st_size
-            if size != self._size:  # another process appended: continue its chain
-                self.records, problems, _ = read_records(self.path)
-                self.problems.extend(p for p in problems if p not in self.problems)
-            body = {
-                "seq": len(self.records) + 1,
-                "ts": self.clock().isoformat(),
-                "kind": kind,
-                "operator": self.operator,
-                "data": _redact_values(data or {}, self.redact),
-                "prev": self.last_hash,
-            }
-            body["hash"] = _digest(body)
-            line = (json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
-            self._size = size + len(line)
+            record = self._append_locked(handle, kind, data)
         if created:  # the new directory entry must survive a crash too
             _fsync_directory(self.path.parent)
+        return record
+
+    def _append_locked(self, handle: Any, kind: str, data: dict[str, Any] | None) -> Record:
+        size = os.fstat(handle.fileno()).st_size
+        if size != self._size:  # another process appended: continue its chain
+            self.records, problems, _ = read_records(self.path)
+            self.problems.extend(p for p in problems if p not in self.problems)
+        body = {
+            "seq": len(self.records) + 1,
+            "ts": self.clock().isoformat(),
+            "kind": kind,
+            "operator": self.operator,
+            "data": _redact_values(data or {}, self.redact),
+            "prev": self.last_hash,
+        }
+        body["hash"] = _digest(body)
+        line = (json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+        self._size = size + len(line)
+        _write_head(self.path, body["seq"], body["hash"])
         record = Record(**body)
         self.records.append(record)
         return record
@@ -236,10 +281,19 @@ class Journal:
 
 
 def read_records(path: Path) -> tuple[list[Record], list[JournalProblem], tuple[int, str] | None]:
-    """Records that verify, the problems found, and (line, sha256) of a torn last line."""
+    """Records that verify, the problems found, and (line, sha256) of a torn last line.
+    JournalReadError when `path` is not a regular file or is larger than any journal."""
     if not path.exists():
         return [], [], None
-    raw = path.read_bytes()
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise JournalReadError(f"{path}: not a regular file, so not a journal")
+    if info.st_size > MAX_JOURNAL_BYTES:
+        raise JournalReadError(f"{path}: {info.st_size / 1e6:.0f} MB is larger than any journal "
+                               f"({MAX_JOURNAL_BYTES // 2**20} MiB at most)")
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_JOURNAL_BYTES + 1)
+    head = read_head(path)
     lines = raw.split(b"\n")
     ends_cleanly = raw.endswith(b"\n") or not raw
     if ends_cleanly:
@@ -249,11 +303,13 @@ def read_records(path: Path) -> tuple[list[Record], list[JournalProblem], tuple[
     acknowledged: set[str] = set()  # sha256 of torn lines a later torn_tail record names
     torn: tuple[int, str] | None = None
     parsed: list[tuple[int, bytes, dict[str, Any] | None]] = []
+    cut_short: set[int] = set()  # lines that are not JSON at all, as a write cut short leaves
     for number, line in enumerate(lines, start=1):
         try:
             body = json.loads(line)
         except ValueError:
             body = None
+            cut_short.add(number)
         if not _well_formed(body):
             body = None
         parsed.append((number, line, body))
@@ -265,9 +321,14 @@ def read_records(path: Path) -> tuple[list[Record], list[JournalProblem], tuple[
             if digest in acknowledged:
                 continue
             is_last = number == len(parsed)
-            if is_last and not ends_cleanly:
+            if is_last and (not ends_cleanly or number in cut_short) and (head is None or head[0] <= len(records)):
+                # Cut short by a crash (with or without the newline our repair adds): the head
+                # file, written after each record is on disk, does not count it.
                 torn = (number, digest)
                 problems.append(JournalProblem(number, "torn_tail", "the last record was cut short (crash?) and is ignored"))
+            elif is_last and head is not None and head[0] > len(records):
+                problems.append(JournalProblem(number, "tampered", f"record {head[0]} was whole on disk (the head "
+                                               "file says so) and is now unreadable"))
             else:
                 problems.append(JournalProblem(number, "unreadable", "not a JSON record"))
             continue
@@ -279,6 +340,15 @@ def read_records(path: Path) -> tuple[list[Record], list[JournalProblem], tuple[
         elif record.prev != expected_prev:
             problems.append(JournalProblem(number, "broken_chain", f"record {record.seq} does not follow the record before it (one was removed or reordered)"))
         records.append(record)
+    if head is not None and records and head[0] > records[-1].seq and torn is None and not any(
+            p.kind == "tampered" for p in problems):
+        problems.append(JournalProblem(len(parsed) + 1, "truncated", f"the journal ends at record {records[-1].seq} "
+                                       f"but record {head[0]} was written: its last records were removed"))
+    elif head is not None and not records and head[0] > 0:
+        problems.append(JournalProblem(1, "truncated", f"the journal is empty but record {head[0]} was written"))
+    elif head is not None and 0 < head[0] <= len(records) and records[head[0] - 1].hash != head[1]:
+        problems.append(JournalProblem(head[0], "tampered", f"record {head[0]} is not the one that was written "
+                                       "(the head file has another hash)"))
     return records, problems, torn
 
 
@@ -296,6 +366,11 @@ def _well_formed(body: Any) -> bool:
     except ValueError:
         return False
     return stamp.tzinfo is not None
+
+
+def _ends_with_newline(handle: Any) -> bool:
+    size = os.fstat(handle.fileno()).st_size
+    return size == 0 or os.pread(handle.fileno(), 1, size - 1) == b"\n"
 
 
 def _fsync_directory(directory: Path) -> None:

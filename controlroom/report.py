@@ -161,6 +161,7 @@ def render_report(
     day = (started or records[0]).at if records else datetime.now(UTC)
 
     lines = [f"# Deployment Report - {_utc(day):%Y-%m-%d}", ""]
+    warnings = [*warnings, *state.unexpected]
     if problems or warnings:
         lines += _integrity_warning(problems, warnings)
     if environment_name or source:

@@ -12,6 +12,8 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from controlroom.deployment import Level, format_duration, replay
 from controlroom.journal import Journal
 from controlroom.runbook.loader import load_default_runbook
@@ -225,3 +227,94 @@ def test_a_journal_open_in_another_live_process_is_named_at_once(tmp_path: Path)
     finally:
         holder.kill()
         holder.wait()
+
+
+# -- rule 5: a removed tail, concurrent opens, a crash during recovery, what is not a journal --
+
+def _journal_of(path: Path, count: int) -> Journal:
+    journal = open_journal(path)
+    for index in range(count):
+        journal.append("verdict", {"verdict": "PENDING", "reasons": [str(index)]})
+    return journal
+
+
+def test_a_removed_tail_is_detected(tmp_path: Path) -> None:
+    """Deleting the last record, or cutting the journal to two records, leaves a valid chain:
+    the head file beside it still says how far it went."""
+    path = tmp_path / "j.jsonl"
+    _journal_of(path, 5)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))
+    problems = Journal.open(path).problems
+    assert [p.kind for p in problems] == ["truncated"] and "ends at record 4 but record 5" in problems[0].detail
+    path.write_text("".join(lines[:2]))
+    assert [p.kind for p in Journal.open(path).problems] == ["truncated"]
+    from controlroom.report import report_command
+
+    assert "Journal integrity warning" in report_command(path, None)
+
+
+def test_a_whole_last_record_made_unreadable_is_tampering_not_a_torn_write(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    _journal_of(path, 3)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]) + lines[-1][:40])  # as if torn, but the head counted it
+    assert "tampered" in [p.kind for p in Journal.open(path).problems]
+
+
+def test_two_processes_opening_at_once_never_fork_the_chain(tmp_path: Path) -> None:
+    """Open and append are under the lock: 10 processes, each opening the same journal and
+    appending, leave one linear chain."""
+    path = tmp_path / "j.jsonl"
+    _journal_of(path, 1)
+    script = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from controlroom.journal import Journal
+        journal = Journal.open(Path(sys.argv[1]))
+        for n in range(5):
+            journal.append("verdict", {"verdict": "GO", "reasons": [sys.argv[2]]})
+    """)
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(path), str(n)]) for n in range(10)]
+    assert all(w.wait(timeout=60) == 0 for w in writers)
+    reopened = Journal.open(path)
+    assert reopened.problems == []
+    assert [r.seq for r in reopened.records] == list(range(1, 52))
+
+
+def test_a_crash_during_torn_tail_recovery_is_recovered_next_time(tmp_path: Path) -> None:
+    """The repair adds a newline, then the torn_tail record; killed between the two, the
+    torn line is still the torn tail on the next open, never 'unreadable' for ever."""
+    path = tmp_path / "j.jsonl"
+    _journal_of(path, 2)
+    torn = '{"seq":3,"ts":"2026-11-29T03:00:00+00:00","kind":"verd'
+    path.write_text(path.read_text() + torn + "\n")  # the newline written, the record not
+    reopened = Journal.open(path)
+    assert [p.kind for p in reopened.problems] == ["torn_tail"]
+    assert reopened.records[-1].kind == "torn_tail"
+    assert Journal.open(path).problems == []  # acknowledged, and the chain verifies
+
+
+def test_what_is_not_a_journal_is_refused_with_one_line(tmp_path: Path) -> None:
+    from controlroom.report import ReportError, report_command
+
+    with pytest.raises(ReportError, match="not a regular file"):
+        report_command(Path("/dev/zero"), None)
+    big = tmp_path / "big.jsonl"
+    with open(big, "wb") as handle:
+        handle.truncate(65 * 1024 * 1024)
+    with pytest.raises(ReportError, match="larger than any journal"):
+        report_command(big, None)
+
+
+def test_an_unexpected_record_is_reported_as_such(tmp_path: Path) -> None:
+    """A well-chained record the engine never writes (a step_outcome without its step_id) is
+    named in the report, not an internal error."""
+    from controlroom.report import report_command
+
+    path = tmp_path / "j.jsonl"
+    journal = open_journal(path)
+    journal.append("session_opened", {"environment": "staging"})
+    journal.append("step_outcome", {"status": "done"})
+    report = report_command(path, None)
+    assert "record 2 (step_outcome) is not what the engine writes" in report
