@@ -45,7 +45,7 @@ from controlroom.errors import ControlRoomError
 from controlroom.infra import shutdown
 from controlroom.journal import Journal
 from controlroom.probes.base import ProbeContext, ProbeResult, clean, describe_exception, format_value, run_probe
-from controlroom.probes.command import kill_process_group
+from controlroom.probes.command import KEEP_PENDING_BYTES, MAX_PENDING_BYTES, kill_process_group
 from controlroom.runbook.loader import LoadedConfig
 from controlroom.runbook.models import (
     CommandAction,
@@ -96,9 +96,13 @@ class _Lines:
     on_output: OutputCallback | None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=50))
 
-    def __call__(self, line: str) -> None:
+    def __call__(self, line: str, *, cut: bool = False) -> None:
+        """`cut`: the line's start was dropped (it was too long); its end is shown, and only
+        from far enough in that a secret straddling the cut is never part of it."""
         text = clean(self.redact(line)).replace("\n", " ")
-        if len(text) > MAX_LINE_CHARS:
+        if cut:
+            text = "…" + text[-(MAX_LINE_CHARS - 1):]
+        elif len(text) > MAX_LINE_CHARS:
             text = text[: MAX_LINE_CHARS - 1] + "…"
         self.tail.append(text)
         if self.on_output is not None:
@@ -451,16 +455,19 @@ class StepRunner:
 
 async def _stream(process: asyncio.subprocess.Process, lines: _Lines) -> None:
     assert process.stdout is not None
-    pending = b""
+    pending, cut = b"", False
     while chunk := await process.stdout.read(65536):
         pending += chunk
-        *complete, pending = pending.split(b"\n")
+        *complete, rest = pending.split(b"\n")
         for line in complete:
-            lines(line.decode("utf-8", errors="replace").rstrip("\r"))
-        if len(pending) > 65536:
-            pending = pending[-MAX_LINE_CHARS:]
+            lines(line.decode("utf-8", errors="replace").rstrip("\r"), cut=cut)
+            cut = False
+        pending = rest
+        if len(pending) > MAX_PENDING_BYTES:
+            # Keep far more than is shown: what is shown is redacted whole, from the end.
+            pending, cut = pending[-KEEP_PENDING_BYTES:], True
     if pending:
-        lines(pending.decode("utf-8", errors="replace").rstrip("\r"))
+        lines(pending.decode("utf-8", errors="replace").rstrip("\r"), cut=cut)
     await process.wait()
 
 

@@ -246,3 +246,23 @@ async def test_resume_is_offered_only_for_the_same_config_file(sandbox: Sandbox,
     other = tmp_path / "another-sandbox.toml"
     other.write_text(sandbox.config_path.read_text())
     assert find_resumable(name, tmp_path, config_path=other) is None
+
+
+async def test_a_line_too_long_is_redacted_before_it_is_cut(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A 200 KB line, cut to its end: what is shown is redacted whole; no piece of the secret shows."""
+    secret = sandbox.secret_environment()["CONTROLROOM_SANDBOX_API_KEY"]
+    emit = ('python3 -c "import os,sys; k=os.environ[\'CONTROLROOM_SANDBOX_API_KEY\']; '
+            'sys.stdout.write(\'x\' * 200000 + k + \'z\' * 280 + chr(10) + \'after\' + chr(10))"')
+    loaded = with_steps(load_config(sandbox.config_path), [
+        {"id": "long", "title": "A long line", "action": {"kind": "command", "run": emit, "modifying": False,
+                                                        "secrets": ["supabase_api_key"]}},
+    ])
+    session = Session.open(loaded, journal_dir=tmp_path, write=True)
+    await session.start_deploy("v1", override_reason="test")
+    seen: list[str] = []
+    outcome = await session.run_step("long", on_output=seen.append)
+    assert outcome.status == "done", outcome.summary
+    assert seen[-1] == "after" and seen[0].startswith("…")
+    shown = "\n".join(seen) + outcome.summary + session.journal.path.read_text()
+    pieces = {secret[i:i + 8] for i in range(len(secret) - 7)}
+    assert not [piece for piece in pieces if piece in shown]
