@@ -143,6 +143,55 @@ def report(journal: Path | None, output: Path | None) -> None:
 
 
 @cli.command()
+@config_option
+@click.option("--journal", "journal_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read this journal instead of the newest one (of --config's environment).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--watch", is_flag=True, help="Wait until the deployment finishes (or --timeout), printing changes.")
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="S", help="With --watch: give up after S seconds.")
+@click.pass_context
+def status(ctx: click.Context, config_path: Path | None, journal_path: Path | None, as_json: bool, watch: bool,
+           timeout: float | None) -> None:
+    """Where the release stands: stage, version, phase, clocks, verdict, last events.
+
+    Read from the journal (the newest, of --config's environment when given). Exit codes:
+    0 finished succeeded, 3 in progress, 4 failed or rolled back, 5 no deployment,
+    2 usage or configuration error. With --watch it waits for the deployment to finish.
+    """
+    import json as json_module
+    from datetime import UTC, datetime
+
+    from controlroom.infra.shutdown import run_guarded
+    from controlroom.release import status as release
+
+    if timeout is not None and not watch:
+        raise click.UsageError("--timeout goes with --watch")
+    loaded = None
+    if config_path is not None:
+        from controlroom.runbook.loader import load_config
+
+        loaded = load_config(config_path)
+
+    def show(state: release.ReleaseStatus) -> None:
+        now = datetime.now(UTC)
+        if as_json:
+            click.echo(json_module.dumps(state.to_json(now), ensure_ascii=True))
+        else:
+            click.echo(release.render(state, now) + ("\n" if watch else ""))
+
+    if not watch:
+        state = release.release_status(loaded, journal_path)
+        show(state)
+        ctx.exit(state.exit_code)
+
+    async def wait(_guard: object) -> int:
+        return (await release.watch(loaded, journal_path, timeout, show)).exit_code
+
+    code = run_guarded(wait)
+    ctx.exit(code if code is not None else EXIT_INTERNAL)
+
+
+@cli.command()
 @click.argument("config_file", required=False, type=click.Path(path_type=Path))
 @click.option(
     "--config",

@@ -68,8 +68,17 @@ def _write_head(journal: Path, seq: int, digest: str) -> None:
         os.close(fd)
 
 
+JOURNAL_DIR_VARIABLE = "CONTROLROOM_JOURNAL_DIR"
+
+
 def default_journal_dir() -> Path:
     return Path(platformdirs.user_data_dir("controlroom")) / "journals"
+
+
+def journal_directory() -> Path:
+    """Where journals live: $CONTROLROOM_JOURNAL_DIR, else the user's data directory."""
+    override = os.environ.get(JOURNAL_DIR_VARIABLE)
+    return Path(override).expanduser() if override else default_journal_dir()
 
 
 def operator_identity() -> dict[str, str]:
@@ -151,6 +160,21 @@ class JournalClaim:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
         return cls(fd)
+
+    @classmethod
+    def holder_of(cls, journal: Path) -> Holder | None:
+        """The live process that has `journal` open, or None (asks without claiming it)."""
+        try:
+            fd = os.open(cls.path_for(journal), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return cls._holder(journal)
+        finally:
+            os.close(fd)
+        return None
 
     @classmethod
     def _holder(cls, journal: Path) -> Holder:

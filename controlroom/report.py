@@ -43,7 +43,7 @@ from typing import Any
 
 from controlroom.deployment import format_duration, replay
 from controlroom.errors import ConfigError, ControlRoomError
-from controlroom.journal import JournalProblem, Record, default_journal_dir, read_records
+from controlroom.journal import JournalProblem, Record, journal_directory, read_records
 from controlroom.runbook.models import Runbook, SqlAction, SqlItem, TokenZombieItem
 
 OK, BAD, WARN = "✅", "❌", "⚠️"
@@ -68,7 +68,7 @@ class ReportError(ControlRoomError):
 
 def latest_journal(directory: Path | None = None) -> Path | None:
     """The most recently modified *.jsonl in `directory` (default: the user's journal dir)."""
-    directory = directory if directory is not None else default_journal_dir()
+    directory = directory if directory is not None else journal_directory()
     try:
         candidates = [path for path in directory.glob("*.jsonl") if path.is_file()]
     except OSError:
@@ -82,7 +82,7 @@ def report_command(journal_path: Path | None, output: Path | None) -> str:
     """Render the report of `journal_path` (default: the newest journal) and return it; also
     write it to `output` when given. Never modifies the journal. Raises ReportError (exit 2)."""
     if journal_path is None:
-        directory = default_journal_dir()
+        directory = journal_directory()
         journal_path = latest_journal(directory)
         if journal_path is None:
             raise ReportError(f"no journal found in {directory}; name one: controlroom report JOURNAL")

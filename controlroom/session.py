@@ -38,7 +38,7 @@ from typing import Any
 
 from controlroom.checkrun import CheckReport, attestable_ids, run_checklist
 from controlroom.deployment import Clock, DeploymentState, replay
-from controlroom.journal import Journal, default_journal_dir, read_records
+from controlroom.journal import JOURNAL_DIR_VARIABLE, Journal, journal_directory, read_records  # noqa: F401 - re-exported
 from controlroom.probes.base import Attestation as ProbeAttestation
 from controlroom.probes.base import ProbeContext, ProbeResult, run_probe, with_attestation
 from controlroom.rollback import RollbackMixin
@@ -51,12 +51,6 @@ from controlroom.steps import OutputCallback, StepOutcome, StepRefused, StepRunn
 from controlroom.verdict import Verdict, decide
 
 Now = Callable[[], datetime]
-JOURNAL_DIR_VARIABLE = "CONTROLROOM_JOURNAL_DIR"
-
-
-def journal_directory() -> Path:
-    override = os.environ.get(JOURNAL_DIR_VARIABLE)
-    return Path(override).expanduser() if override else default_journal_dir()
 
 
 def environment_slug(name: str) -> str:

@@ -260,7 +260,7 @@ def test_bad_journal_paths_are_errors_with_exit_code_2(tmp_path: Path, monkeypat
         with pytest.raises(ReportError, match=message) as caught:
             report_command(path, None)
         assert isinstance(caught.value, ControlRoomError) and caught.value.exit_code == 2
-    monkeypatch.setattr("controlroom.report.default_journal_dir", lambda: tmp_path / "journals")
+    monkeypatch.setenv("CONTROLROOM_JOURNAL_DIR", str(tmp_path / "journals"))  # what an operator sets
     with pytest.raises(ReportError, match="no journal found"):
         report_command(None, None)
 
@@ -274,5 +274,5 @@ def test_latest_journal_is_the_newest(tmp_path: Path, monkeypatch: pytest.Monkey
     os.utime(old, (1_000_000, 1_000_000))
     os.utime(new, (2_000_000, 2_000_000))
     assert latest_journal(directory) == new
-    monkeypatch.setattr("controlroom.report.default_journal_dir", lambda: directory)
+    monkeypatch.setenv("CONTROLROOM_JOURNAL_DIR", str(directory))
     assert "Emergency Rollback" in report_command(None, None)
