@@ -64,10 +64,11 @@ def format_duration(seconds: float) -> str:
 
 @dataclass
 class StepState:
-    status: str = "todo"  # todo | running | done | failed | skipped
+    status: str = "todo"  # todo | unknown (an intent without an outcome) | done | failed | skipped
     summary: str = ""
     reason: str = ""
     at: datetime | None = None
+    by: str = ""  # who started it (for an outcome unknown)
 
 
 @dataclass
@@ -147,6 +148,12 @@ def replay(records: list[Record]) -> DeploymentState:
         except (KeyError, TypeError, ValueError, AttributeError) as error:  # well-chained, but not ours
             state.unexpected.append(f"record {record.seq} ({record.kind}) is not what the engine writes "
                                     f"({type(error).__name__}: {error}); ignored")
+    # An intent the journal has no outcome for: the window that ran it is gone (or running
+    # it now: a live session shows its own running step as running). Never re-run by itself.
+    for steps in (state.steps, state.rollback.steps if state.rollback else {}):
+        for step in steps.values():
+            if step.status == "running":
+                step.status = "unknown"
     return state
 
 
@@ -187,7 +194,8 @@ def _step_map(state: DeploymentState, data: dict[str, Any]) -> dict[str, StepSta
 
 
 def _step_intent(state: DeploymentState, record: Record, data: dict[str, Any]) -> None:
-    _step_map(state, data)[data["step_id"]] = StepState(status="running", at=record.at)
+    _step_map(state, data)[data["step_id"]] = StepState(status="running", at=record.at,
+                                                        by=record.operator.get("user", ""))
 
 
 def _step_outcome(state: DeploymentState, record: Record, data: dict[str, Any]) -> None:

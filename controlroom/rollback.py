@@ -25,8 +25,9 @@ from controlroom.probes.base import ProbeContext, ProbeResult, run_probe
 from controlroom.runbook.loader import LoadedConfig
 from controlroom.runbook.models import NotifyAction, ProbeAction, RollbackPlan, SqlAction, Step
 from controlroom.errors import SessionError
+from controlroom.release import rules
 from controlroom.release.rules import Command
-from controlroom.steps import OutputCallback, StepOutcome, StepRefused
+from controlroom.steps import OutputCallback, StepOutcome, StepRefused, is_modifying
 
 if TYPE_CHECKING:
     from controlroom.probes.base import Attestation as ProbeAttestation
@@ -278,6 +279,9 @@ class RollbackMixin:
             return f"this rollback runs the {self.rollback_plan(rollback.plan_id).title}, not the {plan.title}"
         if self.running_step:
             return f"step {self.running_step!r} is still running"
+        once = rules.step_refusal(Command.RUN_ROLLBACK_STEP, rollback.steps.get(step.id), modifying=is_modifying(step))
+        if once:
+            return f"{step.title}: {once}"
         values = self.rollback_values()
         if isinstance(step.action, SqlAction) and "provider" in step.action.params and not values.get("provider"):
             return "this step needs a provider, and none was picked when the rollback started"
@@ -315,6 +319,11 @@ class RollbackMixin:
         step = self.rollback_step(step_id)
         if self.running_step == step.id:
             raise SessionError(f"step {step_id!r} is still running")
+        once = rules.step_refusal(Command.MARK_DONE if status == "done" else Command.SKIP,
+                                  self.state.rollback.steps.get(step.id),  # type: ignore[union-attr]
+                                  modifying=is_modifying(step))
+        if once:
+            raise SessionError(f"{step.title}: {once}")
         self._append("step_outcome", {"step_id": step.id, "plan_id": self.state.rollback.plan_id,  # type: ignore[union-attr]
                                       "status": status, "summary": summary, "reason": reason})
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -234,6 +235,9 @@ class Session(RollbackMixin):
             return f"step {self.running_step!r} is still running"
         if self.rollback_in_progress():
             return "a rollback is in progress: finish it on the Rollback screen first"
+        once = rules.step_refusal(Command.RUN_STEP, self.state.steps.get(step_id), modifying=is_modifying(step))
+        if once:
+            return f"{step.title}: {once}"
         return self.runner().refusal(step)
 
     def modifying(self, step_id: str) -> bool:
@@ -395,18 +399,19 @@ class Session(RollbackMixin):
         or the rollback plan."""
         runner = self.runner()
         self.running_step = step.id
+        intent = secrets.token_hex(8)  # ties the outcome to this one run of the step
         try:
             self._append("step_intent", {"step_id": step.id, **where, "action": step.action.kind,
-                                         "detail": runner.describe(step, values)})
+                                         "detail": runner.describe(step, values), "intent_id": intent})
             try:
                 outcome = await runner.run(step, values, on_output)
             except asyncio.CancelledError:
-                self._append("step_outcome", {"step_id": step.id, **where, "status": "failed",
+                self._append("step_outcome", {"step_id": step.id, **where, "status": "failed", "intent_id": intent,
                                               "summary": "cancelled", "reason": "the control room was closed"})
                 raise
             except StepRefused as refused:
                 outcome = StepOutcome("failed", str(refused))
-            self._append("step_outcome", {"step_id": step.id, **where, "status": outcome.status,
+            self._append("step_outcome", {"step_id": step.id, **where, "status": outcome.status, "intent_id": intent,
                                           "summary": outcome.summary, "reason": "",
                                           **({"count": outcome.count} if outcome.count is not None else {})})
         finally:
@@ -440,6 +445,10 @@ class Session(RollbackMixin):
             raise SessionError(f"{step.title!r} belongs to another phase than the current one")
         if self.running_step == step_id:
             raise SessionError(f"step {step_id!r} is still running")
+        once = rules.step_refusal(Command.MARK_DONE if status == "done" else Command.SKIP, self.state.steps.get(step_id),
+                                  modifying=is_modifying(step))
+        if once:
+            raise SessionError(f"{step.title}: {once}")
         self._append("step_outcome", {"step_id": step_id, "phase_id": phase.id, "status": status,
                                       "summary": summary, "reason": reason})
 

@@ -25,6 +25,7 @@ from controlroom.widgets.step_log import StepLog
 STEP_STYLES = {
     "todo": ("·", "dim"),
     "running": ("RUN", "bold cyan"),
+    "unknown": ("????", "bold magenta"),  # an intent without an outcome: the operator checks
     "done": ("DONE", "bold green"),
     "failed": ("FAIL", "bold red"),
     "skipped": ("SKIP", "yellow"),

@@ -164,3 +164,50 @@ async def test_no_resolve_for_an_incident_that_was_never_triggered(sandbox: Sand
     assert lines == ["resolve: not sent — no incident was triggered for this deployment"]
     assert (await events(admin))["pagerduty"] == []
     assert any(r.kind == "notification_not_sent" for r in session.journal.records)
+
+
+# -- rule 4: every action at most once per release; an intent without an outcome is unknown ---
+
+async def test_a_step_interrupted_by_a_dead_window_is_outcome_unknown_and_never_rerun(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    session = await started(sandbox, tmp_path)
+    for step_id in PHASE_ONE:
+        session.mark_done(step_id)
+    session.next_phase()
+    # The window died after journaling the intent of deploy-code (kill -9): no outcome.
+    session._append("step_intent", {"step_id": "deploy-code", "phase_id": "deploy", "action": "deploy",
+                                    "detail": "$ deploy v2.15.0", "intent_id": "0123456789abcdef"})
+    session.close()
+
+    again = Session.open(loaded(sandbox), write=True, journal_path=session.journal.path)
+    assert again.state.steps["deploy-code"].status == "unknown"
+    refused = again.refusal("deploy-code")
+    assert refused is not None and "outcome unknown" in refused and "mark it done (m) or skip it (z)" in refused
+    with pytest.raises(StepRefused, match="outcome unknown"):
+        await again.run_step("deploy-code")
+    intents = [r for r in again.journal.records if r.kind == "step_intent" and r.data["step_id"] == "deploy-code"]
+    assert len(intents) == 1  # not run again
+    again.mark_done("deploy-code", "checked: v2.15.0 is live")  # the operator resolves it
+    assert again.state.steps["deploy-code"].status == "done"
+    assert "already done" in (again.refusal("deploy-code") or "")
+    with pytest.raises(SessionError, match="already done"):
+        again.mark_done("deploy-code")
+
+
+async def test_a_modifying_step_runs_once_even_when_x_is_pressed_twice(sandbox: Sandbox, tmp_path: Path) -> None:
+    import asyncio
+
+    session = await started(sandbox, tmp_path)
+    for step_id in PHASE_ONE:
+        session.mark_done(step_id)
+    session.next_phase()
+    first = asyncio.ensure_future(session.run_step("deploy-code"))
+    second = asyncio.ensure_future(session.run_step("deploy-code"))
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert sum(isinstance(r, StepRefused) for r in results) == 1
+    assert [r.status for r in results if not isinstance(r, BaseException)] == ["done"]
+    with pytest.raises(StepRefused, match="already done"):
+        await session.run_step("deploy-code")
+    intents = [r for r in session.journal.records if r.kind == "step_intent"]
+    outcomes = [r for r in session.journal.records if r.kind == "step_outcome" and r.data["step_id"] == "deploy-code"]
+    assert len(intents) == 1 and outcomes[0].data["intent_id"] == intents[0].data["intent_id"]

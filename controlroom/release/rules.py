@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from controlroom.deployment import DeploymentState
+from controlroom.deployment import DeploymentState, StepState
 
 
 class Command(StrEnum):
@@ -91,4 +91,23 @@ def _finish_refusal(situation: Situation, outcome: str) -> str | None:
             return "the deployment was rolled back: it cannot finish as a success"
     elif outcome not in ("failed", "aborted"):
         return f"a deployment finishes as success, failed or aborted, not {outcome!r}"
+    return None
+
+
+def step_refusal(command: Command, step: StepState | None, *, modifying: bool) -> str | None:
+    """Rule 4: every action runs at most once per release, across windows and restarts. An
+    intent without an outcome is "outcome unknown" and is resolved by the operator (m / z),
+    never re-run by itself."""
+    status = step.status if step is not None else "todo"
+    if status == "unknown" and command in (Command.RUN_STEP, Command.RUN_ROLLBACK_STEP):
+        when = f" at {step.at:%H:%M:%S} UTC" if step is not None and step.at else ""
+        who = f" by {step.by}" if step is not None and step.by else ""
+        return (f"outcome unknown: it was started{when}{who} and no outcome was journaled (that window closed); "
+                "check whether it happened, then mark it done (m) or skip it (z)")
+    if status == "running":
+        return "it is running"
+    if status == "done":
+        return "already done: a step runs once per release"
+    if status == "failed" and modifying and command in (Command.RUN_STEP, Command.RUN_ROLLBACK_STEP):
+        return "it failed, and a modifying step runs once per release: skip it with a reason (z), or roll back"
     return None
