@@ -114,6 +114,7 @@ class DeploymentState:
     rollback: RollbackState | None = None
     notifications_failed: int = 0
     unexpected: list[str] = field(default_factory=list)  # records replay could not use
+    failed_ever: list[str] = field(default_factory=list)  # deployment steps that failed at some point
 
     @property
     def in_progress(self) -> bool:
@@ -199,6 +200,8 @@ def _step_intent(state: DeploymentState, record: Record, data: dict[str, Any]) -
 
 
 def _step_outcome(state: DeploymentState, record: Record, data: dict[str, Any]) -> None:
+    if data.get("status") == "failed" and not data.get("plan_id"):
+        state.failed_ever.append(str(data["step_id"]))  # marked done later, it still failed once
     _step_map(state, data)[data["step_id"]] = StepState(
         status=data.get("status", "done"), summary=data.get("summary", ""), reason=data.get("reason", ""), at=record.at
     )

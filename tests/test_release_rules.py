@@ -211,3 +211,20 @@ async def test_a_modifying_step_runs_once_even_when_x_is_pressed_twice(sandbox: 
     intents = [r for r in session.journal.records if r.kind == "step_intent"]
     outcomes = [r for r in session.journal.records if r.kind == "step_outcome" and r.data["step_id"] == "deploy-code"]
     assert len(intents) == 1 and outcomes[0].data["intent_id"] == intents[0].data["intent_id"]
+
+
+async def test_a_failed_step_marked_done_afterwards_still_does_not_make_a_success(sandbox: Sandbox,
+                                                                                  tmp_path: Path) -> None:
+    """Found by the property test: failing, then m on the failed step, then f recorded a
+    success. A failure stays a failure for the outcome, whatever paperwork follows."""
+    session = await started(sandbox, tmp_path)
+    for step_id in PHASE_ONE:
+        session.mark_done(step_id)
+    session.next_phase()
+    session._append("step_outcome", {"step_id": "smoke-tests", "phase_id": "deploy", "status": "failed",
+                                     "summary": "fudo 502", "reason": ""})
+    session.mark_done("smoke-tests", "looked fine to me")
+    assert session.state.steps["smoke-tests"].status == "done"
+    with pytest.raises(SessionError, match="smoke-tests failed"):
+        session.finish_deploy("success")
+    assert session.finish_outcome() == "failed"

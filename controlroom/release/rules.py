@@ -50,7 +50,9 @@ class Situation:
         return rollback is not None and rollback.ended_at is None
 
     def failed_steps(self) -> list[str]:
-        return [step_id for step_id, step in self.state.steps.items() if step.status == "failed"]
+        """Deployment steps that failed, even if later marked done or skipped: a deployment
+        that had a failure does not become a success by paperwork."""
+        return list(dict.fromkeys(self.state.failed_ever))
 
 
 def refusal(command: Command, situation: Situation, *, outcome: str | None = None) -> str | None:
