@@ -115,6 +115,7 @@ class DeploymentState:
     notifications_failed: int = 0
     unexpected: list[str] = field(default_factory=list)  # records replay could not use
     failed_ever: list[str] = field(default_factory=list)  # deployment steps that failed at some point
+    adopted: bool = False  # deployed elsewhere (CI/CD, a colleague) and adopted here
 
     @property
     def in_progress(self) -> bool:
@@ -207,6 +208,15 @@ def _step_outcome(state: DeploymentState, record: Record, data: dict[str, Any]) 
     )
 
 
+def _release_adopted(state: DeploymentState, record: Record, data: dict[str, Any]) -> None:
+    """A deployment this control room did not start (CI/CD, a colleague, a lost journal):
+    from now on it is this journal's release, in progress, and can be rolled back."""
+    state.version = str(data["version"])
+    state.started_at = record.at
+    state.adopted = True
+    state.override_reason = str(data.get("reason", ""))
+
+
 def _deploy_finished(state: DeploymentState, record: Record, data: dict[str, Any]) -> None:
     state.ended_at = record.at
     state.outcome = data.get("outcome", "")
@@ -231,6 +241,7 @@ _HANDLERS = {
     "verdict": _verdict,
     "attested": _attested,
     "deploy_started": _deploy_started,
+    "release_adopted": _release_adopted,
     "phase_started": _phase_started,
     "phase_completed": _phase_completed,
     "step_intent": _step_intent,

@@ -126,7 +126,8 @@ class RollbackMixin:
         if refused:
             return refused
         if self.state.started_at is None:
-            return "no deployment has started in this session: nothing to roll back"
+            return ("no deployment is recorded in this journal: if it was deployed elsewhere (CI/CD, a colleague), "
+                    "adopt it first (a), then roll back")
         rollback = self.state.rollback
         if rollback is not None and rollback.ended_at is None:
             return f"the {self.rollback_plan(rollback.plan_id).title} is already in progress"

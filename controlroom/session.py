@@ -381,6 +381,19 @@ class Session(RollbackMixin):
         })
         self._append("phase_started", {"phase_id": self.deployment.phases[0].id})
 
+    def adopt(self, version: str, reason: str) -> None:
+        """Adopt a release this control room did not start (deployed by CI/CD, a colleague,
+        or a window whose journal is gone): journaled with who and why; afterwards it can be
+        rolled back like any other."""
+        self._allow(Command.ADOPT)
+        version, reason = version.strip(), reason.strip()
+        if not re.fullmatch(self.deployment.version_pattern, version):
+            raise SessionError(f"{version[:70]!r} is not a version this runbook deploys "
+                               f"(it must match {self.deployment.version_pattern})")
+        if len(reason) < 3:
+            raise SessionError("adopting a release needs a reason (who deployed it, and why you take it over)")
+        self._append("release_adopted", {"version": version, "reason": reason, "verdict": self.verdict_name})
+
     async def run_step(self, step_id: str, on_output: OutputCallback | None = None) -> StepOutcome:
         """Run a step of the current phase: `step_intent` is on disk before it starts,
         `step_outcome` after. StepRefused / SessionError when it must not run."""

@@ -401,7 +401,7 @@ class ControlRoomApp(App[None]):
             on_output("   " + dry.note)
 
     def session_command(self, name: str, *args: Any) -> None:
-        """A quick, journal-only command: mark_done, skip_step, next_phase, finish_deploy."""
+        """A quick, journal-only command: mark_done, skip_step, next_phase, finish_deploy, adopt."""
         if self.session is None:
             return
         try:
@@ -411,6 +411,8 @@ class ControlRoomApp(App[None]):
             return
         if name == "next_phase":
             self.notify(f"Phase {result.title} started" if result else "Last phase completed; f finishes", timeout=3)
+        if name == "adopt":
+            self.notify(f"Adopted {plain(args[0], limit=40)}: s starts a rollback of it", timeout=5)
         self.session_changed()
         screen = self.screen
         if isinstance(screen, DeployScreen) and name in ("mark_done", "skip_step", "next_phase"):

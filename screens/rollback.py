@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from controlroom.deployment import format_duration
+from controlroom.release.rules import Command
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.deploy import LEVEL_STYLES, STEP_STYLES, clock_text, outcome_lines
 from controlroom.screens.dialogs import ConfirmDialog, PickDialog, ReasonDialog, TypedConfirmDialog
@@ -55,6 +56,8 @@ class RollbackScreen(ControlScreen):
     BINDINGS = [
         Binding("s", "start", "start", tooltip="Start the selected plan (asks why, and the provider)",
                 id="rollback.start"),
+        Binding("a", "adopt", "adopt", tooltip="Adopt a release deployed elsewhere (CI/CD, a colleague) so it "
+                "can be rolled back: its version and why, journaled", id="rollback.adopt"),
         Binding("x", "run_step", "run", tooltip="Run the selected step (shows it; typed confirmation)",
                 id="rollback.run"),
         Binding("t", "dry_run", "dry-run", tooltip="Dry-run the selected step: describe it, count rows",
@@ -301,6 +304,34 @@ class RollbackScreen(ControlScreen):
             ReasonDialog(Text(f"Start the {plan.title}?"), body, placeholder="why roll back",
                          confirm_label="Next", min_length=3, initial=session.suggested_reason()),
             with_reason,
+        )
+
+    def action_adopt(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        refusal = session.command_refusal(Command.ADOPT)
+        if refusal:
+            self._refuse(refusal)
+            return
+
+        def with_version(version: str | None) -> None:
+            if not version:
+                return
+            body = Text(f"Release {version} was deployed outside this control room. Adopting it makes it this "
+                        "journal's release, so that it can be rolled back. Who deployed it, and why do you take it "
+                        "over? (journaled with your name)")
+            self.app.push_screen(
+                ReasonDialog(Text(f"Adopt {plain(version, limit=40)}?"), body, placeholder="e.g. deployed by CI at 03:02; "
+                             "Fudo failing since", confirm_label="Adopt", min_length=3),
+                lambda reason: self.app.session_command("adopt", version, reason) if reason else None,  # type: ignore[attr-defined]
+            )
+
+        self.app.push_screen(
+            ReasonDialog(Text("Adopt a release deployed elsewhere"),
+                         Text("The version that is live now (the tag CI/CD or a colleague deployed)."),
+                         placeholder="e.g. v2.15.0", confirm_label="Next", min_length=1),
+            with_version,
         )
 
     def _pick_provider(self, plan: Any, reason: str, choices: list[tuple[str, int | None]]) -> None:

@@ -228,3 +228,28 @@ async def test_a_failed_step_marked_done_afterwards_still_does_not_make_a_succes
     with pytest.raises(SessionError, match="smoke-tests failed"):
         session.finish_deploy("success")
     assert session.finish_outcome() == "failed"
+
+
+# -- adopt: a release deployed elsewhere can be rolled back -------------------------------------
+
+async def test_a_release_deployed_elsewhere_is_adopted_then_rolled_back(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Defect 4: no deployment in this window (CI/CD deployed it). Rollback is refused with the
+    way out; adopting (version and why, journaled) makes it rollback-able."""
+    session = Session.open(loaded(sandbox), write=True, journal_dir=tmp_path)
+    refused = session.start_refusal()
+    assert refused is not None and "adopt it first (a)" in refused
+    with pytest.raises(SessionError, match="not a version"):
+        session.adopt("v2.15.0 && curl evil", "deployed by CI")
+    with pytest.raises(SessionError, match="needs a reason"):
+        session.adopt("v2.15.0", "")
+    session.adopt("v2.15.0", "deployed by CI at 03:02, Fudo failing since")
+    adopted = next(r for r in session.journal.records if r.kind == "release_adopted")
+    assert adopted.data["version"] == "v2.15.0" and "CI" in adopted.data["reason"] and adopted.operator["user"]
+    assert session.state.in_progress and session.state.adopted and session.start_refusal() is None
+    with pytest.raises(SessionError, match="already has the deployment"):
+        session.adopt("v2.15.1", "again")
+    record = await session.start_rollback("emergency", "fudo failing", "fudo", version="v2.14.0")
+    assert record.data["from_version"] == "v2.15.0"
+    reader = Session.open(loaded(sandbox), write=False, journal_dir=tmp_path / "other")
+    with pytest.raises(SessionError, match="READ-ONLY"):
+        reader.adopt("v2.15.0", "read-only try")

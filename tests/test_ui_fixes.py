@@ -456,3 +456,32 @@ async def test_report_view_shows_its_path(tmp_path: Path) -> None:
         assert shown.startswith("written to /")
         assert shown.removeprefix("written to ").replace("\n", "") == str(app.report_path())
         assert notes == []  # the path is in the view: no toast covering the report
+
+
+async def test_esc_on_the_resume_dialog_never_strands_the_operator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Esc (New session), then R s: refused with the way out; R a adopts the live release by
+    keys at 80x24, and s then starts its rollback."""
+    clock = Clock()
+    loaded = config(tmp_path)
+    await journal_with_cancelled_step(loaded, tmp_path, clock, monkeypatch)
+    app = build(loaded, tmp_path, clock, offer_resume=True)
+    notes = notes_of(app)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: isinstance(app.screen, ConfirmDialog), pilot)
+        await pilot.press("escape")
+        await wait_for(lambda: app.session is not None, pilot)
+        await pilot.press("R", "s")
+        assert not isinstance(app.screen, ReasonDialog)
+        await pilot.pause()
+        assert any("adopt it first (a)" in note for note in notes), notes
+        assert "adopt it first (a)" in log_text(app.screen, "#rb-log")
+        await pilot.press("a")
+        assert isinstance(app.screen, ReasonDialog)
+        await pilot.press(*"v2.15.0", "enter")
+        await wait_for(lambda: isinstance(app.screen, ReasonDialog) and "Adopt" in str(app.screen.title_text), pilot)
+        await pilot.press(*"deployed by CI at 03:02", "enter")
+        await wait_for(lambda: app.session.state.adopted, pilot)
+        assert app.session.state.version == "v2.15.0" and app.session.start_refusal() is None
+        await pilot.press("s")
+        assert isinstance(app.screen, ReasonDialog)  # the rollback asks why: it can start now
+        await pilot.press("escape")

@@ -20,6 +20,7 @@ from controlroom.deployment import DeploymentState, StepState
 class Command(StrEnum):
     ATTEST = "attest"
     START = "start"
+    ADOPT = "adopt"
     RUN_STEP = "run"
     DRY_RUN = "dry-run"
     MARK_DONE = "mark"
@@ -67,6 +68,9 @@ def refusal(command: Command, situation: Situation, *, outcome: str | None = Non
         return f"step {situation.running_step!r} is still running"
     if command is Command.START and state.in_progress:
         return f"a deployment of {state.version} is already in progress"
+    if command is Command.ADOPT and state.started_at is not None:
+        return (f"this journal already has the deployment of {state.version}; adopt another release from a new "
+                "session")
     return None
 
 
