@@ -267,7 +267,7 @@ class Session(RollbackMixin):
         finally:
             self.checks_running = False
         self.report = report
-        self.results = dict(report.results)
+        self.results = self._failing_attestations(dict(report.results))
         self._journal_checks(list(self.results.values()))
         self._decide(force_journal=self.verdict is None)
         return report
@@ -282,6 +282,7 @@ class Session(RollbackMixin):
             result = await run_probe(items[item_id], ctx)
         if result.status == "skipped" and item_id in attestations:
             result = with_attestation(result, attestations[item_id], self.loaded.secrets.redact)
+        result = self._failing_attestations({item_id: result})[item_id]
         self.results[item_id] = result
         self._journal_checks([result])
         self._decide()
@@ -308,6 +309,36 @@ class Session(RollbackMixin):
         self.results[item_id] = result
         self._decide()
         return result
+
+    def attest_failing(self, item_id: str, reason: str) -> ProbeResult:
+        """The operator records that a manual item does NOT hold (on-call unavailable, a
+        critical vulnerability unpatched): journaled with who, when and why; the item fails
+        and its on_fail decides the verdict. A later attestation that it holds replaces it."""
+        self._allow(Command.ATTEST_FAILING)
+        if item_id not in self.attestable():
+            raise SessionError(f"{item_id!r} cannot be attested; only {', '.join(self.attestable())} can")
+        reason = reason.strip()
+        if len(reason) < 3:
+            raise SessionError("recording an item as not met needs a reason")
+        self._append("attested", {"item_id": item_id, "outcome": "fail", "note": reason})
+        result = self._failing_attestations({item_id: self.results.get(item_id)})[item_id]
+        self.results[item_id] = result
+        self._journal_checks([result])
+        self._decide()
+        return result
+
+    def _failing_attestations(self, results: dict[str, ProbeResult | None]) -> dict[str, ProbeResult]:
+        """Items an operator attested as not met fail, whatever their probe said."""
+        out = {key: value for key, value in results.items() if value is not None}
+        for item_id, attestation in self.state.attestations.items():
+            if attestation.outcome != "fail" or item_id not in results:
+                continue
+            by = f"{attestation.user} (from {attestation.ssh_client})" if attestation.ssh_client else attestation.user
+            evidence = self.loaded.secrets.redact(
+                f"attested NOT met by {by} at {attestation.at:%Y-%m-%dT%H:%M:%SZ}: {attestation.note}")
+            out[item_id] = ProbeResult(item_id, "fail", evidence, 0.0, attestation.at,
+                                       attested_by=by, attested_at=attestation.at)
+        return out
 
     def _journal_checks(self, results: list[ProbeResult]) -> None:
         sections = {item.id: (section, item) for section, item in self.loaded.runbook.items()}

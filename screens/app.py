@@ -332,16 +332,21 @@ class ControlRoomApp(App[None]):
         self.session_changed()
         self.notify(f"{item_id}: {result.status.upper()}", timeout=3)
 
-    def session_attest(self, item_id: str) -> None:
+    def session_attest(self, item_id: str, failing_reason: str | None = None) -> None:
+        """Attest a manual item as met, or (with a reason) as not met."""
         if self.session is None:
             return
         try:
-            self.session.attest(item_id)
+            if failing_reason is None:
+                self.session.attest(item_id)
+            else:
+                self.session.attest_failing(item_id, failing_reason)
         except SessionError as error:
             self._refused(error)
             return
         self.session_changed()
-        self.notify(f"{item_id} attested; verdict {self.session.verdict_name}", timeout=3)
+        what = "attested" if failing_reason is None else "recorded as NOT met"
+        self.notify(f"{item_id} {what}; verdict {self.session.verdict_name}", timeout=3)
 
     @work(group="deploy", exit_on_error=False)
     async def session_start_deploy(self, version: str, override_reason: str | None) -> None:

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Static
 from controlroom.checkrun import STATUS_STYLES, VERDICT_STYLES
 from controlroom.polling import format_age
 from controlroom.screens.base import ControlScreen
-from controlroom.screens.dialogs import ConfirmDialog
+from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
 from controlroom.sources import plain
 from controlroom.verdict import percent
 
@@ -45,7 +45,9 @@ class ChecklistScreen(ControlScreen):
                 id="checklist.rerun_item"),
         Binding("a", "attest", "attest", tooltip="Attest the selected manual item (confirmed, journaled)",
                 id="checklist.attest"),
-        Binding("n", "next_waiting", "next to attest", tooltip="Jump to the next item waiting for an attestation",
+        Binding("A", "attest_failing", "not met", key_display="A", tooltip="Record the selected manual item as NOT "
+                "met (asks why; journaled; the item fails)", id="checklist.attest_failing"),
+        Binding("n", "next_waiting", "next", tooltip="Jump to the next item waiting for an attestation",
                 id="checklist.next_waiting"),
     ]
 
@@ -237,3 +239,20 @@ class ChecklistScreen(ControlScreen):
                 self.app.session_attest(item_id)  # type: ignore[attr-defined]
 
         self.app.push_screen(ConfirmDialog(Text(f"Attest: {clip(item.title, 60)}"), body, confirm_label="Attest"), done)
+
+    def action_attest_failing(self) -> None:
+        session = self.session
+        item_id = self.selected_item()
+        if session is None or item_id is None or item_id not in session.attestable():
+            self.app.notify("Select a manual check first (↑↓, or n for the next one waiting)", severity="warning")
+            return
+        item = next(i for _, i in self.app.config.runbook.items() if i.id == item_id)  # type: ignore[attr-defined]
+        body = Text()
+        body.append(plain(getattr(item, "prompt", "") or item.title, limit=400))
+        body.append("\n\nThis records that it does NOT hold: the item fails and its rule decides the verdict. "
+                    "Why? (journaled with your name)", style="bold")
+        self.app.push_screen(
+            ReasonDialog(Text(f"Not met: {clip(item.title, 60)}"), body, placeholder="e.g. on-call unreachable",
+                         confirm_label="Record as not met", min_length=3),
+            lambda reason: self.app.session_attest(item_id, reason) if reason else None,  # type: ignore[attr-defined]
+        )

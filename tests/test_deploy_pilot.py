@@ -153,3 +153,22 @@ async def test_deploy_override_and_phase_clock(sandbox: Sandbox, tmp_path: Path)
         assert again.screen is deploy  # no dialog: refused up front
         assert not [r for r in again.session.journal.records if r.kind == "step_intent"]
         await pilot.press("q", "tab", "enter")
+
+
+async def test_recording_a_manual_item_as_not_met_by_keys(sandbox: Sandbox, tmp_path: Path) -> None:
+    app = make_app(load_config(sandbox.config_path), write=True, start_polling=False, journal_dir=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: app.session is not None and app.session.verdict is not None, pilot)
+        screen = app.screen
+        for _ in range(40):
+            if screen.selected_item() == "on-call":
+                break
+            await pilot.press("down")
+        assert screen.selected_item() == "on-call"
+        await pilot.press("A")
+        assert isinstance(app.screen, ReasonDialog)
+        await pilot.press(*"on-call unreachable", "enter")
+        await wait_for(lambda: app.session.verdict_name == "NO-GO", pilot)
+        table = screen.query_one("#checklist-table", DataTable)
+        assert table.get_row("on-call")[0].plain == "FAIL"
+        await pilot.press("q")

@@ -19,6 +19,7 @@ from controlroom.deployment import DeploymentState, StepState
 
 class Command(StrEnum):
     ATTEST = "attest"
+    ATTEST_FAILING = "attest not met"
     START = "start"
     ADOPT = "adopt"
     RUN_STEP = "run"
