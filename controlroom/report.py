@@ -49,7 +49,7 @@ from controlroom.runbook.models import Runbook, SqlAction, SqlItem, TokenZombieI
 OK, BAD, WARN = "✅", "❌", "⚠️"
 STATUS_ICONS = {"pass": OK, "fail": BAD, "error": BAD, "warn": WARN, "pending": WARN, "skipped": WARN}
 VERDICT_ICONS = {"GO": OK, "NO-GO": BAD, "DELAYED": WARN, "PENDING": WARN}
-OUTCOME_ICONS = {"completed": OK, "rolled_back": WARN, "abandoned": BAD}
+OUTCOME_ICONS = {"success": OK, "completed": OK, "failed": BAD, "aborted": WARN, "rolled_back": WARN, "abandoned": BAD}
 MTTR_ITEM_IDS = ("mttr",)
 BREAKER_ITEM_IDS = ("circuit-breakers",)
 TEXT_MAX_CHARS = 400

@@ -46,12 +46,14 @@ from controlroom.rollback import RollbackMixin
 from controlroom.runbook.loader import LoadedConfig
 from controlroom.runbook.models import Phase, Step
 from controlroom.release import rules
+from controlroom.sources import Feeds, HealthSnapshot
 from controlroom.release.rules import Command, Situation
 from controlroom.errors import SessionError
 from controlroom.steps import OutputCallback, StepOutcome, StepRefused, StepRunner, is_modifying
 from controlroom.verdict import Verdict, decide
 
 Now = Callable[[], datetime]
+POS_HEALTH_TIMEOUT_S = 5.0  # reading the fleet for the report; a dead source means no snapshot
 
 
 def environment_slug(name: str) -> str:
@@ -350,9 +352,35 @@ class Session(RollbackMixin):
                 "status": r.status,
                 "evidence": r.evidence,
                 "duration_ms": round(r.duration_ms, 1),
+                **({"measured": dict(r.measured)} if r.measured else {}),
             }
             for r in results
         ]})
+
+    def record_pos_health(self, snapshot: HealthSnapshot) -> None:
+        """An observation (journaled read-only too): the providers' locations connected and
+        disconnected, as the report's POS Integration Health shows them. Not journaled again
+        while nothing changed."""
+        providers = [{"provider": p.provider, "total": p.total, "connected": p.connected,
+                      "disconnected": p.disconnected, "failed_over_4h": p.failed_over_4h} for p in snapshot.providers]
+        total = sum(p["total"] for p in providers)
+        data = {"providers": providers,
+                "health_percent": round(100.0 * sum(p["connected"] for p in providers) / total, 1) if total else None}
+        last = next((r for r in reversed(self.journal.records) if r.kind == "pos_health"), None)
+        if last is None or last.data != data:
+            self._append("pos_health", data)
+
+    async def measure_pos_health(self, timeout_s: float = POS_HEALTH_TIMEOUT_S) -> None:
+        """Read the providers' health now (the same query as the POS screen) and journal it;
+        a dead source only means no snapshot."""
+        feeds = Feeds(self.loaded)
+        try:
+            if feeds.health is not None:
+                self.record_pos_health(await asyncio.wait_for(feeds.health.fetch(), timeout_s))
+        except Exception:  # noqa: BLE001 - the report then says the fleet was not measured
+            pass
+        finally:
+            await feeds.close()
 
     def _decide(self, *, force_journal: bool = False) -> Verdict:
         verdict = decide(self.loaded.runbook, self.results)
@@ -402,7 +430,7 @@ class Session(RollbackMixin):
         verdict = self.verdict_name
         if verdict != "GO" and not reason:
             raise SessionError(f"the verdict is {verdict}, not GO: starting needs an override with a typed reason")
-        git_sha = await self._git_sha()
+        git_sha = await self._git_sha(version)
         self._journal_verdict()
         self._append("deploy_started", {
             "version": version,
@@ -529,14 +557,15 @@ class Session(RollbackMixin):
             self._append("phase_completed", {"phase_id": current.id})
         self._append("deploy_finished", {"outcome": outcome})
 
-    async def _git_sha(self) -> str:
+    async def _git_sha(self, version: str = "") -> str:
         repository = self.loaded.runbook.rollback.previous_version.repository
         cwd = Path(repository).expanduser()
         if not cwd.is_absolute():
             cwd = self.loaded.config_path.parent / cwd
         try:
             process = await asyncio.create_subprocess_exec(
-                "git", "rev-parse", "HEAD", cwd=cwd,
+                # The deployed tag's commit when it resolves to one, else what is checked out.
+                "git", "rev-parse", "--verify", "--quiet", f"{version or 'HEAD'}^{{commit}}", cwd=cwd,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
             )
         except OSError:

@@ -532,6 +532,9 @@ class ControlRoomApp(App[None]):
         if session is None or path is None:
             self.notify("No session yet: nothing to report", severity="warning")
             return
+        health = self.poll_states.get("health")
+        if health is not None and health.value is not None:  # the fleet now, as the POS screen shows it
+            session.record_pos_health(health.value)
         text = render_report(session.journal.records, self.config.runbook, problems=session.journal.problems,
                              source=session.journal.path)
         try:

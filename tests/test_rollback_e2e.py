@@ -263,6 +263,19 @@ async def test_fudo_outage_emergency_rollback_by_keys(outage: Sandbox, tmp_path:
     assert "verified" in required
     assert "Emergency Rollback" in report and "fudo" in report.lower() and "smoke tests" in report.lower()
     assert report_path.read_text().startswith("# Deployment Report")
+    # The report's outcome and POS health are what the engine journaled, and Postgres agrees.
+    outcome = next(line for line in report.splitlines() if line.startswith("- **Outcome**"))
+    assert "rolled back" in outcome
+    conn = await asyncpg.connect(outage.dsn)
+    try:
+        total, connected, fudo = await conn.fetchrow(
+            "SELECT count(*), count(*) FILTER (WHERE connected), count(*) FILTER (WHERE provider = 'fudo' AND connected) "
+            "FROM pos_integrations_location")
+    finally:
+        await conn.close()
+    health = next(line for line in report.splitlines() if line.startswith("- **POS Integration Health**"))
+    assert f"connected locations, {connected} of {total}" in health and "fudo 0%" in health, health
+    assert fudo == 0
 
 
 async def test_read_only_refuses_every_modifying_rollback_key(quiet: Sandbox, tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setattr(asyncio, "create_subprocess_shell", refuse("create_subprocess_shell"))
     monkeypatch.setattr(subprocess, "Popen", refuse("Popen"))
 
-    async def no_git(self: Session) -> str:
+    async def no_git(self: Session, version: str = "") -> str:
         return "0f3c9a1e"
 
     monkeypatch.setattr(Session, "_git_sha", no_git)

@@ -62,7 +62,7 @@ def no_io(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             on_output(f"ran {step.id}")
         return StepOutcome("done", f"{step.id} ok")
 
-    async def no_git(self: Session) -> str:
+    async def no_git(self: Session, version: str = "") -> str:
         return "0f3c9a1e"
 
     monkeypatch.setattr(StepRunner, "run", fake_run)
