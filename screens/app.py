@@ -301,7 +301,16 @@ class ControlRoomApp(App[None]):
         if bars:
             self._session_status(bars.first())
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        screen = self.screen if self.screen_stack else None
+        if isinstance(screen, ControlScreen) and screen.awaiting_dialog:
+            return False  # keys typed ahead for a dialog about to open reach nothing (rule 6)
+        return super().check_action(action, parameters)
+
     def _refused(self, error: Exception) -> None:
+        screen = self.screen if self.screen_stack else None
+        if isinstance(screen, ControlScreen):
+            screen.dialog_opened()  # whatever was awaited will not open a dialog now
         self.notify(str(error), severity="error", timeout=8)
         self.session_changed()
 

@@ -3,6 +3,8 @@ hands it data (attributes down: the app calls `show_state` and `tick`)."""
 
 from __future__ import annotations
 
+import time
+
 from typing import Any
 
 from textual.app import ComposeResult
@@ -24,6 +26,28 @@ class ControlScreen(Screen[None]):
         yield StatusBar()
         yield from self.compose_body()
         yield KeyBar()
+
+    # While an action fetches what its dialog will show (a row count, the providers), keys
+    # typed ahead would land on this screen ('d' of 'fudo' switches to Deploy): every key
+    # binding is disabled until the dialog opens (or this long passes: a safety net).
+    DIALOG_WAIT_S = 10.0
+    _dialog_expected_at: float | None = None
+
+    def expect_dialog(self) -> None:
+        self._dialog_expected_at = time.monotonic()
+
+    def dialog_opened(self) -> None:
+        self._dialog_expected_at = None
+
+    @property
+    def awaiting_dialog(self) -> bool:
+        since = self._dialog_expected_at
+        return since is not None and time.monotonic() - since < self.DIALOG_WAIT_S
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.awaiting_dialog:
+            return False  # typed ahead for a dialog that is not open yet: dropped, never run here
+        return super().check_action(action, parameters)
 
     def on_mount(self) -> None:
         self._shown: dict[str, PollState[Any]] = {}

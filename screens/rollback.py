@@ -114,9 +114,15 @@ class RollbackScreen(ControlScreen):
     def tick(self, now: float) -> None:
         self.render_rollback()
 
+    _resume_cursor_placed = False
+
     def render_rollback(self) -> None:
         self._ensure_rows()
         session = self.session
+        if (session is not None and session.resumed and session.rollback_in_progress()
+                and not self._resume_cursor_placed):
+            self._resume_cursor_placed = True  # once, after a resume: then the operator moves it
+            self.select_next_open_step()
         header = self.query_one("#rb-header", Static)
         if session is None:
             header.update(Text("opening the session…", style="dim"))
@@ -250,6 +256,13 @@ class RollbackScreen(ControlScreen):
 
     def _need_step(self) -> tuple[str, str] | None:
         plan_id, step_id = self.selected()
+        session = self.session
+        rollback = session.state.rollback if session is not None else None
+        if step_id is None and rollback is not None and rollback.ended_at is None and plan_id == rollback.plan_id:
+            waiting = session.open_rollback_steps()  # type: ignore[union-attr]
+            if waiting:  # on the running plan's heading: its next open step, as on the Deploy screen
+                self.select_next_open_step()
+                return plan_id, waiting[0]
         if plan_id is None or step_id is None:
             self.app.notify("Select a step first (↑↓)", severity="warning")
             return None
@@ -267,6 +280,7 @@ class RollbackScreen(ControlScreen):
         table.move_cursor(row=table.get_row_index(key))
 
     def _refuse(self, message: str) -> None:
+        self.dialog_opened()  # no dialog is coming
         self.app.notify(message, severity="error", timeout=8)
         self.log_line("refused: " + message)
 
@@ -296,6 +310,7 @@ class RollbackScreen(ControlScreen):
                 return
             if session.needs_provider(plan):
                 self.log_line("finding the providers and their connected locations…")
+                self.expect_dialog()
                 self.app.session_provider_choices(plan.id, lambda choices: self._pick_provider(plan, reason, choices))  # type: ignore[attr-defined]
             else:
                 self.app.session_start_rollback(plan.id, reason, "", self._started)  # type: ignore[attr-defined]
@@ -335,6 +350,7 @@ class RollbackScreen(ControlScreen):
         )
 
     def _pick_provider(self, plan: Any, reason: str, choices: list[tuple[str, int | None]]) -> None:
+        self.dialog_opened()
         session = self.session
         if session is None:
             return
@@ -396,12 +412,14 @@ class RollbackScreen(ControlScreen):
         kind = step.action.kind
         if kind == "sql" and "provider" in getattr(step.action, "params", []) and step.action.count_query:
             # Count first (read-only), then ask, with the count shown.
+            self.expect_dialog()
             self.app.session_rollback_dry_run(step_id, plan_id, None,  # type: ignore[attr-defined]
                                               lambda dry: self._confirm(step, values, dry.count))
             return
         self._confirm(step, values, None)
 
     def _confirm(self, step: Any, values: dict[str, str], count: int | None) -> None:
+        self.dialog_opened()
         session = self.session
         if session is None:
             return

@@ -485,3 +485,51 @@ async def test_esc_on_the_resume_dialog_never_strands_the_operator(tmp_path: Pat
         await pilot.press("s")
         assert isinstance(app.screen, ReasonDialog)  # the rollback asks why: it can start now
         await pilot.press("escape")
+
+
+async def test_keys_typed_while_a_dialog_opens_never_reach_the_screen_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 5, rule 6: a resumed rollback selects its next open step, so x picks it; the
+    row count takes a moment, and 'fudo' typed meanwhile must not switch to Deploy (d) or
+    finish anything (f): those keys are dropped, and the typed confirmation opens on the
+    Rollback screen."""
+    from controlroom.screens.rollback import RollbackScreen
+    from controlroom.steps import DryRun
+
+    clock = Clock()
+    loaded = config(tmp_path)
+    writer = Session.open(loaded, write=True, journal_dir=tmp_path / "journal", clock=clock)
+    await writer.start_deploy("v2.15.0", override_reason="trial: no checklist in this test")
+
+    async def no_trigger(self: Any, plan: Any, values: Any) -> list[str]:
+        return []
+
+    monkeypatch.setattr(Session, "_trigger_incident", no_trigger)
+    await writer.start_rollback("emergency", "smoke tests failed", "fudo", version="v2.14.0")
+    writer.mark_rollback_step_done("switch-version", "done by hand")
+    writer.close()
+
+    async def slow_count(self: StepRunner, step: Any, values: Any = None) -> DryRun:
+        await asyncio.sleep(0.6)
+        return DryRun("UPDATE … WHERE provider = $1  ($1 = 'fudo')", count=42)
+
+    monkeypatch.setattr(StepRunner, "dry_run", slow_count)
+    app = build(loaded, tmp_path, clock, offer_resume=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: isinstance(app.screen, ConfirmDialog), pilot)
+        await pilot.press("enter")  # resume
+        await wait_for(lambda: app.session is not None and app.session.resumed, pilot)
+        await pilot.press("R")
+        rollback = app.screen
+        assert isinstance(rollback, RollbackScreen)
+        await pilot.pause()
+        assert rollback.selected() == ("emergency", "disable-provider")  # the next open step
+        await pilot.press("x", "f", "u", "d", "o")  # typed ahead of the dialog
+        assert app.screen is rollback and not app.session.state.ended_at
+        await wait_for(lambda: isinstance(app.screen, TypedConfirmDialog), pilot)
+        assert "42 row(s)" in str(app.screen.body)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is rollback and not rollback.awaiting_dialog
+        await pilot.press("d")  # and afterwards keys work again
+        assert isinstance(app.screen, DeployScreen)
