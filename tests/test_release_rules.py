@@ -51,6 +51,15 @@ async def started(sandbox: Sandbox, tmp_path: Path) -> Session:
     return session
 
 
+async def in_phase_two(sandbox: Sandbox, tmp_path: Path) -> Session:
+    """A deployment started, its first phase done, the Deployment phase running."""
+    session = await started(sandbox, tmp_path)
+    for step_id in PHASE_ONE:
+        session.mark_done(step_id)
+    session.next_phase()
+    return session
+
+
 # -- rule 1: read-only journals only observations ---------------------------------------------
 
 def test_every_decision_is_refused_read_only_and_only_dry_run_is_allowed() -> None:
@@ -99,10 +108,7 @@ async def test_read_only_cannot_resolve_an_incident_started_with_write(sandbox: 
 
 async def test_a_failed_step_or_a_rollback_never_finishes_as_a_success(sandbox: Sandbox, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    session = await started(sandbox, tmp_path)
-    for step_id in PHASE_ONE:
-        session.mark_done(step_id)
-    session.next_phase()
+    session = await in_phase_two(sandbox, tmp_path)
     session._append("step_outcome", {"step_id": "smoke-tests", "phase_id": "deploy", "status": "failed",
                                      "summary": "fudo 502", "reason": ""})
     assert session.finish_outcome() == "failed"
@@ -170,10 +176,7 @@ async def test_no_resolve_for_an_incident_that_was_never_triggered(sandbox: Sand
 
 async def test_a_step_interrupted_by_a_dead_window_is_outcome_unknown_and_never_rerun(
         sandbox: Sandbox, tmp_path: Path) -> None:
-    session = await started(sandbox, tmp_path)
-    for step_id in PHASE_ONE:
-        session.mark_done(step_id)
-    session.next_phase()
+    session = await in_phase_two(sandbox, tmp_path)
     # The window died after journaling the intent of deploy-code (kill -9): no outcome.
     session._append("step_intent", {"step_id": "deploy-code", "phase_id": "deploy", "action": "deploy",
                                     "detail": "$ deploy v2.15.0", "intent_id": "0123456789abcdef"})
@@ -197,10 +200,7 @@ async def test_a_step_interrupted_by_a_dead_window_is_outcome_unknown_and_never_
 async def test_a_modifying_step_runs_once_even_when_x_is_pressed_twice(sandbox: Sandbox, tmp_path: Path) -> None:
     import asyncio
 
-    session = await started(sandbox, tmp_path)
-    for step_id in PHASE_ONE:
-        session.mark_done(step_id)
-    session.next_phase()
+    session = await in_phase_two(sandbox, tmp_path)
     first = asyncio.ensure_future(session.run_step("deploy-code"))
     second = asyncio.ensure_future(session.run_step("deploy-code"))
     results = await asyncio.gather(first, second, return_exceptions=True)
@@ -217,10 +217,7 @@ async def test_a_failed_step_marked_done_afterwards_still_does_not_make_a_succes
                                                                                   tmp_path: Path) -> None:
     """Found by the property test: failing, then m on the failed step, then f recorded a
     success. A failure stays a failure for the outcome, whatever paperwork follows."""
-    session = await started(sandbox, tmp_path)
-    for step_id in PHASE_ONE:
-        session.mark_done(step_id)
-    session.next_phase()
+    session = await in_phase_two(sandbox, tmp_path)
     session._append("step_outcome", {"step_id": "smoke-tests", "phase_id": "deploy", "status": "failed",
                                      "summary": "fudo 502", "reason": ""})
     session.mark_done("smoke-tests", "looked fine to me")
