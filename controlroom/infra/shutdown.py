@@ -36,7 +36,8 @@ from typing import NoReturn
 GRACE_S = 3.0  # graceful close, then the emergency exit; the whole stays well inside 5 s
 CLOSE_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 
-_lock = threading.Lock()
+# Re-entrant: a signal handler runs on the main thread, which may be holding it just then.
+_lock = threading.RLock()
 _cleanups: dict[int, Callable[[], None]] = {}
 _tokens = itertools.count(1)
 _current: "ExitGuard | None" = None
