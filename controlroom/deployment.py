@@ -116,6 +116,7 @@ class DeploymentState:
     unexpected: list[str] = field(default_factory=list)  # records replay could not use
     failed_ever: list[str] = field(default_factory=list)  # deployment steps that failed at some point
     adopted: bool = False  # deployed elsewhere (CI/CD, a colleague) and adopted here
+    ran_ever: list[str] = field(default_factory=list)  # "plan_id:step_id" of every step intent journaled
 
     @property
     def in_progress(self) -> bool:
@@ -196,6 +197,7 @@ def _step_map(state: DeploymentState, data: dict[str, Any]) -> dict[str, StepSta
 
 
 def _step_intent(state: DeploymentState, record: Record, data: dict[str, Any]) -> None:
+    state.ran_ever.append(f"{data.get('plan_id', '')}:{data['step_id']}")
     _step_map(state, data)[data["step_id"]] = StepState(status="running", at=record.at,
                                                         by=record.operator.get("user", ""))
 

@@ -157,8 +157,12 @@ class JournalClaim:
             raise
         me = {"host": socket.gethostname(), "pid": os.getpid(), "user": operator.get("user", "?"),
               "since": clock().isoformat()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
+        except BaseException:
+            os.close(fd)  # and with it the lock
+            raise
         return cls(fd)
 
     @classmethod
@@ -279,8 +283,16 @@ class Journal:
     def _append_locked(self, handle: Any, kind: str, data: dict[str, Any] | None) -> Record:
         size = os.fstat(handle.fileno()).st_size
         if size != self._size:  # another process appended: continue its chain
-            self.records, problems, _ = read_records(self.path)
+            self.records, problems, torn = read_records(self.path)
             self.problems.extend(p for p in problems if p not in self.problems)
+            if torn is not None and kind != "torn_tail":
+                # That process died mid-write: never glue our record onto its partial line.
+                if not _ends_with_newline(handle):
+                    handle.write(b"\n")
+                    handle.flush()
+                self._size = os.fstat(handle.fileno()).st_size
+                self._append_locked(handle, "torn_tail", {"line": torn[0], "sha256": torn[1]})
+                size = self._size
         body = {
             "seq": len(self.records) + 1,
             "ts": self.clock().isoformat(),

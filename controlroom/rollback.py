@@ -281,7 +281,8 @@ class RollbackMixin:
             return f"this rollback runs the {self.rollback_plan(rollback.plan_id).title}, not the {plan.title}"
         if self.running_step:
             return f"step {self.running_step!r} is still running"
-        once = rules.step_refusal(Command.RUN_ROLLBACK_STEP, rollback.steps.get(step.id), modifying=is_modifying(step))
+        once = rules.step_refusal(Command.RUN_ROLLBACK_STEP, rollback.steps.get(step.id), modifying=is_modifying(step),
+                                  ran_before=f"{plan.id}:{step.id}" in self.state.ran_ever)
         if once:
             return f"{step.title}: {once}"
         values = self.rollback_values()

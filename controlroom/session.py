@@ -237,7 +237,8 @@ class Session(RollbackMixin):
             return f"step {self.running_step!r} is still running"
         if self.rollback_in_progress():
             return "a rollback is in progress: finish it on the Rollback screen first"
-        once = rules.step_refusal(Command.RUN_STEP, self.state.steps.get(step_id), modifying=is_modifying(step))
+        once = rules.step_refusal(Command.RUN_STEP, self.state.steps.get(step_id), modifying=is_modifying(step),
+                                  ran_before=f":{step_id}" in self.state.ran_ever)
         if once:
             return f"{step.title}: {once}"
         return self.runner().refusal(step)

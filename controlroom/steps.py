@@ -400,8 +400,18 @@ class StepRunner:
         except ImportError:
             return self._notifier_missing(action, lines)
         records = self.journal.records if self.journal is not None else []
+        key = deployment_dedup_key(records)
+        if action.event == "resolve":  # resolve only what was triggered (same dedup_key, sent)
+            triggered = {r.data.get("channel") for r in records if r.kind == "notification"
+                         and r.data.get("event") == "trigger" and r.data.get("status") == "sent"
+                         and r.data.get("dedup_key") == key}
+            channels = [c for c in action.channels if c in triggered]
+            if not channels:
+                lines("resolve: not sent — no incident was triggered for this deployment")
+                return StepOutcome("done", "resolve not sent: no incident was triggered", tuple(lines.tail))
+            action = action.model_copy(update={"channels": channels})
         async with Notifier.from_config(self.loaded, journal=self.journal) as notifier:
-            results = await notifier.send(action, dedup_key=deployment_dedup_key(records), values=dict(values))
+            results = await notifier.send(action, dedup_key=key, values=dict(values))
         for result in results:
             lines(result.describe())
         failed = [r for r in results if r.status == "failed"]

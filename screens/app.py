@@ -279,8 +279,9 @@ class ControlRoomApp(App[None]):
         body.append(plain(self.session.journal.path.name if self.session else "", limit=60), style="bold")
         body.append(" is open in another control room: ")
         body.append(plain(str(holder), limit=120), style="bold")
+        kill = f": kill {holder.pid}" if holder.pid > 0 else " (its pid could not be read)"
         body.append(".\n\nBoth windows would record into the same journal. If that one is an orphan "
-                    f"(its terminal gone), end it first: kill {holder.pid}.\n\n")
+                    f"(its terminal gone), end it first{kill}.\n\n")
         body.append("Continue", style="bold")
         body.append(" opens it here anyway; ")
         body.append("Quit", style="bold")

@@ -101,7 +101,7 @@ def _finish_refusal(situation: Situation, outcome: str) -> str | None:
     return None
 
 
-def step_refusal(command: Command, step: StepState | None, *, modifying: bool) -> str | None:
+def step_refusal(command: Command, step: StepState | None, *, modifying: bool, ran_before: bool = False) -> str | None:
     """Rule 4: every action runs at most once per release, across windows and restarts. An
     intent without an outcome is "outcome unknown" and is resolved by the operator (m / z),
     never re-run by itself."""
@@ -117,4 +117,6 @@ def step_refusal(command: Command, step: StepState | None, *, modifying: bool) -
         return "already done: a step runs once per release"
     if status == "failed" and modifying and command in (Command.RUN_STEP, Command.RUN_ROLLBACK_STEP):
         return "it failed, and a modifying step runs once per release: skip it with a reason (z), or roll back"
+    if ran_before and modifying and command in (Command.RUN_STEP, Command.RUN_ROLLBACK_STEP):
+        return "it already ran once in this release (skipped since): a modifying step runs once per release"
     return None
