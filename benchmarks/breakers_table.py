@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from textual.app import App, ComposeResult
 
 from controlroom.screens.breakers import MAX_ROWS
-from controlroom.sources import BreakerRow
+from controlroom.live.sources import BreakerRow
 from controlroom.widgets.breaker_table import BreakerTable, select
 
 

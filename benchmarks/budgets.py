@@ -26,8 +26,8 @@ import psutil
 from textual.app import App
 from textual.widgets import Static
 
-from controlroom.polling import Poller
-from controlroom.runbook.loader import load_config
+from controlroom.live.polling import Poller
+from controlroom.config.loader import load_config
 from controlroom.sandbox.runner import Sandbox
 from controlroom.screens.app import make_app
 
@@ -69,7 +69,7 @@ async def first_frame(make: object, size: tuple[int, int] = (80, 24)) -> float:
 async def poll_cycle(sandbox_config: Path, sources: int, *, kinds: str = "all") -> tuple[float, float]:
     """One cycle of `sources` pollers (the runbook's sources, repeated) vs the slowest alone.
     kinds="http": only the Prometheus (HTTP) sources, which wait on I/O."""
-    from controlroom.sources import Feeds, PrometheusKpiSource
+    from controlroom.live.sources import Feeds, PrometheusKpiSource
 
     loaded = load_config(sandbox_config)
     feeds = Feeds(loaded)

@@ -1,3 +1,3 @@
-from controlroom.cli import main
+from controlroom.cli.main import main
 
 main()

@@ -1,6 +1,6 @@
 """The control room's Textual app: modes per main view, pollers running in async workers,
 snapshots delivered by messages. Screens and widgets render; only this module starts I/O
-(through `controlroom.sources` and `controlroom.polling`)."""
+(through `controlroom.live.sources` and `controlroom.live.polling`)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from textual.driver import Driver
 from textual.binding import Binding
 from textual.screen import Screen
 
-from controlroom.deployment import format_duration
-from controlroom.journal import Holder
-from controlroom.polling import Poller, PollState
-from controlroom.runbook.loader import LoadedConfig
+from controlroom.release.state import format_duration
+from controlroom.release.journal import Holder
+from controlroom.live.polling import Poller, PollState
+from controlroom.config.loader import LoadedConfig
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.breakers import BreakersScreen
 from controlroom.screens.checklist import ChecklistScreen
@@ -36,9 +36,9 @@ from controlroom.screens.pos_health import PosHealthScreen
 from controlroom.screens.report import ReportScreen
 from controlroom.screens.rollback import RollbackScreen
 from controlroom.screens.terminal import TerminalDriver
-from controlroom.session import Session, SessionError, find_resumable
-from controlroom.sources import Feeds, plain
-from controlroom.steps import StepRefused
+from controlroom.release.engine import Session, SessionError, find_resumable
+from controlroom.live.sources import Feeds, plain
+from controlroom.release.steps import StepRefused
 from controlroom.widgets.messages import Polled
 from controlroom.widgets.status_bar import StatusBar
 
@@ -233,8 +233,8 @@ class ControlRoomApp(App[None]):
         if path is None:
             self._open_session(None)
             return
-        from controlroom.journal import read_records
-        from controlroom.deployment import replay
+        from controlroom.release.journal import read_records
+        from controlroom.release.state import replay
 
         state = replay(read_records(path)[0])
         body = Text()
@@ -535,7 +535,7 @@ class ControlRoomApp(App[None]):
 
     def action_report(self) -> None:
         """Write the post-deployment report of this session's journal next to it, and show it."""
-        from controlroom.report import render_report
+        from controlroom.report.render import render_report
 
         session = self.session
         path = self.report_path()

@@ -10,7 +10,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.screen import Screen
 
-from controlroom.polling import PollState
+from controlroom.live.polling import PollState
 from controlroom.widgets.key_bar import KeyBar
 from controlroom.widgets.status_bar import StatusBar
 

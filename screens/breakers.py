@@ -10,9 +10,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Input, Label
 
-from controlroom.polling import PollState, format_age
+from controlroom.live.polling import PollState, format_age
 from controlroom.screens.base import ControlScreen
-from controlroom.sources import BreakerSnapshot, plain
+from controlroom.live.sources import BreakerSnapshot, plain
 from controlroom.widgets.breaker_table import SORTS, BreakerTable, select
 
 MAX_ROWS = 500

@@ -11,12 +11,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from controlroom.checkrun import STATUS_STYLES, VERDICT_STYLES
-from controlroom.polling import format_age
+from controlroom.checks.run import STATUS_STYLES, VERDICT_STYLES
+from controlroom.live.polling import format_age
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
-from controlroom.sources import plain
-from controlroom.verdict import percent
+from controlroom.live.sources import plain
+from controlroom.checks.verdict import percent
 
 STATUS_LABELS = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "error": "ERR", "pending": "WAIT", "skipped": "SKIP"}
 TITLE_WIDTH = 30

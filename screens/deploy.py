@@ -1,7 +1,7 @@
 """Deploy: the three phases with their steps, a countdown per phase and the whole-deploy
 clock; run / mark done / skip steps, output streaming into the log pane.
 
-Clocks are derived from recorded start times (controlroom.deployment) on every render; the
+Clocks are derived from recorded start times (controlroom.release.state) on every render; the
 1 s tick only re-renders them."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from controlroom.release.rules import Command
-from controlroom.deployment import Clock, format_duration
+from controlroom.release.state import Clock, format_duration
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
-from controlroom.sources import plain
-from controlroom.steps import is_modifying
+from controlroom.live.sources import plain
+from controlroom.release.steps import is_modifying
 from controlroom.widgets.step_log import StepLog
 
 STEP_STYLES = {

@@ -9,7 +9,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from controlroom.polling import STALE_INTERVALS
+from controlroom.live.polling import STALE_INTERVALS
 
 
 class HelpScreen(ModalScreen[None]):

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Label
 
-from controlroom.polling import PollState
+from controlroom.live.polling import PollState
 from controlroom.widgets.kpi_row import KpiRow
 from controlroom.screens.base import ControlScreen
 

@@ -8,9 +8,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Label
 
-from controlroom.polling import PollState, format_age
+from controlroom.live.polling import PollState, format_age
 from controlroom.screens.base import ControlScreen
-from controlroom.sources import HealthSnapshot, ProviderHealth, plain
+from controlroom.live.sources import HealthSnapshot, ProviderHealth, plain
 
 # The checklist's thresholds: sync success > 95 %, MTTR amber 120 / red 240 min, none failed > 4 h.
 COLUMNS = (("provider", "Provider", 10), ("total", "Total", 7), ("connected", "Conn", 7),

@@ -17,12 +17,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from controlroom.deployment import format_duration
+from controlroom.release.state import format_duration
 from controlroom.release.rules import Command
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.deploy import LEVEL_STYLES, STEP_STYLES, clock_text, outcome_lines
 from controlroom.screens.dialogs import ConfirmDialog, PickDialog, ReasonDialog, TypedConfirmDialog
-from controlroom.sources import plain
+from controlroom.live.sources import plain
 from controlroom.widgets.step_log import StepLog
 
 STEP_WIDTH = 54

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from controlroom.sandbox.postgres import EmbeddedPostgres
+from controlroom.sandbox.pg.postgres import EmbeddedPostgres
 from pg_support import new_database
 
 

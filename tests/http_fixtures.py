@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import httpx
 
-from controlroom.sandbox.http_server import HttpServerProcess, HttpSettings
-from controlroom.sandbox.postgres import EmbeddedPostgres
+from controlroom.sandbox.http.server import HttpServerProcess, HttpSettings
+from controlroom.sandbox.pg.postgres import EmbeddedPostgres
 from pg_support import new_database
 
 LOCATIONS: tuple[tuple[str, str], ...] = (

@@ -6,8 +6,8 @@ import itertools
 
 import asyncpg
 
-from controlroom.sandbox.postgres import EmbeddedPostgres
-from controlroom.sandbox.schema import apply_schema
+from controlroom.sandbox.pg.postgres import EmbeddedPostgres
+from controlroom.sandbox.pg.schema import apply_schema
 
 _numbers = itertools.count(1)
 

@@ -13,9 +13,9 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from controlroom.runbook.loader import LoadedConfig
-from controlroom.runbook.models import Environment, Runbook
-from controlroom.secrets import SecretStore
+from controlroom.config.loader import LoadedConfig
+from controlroom.config.models import Environment, Runbook
+from controlroom.config.secrets import SecretStore
 
 MINIMAL = {
     "deployment": {"phases": [{"id": "p", "title": "P", "minutes": 5, "steps": [{"id": "s", "title": "S", "action": {"kind": "manual"}}]}]},

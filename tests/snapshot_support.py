@@ -25,12 +25,12 @@ from typing import Any
 
 from rich.console import Console
 
-from controlroom.checkrun import CheckedItem, CheckReport
-from controlroom.polling import PollState
-from controlroom.probes.base import ProbeResult
-from controlroom.runbook.loader import LoadedConfig, load_config
-from controlroom.sources import BreakerRow, BreakerSnapshot, HealthSnapshot, KpiReading, ProviderHealth, kpi_colour
-from controlroom.verdict import decide
+from controlroom.checks.run import CheckedItem, CheckReport
+from controlroom.live.polling import PollState
+from controlroom.checks.base import ProbeResult
+from controlroom.config.loader import LoadedConfig, load_config
+from controlroom.live.sources import BreakerRow, BreakerSnapshot, HealthSnapshot, KpiReading, ProviderHealth, kpi_colour
+from controlroom.checks.verdict import decide
 from controlroom.widgets.messages import Polled
 
 SNAPSHOT_DIR = Path(__file__).parent / "snapshots"

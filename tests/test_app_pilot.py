@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from controlroom.screens.app import make_app
-from controlroom.runbook.loader import load_config
+from controlroom.config.loader import load_config
 from controlroom.sandbox.runner import Sandbox
 from controlroom.screens.breakers import BreakersScreen
 from controlroom.screens.checklist import ChecklistScreen

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from rich.console import Console
 
-from controlroom.checkrun import AttestationError, CheckReport, render_report, run_checklist
-from controlroom.probes import Attestation
-from controlroom.runbook.loader import LoadedConfig, load_config
+from controlroom.checks.run import AttestationError, CheckReport, render_report, run_checklist
+from controlroom.checks import Attestation
+from controlroom.config.loader import LoadedConfig, load_config
 from controlroom.sandbox.runner import Sandbox
 
 pytestmark = pytest.mark.timeout(60)

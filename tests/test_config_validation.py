@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controlroom.runbook.loader import load_config, load_default_runbook
+from controlroom.config.loader import load_config, load_default_runbook
 
 GOOD_CONFIG = """\
 runbook = "default"

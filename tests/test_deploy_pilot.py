@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
-from controlroom.runbook.loader import load_config
+from controlroom.config.loader import load_config
 from controlroom.sandbox.runner import Sandbox
 from controlroom.screens.app import make_app
 from controlroom.screens.checklist import ChecklistScreen

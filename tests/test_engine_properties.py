@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from controlroom.deployment import replay
+from controlroom.release.state import replay
 from controlroom.errors import SessionError
-from controlroom.journal import read_records
-from controlroom.runbook.loader import LoadedConfig, load_config
-from controlroom.session import Session
-from controlroom.steps import StepRefused
+from controlroom.release.journal import read_records
+from controlroom.config.loader import LoadedConfig, load_config
+from controlroom.release.engine import Session
+from controlroom.release.steps import StepRefused
 
 EXAMPLES = 200
 # Mostly --write, so that sequences go deep (a rollback verified) as well as being refused.

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controlroom.escalation import escalation_status, incident_window
-from controlroom.journal import Journal
-from controlroom.runbook.loader import load_default_runbook
+from controlroom.release.escalation import escalation_status, incident_window
+from controlroom.release.journal import Journal
+from controlroom.config.loader import load_default_runbook
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 ESCALATION = load_default_runbook().escalation

@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 import asyncpg
 import pytest
 
-from controlroom.sandbox.fleet import DEPLOYED_VERSION, FAILING_LOCATIONS_KEY, seed_fleet
-from controlroom.sandbox.scenarios import SCENARIOS, Scenario
+from controlroom.sandbox.world.fleet import DEPLOYED_VERSION, FAILING_LOCATIONS_KEY, seed_fleet
+from controlroom.sandbox.world.scenarios import SCENARIOS, Scenario
 
 # -- the checklist's questions, asked by SQL -------------------------------------------
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from controlroom.sandbox.postgres import SERVICE_USER
+from controlroom.sandbox.pg.postgres import SERVICE_USER
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,10 +17,10 @@ import httpx
 import psutil
 import pytest
 
-from controlroom.sandbox.http_app import create_app, fingerprint
-from controlroom.sandbox.http_middleware import FixedWindowRateLimiter, RequestMetrics
-from controlroom.sandbox.http_server import HttpServerProcess, HttpServerStartError, HttpSettings
-from controlroom.sandbox.postgres import EmbeddedPostgres, free_port
+from controlroom.sandbox.http.app import create_app, fingerprint
+from controlroom.sandbox.http.middleware import FixedWindowRateLimiter, RequestMetrics
+from controlroom.sandbox.http.server import HttpServerProcess, HttpServerStartError, HttpSettings
+from controlroom.sandbox.pg.postgres import EmbeddedPostgres, free_port
 
 from http_fixtures import ORIGIN, bearer, create_database, issue_token, make_zombie, start_server
 
@@ -467,7 +467,7 @@ async def test_server_exits_when_its_parent_dies(shared_dsn: str) -> None:
     script = textwrap.dedent(
         """
         import os, sys, time
-        from controlroom.sandbox.http_server import HttpServerProcess, HttpSettings
+        from controlroom.sandbox.http.server import HttpServerProcess, HttpSettings
         server = HttpServerProcess(HttpSettings(dsn=os.environ["TEST_DSN"])).start()
         print(server.pid, flush=True)
         time.sleep(60)

@@ -21,7 +21,7 @@ def core_modules() -> list[str]:
 
 def test_core_modules_do_not_import_textual() -> None:
     modules = core_modules()
-    assert "controlroom.runbook.models" in modules and "controlroom.sandbox.postgres" in modules
+    assert "controlroom.config.models" in modules and "controlroom.sandbox.pg.postgres" in modules
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}:\n"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from controlroom.deployment import Level, format_duration, replay
-from controlroom.journal import Journal
-from controlroom.runbook.loader import load_default_runbook
+from controlroom.release.state import Level, format_duration, replay
+from controlroom.release.journal import Journal
+from controlroom.config.loader import load_default_runbook
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 
@@ -127,7 +127,7 @@ KILLED_WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from controlroom.journal import Journal
+    from controlroom.release.journal import Journal
     journal = Journal.open(Path(sys.argv[1]))
     journal.append("deploy_started", {"version": "v2.15.0"})
     journal.append("phase_started", {"phase_id": "pre"})
@@ -200,7 +200,7 @@ def test_a_journal_open_in_another_live_process_is_named_at_once(tmp_path: Path)
         [sys.executable, "-c", textwrap.dedent("""
             import sys, time
             from pathlib import Path
-            from controlroom.journal import Journal
+            from controlroom.release.journal import Journal
             journal = Journal.open(Path(sys.argv[1]), claim=True)
             print("holding" if journal.other_holder is None else "not first", flush=True)
             time.sleep(60)
@@ -249,7 +249,7 @@ def test_a_removed_tail_is_detected(tmp_path: Path) -> None:
     assert [p.kind for p in problems] == ["truncated"] and "ends at record 4 but record 5" in problems[0].detail
     path.write_text("".join(lines[:2]))
     assert [p.kind for p in Journal.open(path).problems] == ["truncated"]
-    from controlroom.report import report_command
+    from controlroom.report.render import report_command
 
     assert "Journal integrity warning" in report_command(path, None)
 
@@ -270,7 +270,7 @@ def test_two_processes_opening_at_once_never_fork_the_chain(tmp_path: Path) -> N
     script = textwrap.dedent("""
         import sys
         from pathlib import Path
-        from controlroom.journal import Journal
+        from controlroom.release.journal import Journal
         journal = Journal.open(Path(sys.argv[1]))
         for n in range(5):
             journal.append("verdict", {"verdict": "GO", "reasons": [sys.argv[2]]})
@@ -296,7 +296,7 @@ def test_a_crash_during_torn_tail_recovery_is_recovered_next_time(tmp_path: Path
 
 
 def test_what_is_not_a_journal_is_refused_with_one_line(tmp_path: Path) -> None:
-    from controlroom.report import ReportError, report_command
+    from controlroom.report.render import ReportError, report_command
 
     with pytest.raises(ReportError, match="not a regular file"):
         report_command(Path("/dev/zero"), None)
@@ -310,7 +310,7 @@ def test_what_is_not_a_journal_is_refused_with_one_line(tmp_path: Path) -> None:
 def test_an_unexpected_record_is_reported_as_such(tmp_path: Path) -> None:
     """A well-chained record the engine never writes (a step_outcome without its step_id) is
     named in the report, not an internal error."""
-    from controlroom.report import report_command
+    from controlroom.report.render import report_command
 
     path = tmp_path / "j.jsonl"
     journal = open_journal(path)

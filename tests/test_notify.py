@@ -14,18 +14,18 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from controlroom.journal import Journal
-from controlroom.notify import (
+from controlroom.release.journal import Journal
+from controlroom.notify.channels import (
     Notifier,
     NotificationResult,
     deployment_dedup_key,
     render_message,
     retry_after_seconds,
 )
-from controlroom.runbook.loader import LoadedConfig, load_config
-from controlroom.runbook.models import Notifications, NotifyAction, PagerDutyTarget, SlackTarget
+from controlroom.config.loader import LoadedConfig, load_config
+from controlroom.config.models import Notifications, NotifyAction, PagerDutyTarget, SlackTarget
 from controlroom.sandbox.runner import Sandbox
-from controlroom.secrets import SecretStore
+from controlroom.config.secrets import SecretStore
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from controlroom.polling import Poller, format_age
-from controlroom.runbook.models import Kpi
-from controlroom.sources import kpi_colour, plain
+from controlroom.live.polling import Poller, format_age
+from controlroom.config.models import Kpi
+from controlroom.live.sources import kpi_colour, plain
 
 
 class FakeClock:

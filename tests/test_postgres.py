@@ -12,7 +12,7 @@ import asyncpg
 import psutil
 import pytest
 
-from controlroom.sandbox.postgres import EmbeddedPostgres
+from controlroom.sandbox.pg.postgres import EmbeddedPostgres
 
 
 async def test_schema_has_the_runbook_tables(db: asyncpg.Connection) -> None:
@@ -90,7 +90,7 @@ def test_binaries_the_service_user_cannot_reach_are_copied_once_and_nothing_else
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """An install below a 0700 directory: the binaries go to a cache of ours (reused, keyed by
     version); the private directory keeps its mode."""
-    from controlroom.sandbox import postgres
+    from controlroom.sandbox.pg import postgres
 
     private = tmp_path / "private"
     private.mkdir(mode=0o700)

@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from controlroom.probes import Attestation, ProbeContext, run_probe
-from controlroom.probes import base
+from controlroom.checks import Attestation, ProbeContext, run_probe
+from controlroom.checks import base
 
 from probe_support import make_loaded
 

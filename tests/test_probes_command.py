@@ -13,7 +13,7 @@ from typing import Any
 import psutil
 import pytest
 
-from controlroom.probes import ProbeContext, run_probe
+from controlroom.checks import ProbeContext, run_probe
 
 from probe_support import make_loaded
 
@@ -142,7 +142,7 @@ import asyncio, sys
 from pathlib import Path
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from probe_support import make_loaded
-from controlroom.probes import ProbeContext, run_probe
+from controlroom.checks import ProbeContext, run_probe
 
 async def main():
     loaded = make_loaded([{{"id": "c", "title": "C", "kind": "command", "run": "sleep 30 & echo started",

@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from controlroom.checkrun import run_checklist
-from controlroom.probes import ProbeContext, run_probe
-from controlroom.runbook.loader import LoadedConfig
+from controlroom.checks.run import run_checklist
+from controlroom.checks import ProbeContext, run_probe
+from controlroom.config.loader import LoadedConfig
 
 from probe_support import closed_port, make_loaded, serve
 

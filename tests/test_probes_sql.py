@@ -9,8 +9,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from controlroom.probes import ProbeContext, run_probe
-from controlroom.runbook.loader import LoadedConfig, load_default_runbook
+from controlroom.checks import ProbeContext, run_probe
+from controlroom.config.loader import LoadedConfig, load_default_runbook
 
 from probe_support import closed_port, make_loaded
 
@@ -172,7 +172,7 @@ async def test_missing_dsn_secret_is_an_error_naming_the_variable() -> None:
 async def test_a_long_lived_context_reconnects_after_the_database_comes_back(
     db_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from controlroom.probes import base
+    from controlroom.checks import base
 
     real_create_pool = base.asyncpg.create_pool
     calls = 0

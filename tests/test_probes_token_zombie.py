@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from controlroom.probes import ProbeContext, run_probe
-from controlroom.tokens import token_fingerprint
-from controlroom.sandbox.http_server import HttpServerProcess, HttpSettings
-from controlroom.sandbox.postgres import EmbeddedPostgres
+from controlroom.checks import ProbeContext, run_probe
+from controlroom.infra.tokens import token_fingerprint
+from controlroom.sandbox.http.server import HttpServerProcess, HttpSettings
+from controlroom.sandbox.pg.postgres import EmbeddedPostgres
 
 from http_fixtures import create_database, make_zombie, start_server
 from probe_support import closed_port, make_loaded, serve
@@ -347,8 +347,8 @@ async def test_production_does_not_mint_unless_allowed(fake_url: str, platform_d
 
 
 async def test_a_refused_zombie_test_can_be_attested_in_production(fake_url: str, platform_db: str) -> None:
-    from controlroom.checkrun import AttestationError, attestable_ids, run_checklist
-    from controlroom.probes import Attestation
+    from controlroom.checks.run import AttestationError, attestable_ids, run_checklist
+    from controlroom.checks import Attestation
 
     operator = Attestation(who="ci-operator", at=datetime.now(timezone.utc))
     secrets_ = {"supabase_api_key": API_KEY, "database_dsn": platform_db}

@@ -10,11 +10,11 @@ import httpx
 import pytest
 
 from controlroom.release.rules import OBSERVATIONS, Command, Situation, refusal
-from controlroom.deployment import DeploymentState
-from controlroom.runbook.loader import LoadedConfig, load_config
+from controlroom.release.state import DeploymentState
+from controlroom.config.loader import LoadedConfig, load_config
 from controlroom.sandbox.runner import Sandbox
-from controlroom.session import Session, SessionError
-from controlroom.steps import StepRefused
+from controlroom.release.engine import Session, SessionError
+from controlroom.release.steps import StepRefused
 
 PHASE_ONE = ("env-health", "breaker-status", "rotation-capability")
 

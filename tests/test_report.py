@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from controlroom.errors import ControlRoomError
-from controlroom.journal import Journal, read_records
-from controlroom.report import ReportError, latest_journal, render_report, report_command
-from controlroom.runbook.loader import load_default_runbook
+from controlroom.release.journal import Journal, read_records
+from controlroom.report.render import ReportError, latest_journal, render_report, report_command
+from controlroom.config.loader import load_default_runbook
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 RUNBOOK = load_default_runbook()

@@ -21,8 +21,8 @@ import httpx
 import pytest
 from textual.widgets import DataTable, Log
 
-from controlroom.report import render_report
-from controlroom.runbook.loader import load_config
+from controlroom.report.render import render_report
+from controlroom.config.loader import load_config
 from controlroom.sandbox.runner import Sandbox
 from controlroom.screens.app import make_app
 from controlroom.screens.checklist import ChecklistScreen
@@ -30,7 +30,7 @@ from controlroom.screens.deploy import DeployScreen
 from controlroom.screens.dialogs import ConfirmDialog, PickDialog, ReasonDialog, TypedConfirmDialog
 from controlroom.screens.report import ReportScreen
 from controlroom.screens.rollback import RollbackScreen
-from controlroom.session import Session
+from controlroom.release.engine import Session
 
 EVIL = "'; DROP TABLE pos_integrations_location; --"
 CHECKSUM = "SELECT md5(string_agg(t::text, ',' ORDER BY t.location_id)) FROM pos_integrations_location t"
@@ -350,8 +350,8 @@ KILLED_SESSION = """
 import sys, time
 from datetime import datetime
 from pathlib import Path
-from controlroom.runbook.loader import load_config
-from controlroom.session import Session
+from controlroom.config.loader import load_config
+from controlroom.release.engine import Session
 import asyncio
 
 at = datetime.fromisoformat(sys.argv[3])

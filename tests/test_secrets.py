@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from controlroom.identity import current_operator
-from controlroom.secrets import REDACTED, SecretStore
+from controlroom.infra.identity import current_operator
+from controlroom.config.secrets import REDACTED, SecretStore
 
 
 def store(**values: str) -> SecretStore:

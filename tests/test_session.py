@@ -14,11 +14,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from controlroom.runbook.loader import LoadedConfig, load_config
-from controlroom.runbook.models import Deployment, Step
+from controlroom.config.loader import LoadedConfig, load_config
+from controlroom.config.models import Deployment, Step
 from controlroom.sandbox.runner import Sandbox
-from controlroom.session import Session, SessionError, find_resumable
-from controlroom.steps import StepRefused, StepRunner
+from controlroom.release.engine import Session, SessionError, find_resumable
+from controlroom.release.steps import StepRefused, StepRunner
 
 MANUAL = ["secret-scanning", "vulnerabilities", "backups", "emergency-procedures", "on-call"]
 EVIL = "'; DROP TABLE pos_integrations_location; --"

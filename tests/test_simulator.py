@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import pytest
 
-from controlroom.sandbox.fleet import seed_fleet
-from controlroom.sandbox.scenarios import SCENARIOS
-from controlroom.sandbox.simulator import (
+from controlroom.sandbox.world.fleet import seed_fleet
+from controlroom.sandbox.world.scenarios import SCENARIOS
+from controlroom.sandbox.world.simulator import (
     APPLICATION_NAME,
     CLOSED,
     HALF_OPEN,

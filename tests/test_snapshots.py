@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from textual.widgets import Input, TextArea
 
-from controlroom.runbook.loader import LoadedConfig
+from controlroom.config.loader import LoadedConfig
 from controlroom.screens.app import ControlRoomApp, make_app
-from controlroom.session import Session
+from controlroom.release.engine import Session
 from controlroom.widgets.kpi_row import KpiRow
 
 from snapshot_support import (
@@ -89,7 +89,7 @@ async def feed_checks(app: ControlRoomApp, monkeypatch: pytest.MonkeyPatch, resu
     async def fixed_run_checklist(loaded: LoadedConfig, attested: Any = (), *, environ: Any = None) -> Any:
         return report
 
-    monkeypatch.setattr("controlroom.session.run_checklist", fixed_run_checklist)
+    monkeypatch.setattr("controlroom.release.engine.run_checklist", fixed_run_checklist)
     assert app.session is not None
     await app.session.run_checks()
     app.session_changed()
@@ -244,7 +244,7 @@ async def test_rollback(size: tuple[int, int], tmp_path: Path, attempts: list[st
     async def trigger_sent(self: Any, plan: Any, values: Any) -> list[str]:
         return []  # the incident's trigger as the rollback starts: no network here
 
-    monkeypatch.setattr("controlroom.session.Session._trigger_incident", trigger_sent)
+    monkeypatch.setattr("controlroom.release.engine.Session._trigger_incident", trigger_sent)
 
     async def setup(pilot: Any) -> None:
         await pilot.press("R")

@@ -11,8 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from controlroom.runbook.models import Kpi
-from controlroom.sources import (BreakerSource, Database, PrometheusKpiSource, ProviderHealthSource, SourceError,
+from controlroom.config.models import Kpi
+from controlroom.live.sources import (BreakerSource, Database, PrometheusKpiSource, ProviderHealthSource, SourceError,
                                  SqlKpiSource)
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from controlroom.runbook.loader import load_config
+from controlroom.config.loader import load_config
 from controlroom.sandbox.runner import Sandbox
-from controlroom.session import Session
+from controlroom.release.engine import Session
 
 
 @pytest.fixture(scope="module")

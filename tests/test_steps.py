@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controlroom.runbook.models import Step
-from controlroom.steps import StepRunner
+from controlroom.config.models import Step
+from controlroom.release.steps import StepRunner
 from probe_support import make_loaded
 
 

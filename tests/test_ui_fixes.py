@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 from textual.widgets import Button, DataTable, Input, Log, Static
 
-from controlroom.runbook.loader import LoadedConfig, load_config
+from controlroom.config.loader import LoadedConfig, load_config
 from controlroom.screens.app import ControlRoomApp, make_app
 from controlroom.screens.checklist import ChecklistScreen
 from controlroom.screens.deploy import DeployScreen
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog, TypedConfirmDialog
 from controlroom.screens.report import ReportScreen
-from controlroom.session import Session, SessionError
-from controlroom.steps import StepOutcome, StepRunner
+from controlroom.release.engine import Session, SessionError
+from controlroom.release.steps import StepOutcome, StepRunner
 from controlroom.widgets.key_bar import KeyBar
 
 from snapshot_support import check_report, check_results, config_toml
@@ -223,7 +223,7 @@ async def test_resuming_a_journal_another_live_process_holds_says_so_at_once(
 HOLD_JOURNAL = """
 import sys, time
 from pathlib import Path
-from controlroom.journal import Journal
+from controlroom.release.journal import Journal
 journal = Journal.open(Path(sys.argv[1]), claim=True)
 assert journal.other_holder is None
 print("holding", flush=True)
@@ -398,7 +398,7 @@ async def test_checklist_n_jumps_to_waiting_items(tmp_path: Path, monkeypatch: p
     async def fixed_run_checklist(loaded: Any, attested: Any = (), *, environ: Any = None) -> Any:
         return report
 
-    monkeypatch.setattr("controlroom.session.run_checklist", fixed_run_checklist)
+    monkeypatch.setattr("controlroom.release.engine.run_checklist", fixed_run_checklist)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(lambda: app.session is not None, pilot)
         await app.session.run_checks()
@@ -494,7 +494,7 @@ async def test_keys_typed_while_a_dialog_opens_never_reach_the_screen_behind(
     finish anything (f): those keys are dropped, and the typed confirmation opens on the
     Rollback screen."""
     from controlroom.screens.rollback import RollbackScreen
-    from controlroom.steps import DryRun
+    from controlroom.release.steps import DryRun
 
     clock = Clock()
     loaded = config(tmp_path)

@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from controlroom.probes import ProbeResult
-from controlroom.runbook.loader import load_default_runbook
-from controlroom.runbook.models import Runbook
-from controlroom.verdict import decide, health_percent
+from controlroom.checks import ProbeResult
+from controlroom.config.loader import load_default_runbook
+from controlroom.config.models import Runbook
+from controlroom.checks.verdict import decide, health_percent
 
 from probe_support import make_runbook
 
@@ -200,7 +200,7 @@ def test_reasons_use_the_first_line_of_multiline_evidence() -> None:
 async def test_rendered_table_shows_data_as_text_never_markup() -> None:
     from rich.console import Console
 
-    from controlroom.checkrun import render_report, run_checklist
+    from controlroom.checks.run import render_report, run_checklist
     from probe_support import make_loaded
 
     loaded = make_loaded(

@@ -17,8 +17,8 @@ from datetime import datetime
 from rich.text import Text
 from textual.widgets import DataTable
 
-from controlroom.polling import format_age
-from controlroom.sources import BreakerRow, plain
+from controlroom.live.polling import format_age
+from controlroom.live.sources import BreakerRow, plain
 
 STATE_RANK = {"open": 0, "half_open": 1, "closed": 2}
 STATE_STYLE = {"open": "bold white on red", "half_open": "bold black on yellow", "closed": "green"}

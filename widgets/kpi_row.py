@@ -12,9 +12,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Sparkline
 
-from controlroom.polling import PollState, format_age
-from controlroom.runbook.models import Kpi
-from controlroom.sources import KpiReading, plain
+from controlroom.live.polling import PollState, format_age
+from controlroom.config.models import Kpi
+from controlroom.live.sources import KpiReading, plain
 
 SYMBOLS = {"green": "✓", "amber": "!", "red": "✗", "unknown": "?"}
 HISTORY = 60

@@ -6,7 +6,7 @@ from typing import Any
 
 from textual.message import Message
 
-from controlroom.polling import PollState
+from controlroom.live.polling import PollState
 
 
 class Polled(Message):

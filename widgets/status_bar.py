@@ -7,7 +7,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from controlroom.sources import plain
+from controlroom.live.sources import plain
 
 VERDICT_STYLES = {
     "GO": "bold black on green",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from textual.widgets import Log
 
-from controlroom.sources import plain
+from controlroom.live.sources import plain
 
 
 class StepLog(Log):

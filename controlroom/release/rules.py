@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from controlroom.deployment import DeploymentState, StepState
+from controlroom.release.state import DeploymentState, StepState
 
 
 class Command(StrEnum):

@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controlroom.deployment import DeploymentState, format_duration, replay
-from controlroom.journal import JournalClaim, Record, journal_directory, read_records
-from controlroom.runbook.loader import LoadedConfig
-from controlroom.runbook.models import Deployment
+from controlroom.release.state import DeploymentState, format_duration, replay
+from controlroom.release.journal import JournalClaim, Record, journal_directory, read_records
+from controlroom.config.loader import LoadedConfig
+from controlroom.config.models import Deployment
 
 EXIT_SUCCEEDED, EXIT_IN_PROGRESS, EXIT_FAILED, EXIT_NO_DEPLOYMENT = 0, 3, 4, 5
 LAST_EVENTS = 10

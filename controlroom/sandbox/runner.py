@@ -27,14 +27,14 @@ from pathlib import Path
 import asyncpg
 
 from controlroom.infra import shutdown
-from controlroom.sandbox.fleet import DEPLOYED_VERSION, seed_fleet
-from controlroom.sandbox.http_server import HttpServerProcess, HttpSettings
-from controlroom.sandbox.postgres import EmbeddedPostgres
-from controlroom.sandbox.reaper import spawn_reaper, stop_reaper
-from controlroom.sandbox.scenarios import Scenario, get_scenario
-from controlroom.sandbox.schema import apply_schema
-from controlroom.sandbox.simulator import Simulator
-from controlroom.sandbox.traffic import generate_traffic
+from controlroom.sandbox.world.fleet import DEPLOYED_VERSION, seed_fleet
+from controlroom.sandbox.http.server import HttpServerProcess, HttpSettings
+from controlroom.sandbox.pg.postgres import EmbeddedPostgres
+from controlroom.sandbox.pg.reaper import spawn_reaper, stop_reaper
+from controlroom.sandbox.world.scenarios import Scenario, get_scenario
+from controlroom.sandbox.pg.schema import apply_schema
+from controlroom.sandbox.world.simulator import Simulator
+from controlroom.sandbox.world.traffic import generate_traffic
 
 MAX_LOCATIONS = 20_000
 

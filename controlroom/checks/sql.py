@@ -1,0 +1,72 @@
+"""SQL probes, read-only: every query runs in a READ ONLY transaction with a local
+statement_timeout, on a pool named application_name=controlroom, so a probe can never
+hurt the database it watches.
+
+- expect = "no_rows": every row returned is a problem; the first list_limit are named.
+- expect = "value": the first column of the first row is judged: fail_when → fail,
+  pass_when → pass, otherwise warn; NULL (or no row) → when_null.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from controlroom.checks.base import Outcome, ProbeContext, ProbeError, describe_exception, format_value
+from controlroom.config.models import SqlItem
+
+
+async def fetch(ctx: ProbeContext, database: str, query: str, *args: Any, timeout_s: float) -> list[asyncpg.Record]:
+    """Run a read-only query; ProbeError with the reason on any failure."""
+    pool = await ctx.pool(database)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with pool.acquire() as conn:
+                async with conn.transaction(readonly=True):
+                    await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
+                    return await conn.fetch(query, *args)
+    except TimeoutError:
+        raise ProbeError(f"query timed out after {timeout_s:g} s") from None
+    except asyncpg.PostgresError as error:
+        raise ProbeError(f"SQL error: {describe_exception(error)}") from None
+    except (OSError, asyncpg.InterfaceError) as error:
+        raise ProbeError(f"database {database!r}: {describe_exception(error)}") from None
+
+
+async def probe(item: SqlItem, ctx: ProbeContext) -> Outcome:
+    rows = await fetch(ctx, item.database, item.query, timeout_s=item.timeout_s)
+    if item.expect == "no_rows":
+        return judge_rows(item, rows)
+    return judge_value(item, rows[0][0] if rows and len(rows[0]) else None)
+
+
+def judge_rows(item: SqlItem, rows: list[Any], now: datetime | None = None) -> Outcome:
+    if not rows:
+        return Outcome("pass", "none found", {"rows": 0})
+    now = now or datetime.now(timezone.utc)
+    shown = [" ".join(format_value(value, now) for value in tuple(row)) for row in rows[: item.list_limit]]
+    more = len(rows) - len(shown)
+    text = f"{len(rows)} found: " + "; ".join(shown) + (f"; … and {more} more" if more else "")
+    return Outcome("fail", text, {"rows": len(rows)})
+
+
+def judge_value(item: SqlItem, raw: Any) -> Outcome:
+    unit = f" {item.unit}" if item.unit else ""
+    if raw is None:
+        return Outcome(item.when_null, "no value (NULL)", {"value": None})
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, Decimal)):
+        raise ProbeError(f"expected a number in the first column, got {type(raw).__name__} {format_value(raw)!r}")
+    value = float(raw)
+    shown = f"{format_value(raw)}{unit}"
+    measured = {"value": value}
+    assert item.pass_when is not None  # the model guarantees it for expect = "value"
+    if item.fail_when is not None and item.fail_when.holds(value):
+        return Outcome("fail", f"{shown} ({item.fail_when}{unit}: fails)", measured)
+    if item.pass_when.holds(value):
+        return Outcome("pass", f"{shown} ({item.pass_when}{unit})", measured)
+    limit = f", fails {item.fail_when}{unit}" if item.fail_when is not None else ""
+    return Outcome("warn", f"{shown} (not {item.pass_when}{unit}{limit})", measured)

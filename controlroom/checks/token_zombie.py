@@ -1,0 +1,299 @@
+"""The Token Zombie test, the seed's security gate, all of it:
+
+1. pick a location (location_query), issue a token for it (POST issue_url, apikey header),
+   rotate it once (POST rotate_url, Bearer) so the old token is a zombie — or take the
+   zombie from zombie_token_secret and skip both. Minting rotates a real location's
+   credentials, so against an environment marked production the probe does not mint unless
+   the item sets allow_mint_in_production: without a zombie_token_secret it reports `skipped`
+   and the verdict waits for an operator's attestation;
+2. snapshot the circuit breakers (the zombie's location's, and every non-closed one) and
+   count the rotation rows recorded with the zombie's fingerprint;
+3. open the connection to the zombie's origin first (an OPTIONS without credentials, its
+   answer ignored) so TCP and TLS setup do not count against max_latency_ms, then present
+   the zombie (POST probe_url or rotate_url, Bearer zombie, {"location_id": ...}) with a
+   client that does no transport retries and follows no redirects, counting the requests
+   that actually go on the wire;
+4. pass only if: 401, in under max_latency_ms (the whole exchange), within max_attempts
+   (1 = 0 retries; with more, the probe itself retries only after a 5xx / 429 / network
+   error and counts it), no new rotation row with the zombie's fingerprint, breakers as
+   they were.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from controlroom.checks.base import (
+    Outcome,
+    ProbeContext,
+    ProbeError,
+    body_snippet,
+    describe_exception,
+    ms,
+    polite_request,
+)
+from controlroom.checks.sql import fetch
+from controlroom.config.models import Environment, TokenZombieItem
+from controlroom.infra.tokens import token_fingerprint
+
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+# Opening a connection (TCP and TLS) takes well under this; a server that does not answer the
+# warm-up in time is left to the zombie request, which then still has its whole timeout
+# within the runner's grace.
+WARM_UP_TIMEOUT_S = 1.0
+
+
+def refused_here(item: TokenZombieItem, environment: Environment) -> bool:
+    """Whether minting and rotating a token (for a real location) must not happen here."""
+    return environment.production and not item.zombie_token_secret and not item.allow_mint_in_production
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """Counts every request that reaches the wire. No retries of its own (retries=0)."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport(retries=0)
+        self.requests = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@dataclass(frozen=True)
+class BreakerSnapshot:
+    location: tuple[str, int] | None  # (state, failure_count) of the zombie's location
+    others: frozenset[tuple[str, str]]  # (location_id, state) of every non-closed breaker
+
+
+@dataclass(frozen=True)
+class Presentation:
+    status: int | None
+    latency_ms: float
+    attempts: int
+    body: str
+    error: str | None = None
+    timed_out: bool = False
+
+
+async def probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
+    if refused_here(item, ctx.loaded.environment):
+        return Outcome(
+            "skipped",
+            f"not run: {ctx.loaded.environment.name!r} is production and the item has no "
+            f"zombie_token_secret; minting a zombie would rotate a real location's token, which the "
+            f"runbook does not allow here (allow_mint_in_production); "
+            f"attest that the Token Zombie test was done (--attest {item.id})",
+        )
+    database = _database(ctx)
+    rows = await fetch(ctx, database, item.location_query, timeout_s=item.timeout_s)
+    if not rows or rows[0][0] is None:
+        raise ProbeError("location_query returned no location to test with")
+    location_id = str(rows[0][0])
+
+    transport = CountingTransport()
+    async with httpx.AsyncClient(transport=transport, follow_redirects=False, timeout=item.timeout_s) as client:
+        if item.zombie_token_secret:
+            zombie = ctx.secrets.get(item.zombie_token_secret)
+        else:
+            zombie = await _make_zombie(item, ctx, client, location_id)
+        zombie_fp = token_fingerprint(zombie)
+
+        rotations_before = await _rotations(ctx, database, zombie_fp, item.timeout_s)
+        breakers_before = await _breakers(ctx, database, location_id, item.timeout_s)
+
+        await _warm_up(item, ctx, client)
+        transport.requests = 0
+        presented = await _present(item, ctx, client, transport, zombie, location_id)
+
+    rotations_after = await _rotations(ctx, database, zombie_fp, item.timeout_s)
+    breakers_after = await _breakers(ctx, database, location_id, item.timeout_s)
+    return judge(
+        item,
+        presented,
+        new_rotations=rotations_after - rotations_before,
+        before=breakers_before,
+        after=breakers_after,
+        location_id=location_id,
+    )
+
+
+def _database(ctx: ProbeContext) -> str:
+    databases = ctx.loaded.runbook.databases
+    if "main" in databases:
+        return "main"
+    if not databases:
+        raise ProbeError("the runbook defines no database: cannot check rotations and breakers")
+    return next(iter(databases))
+
+
+async def _make_zombie(item: TokenZombieItem, ctx: ProbeContext, client: httpx.AsyncClient, location_id: str) -> str:
+    api_key = ctx.secrets.get(item.api_key_secret)
+    issue_url, rotate_url = ctx.url(item.issue_url), ctx.url(item.rotate_url)
+    body = {"location_id": location_id}
+    old = await _token_from(client, "issue a token", issue_url, ctx.redact, headers={"apikey": api_key}, json=body)
+    await _token_from(
+        client, "rotate the token", rotate_url, ctx.redact, headers={"Authorization": f"Bearer {old}"}, json=body
+    )
+    return old
+
+
+async def _warm_up(item: TokenZombieItem, ctx: ProbeContext, client: httpx.AsyncClient) -> None:
+    """Open (or reuse) a connection to the zombie's origin so that the timed request does not
+    pay for TCP and TLS setup. No credentials; whatever it answers, or fails with, is ignored
+    (the zombie request itself reports an unreachable server)."""
+    try:
+        url = ctx.url(item.probe_url or item.rotate_url)
+        await client.options(url, timeout=min(WARM_UP_TIMEOUT_S, item.timeout_s / 4))
+    except httpx.HTTPError:
+        pass
+
+
+async def _token_from(client: httpx.AsyncClient, what: str, url: str, redact: Callable[[str], str], **kwargs: Any) -> str:
+    try:
+        answer = await polite_request(client, "POST", url, **kwargs)
+    except httpx.HTTPError as error:
+        raise ProbeError(f"could not {what} (POST {url}): {describe_exception(error)}") from None
+    response = answer.response
+    if response.status_code != 200:
+        snippet = body_snippet(response, redact)
+        raise ProbeError(f"could not {what} (POST {url}): {response.status_code} {snippet}".rstrip())
+    try:
+        token = response.json().get("access_token")
+    except (ValueError, AttributeError):
+        token = None
+    if not isinstance(token, str) or not token:
+        raise ProbeError(f"could not {what} (POST {url}): no access_token in the answer")
+    return token
+
+
+async def _present(
+    item: TokenZombieItem,
+    ctx: ProbeContext,
+    client: httpx.AsyncClient,
+    transport: CountingTransport,
+    zombie: str,
+    location_id: str,
+) -> Presentation:
+    url = ctx.url(item.probe_url or item.rotate_url)
+    headers = {"Authorization": f"Bearer {zombie}"}
+    began = time.perf_counter()
+    response: httpx.Response | None = None
+    error: str | None = None
+    timed_out = False
+    for attempt in range(1, item.max_attempts + 1):
+        error, response = None, None
+        try:
+            response = await client.post(url, headers=headers, json={"location_id": location_id})
+        except httpx.HTTPError as failure:
+            error, timed_out = describe_exception(failure), isinstance(failure, httpx.TimeoutException)
+        retryable = error is not None or (response is not None and response.status_code in RETRYABLE)
+        if not retryable or attempt == item.max_attempts:
+            break
+    latency = (time.perf_counter() - began) * 1000.0
+    if response is None:
+        return Presentation(None, latency, transport.requests, "", error=f"POST {url}: {error}", timed_out=timed_out)
+    return Presentation(response.status_code, latency, transport.requests, body_snippet(response, ctx.redact, 80))
+
+
+async def _rotations(ctx: ProbeContext, database: str, zombie_fp: str, timeout_s: float) -> int:
+    rows = await fetch(
+        ctx, database, "SELECT count(*) FROM pos_rotation_metrics WHERE token_fingerprint = $1", zombie_fp, timeout_s=timeout_s
+    )
+    return int(rows[0][0])
+
+
+async def _breakers(ctx: ProbeContext, database: str, location_id: str, timeout_s: float) -> BreakerSnapshot:
+    rows = await fetch(
+        ctx,
+        database,
+        "SELECT location_id, state, failure_count FROM rotation_cb WHERE state <> 'closed' OR location_id = $1",
+        location_id,
+        timeout_s=timeout_s,
+    )
+    mine = next(((r["state"], r["failure_count"]) for r in rows if r["location_id"] == location_id), None)
+    others = frozenset((r["location_id"], r["state"]) for r in rows if r["location_id"] != location_id)
+    return BreakerSnapshot(mine, others)
+
+
+def judge(
+    item: TokenZombieItem,
+    presented: Presentation,
+    *,
+    new_rotations: int,
+    before: BreakerSnapshot,
+    after: BreakerSnapshot,
+    location_id: str,
+) -> Outcome:
+    """Pure: the verdict on one zombie presentation and the before/after snapshots."""
+    failed = False
+    parts: list[str] = []
+    measured: dict[str, Any] = {
+        "http_status": presented.status,
+        "latency_ms": round(presented.latency_ms, 1),
+        "attempts": presented.attempts,
+        "retries": max(presented.attempts - 1, 0),
+        "new_rotations": new_rotations,
+        "location_id": location_id,
+    }
+
+    if presented.status is None:
+        parts.append(f"no answer ({presented.error}) after {ms(presented.latency_ms)}")
+        failed = True
+    else:
+        status = str(presented.status)
+        if 200 <= presented.status < 300:
+            status += " (accepted!)"
+            failed = True
+        elif 300 <= presented.status < 400:
+            status += " (redirect, not followed; expected 401)"
+            failed = True
+        elif presented.status != 401:
+            status += " (expected 401)" + (f": {presented.body}" if presented.body else "")
+            failed = True
+        latency = f"in {ms(presented.latency_ms)}"
+        if presented.latency_ms >= item.max_latency_ms:
+            latency += f" (limit {item.max_latency_ms:g} ms)"
+            failed = True
+        parts.append(f"{status} {latency}")
+
+    retries = presented.attempts - 1
+    if presented.attempts <= 1:
+        parts.append("0 retries")
+    else:
+        parts.append(f"{presented.attempts} attempts ({retries} retr{'y' if retries == 1 else 'ies'})")
+    if presented.attempts > item.max_attempts:
+        parts[-1] += f" (at most {item.max_attempts} allowed)"
+        failed = True
+
+    if new_rotations > 0:
+        parts.append("rotation recorded with the zombie token" + (f" ({new_rotations}×)" if new_rotations > 1 else ""))
+        failed = True
+    else:
+        parts.append("no rotation")
+
+    if before.location != after.location:
+        was = before.location[0] if before.location else "none"
+        now = after.location[0] if after.location else "none"
+        count = f", failures {before.location[1] if before.location else 0} → {after.location[1] if after.location else 0}"
+        parts.append(f"breaker of {location_id} changed {was} → {now}{count}")
+        failed = True
+    else:
+        parts.append("breakers unchanged")
+        changed = len(before.others ^ after.others)
+        if changed:  # other locations' breakers moved meanwhile (the fleet is live)
+            parts[-1] += f" ({changed} other breaker change{'s' if changed > 1 else ''} meanwhile, not this token's)"
+
+    evidence = ", ".join(parts)
+    if presented.status is None and not presented.timed_out:
+        return Outcome("error", evidence, measured)  # refused / reset: we could not verify
+    # A zombie left unanswered until the timeout is certainly not "401 in < 100 ms".
+    return Outcome("fail" if failed else "pass", evidence, measured)

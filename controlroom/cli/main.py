@@ -1,0 +1,256 @@
+"""The `controlroom` command line: one entry point, the subcommands of DESIGN.md §2.
+
+Every error meant for the operator is one line on stderr and an exit code; a traceback is
+printed only for an internal error, and only with --debug.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from controlroom import __version__
+from controlroom.errors import ControlRoomError
+from controlroom.sandbox.world.scenarios import SCENARIOS
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 1
+
+scenario_option = click.option(
+    "--scenario",
+    type=click.Choice(list(SCENARIOS)),
+    default="healthy",
+    show_default=True,
+    help="Which simulated situation the sandbox plays.",
+)
+locations_option = click.option(
+    "--locations",
+    type=click.IntRange(1, 20_000),
+    default=300,
+    show_default=True,
+    help="How many restaurant locations the sandbox's fleet has.",
+)
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file naming the environment and its runbook (see docs/runbook.md).",
+)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@config_option
+@click.option("--write", is_flag=True, help="Allow modifying actions (read-only by default).")
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+@click.version_option(__version__, "--version", prog_name="controlroom")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, write: bool, debug: bool) -> None:
+    """A terminal control room for production releases.
+
+    Without a subcommand, opens the control room against the environment and runbook in
+    --config FILE. Start with `controlroom demo`, which needs nothing else installed.
+    """
+    ctx.obj = {"debug": debug}
+    if ctx.invoked_subcommand is not None:
+        return
+    if config_path is None:
+        raise click.UsageError("give --config FILE, or try `controlroom demo`")
+    from controlroom.cli.tui import run_app
+
+    run_app(config_path, write=write)
+
+
+@cli.command()
+@scenario_option
+@locations_option
+@click.option("--write", is_flag=True, help="Allow modifying actions (read-only by default).")
+def demo(scenario: str, locations: int, write: bool) -> None:
+    """Start the sandbox and open the control room against it.
+
+    Needs nothing else installed; quitting stops the sandbox and removes what it made.
+    """
+    from controlroom.cli.tui import run_demo
+
+    run_demo(scenario, locations, write=write)
+
+
+@cli.command()
+@scenario_option
+@locations_option
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the generated fleet.")
+@click.option("--no-simulate", is_flag=True, help="Keep the data still (no simulator ticks).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line with the connection details.")
+def sandbox(scenario: str, locations: int, seed: int, no_simulate: bool, as_json: bool) -> None:
+    """Run the sandbox (real Postgres + real HTTP server) in the foreground.
+
+    Prints the Postgres DSN, the HTTP base URL and a config file that points the control
+    room at both. Ctrl-C (or SIGTERM) stops everything and removes what it made.
+    """
+    from controlroom.infra.shutdown import run_guarded
+    from controlroom.sandbox.foreground import run_foreground
+
+    # A signal is how this command is meant to end: it exits 0 once everything is stopped.
+    run_guarded(lambda guard: run_foreground(guard, scenario, locations=locations, seed=seed,
+                                             simulate=not no_simulate, as_json=as_json))
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--scenario",
+    type=click.Choice(list(SCENARIOS)),
+    help="Instead of --config: start the sandbox with this scenario for the run.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--attest", multiple=True, metavar="ID", help="Attest a manual item as yourself (repeatable).")
+@click.pass_context
+def check(ctx: click.Context, config_path: Path | None, scenario: str | None, as_json: bool, attest: tuple[str, ...]) -> None:
+    """Run the pre-deployment checklist headless and print the verdict.
+
+    Every probe runs at once, so the check takes about as long as its slowest probe.
+
+    Exit codes: 0 GO, 3 DELAYED, 4 NO-GO, 5 PENDING (waiting for attestations),
+    2 usage or configuration error, 1 internal error.
+    """
+    if (config_path is None) == (scenario is None):
+        raise click.UsageError("give exactly one of --config FILE and --scenario NAME")
+    from controlroom.cli.headless import run_check
+    from controlroom.infra.shutdown import run_guarded
+
+    code = run_guarded(lambda _guard: run_check(config_path, scenario, as_json=as_json, attest=attest))
+    ctx.exit(code if code is not None else EXIT_INTERNAL)
+
+
+@cli.command()
+@click.argument("journal", required=False, type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the Markdown here instead of stdout.")
+def report(journal: Path | None, output: Path | None) -> None:
+    """Render the post-deployment report (Markdown) from a deployment journal.
+
+    JOURNAL defaults to the newest journal in the user's data directory.
+    """
+    from controlroom.report.render import report_command
+
+    markdown = report_command(journal, output)
+    if output is None:
+        click.echo(markdown)
+    else:
+        click.echo(f"report written to {output}", err=True)
+
+
+@cli.command()
+@config_option
+@click.option("--journal", "journal_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read this journal instead of the newest one (of --config's environment).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--watch", is_flag=True, help="Wait until the deployment finishes (or --timeout), printing changes.")
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="S", help="With --watch: give up after S seconds.")
+@click.pass_context
+def status(ctx: click.Context, config_path: Path | None, journal_path: Path | None, as_json: bool, watch: bool,
+           timeout: float | None) -> None:
+    """Where the release stands: stage, version, phase, clocks, verdict, last events.
+
+    Read from the journal (the newest, of --config's environment when given). Exit codes:
+    0 finished succeeded, 3 in progress, 4 failed or rolled back, 5 no deployment,
+    2 usage or configuration error. With --watch it waits for the deployment to finish.
+    """
+    import json as json_module
+    from datetime import UTC, datetime
+
+    from controlroom.infra.shutdown import run_guarded
+    from controlroom.release import status as release
+
+    if timeout is not None and not watch:
+        raise click.UsageError("--timeout goes with --watch")
+    loaded = None
+    if config_path is not None:
+        from controlroom.config.loader import load_config
+
+        loaded = load_config(config_path)
+
+    def show(state: release.ReleaseStatus) -> None:
+        now = datetime.now(UTC)
+        if as_json:
+            click.echo(json_module.dumps(state.to_json(now), ensure_ascii=True))
+        else:
+            click.echo(release.render(state, now) + ("\n" if watch else ""))
+
+    if not watch:
+        state = release.release_status(loaded, journal_path)
+        show(state)
+        ctx.exit(state.exit_code)
+
+    async def wait(_guard: object) -> int:
+        return (await release.watch(loaded, journal_path, timeout, show)).exit_code
+
+    code = run_guarded(wait)
+    ctx.exit(code if code is not None else EXIT_INTERNAL)
+
+
+@cli.command()
+@click.argument("config_file", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="Config file to check (or give it as the argument).",
+)
+def validate(config_file: Path | None, config_path: Path | None) -> None:
+    """Check a config file and its runbook, and summarise them."""
+    from controlroom.config.loader import load_config
+
+    if (config_file is None) == (config_path is None):
+        raise click.UsageError("give the config file, as an argument or with --config")
+    config_path = config_file or config_path
+    assert config_path is not None
+
+    loaded = load_config(config_path)
+    runbook, environment = loaded.runbook, loaded.environment
+    items = runbook.items()
+    kinds = sorted({item.kind for _, item in items})
+    click.echo(f"{config_path}: valid")
+    click.echo(f"  environment  {environment.name}{' (PRODUCTION)' if environment.production else ''}")
+    click.echo(f"  runbook      {runbook.name} [{loaded.runbook_source}]")
+    click.echo(f"  checklist    {len(items)} items in {len(runbook.checklist.sections)} sections ({', '.join(kinds)})")
+    phases = " + ".join(f"{p.minutes:g}" for p in runbook.deployment.phases)
+    click.echo(f"  deployment   {len(runbook.deployment.phases)} phases, {phases} min (target {runbook.deployment.target_minutes:g})")
+    click.echo(f"  kpis         {len(runbook.kpis)}")
+    click.echo(f"  rollback     {', '.join(f'{p.id} ({p.target_minutes:g} min)' for p in runbook.rollback.plans)}")
+    missing = [f"{name} (${loaded.secrets.variable(name)})" for name in environment.secrets if not loaded.secrets.has(name)]
+    if missing:
+        click.echo(f"  secrets not set: {', '.join(missing)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning every error into one line and an exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        # Without standalone mode click returns the code of a ctx.exit() (e.g. --help).
+        code = cli.main(args=argv, prog_name="controlroom", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(EXIT_USAGE)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        sys.exit(128 + signal.SIGINT)
+    except ControlRoomError as error:
+        click.echo(f"controlroom: error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except Exception as error:  # an internal error: say so plainly, details on request
+        if debug:
+            traceback.print_exc()
+        click.echo(f"controlroom: internal error: {type(error).__name__}: {error}", err=True)
+        if not debug:
+            click.echo("run again with --debug for the details", err=True)
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

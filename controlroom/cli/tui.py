@@ -1,0 +1,66 @@
+"""Entry points for the interactive control room (wired into the CLI).
+
+    run_app(config_path, write=False)          # `controlroom --config FILE [--write]`
+    run_demo(scenario, locations, write=False) # `controlroom demo [--scenario NAME]`
+
+Textual is imported only when these run, so the core stays importable without it.
+SIGHUP (a dropped SSH session), SIGTERM and the loss of the terminal close the app the way
+`q` does, so the demo's sandbox is always stopped and nothing is left behind; if that takes
+longer than a few seconds, or a second signal comes, the process leaves at once
+(`controlroom.infra.shutdown`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from controlroom.infra.shutdown import ExitGuard, run_guarded
+from controlroom.config.loader import LoadedConfig, load_config
+
+
+async def _run(guard: ExitGuard, config: LoadedConfig, write: bool, *, offer_resume: bool = True) -> None:
+    from controlroom.screens.app import make_app
+
+    app = make_app(config, write=write, offer_resume=offer_resume)
+    before = guard.graceful
+    guard.graceful = app.exit  # while the app runs, a close signal is a `q` without questions
+    try:
+        if guard.closing:  # the signal came while we were starting: do not open at all
+            return
+        await app.run_async()
+    finally:
+        guard.graceful = before
+
+
+def _guarded(main: Callable[[ExitGuard], Awaitable[None]]) -> None:
+    code = run_guarded(main)
+    if code is not None:  # closed by a signal, or the terminal went away
+        sys.exit(code)
+
+
+def run_app(config_path: str | Path, write: bool = False) -> None:
+    """Open the control room on the environment in `config_path`. Raises ConfigError on a
+    bad config (the CLI prints it as one line)."""
+    config = load_config(config_path)
+    _guarded(lambda guard: _run(guard, config, write))
+
+
+async def _demo(guard: ExitGuard, scenario: str, locations: int, write: bool) -> None:
+    from controlroom.sandbox.runner import Sandbox
+
+    print(f"starting the sandbox ({scenario}, {locations} locations)…", file=sys.stderr, flush=True)
+    sandbox = Sandbox(scenario, locations=locations)
+    try:
+        await sandbox.start()
+        # Every demo is a brand-new sandbox: an older demo's deployment is not to be resumed.
+        await _run(guard, load_config(sandbox.config_path), write, offer_resume=False)
+    finally:
+        await sandbox.stop()
+
+
+def run_demo(scenario: str = "healthy", locations: int = 300, write: bool = False) -> None:
+    """Start the sandbox, open the control room on it, stop the sandbox on quit."""
+    _guarded(lambda guard: _demo(guard, scenario, locations, write))

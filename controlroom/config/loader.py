@@ -1,0 +1,217 @@
+"""Reading config and runbook files: TOML → strict models → one clear error, or a Loaded."""
+
+from __future__ import annotations
+
+import re
+import stat
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from controlroom.errors import ConfigError
+from controlroom.config.models import ConfigFile, Environment, Runbook, url_problem
+from controlroom.config.secrets import SecretStore, read_env_file
+
+DEFAULT_RUNBOOK = "default"
+M = TypeVar("M", bound=BaseModel)
+MAX_FILE_BYTES = 1024 * 1024  # no config, runbook or env file is this big; /dev/zero is
+URL_PLACEHOLDER = re.compile(r"\{urls\.([a-z0-9][a-z0-9_-]*)\}")
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """Everything the control room needs about one environment and its runbook."""
+
+    config_path: Path
+    runbook_source: str  # a path, or "default (built in)"
+    environment: Environment
+    runbook: Runbook
+    secrets: SecretStore
+
+    def url(self, template: str) -> str:
+        """Expand {urls.NAME} placeholders with the environment's base URLs."""
+        return URL_PLACEHOLDER.sub(lambda m: self.environment.urls[m.group(1)], template)
+
+
+def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> LoadedConfig:
+    """Read and validate a config file and its runbook; raise ConfigError on anything wrong."""
+    import os
+
+    config_path = Path(path).expanduser()
+    config = _parse(config_path, ConfigFile)
+    if config.runbook == DEFAULT_RUNBOOK:
+        runbook, runbook_source = load_default_runbook(), "default (built in)"
+    else:
+        runbook_path = config_path.parent / Path(config.runbook).expanduser()
+        runbook, runbook_source = _parse(runbook_path, Runbook), str(runbook_path)
+    _check_references(config_path, runbook_source, config.environment, runbook)
+
+    file_values: dict[str, str] = {}
+    if config.env_file:
+        env_path = config_path.parent / Path(config.env_file).expanduser()
+        try:
+            _check_file(env_path)
+            file_values = read_env_file(env_path)
+        except ConfigError as error:
+            raise ConfigError(config_path, "env_file", f"{env_path} {error.message}") from None
+        except OSError as error:
+            raise ConfigError(config_path, "env_file", f"cannot read {env_path}: {error.strerror}") from None
+        except (UnicodeDecodeError, ValueError):
+            raise ConfigError(config_path, "env_file", f"{env_path} is not UTF-8 KEY=VALUE text") from None
+    secrets = SecretStore(config.environment.secrets, dict(os.environ if environ is None else environ), file_values)
+    return LoadedConfig(config_path, runbook_source, config.environment, runbook, secrets)
+
+
+def load_default_runbook() -> Runbook:
+    resource = resources.files("controlroom.config").joinpath("default_runbook.toml")
+    return _validate(Path("default_runbook.toml"), tomllib.loads(resource.read_text("utf-8")), Runbook)
+
+
+def load_runbook(path: str | Path) -> Runbook:
+    return _parse(Path(path), Runbook)
+
+
+def _check_file(path: Path) -> None:
+    """A regular file of sane size: a FIFO would hang the read, /dev/zero would never end."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(path, None, "no such file") from None
+    except OSError as error:
+        raise ConfigError(path, None, f"cannot be read: {error.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(path, None, "is a directory, expected a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(path, None, "is not a regular file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ConfigError(path, None, f"is {info.st_size} bytes; expected at most {MAX_FILE_BYTES}")
+
+
+def _parse(path: Path, model: type[M]) -> M:
+    _check_file(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, None, "no such file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, None, "is not UTF-8 text") from None
+    except OSError as error:
+        raise ConfigError(path, None, f"cannot be read: {error.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(path, None, f"is not valid TOML: {error}") from None
+    return _validate(path, data, model)
+
+
+def _validate(path: Path, data: dict[str, Any], model: type[M]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems = error.errors(include_url=False)
+        first = problems[0]
+        message = _explain(first)
+        if len(problems) > 1:
+            message += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
+        raise ConfigError(path, _key_path(data, first["loc"]), message) from None
+
+
+def _explain(problem: dict[str, Any]) -> str:
+    kind, message = problem["type"], problem["msg"]
+    if kind == "missing":
+        return "is required but missing"
+    if kind == "extra_forbidden":
+        return "is not a known key (check the spelling)"
+    if kind in {"float_type", "float_parsing", "int_type", "int_parsing"}:
+        return f"expected a number, got {problem['input']!r}"
+    if kind == "string_type":
+        return f"expected a string, got {problem['input']!r}"
+    if kind == "bool_type":
+        return f"expected true or false, got {problem['input']!r}"
+    if kind in {"list_type", "dict_type", "model_type"}:
+        expected = {"list_type": "a list", "dict_type": "a table", "model_type": "a table"}[kind]
+        return f"expected {expected}, got {problem['input']!r}"
+    if kind == "value_error":
+        return message.removeprefix("Value error, ")
+    return f"expected {message[0].lower()}{message[1:]}".replace("expected input should be", "expected")
+
+
+def _key_path(data: Any, loc: tuple[Any, ...]) -> str:
+    """`checklist.sections[0].items[2]` — with the element's id when it has one, so the
+    reader finds it without counting."""
+    parts: list[str] = []
+    node: Any = data
+    for key in loc:
+        if isinstance(key, int):
+            identifier = node[key].get("id") if isinstance(node, list) and key < len(node) and isinstance(node[key], dict) else None
+            parts.append(f"[{key}]" + (f"(id={identifier})" if identifier else ""))
+            node = node[key] if isinstance(node, list) and key < len(node) else None
+        elif isinstance(node, dict) and key in node:
+            parts.append(f".{key}" if parts else str(key))
+            node = node[key]
+        elif isinstance(node, dict) and node.get("kind") == key:
+            continue  # a discriminated union's tag, not a key the user wrote
+        else:
+            parts.append(f".{key}" if parts else str(key))
+            node = None
+    return "".join(parts)
+
+
+def _check_references(config_path: Path, runbook_source: str, environment: Environment, runbook: Runbook) -> None:
+    """Every {urls.X} and every secret the runbook names must exist in the environment."""
+    data = runbook.model_dump()
+    for key, text in _strings(data):
+        for name in URL_PLACEHOLDER.findall(text):
+            if name not in environment.urls:
+                raise ConfigError(
+                    config_path, f"environment.urls.{name}",
+                    f"is required by the runbook ({runbook_source}, {key}) but not defined",
+                )
+        if key.endswith(("url", "_url")) and text:
+            expanded = URL_PLACEHOLDER.sub(lambda m: environment.urls[m.group(1)], text)
+            problem = url_problem(expanded)
+            if problem:
+                raise ConfigError(runbook_source, key, f"{problem}: {expanded!r}")
+    for key, secret in _secret_references(runbook):
+        if secret not in environment.secrets:
+            raise ConfigError(
+                config_path, f"environment.secrets.{secret}",
+                f"is required by the runbook ({runbook_source}, {key}) but not defined",
+            )
+
+
+def _strings(node: Any, prefix: str = "") -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    if isinstance(node, str):
+        found.append((prefix, node))
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            found += _strings(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _strings(value, f"{prefix}[{index}]")
+    return found
+
+
+def _secret_references(runbook: Runbook) -> list[tuple[str, str]]:
+    refs = [(f"databases.{name}", secret) for name, secret in runbook.databases.items()]
+    for section, item in runbook.items():
+        where = f"checklist item {item.id}"
+        for secret in getattr(item, "secret_headers", {}).values():
+            refs.append((where, secret))
+        for attribute in ("api_key_secret", "zombie_token_secret"):
+            if getattr(item, attribute, None):
+                refs.append((where, getattr(item, attribute)))
+        refs += [(where, secret) for secret in getattr(item, "secrets", [])]
+    for plan_or_phase in [*runbook.deployment.phases, *runbook.rollback.plans]:
+        for step in plan_or_phase.steps:
+            refs += [(f"step {step.id}", secret) for secret in getattr(step.action, "secrets", [])]
+    if runbook.notifications.slack:
+        refs.append(("notifications.slack", runbook.notifications.slack.webhook_secret))
+    if runbook.notifications.pagerduty:
+        refs.append(("notifications.pagerduty", runbook.notifications.pagerduty.routing_key_secret))
+    return refs

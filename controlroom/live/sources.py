@@ -1,0 +1,334 @@
+"""Data sources for the live panels: KPIs, circuit breakers, POS-integration health.
+
+Each source has one async `fetch()` that returns an immutable snapshot or raises; pollers
+(`controlroom.live.polling`) call them on their own intervals. UI-free: never imports Textual.
+
+Postgres is reached through one small asyncpg pool per DSN, named `application_name =
+controlroom`, with a server-side `statement_timeout` on every connection *and* a client-side
+timeout on every query, so the control room can never hurt the database it watches.
+Prometheus-style sources are read with httpx (`{url}/api/v1/query?query=...`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+import httpx
+
+from controlroom.config.loader import LoadedConfig
+from controlroom.config.models import Kpi, PrometheusSource, SqlSource
+
+Colour = Literal["green", "amber", "red", "unknown"]
+APPLICATION_NAME = "controlroom"
+DEFAULT_STATEMENT_TIMEOUT_S = 5.0
+PROVIDERS = ("fudo", "maxirest", "bistrsoft")  # always shown, even with no rows
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(value: object, *, limit: int = 500) -> str:
+    """Text from data made safe for a terminal: control characters (ESC, CSI, BEL, ...)
+    become visible escapes like `\\x1b`, newlines and tabs become spaces. Rich markup is not
+    interpreted here; widgets wrap the result in `rich.text.Text` so `[red]` stays literal."""
+    text = str(value)
+    text = text.replace("\r\n", " ").replace("\n", " ").replace("\t", " ")
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+def kpi_colour(kpi: Kpi, value: float | None) -> Colour:
+    """green when the KPI's green threshold holds, red when its red one does (and green
+    does not), amber in between; unknown without a number."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "unknown"
+    if kpi.green.holds(value):
+        return "green"
+    if kpi.red.holds(value):
+        return "red"
+    return "amber"
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KpiReading:
+    kpi_id: str
+    value: float | None  # None: the source answered but had no number (no rows, NaN)
+    colour: Colour
+    read_at: float  # wall-clock seconds (time.time())
+    error: str | None = None  # why value is None, when the source said so
+
+
+@dataclass(frozen=True)
+class BreakerRow:
+    location_id: str
+    location_name: str
+    provider: str
+    state: str  # closed | open | half_open
+    failure_count: int
+    failure_threshold: int
+    window_minutes: int
+    changed_at: datetime
+    opened_at: datetime | None
+
+    @property
+    def problem(self) -> bool:
+        return self.state != "closed"
+
+
+@dataclass(frozen=True)
+class BreakerSnapshot:
+    rows: tuple[BreakerRow, ...]
+    read_at: float
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """provider -> state -> count (every provider and state present, zeros included)."""
+        counts = {p: {"closed": 0, "open": 0, "half_open": 0} for p in PROVIDERS}
+        for row in self.rows:
+            per = counts.setdefault(row.provider, {"closed": 0, "open": 0, "half_open": 0})
+            per[row.state] = per.get(row.state, 0) + 1
+        return counts
+
+
+@dataclass(frozen=True)
+class ProviderHealth:
+    provider: str
+    total: int
+    connected: int
+    disconnected: int
+    failed_over_4h: int
+    sync_success_percent: float | None  # last 30 minutes; None without syncs
+    mttr_minutes: float | None  # 30-day mean of resolved incidents; None without any
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    providers: tuple[ProviderHealth, ...]
+    read_at: float
+
+
+# -- Postgres ----------------------------------------------------------------------------
+
+
+class Database:
+    """A lazily opened asyncpg pool for one DSN. Up to `max_size` connections, so the
+    sources that poll at the same moment do not queue behind each other (a poll cycle takes
+    about as long as its slowest query); read-only, with a statement timeout, and idle
+    connections closed after a minute, so the watched database is never hurt."""
+
+    def __init__(self, dsn: str, *, statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S, max_size: int = 10) -> None:
+        self._dsn = dsn
+        self.statement_timeout_s = statement_timeout_s
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def pool(self) -> asyncpg.Pool:
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=0,
+                    max_size=self._max_size,
+                    timeout=self.statement_timeout_s,  # connect timeout
+                    command_timeout=self.statement_timeout_s,
+                    max_inactive_connection_lifetime=60,
+                    server_settings={
+                        "application_name": APPLICATION_NAME,
+                        "statement_timeout": str(int(self.statement_timeout_s * 1000)),
+                        "default_transaction_read_only": "on",
+                    },
+                )
+            return self._pool
+
+    async def fetch(self, query: str, *args: object, timeout: float | None = None) -> list[asyncpg.Record]:
+        pool = await self.pool()
+        return await pool.fetch(query, *args, timeout=timeout or self.statement_timeout_s)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), 5)
+            except (asyncio.TimeoutError, Exception):
+                pool.terminate()
+
+
+class SourceError(RuntimeError):
+    """A source answered, but not with what was expected (the message is shown as-is)."""
+
+
+def _number(value: object) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)  # Decimal, int, float, "NaN"
+    except (TypeError, ValueError):
+        raise SourceError(f"not a number: {plain(value, limit=60)}") from None
+    return None if math.isnan(number) else number
+
+
+# -- sources -----------------------------------------------------------------------------
+
+
+class SqlKpiSource:
+    def __init__(self, kpi: Kpi, database: Database, *, wall: Callable[[], float] = time.time) -> None:
+        assert isinstance(kpi.source, SqlSource)
+        self.kpi = kpi
+        self._database = database
+        self._wall = wall
+
+    async def fetch(self) -> KpiReading:
+        rows = await self._database.fetch(self.kpi.source.query, timeout=self.kpi.timeout_s)
+        value = _number(rows[0][0]) if rows and len(rows[0]) else None
+        error = None if value is not None else "no data"
+        return KpiReading(self.kpi.id, value, kpi_colour(self.kpi, value), self._wall(), error)
+
+
+class PrometheusKpiSource:
+    def __init__(self, kpi: Kpi, base_url: str, client: httpx.AsyncClient, *, wall: Callable[[], float] = time.time) -> None:
+        assert isinstance(kpi.source, PrometheusSource)
+        self.kpi = kpi
+        self.url = base_url.rstrip("/") + "/api/v1/query"
+        self._client = client
+        self._wall = wall
+
+    async def fetch(self) -> KpiReading:
+        response = await self._client.get(self.url, params={"query": self.kpi.source.query}, timeout=self.kpi.timeout_s)
+        if response.status_code != 200:
+            raise SourceError(f"HTTP {response.status_code} from {self.url}")
+        try:
+            body = response.json()
+            if body.get("status") != "success":
+                raise SourceError(f"query failed: {plain(body.get('error', body.get('status')), limit=120)}")
+            result = body["data"]["result"]
+            raw = result[0]["value"][1] if result else None
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise SourceError(f"unexpected answer from {self.url}") from None
+        value = _number(raw)
+        error = None if value is not None else "no data in the window"
+        return KpiReading(self.kpi.id, value, kpi_colour(self.kpi, value), self._wall(), error)
+
+
+BREAKERS_QUERY = """
+SELECT cb.location_id, coalesce(l.location_name, cb.location_id) AS location_name, cb.provider,
+       cb.state, cb.failure_count, cb.failure_threshold, cb.window_minutes, cb.changed_at, cb.opened_at
+FROM rotation_cb cb LEFT JOIN pos_integrations_location l USING (location_id)
+"""
+
+
+class BreakerSource:
+    def __init__(self, database: Database, *, timeout_s: float = 5.0, wall: Callable[[], float] = time.time) -> None:
+        self._database = database
+        self.timeout_s = timeout_s
+        self._wall = wall
+
+    async def fetch(self) -> BreakerSnapshot:
+        rows = await self._database.fetch(BREAKERS_QUERY, timeout=self.timeout_s)
+        return BreakerSnapshot(
+            tuple(
+                BreakerRow(
+                    location_id=r["location_id"], location_name=r["location_name"], provider=r["provider"],
+                    state=r["state"], failure_count=r["failure_count"], failure_threshold=r["failure_threshold"],
+                    window_minutes=r["window_minutes"], changed_at=r["changed_at"], opened_at=r["opened_at"],
+                )
+                for r in rows
+            ),
+            self._wall(),
+        )
+
+
+# The seed's monitoring query (total / connected / disconnected per provider), extended with
+# the checklist's "no location failed > 4 h", sync success over 30 minutes and 30-day MTTR.
+HEALTH_QUERY = """
+WITH loc AS (
+    SELECT provider,
+           count(*) AS total,
+           count(*) FILTER (WHERE connected = true) AS connected,
+           count(*) FILTER (WHERE connected = false) AS disconnected,
+           count(*) FILTER (WHERE sync_state = 'failed' AND sync_failed_since < now() - interval '4 hours') AS failed_over_4h
+    FROM pos_integrations_location GROUP BY provider
+), sync AS (
+    SELECT provider, round(100.0 * avg(success::int), 2) AS sync_success
+    FROM pos_sync_events WHERE at > now() - interval '30 minutes' GROUP BY provider
+), mttr AS (
+    SELECT provider, round((avg(extract(epoch FROM resolved_at - opened_at)) / 60)::numeric, 1) AS mttr
+    FROM incidents
+    WHERE resolved_at IS NOT NULL AND opened_at > now() - interval '30 days' AND provider IS NOT NULL
+    GROUP BY provider
+)
+SELECT loc.provider, loc.total, loc.connected, loc.disconnected, loc.failed_over_4h,
+       sync.sync_success, mttr.mttr
+FROM loc LEFT JOIN sync USING (provider) LEFT JOIN mttr USING (provider)
+ORDER BY loc.provider
+"""
+
+
+class ProviderHealthSource:
+    def __init__(self, database: Database, *, timeout_s: float = 5.0, wall: Callable[[], float] = time.time) -> None:
+        self._database = database
+        self.timeout_s = timeout_s
+        self._wall = wall
+
+    async def fetch(self) -> HealthSnapshot:
+        rows = {r["provider"]: r for r in await self._database.fetch(HEALTH_QUERY, timeout=self.timeout_s)}
+        order = [p for p in PROVIDERS] + sorted(set(rows) - set(PROVIDERS))
+        providers = []
+        for name in order:
+            r = rows.get(name)
+            if r is None:
+                providers.append(ProviderHealth(name, 0, 0, 0, 0, None, None))
+            else:
+                providers.append(ProviderHealth(
+                    name, r["total"], r["connected"], r["disconnected"], r["failed_over_4h"],
+                    _number(r["sync_success"]), _number(r["mttr"]),
+                ))
+        return HealthSnapshot(tuple(providers), self._wall())
+
+
+# -- all sources of one environment ---------------------------------------------------------
+
+
+class Feeds:
+    """Every live source of one loaded config, sharing one pool per database and one HTTP
+    client. `close()` releases them."""
+
+    def __init__(self, config: LoadedConfig, *, statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S) -> None:
+        self.config = config
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
+        self.databases: dict[str, Database] = {}
+        self.database_errors: dict[str, str] = {}
+        for name, secret in config.runbook.databases.items():
+            if config.secrets.has(secret):
+                self.databases[name] = Database(config.secrets.get(secret), statement_timeout_s=statement_timeout_s)
+            else:
+                self.database_errors[name] = f"secret {secret!r} is not set: export {config.secrets.variable(secret)}"
+        self.kpis: dict[str, SqlKpiSource | PrometheusKpiSource | None] = {}
+        for kpi in config.runbook.kpis:
+            if isinstance(kpi.source, SqlSource):
+                db = self.databases.get(kpi.source.database)
+                self.kpis[kpi.id] = SqlKpiSource(kpi, db) if db else None
+            else:
+                self.kpis[kpi.id] = PrometheusKpiSource(kpi, config.url(kpi.source.url), self.client)
+        main = self.databases.get("main") or next(iter(self.databases.values()), None)
+        self.breakers = BreakerSource(main) if main else None
+        self.health = ProviderHealthSource(main) if main else None
+
+    def redact(self, text: str) -> str:
+        return self.config.secrets.redact(text)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        for database in self.databases.values():
+            await database.close()

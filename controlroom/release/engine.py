@@ -1,0 +1,580 @@
+"""One opened environment: its checklist results, its verdict, its deployment and the journal
+that records all of it. The app drives a Session; nothing here knows about Textual.
+
+    session = Session.open(loaded, write=False)            # a new journal
+    session = Session.open(loaded, journal_path=path)      # resume the deployment in `path`
+    await session.run_checks(); session.verdict.verdict
+    session.attest("on-call")
+    await session.start_deploy("v2.15.0", override_reason=None)
+    await session.run_step("env-health", on_output=print)
+    session.skip_step("verify-alerts", "alerting is tested nightly"); session.next_phase()
+    session.finish_deploy("success")
+
+    # when it goes wrong:
+    await session.start_rollback("emergency", "Fudo fails after the deploy", provider="fudo")
+    await session.run_rollback_step("switch-version", on_output=print)   # one step at a time
+    await session.verify_rollback()   # probes again; verified: resolve sent, deploy rolled back
+    # (the rollback operations are controlroom.release.rollback.RollbackMixin's)
+
+Every state change is a journal record first; the deployment's state is replayed from the
+journal (controlroom.release.state), so a reopened session has the same phase, the same clocks
+(they derive from recorded times) and the same attestations. The clock is injectable: it
+stamps every record and drives every clock, so tests can jump minutes ahead.
+
+Journal files live in `journal_directory()` (CONTROLROOM_JOURNAL_DIR, else the user data
+directory), one per session, named `<environment>-<UTC start time>.jsonl`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import os
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from controlroom.checks.run import CheckReport, attestable_ids, run_checklist
+from controlroom.release.state import Clock, DeploymentState, replay
+from controlroom.release.journal import JOURNAL_DIR_VARIABLE, Journal, journal_directory, read_records  # noqa: F401 - re-exported
+from controlroom.checks.base import Attestation as ProbeAttestation
+from controlroom.checks.base import ProbeContext, ProbeResult, run_probe, with_attestation
+from controlroom.release.rollback import RollbackMixin
+from controlroom.config.loader import LoadedConfig
+from controlroom.config.models import Phase, Step
+from controlroom.release import rules
+from controlroom.live.sources import Feeds, HealthSnapshot
+from controlroom.release.rules import Command, Situation
+from controlroom.errors import SessionError
+from controlroom.release.steps import OutputCallback, StepOutcome, StepRefused, StepRunner, is_modifying
+from controlroom.checks.verdict import Verdict, decide
+
+Now = Callable[[], datetime]
+POS_HEALTH_TIMEOUT_S = 5.0  # reading the fleet for the report; a dead source means no snapshot
+
+
+def environment_slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:48] or "environment"
+
+
+def find_resumable(
+    environment_name: str, journal_dir: Path | None = None, *, config_path: Path | None = None
+) -> Path | None:
+    """The newest journal of this environment whose deployment started and did not finish.
+    With `config_path`, only a journal opened from that same config file counts (a new
+    sandbox is a new environment, even though its name is the same)."""
+    directory = journal_dir or journal_directory()
+    if not directory.is_dir():
+        return None
+    candidates = sorted(directory.glob(f"{environment_slug(environment_name)}-*.jsonl"), reverse=True)
+    for path in candidates:
+        try:
+            records, _, _ = read_records(path)
+        except OSError:
+            continue
+        opened = next((r for r in records if r.kind == "session_opened"), None)
+        if opened is None or opened.data.get("environment") != environment_name:
+            continue
+        if config_path is not None and opened.data.get("config") != str(config_path.resolve()):
+            continue
+        if replay(records).in_progress:
+            return path
+    return None
+
+
+class Session(RollbackMixin):
+    """The controller of one environment's release. Use Session.open(). The rollback
+    operations come from RollbackMixin (controlroom.release.rollback)."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        journal: Journal,
+        *,
+        write: bool,
+        clock: Now,
+        environ: Mapping[str, str] | None,
+    ) -> None:
+        self.loaded = loaded
+        self.journal = journal
+        self.write = write
+        self.clock = clock
+        self.environ = environ
+        self.results: dict[str, ProbeResult] = {}
+        self.report: CheckReport | None = None
+        self.verdict: Verdict | None = None
+        self.checks_running = False
+        self.running_step: str | None = None
+        self.state: DeploymentState = replay(journal.records)
+        self.resumed = self.state.in_progress
+
+    @classmethod
+    def open(
+        cls,
+        loaded: LoadedConfig,
+        *,
+        write: bool = False,
+        journal_path: Path | None = None,
+        journal_dir: Path | None = None,
+        clock: Now | None = None,
+        environ: Mapping[str, str] | None = None,
+        operator: dict[str, str] | None = None,
+    ) -> "Session":
+        """Open a new journal (in journal_dir), or the one at journal_path (resuming it)."""
+        clock = clock or (lambda: datetime.now(UTC))
+        write = write or loaded.environment.write_by_default
+        if journal_path is None:
+            directory = journal_dir or journal_directory()
+            stamp = clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+            journal_path = directory / f"{environment_slug(loaded.environment.name)}-{stamp}.jsonl"
+            suffix = 1
+            while journal_path.exists():
+                suffix += 1
+                journal_path = directory / f"{environment_slug(loaded.environment.name)}-{stamp}-{suffix}.jsonl"
+        journal = Journal.open(journal_path, redact=loaded.secrets.redact, clock=clock, operator=operator, claim=True)
+        session = cls(loaded, journal, write=write, clock=clock, environ=environ)
+        shared = {"also_open_in": str(journal.other_holder)} if journal.other_holder else {}
+        if not journal.records or journal.records[0].kind != "session_opened":
+            journal.append("session_opened", {
+                "environment": loaded.environment.name,
+                "runbook": loaded.runbook_source,  # a path, or "default (built in)"
+                "runbook_name": loaded.runbook.name,
+                "config": str(loaded.config_path.resolve()),
+                **shared,
+            })
+        else:
+            journal.append("session_resumed", {"write": write, "problems": [str(p) for p in journal.problems], **shared})
+        session._replay()
+        return session
+
+    def close(self) -> None:
+        """The window closes: give up the claim on the journal."""
+        self.journal.close()
+
+    # -- derived state -----------------------------------------------------------------
+
+    @property
+    def deployment(self):  # noqa: ANN201 - runbook.models.Deployment
+        return self.loaded.runbook.deployment
+
+    @property
+    def verdict_name(self) -> str:
+        return self.verdict.verdict if self.verdict else "PENDING"
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def attestations(self) -> dict[str, ProbeAttestation]:
+        return {
+            item_id: ProbeAttestation(who=a.user, at=a.at, address=a.ssh_client)
+            for item_id, a in self.state.attestations.items()
+            if a.outcome == "pass"
+        }
+
+    def attestable(self) -> list[str]:
+        return attestable_ids(self.loaded)
+
+    def current_phase(self) -> Phase | None:
+        phase_id = self.state.current_phase(self.deployment)
+        return next((p for p in self.deployment.phases if p.id == phase_id), None)
+
+    def phase_of(self, step_id: str) -> Phase:
+        for phase in self.deployment.phases:
+            if any(step.id == step_id for step in phase.steps):
+                return phase
+        raise SessionError(f"no deployment step {step_id!r}")
+
+    def step(self, step_id: str) -> Step:
+        phase = self.phase_of(step_id)
+        return next(step for step in phase.steps if step.id == step_id)
+
+    def deploy_clock(self) -> Clock:
+        return self.state.deploy_clock(self.deployment, self.now())
+
+    def phase_clock(self, phase_id: str) -> Clock:
+        return self.state.phase_clock(self.deployment, phase_id, self.now())
+
+    # -- the rules (controlroom.release.rules decides; this only asks) -------------------
+
+    def situation(self) -> Situation:
+        return Situation(self.state, self.write, self.running_step)
+
+    def command_refusal(self, command: Command, *, outcome: str | None = None) -> str | None:
+        """Why `command` is refused now, or None: what screens ask to dim a key."""
+        return rules.refusal(command, self.situation(), outcome=outcome)
+
+    def _allow(self, command: Command, *, outcome: str | None = None) -> None:
+        refusal = self.command_refusal(command, outcome=outcome)
+        if refusal:
+            raise SessionError(refusal)
+
+    def finish_outcome(self) -> str:
+        """How `f` would record the deployment now: success, or failed after a failed step."""
+        return rules.finish_outcome(self.situation())
+
+    def runner(self) -> StepRunner:
+        return StepRunner(self.loaded, write=self.write, journal=self.journal, environ=self.environ,
+                          attestations=self.attestations())
+
+    def describe(self, step_id: str) -> str:
+        return self.runner().describe(self.step(step_id), self._values())
+
+    def refusal(self, step_id: str) -> str | None:
+        """Why run_step would refuse this step right now, or None."""
+        step = self.step(step_id)
+        refused = self.command_refusal(Command.RUN_STEP)
+        if refused:
+            return refused
+        if not self.state.in_progress:
+            return "the deployment has not started (or is finished)"
+        current = self.current_phase()
+        if current is None or current.id != self.phase_of(step_id).id:
+            return f"{step.title!r} belongs to another phase than the current one"
+        if self.running_step:
+            return f"step {self.running_step!r} is still running"
+        if self.rollback_in_progress():
+            return "a rollback is in progress: finish it on the Rollback screen first"
+        once = rules.step_refusal(Command.RUN_STEP, self.state.steps.get(step_id), modifying=is_modifying(step),
+                                  ran_before=f":{step_id}" in self.state.ran_ever)
+        if once:
+            return f"{step.title}: {once}"
+        return self.runner().refusal(step)
+
+    def modifying(self, step_id: str) -> bool:
+        return is_modifying(self.step(step_id))
+
+    @staticmethod
+    def modifying_step(step: Step) -> bool:
+        return is_modifying(step)
+
+    def _values(self) -> dict[str, str]:
+        return {"version": self.state.version} if self.state.version else {}
+
+    def _replay(self) -> None:
+        self.state = replay(self.journal.records)
+
+    def _append(self, kind: str, data: dict[str, Any]) -> None:
+        self.journal.append(kind, data)
+        self._replay()
+
+    # -- checklist ---------------------------------------------------------------------
+
+    async def run_checks(self) -> CheckReport:
+        """Run every checklist item; journal the results and the verdict (when it changed)."""
+        self.checks_running = True
+        try:
+            report = await run_checklist(self.loaded, self.attestations(), environ=self.environ)
+        finally:
+            self.checks_running = False
+        self.report = report
+        self.results = self._failing_attestations(dict(report.results))
+        self._journal_checks(list(self.results.values()))
+        self._decide(force_journal=self.verdict is None)
+        return report
+
+    async def run_item(self, item_id: str) -> ProbeResult:
+        """Run one checklist item again and update the verdict."""
+        items = {item.id: item for _, item in self.loaded.runbook.items()}
+        if item_id not in items:
+            raise SessionError(f"no checklist item {item_id!r}")
+        attestations = self.attestations()
+        async with ProbeContext(self.loaded, attestations=attestations, environ=self.environ) as ctx:
+            result = await run_probe(items[item_id], ctx)
+        if result.status == "skipped" and item_id in attestations:
+            result = with_attestation(result, attestations[item_id], self.loaded.secrets.redact)
+        result = self._failing_attestations({item_id: result})[item_id]
+        self.results[item_id] = result
+        self._journal_checks([result])
+        self._decide()
+        return result
+
+    def attest(self, item_id: str, note: str = "") -> ProbeResult:
+        """The operator vouches for a manual item: journaled with who and when; the item
+        passes and the verdict is decided again."""
+        self._allow(Command.ATTEST)
+        if item_id not in self.attestable():
+            raise SessionError(f"{item_id!r} cannot be attested; only {', '.join(self.attestable())} can")
+        self._append("attested", {"item_id": item_id, "outcome": "pass", "note": note})
+        attestation = self.attestations()[item_id]
+        previous = self.results.get(item_id)
+        item = next(i for _, i in self.loaded.runbook.items() if i.id == item_id)
+        if item.kind == "manual":
+            result = ProbeResult(item_id, "pass", attestation.describe(), 0.0, attestation.at,
+                                 attested_by=attestation.by, attested_at=attestation.at)
+        elif previous is not None:
+            result = with_attestation(previous, attestation, self.loaded.secrets.redact)
+        else:
+            result = ProbeResult(item_id, "skipped", attestation.describe(), 0.0, attestation.at,
+                                 attested_by=attestation.by, attested_at=attestation.at)
+        self.results[item_id] = result
+        self._decide()
+        return result
+
+    def attest_failing(self, item_id: str, reason: str) -> ProbeResult:
+        """The operator records that a manual item does NOT hold (on-call unavailable, a
+        critical vulnerability unpatched): journaled with who, when and why; the item fails
+        and its on_fail decides the verdict. A later attestation that it holds replaces it."""
+        self._allow(Command.ATTEST_FAILING)
+        if item_id not in self.attestable():
+            raise SessionError(f"{item_id!r} cannot be attested; only {', '.join(self.attestable())} can")
+        reason = reason.strip()
+        if len(reason) < 3:
+            raise SessionError("recording an item as not met needs a reason")
+        self._append("attested", {"item_id": item_id, "outcome": "fail", "note": reason})
+        result = self._failing_attestations({item_id: self.results.get(item_id)})[item_id]
+        self.results[item_id] = result
+        self._journal_checks([result])
+        self._decide()
+        return result
+
+    def _failing_attestations(self, results: dict[str, ProbeResult | None]) -> dict[str, ProbeResult]:
+        """Items an operator attested as not met fail, whatever their probe said."""
+        out = {key: value for key, value in results.items() if value is not None}
+        for item_id, attestation in self.state.attestations.items():
+            if attestation.outcome != "fail" or item_id not in results:
+                continue
+            by = f"{attestation.user} (from {attestation.ssh_client})" if attestation.ssh_client else attestation.user
+            evidence = self.loaded.secrets.redact(
+                f"attested NOT met by {by} at {attestation.at:%Y-%m-%dT%H:%M:%SZ}: {attestation.note}")
+            out[item_id] = ProbeResult(item_id, "fail", evidence, 0.0, attestation.at,
+                                       attested_by=by, attested_at=attestation.at)
+        return out
+
+    def _journal_checks(self, results: list[ProbeResult]) -> None:
+        sections = {item.id: (section, item) for section, item in self.loaded.runbook.items()}
+        self.journal.append("check", {"results": [
+            {
+                "id": r.item_id,
+                "title": sections[r.item_id][1].title,
+                "section": sections[r.item_id][0].id,
+                "status": r.status,
+                "evidence": r.evidence,
+                "duration_ms": round(r.duration_ms, 1),
+                **({"measured": dict(r.measured)} if r.measured else {}),
+            }
+            for r in results
+        ]})
+
+    def record_pos_health(self, snapshot: HealthSnapshot) -> None:
+        """An observation (journaled read-only too): the providers' locations connected and
+        disconnected, as the report's POS Integration Health shows them. Not journaled again
+        while nothing changed."""
+        providers = [{"provider": p.provider, "total": p.total, "connected": p.connected,
+                      "disconnected": p.disconnected, "failed_over_4h": p.failed_over_4h} for p in snapshot.providers]
+        total = sum(p["total"] for p in providers)
+        data = {"providers": providers,
+                "health_percent": round(100.0 * sum(p["connected"] for p in providers) / total, 1) if total else None}
+        last = next((r for r in reversed(self.journal.records) if r.kind == "pos_health"), None)
+        if last is None or last.data != data:
+            self._append("pos_health", data)
+
+    async def measure_pos_health(self, timeout_s: float = POS_HEALTH_TIMEOUT_S) -> None:
+        """Read the providers' health now (the same query as the POS screen) and journal it;
+        a dead source only means no snapshot."""
+        feeds = Feeds(self.loaded)
+        try:
+            if feeds.health is not None:
+                self.record_pos_health(await asyncio.wait_for(feeds.health.fetch(), timeout_s))
+        except Exception:  # noqa: BLE001 - the report then says the fleet was not measured
+            pass
+        finally:
+            await feeds.close()
+
+    def _decide(self, *, force_journal: bool = False) -> Verdict:
+        verdict = decide(self.loaded.runbook, self.results)
+        changed = self.verdict is None or verdict.verdict != self.verdict.verdict or verdict.reasons != self.verdict.reasons
+        self.verdict = verdict
+        if changed or force_journal:
+            self._journal_verdict()
+        return verdict
+
+    def _journal_verdict(self) -> None:
+        verdict = self.verdict or decide(self.loaded.runbook, self.results)
+        self._append("verdict", {
+            "verdict": verdict.verdict,
+            "reasons": list(verdict.reasons),
+            "health_percent": verdict.health_percent,
+        })
+
+    # -- deployment --------------------------------------------------------------------
+
+    def start_deploy_refusal(self) -> str | None:
+        """Why start_deploy would refuse whatever the version and the reason, or None: asked
+        before the operator types either."""
+        refused = self.command_refusal(Command.START)
+        if refused:
+            return refused
+        if self.state.in_progress:
+            return f"deployment of {self.state.version} is already in progress"
+        if self.state.ended_at is not None:
+            outcome = (self.state.outcome or "finished").replace("_", " ")
+            return (f"this session's deployment of {self.state.version} is finished ({outcome}); "
+                    "reopen the control room for another")
+        return None
+
+    async def start_deploy(self, version: str, override_reason: str | None = None) -> None:
+        """Start the deployment of `version`. Refused when the verdict is not GO, unless an
+        override reason is given (journaled with the verdict it overrode)."""
+        version = version.strip()
+        if not version:
+            raise SessionError("give the version to deploy")
+        refusal = self.start_deploy_refusal()
+        if refusal:
+            raise SessionError(refusal)
+        pattern = self.deployment.version_pattern
+        if not re.fullmatch(pattern, version):
+            raise SessionError(f"{version[:70]!r} is not a version this runbook deploys (it must match {pattern})")
+        reason = (override_reason or "").strip()
+        verdict = self.verdict_name
+        if verdict != "GO" and not reason:
+            raise SessionError(f"the verdict is {verdict}, not GO: starting needs an override with a typed reason")
+        git_sha = await self._git_sha(version)
+        self._journal_verdict()
+        self._append("deploy_started", {
+            "version": version,
+            "git_sha": git_sha,
+            "verdict": verdict,
+            "override_reason": reason if verdict != "GO" else "",
+        })
+        self._append("phase_started", {"phase_id": self.deployment.phases[0].id})
+
+    def adopt(self, version: str, reason: str) -> None:
+        """Adopt a release this control room did not start (deployed by CI/CD, a colleague,
+        or a window whose journal is gone): journaled with who and why; afterwards it can be
+        rolled back like any other."""
+        self._allow(Command.ADOPT)
+        version, reason = version.strip(), reason.strip()
+        if not re.fullmatch(self.deployment.version_pattern, version):
+            raise SessionError(f"{version[:70]!r} is not a version this runbook deploys "
+                               f"(it must match {self.deployment.version_pattern})")
+        if len(reason) < 3:
+            raise SessionError("adopting a release needs a reason (who deployed it, and why you take it over)")
+        self._append("release_adopted", {"version": version, "reason": reason, "verdict": self.verdict_name})
+
+    async def run_step(self, step_id: str, on_output: OutputCallback | None = None) -> StepOutcome:
+        """Run a step of the current phase: `step_intent` is on disk before it starts,
+        `step_outcome` after. StepRefused / SessionError when it must not run."""
+        refusal = self.refusal(step_id)
+        if refusal:
+            raise StepRefused(refusal)
+        where = {"phase_id": self.phase_of(step_id).id}
+        return await self._run_journaled(self.step(step_id), where, self._values(), on_output)
+
+    async def _run_journaled(
+        self, step: Step, where: dict[str, str], values: dict[str, str], on_output: OutputCallback | None
+    ) -> StepOutcome:
+        """Every step the operator runs, deploy or rollback, goes through here: the intent is
+        journaled (fsync'ed) before the action starts and the outcome after, a cancelled step
+        is journaled as failed, and probe results feed the verdict. `where` names the phase
+        or the rollback plan."""
+        runner = self.runner()
+        self.running_step = step.id
+        intent = secrets.token_hex(8)  # ties the outcome to this one run of the step
+        try:
+            self._append("step_intent", {"step_id": step.id, **where, "action": step.action.kind,
+                                         "detail": runner.describe(step, values), "intent_id": intent})
+            try:
+                outcome = await runner.run(step, values, on_output)
+            except asyncio.CancelledError:
+                self._append("step_outcome", {"step_id": step.id, **where, "status": "failed", "intent_id": intent,
+                                              "summary": "cancelled", "reason": "the control room was closed"})
+                raise
+            except StepRefused as refused:
+                outcome = StepOutcome("failed", str(refused))
+            self._append("step_outcome", {"step_id": step.id, **where, "status": outcome.status, "intent_id": intent,
+                                          "summary": outcome.summary, "reason": "",
+                                          **({"count": outcome.count} if outcome.count is not None else {})})
+        finally:
+            self.running_step = None
+        for result in outcome.probe_results:
+            self.results[result.item_id] = result
+        if outcome.probe_results:
+            self._decide()
+        return outcome
+
+    async def dry_run(self, step_id: str):  # noqa: ANN201 - steps.DryRun
+        return await self.runner().dry_run(self.step(step_id), self._values())
+
+    def mark_done(self, step_id: str, note: str = "") -> None:
+        self._outcome_without_running(step_id, "done", note or "marked done by the operator", "")
+
+    def skip_step(self, step_id: str, reason: str) -> None:
+        reason = reason.strip()
+        if not reason:
+            raise SessionError("skipping a step needs a reason")
+        self._outcome_without_running(step_id, "skipped", "skipped by the operator", reason)
+
+    def _outcome_without_running(self, step_id: str, status: str, summary: str, reason: str) -> None:
+        self._allow(Command.MARK_DONE if status == "done" else Command.SKIP)
+        step = self.step(step_id)
+        phase = self.phase_of(step_id)
+        if not self.state.in_progress:
+            raise SessionError("the deployment has not started (or is finished)")
+        current = self.current_phase()
+        if current is None or current.id != phase.id:
+            raise SessionError(f"{step.title!r} belongs to another phase than the current one")
+        if self.running_step == step_id:
+            raise SessionError(f"step {step_id!r} is still running")
+        once = rules.step_refusal(Command.MARK_DONE if status == "done" else Command.SKIP, self.state.steps.get(step_id),
+                                  modifying=is_modifying(step))
+        if once:
+            raise SessionError(f"{step.title}: {once}")
+        self._append("step_outcome", {"step_id": step_id, "phase_id": phase.id, "status": status,
+                                      "summary": summary, "reason": reason})
+
+    def open_steps(self, phase_id: str) -> list[str]:
+        phase = next(p for p in self.deployment.phases if p.id == phase_id)
+        return [s.id for s in phase.steps if self.state.steps.get(s.id) is None
+                or self.state.steps[s.id].status not in ("done", "skipped")]
+
+    def next_phase(self) -> Phase | None:
+        """Complete the current phase (every step done or skipped) and start the next; the
+        new phase, or None when the last phase was completed."""
+        self._allow(Command.NEXT_PHASE)
+        current = self.current_phase()
+        if current is None:
+            raise SessionError("no phase is running")
+        waiting = self.open_steps(current.id)
+        if waiting:
+            raise SessionError(f"{current.title}: {len(waiting)} step(s) not done or skipped: {', '.join(waiting)}")
+        phases = self.deployment.phases
+        index = next(i for i, p in enumerate(phases) if p.id == current.id)
+        self._append("phase_completed", {"phase_id": current.id})
+        if index + 1 < len(phases):
+            self._append("phase_started", {"phase_id": phases[index + 1].id})
+            return phases[index + 1]
+        return None
+
+    def finish_deploy(self, outcome: str | None = None) -> None:
+        """End the deployment as `outcome` (default: what finish_outcome() says). Never a
+        success after a failed step or a rollback."""
+        outcome = outcome or self.finish_outcome()
+        self._allow(Command.FINISH, outcome=outcome)
+        current = self.current_phase()
+        if current is not None:
+            self._append("phase_completed", {"phase_id": current.id})
+        self._append("deploy_finished", {"outcome": outcome})
+
+    async def _git_sha(self, version: str = "") -> str:
+        repository = self.loaded.runbook.rollback.previous_version.repository
+        cwd = Path(repository).expanduser()
+        if not cwd.is_absolute():
+            cwd = self.loaded.config_path.parent / cwd
+        try:
+            process = await asyncio.create_subprocess_exec(
+                # The deployed tag's commit when it resolves to one, else what is checked out.
+                "git", "rev-parse", "--verify", "--quiet", f"{version or 'HEAD'}^{{commit}}", cwd=cwd,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
+            )
+        except OSError:
+            return ""
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), timeout=3)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return ""
+        return out.decode().strip() if process.returncode == 0 else ""

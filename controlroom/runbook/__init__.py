@@ -1,1 +1,0 @@
-"""Runbook and environment model: the TOML format and its validation."""

@@ -1,0 +1,482 @@
+"""The sandbox's HTTP face of the POS platform: a Starlette app served by uvicorn.
+
+It answers the endpoints the release checklist calls (Supabase REST health, the
+`pos-credentials-rotation` edge function, per-provider `validate` functions, token issue
+with zombie-token semantics), a Prometheus-style `/api/v1/query` for KPIs, Slack and
+PagerDuty sinks that record what the control room sends, and `/_sandbox/*` controls
+(deploy, rollback, sink faults) for the demo and the tests. The middleware (rate limiting,
+CORS, request timing) lives in `http_middleware.py`, the sink recording in `sinks.py`.
+
+Behaviour per scenario comes from `scenarios.py`; the runtime state shared with the
+simulator (failing providers, deployed version) lives in the `sandbox.state` table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import math
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from controlroom.sandbox.http.middleware import (
+    CorsMiddleware,
+    FixedWindowRateLimiter,
+    MetricsMiddleware,
+    RateLimitMiddleware,
+    RequestMetrics,
+)
+from controlroom.sandbox.world.scenarios import PROVIDERS, Scenario, get_scenario
+from controlroom.sandbox.http.sinks import SinkFault, SinkRecorder, fault_response, redact_pd, validate_pd_event
+from controlroom.infra.tokens import token_fingerprint
+
+if TYPE_CHECKING:
+    from controlroom.sandbox.http.server import HttpSettings
+
+QUERY_TIMEOUT_S = 3.0          # every query; the sandbox must never hang on its database
+STATE_CACHE_TTL_S = 0.4        # a deploy by the simulator shows up within this
+
+
+# How tokens are stored and recorded; the Token Zombie probe looks rows up by the same one.
+fingerprint = token_fingerprint
+
+# -- shared runtime state ------------------------------------------------------------------
+
+
+class StateCache:
+    """sandbox.state's failing_providers, read at most every STATE_CACHE_TTL_S seconds."""
+
+    def __init__(self, ttl_s: float = STATE_CACHE_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._value: frozenset[str] = frozenset()
+        self._read_at = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def failing_providers(self, pool: asyncpg.Pool) -> frozenset[str]:
+        if time.monotonic() - self._read_at < self.ttl_s:
+            return self._value
+        async with self._lock:  # one reader refreshes, the others wait for it
+            if time.monotonic() - self._read_at >= self.ttl_s:
+                raw = await pool.fetchval(
+                    "SELECT value FROM sandbox.state WHERE key = 'failing_providers'", timeout=QUERY_TIMEOUT_S
+                )
+                self._value = frozenset(_json_list(raw))
+                self._read_at = time.monotonic()
+        return self._value
+
+    def invalidate(self) -> None:
+        self._read_at = -math.inf
+
+
+def _json_list(raw: Any) -> list[str]:
+    value = json.loads(raw) if isinstance(raw, str) else raw
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+async def _set_state(conn: asyncpg.Connection | asyncpg.Pool, key: str, value: Any) -> None:
+    await conn.execute(
+        "INSERT INTO sandbox.state (key, value) VALUES ($1, $2::jsonb) "
+        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        key,
+        json.dumps(value),
+        timeout=QUERY_TIMEOUT_S,
+    )
+
+
+# -- the platform --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    fingerprint: str
+    location_id: str
+    status: str  # 'active' | 'rotated'
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def _error(http_status: int, /, **body: Any) -> JSONResponse:
+    return JSONResponse(body, status_code=http_status)
+
+
+async def _json_body(request: Request) -> Any:
+    """The request's JSON, or None when it has no or broken JSON."""
+    raw = await request.body()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+class Platform:
+    """The simulated platform: request handlers over one asyncpg pool and in-memory state."""
+
+    def __init__(self, settings: HttpSettings, scenario: Scenario) -> None:
+        self.settings = settings
+        self.scenario = scenario
+        self.pool: asyncpg.Pool | None = None
+        self.state = StateCache()
+        self.metrics = RequestMetrics()
+        self.sinks = SinkRecorder()
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        if self.pool is None:
+            raise RuntimeError("the database pool is not open (lifespan not run)")
+        return self.pool
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.pool = await asyncpg.create_pool(
+            self.settings.dsn,
+            min_size=1,
+            max_size=8,
+            timeout=10,
+            command_timeout=QUERY_TIMEOUT_S,
+            server_settings={"application_name": "controlroom-sandbox-http", "statement_timeout": "5000"},
+        )
+        try:
+            yield
+        finally:
+            await self.pool.close()
+            self.pool = None
+
+    # -- keys and tokens --
+
+    def _api_key_ok(self, request: Request) -> bool:
+        presented = request.headers.get("apikey") or _bearer(request) or ""
+        keys = (self.settings.anon_key, self.settings.service_key)
+        return any(hmac.compare_digest(presented.encode(), k.encode()) for k in keys if k)
+
+    def _is_api_key(self, token: str) -> bool:
+        keys = (self.settings.anon_key, self.settings.service_key)
+        return any(hmac.compare_digest(token.encode(), k.encode()) for k in keys if k)
+
+    async def _lookup(self, token: str) -> TokenRow | None:
+        row = await self.db.fetchrow(
+            "SELECT fingerprint, location_id, status FROM sandbox.api_tokens WHERE fingerprint = $1",
+            fingerprint(token),
+            timeout=QUERY_TIMEOUT_S,
+        )
+        return TokenRow(row["fingerprint"], row["location_id"], row["status"]) if row else None
+
+    async def _gate(self, token: str) -> TokenRow | Response:
+        """The one place token semantics live: unknown → 401, zombie → 401 at once (no write),
+        unless the scenario accepts zombies, which then answer slowly."""
+        row = await self._lookup(token)
+        if row is None:
+            return _error(401, error="invalid_token")
+        if row.status == "rotated":
+            if not self.scenario.zombie_accepted:
+                return _error(401, error="token_revoked")
+            await asyncio.sleep(self.scenario.zombie_delay_ms / 1000.0)
+        return row
+
+    async def _check_bearer(self, request: Request) -> Response | None:
+        """Where a location token is optional, one that is presented must still pass the gate
+        (an API key in Authorization is not a location token)."""
+        token = _bearer(request)
+        if token is None or self._is_api_key(token):
+            return None
+        gate = await self._gate(token)
+        return gate if isinstance(gate, Response) else None
+
+    async def _issue(self, conn: asyncpg.Connection | asyncpg.Pool, location_id: str) -> str:
+        token = secrets.token_urlsafe(32)
+        await conn.execute(
+            "INSERT INTO sandbox.api_tokens (fingerprint, location_id, status) VALUES ($1, $2, 'active')",
+            fingerprint(token),
+            location_id,
+            timeout=QUERY_TIMEOUT_S,
+        )
+        return token
+
+    async def _provider_of(self, conn: asyncpg.Connection | asyncpg.Pool, location_id: str) -> str | None:
+        return await conn.fetchval(
+            "SELECT provider FROM pos_integrations_location WHERE location_id = $1",
+            location_id,
+            timeout=QUERY_TIMEOUT_S,
+        )
+
+    # -- endpoints: health, REST, auth --
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def rest_root(self, request: Request) -> Response:
+        if not self._api_key_ok(request):
+            return _error(401, message="Invalid API key")
+        refused = await self._check_bearer(request)
+        if refused is not None:
+            return refused
+        return JSONResponse(
+            {
+                "swagger": "2.0",
+                "info": {"title": "POS platform (sandbox)", "version": "sandbox"},
+                "host": request.url.netloc,
+                "basePath": "/rest/v1/",
+                "paths": {"/pos_integrations_location": {}, "/pos_rotation_metrics": {}, "/rotation_cb": {}},
+            }
+        )
+
+    async def issue_token(self, request: Request) -> Response:
+        if not self._api_key_ok(request):
+            return _error(401, message="Invalid API key")
+        refused = await self._check_bearer(request)
+        if refused is not None:
+            return refused
+        body = await _json_body(request)
+        location_id = body.get("location_id") if isinstance(body, dict) else None
+        if not isinstance(location_id, str) or not location_id:
+            return _error(400, error="invalid_request", message="location_id is required")
+        if await self._provider_of(self.db, location_id) is None:
+            return _error(404, error="unknown_location")
+        token = await self._issue(self.db, location_id)
+        return JSONResponse({"access_token": token, "token_type": "bearer", "location_id": location_id})
+
+    # -- endpoints: edge functions --
+
+    async def rotate(self, request: Request) -> Response:
+        started = time.perf_counter()
+        body = await _json_body(request)
+        if isinstance(body, dict) and body.get("test") is True:
+            return JSONResponse({"ok": True, "test": True, "rotation_capable": True})
+        token = _bearer(request)
+        if token is None or self._is_api_key(token):
+            return _error(401, error="invalid_token", message="a location token is required")
+        gate = await self._gate(token)
+        if isinstance(gate, Response):
+            return gate
+        if gate.status == "rotated":  # only reached when the scenario accepts zombies
+            return await self._zombie_rotation(gate, started)
+        return await self._rotation(gate, started)
+
+    async def _rotation(self, row: TokenRow, started: float) -> Response:
+        failing = await self.state.failing_providers(self.db)
+        async with self.db.acquire() as conn, conn.transaction():
+            provider = await self._provider_of(conn, row.location_id) or "unknown"
+            if provider in failing:
+                await self._record_rotation(conn, row, provider, started, success=False, error="provider_unavailable")
+                return _error(503, error="provider_unavailable", provider=provider)
+            rotated = await conn.execute(
+                "UPDATE sandbox.api_tokens SET status = 'rotated', rotated_at = now() "
+                "WHERE fingerprint = $1 AND status = 'active'",
+                row.fingerprint,
+                timeout=QUERY_TIMEOUT_S,
+            )
+            if rotated == "UPDATE 0":  # a concurrent request rotated it first: now a zombie
+                return _error(401, error="token_revoked")
+            new_token = await self._issue(conn, row.location_id)
+            await self._record_rotation(conn, row, provider, started, success=True)
+        return JSONResponse({"access_token": new_token, "token_type": "bearer", "rotated": True})
+
+    async def _zombie_rotation(self, row: TokenRow, started: float) -> Response:
+        """The zombie-token scenario's bug: the old token is honoured, and may even rotate."""
+        if not self.scenario.zombie_triggers_rotation:
+            return JSONResponse({"ok": True, "rotated": False})
+        async with self.db.acquire() as conn, conn.transaction():
+            provider = await self._provider_of(conn, row.location_id) or "unknown"
+            new_token = await self._issue(conn, row.location_id)
+            await self._record_rotation(conn, row, provider, started, success=True)
+        return JSONResponse({"access_token": new_token, "token_type": "bearer", "rotated": True})
+
+    @staticmethod
+    async def _record_rotation(
+        conn: asyncpg.Connection, row: TokenRow, provider: str, started: float, *, success: bool, error: str | None = None
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO pos_rotation_metrics (location_id, provider, success, latency_ms, token_fingerprint, error) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            row.location_id,
+            provider,
+            success,
+            int((time.perf_counter() - started) * 1000),
+            row.fingerprint,
+            error,
+            timeout=QUERY_TIMEOUT_S,
+        )
+
+    async def validate(self, request: Request) -> Response:
+        provider = request.path_params["provider"]
+        if provider not in PROVIDERS:
+            return _error(404, error="unknown_function", message=f"no function pos-{provider}/validate")
+        refused = await self._check_bearer(request)
+        if refused is not None:
+            return refused
+        delay_ms = self.scenario.extra_latency_ms.get(provider, 0)
+        if delay_ms:
+            await asyncio.sleep(delay_ms / 1000.0)
+        if provider in await self.state.failing_providers(self.db):
+            return _error(503, provider=provider, status="failing")
+        count = await self.db.fetchval(
+            "SELECT count(*) FROM pos_integrations_location WHERE provider = $1", provider, timeout=QUERY_TIMEOUT_S
+        )
+        status = "degraded" if provider in self.scenario.degraded_providers else "ok"
+        return JSONResponse({"provider": provider, "status": status, "locations": count})
+
+    # -- endpoints: sinks --
+
+    async def slack(self, request: Request) -> Response:
+        body = await _json_body(request)
+        fault = self.sinks.take_fault("slack")
+        if fault is not None:
+            self.sinks.record("slack", request, body, fault.status, "injected fault")
+            return fault_response("slack", fault)
+        if not isinstance(body, dict) or not (body.get("text") or body.get("blocks")):
+            self.sinks.record("slack", request, body, 400, "invalid_payload")
+            return PlainTextResponse("invalid_payload", status_code=400)
+        self.sinks.record("slack", request, body, 200, None)
+        return PlainTextResponse("ok")
+
+    async def pagerduty(self, request: Request) -> Response:
+        body = await _json_body(request)
+        shown = redact_pd(body)  # the routing key is a secret: never kept
+        fault = self.sinks.take_fault("pagerduty")
+        if fault is not None:
+            self.sinks.record("pagerduty", request, shown, fault.status, "injected fault")
+            return fault_response("pagerduty", fault)
+        errors = validate_pd_event(body, self.settings.pagerduty_routing_key)
+        if errors:
+            self.sinks.record("pagerduty", request, shown, 400, "; ".join(errors))
+            return _error(400, status="invalid event", message="Event object is invalid", errors=errors)
+        dedup_key = body.get("dedup_key") or uuid.uuid4().hex
+        self.sinks.record("pagerduty", request, {**shown, "dedup_key": dedup_key}, 202, None)
+        return JSONResponse({"status": "success", "message": "Event processed", "dedup_key": dedup_key}, status_code=202)
+
+    # -- endpoints: sandbox control --
+
+    def _admin_ok(self, request: Request) -> bool:
+        token = _bearer(request) or ""
+        return bool(self.settings.admin_token) and hmac.compare_digest(token.encode(), self.settings.admin_token.encode())
+
+    async def sink_faults(self, request: Request) -> Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or body.get("sink") not in ("slack", "pagerduty"):
+            return _error(400, error="sink must be 'slack' or 'pagerduty'")
+        status, count, retry_after = body.get("status"), body.get("count", 1), body.get("retry_after")
+        if not isinstance(status, int) or not 400 <= status <= 599 or not isinstance(count, int) or count < 1:
+            return _error(400, error="status must be 400-599 and count >= 1")
+        if retry_after is not None and not isinstance(retry_after, int):
+            return _error(400, error="retry_after must be whole seconds")
+        self.sinks.faults[body["sink"]] = SinkFault(status, retry_after, count)
+        return JSONResponse({"sink": body["sink"], "status": status, "count": count, "retry_after": retry_after})
+
+    async def sink_records(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.sinks.clear()
+            return JSONResponse({"cleared": True})
+        return JSONResponse(self.sinks.records)
+
+    async def deploy(self, request: Request) -> Response:
+        version = await self._version(request)
+        if version is None:
+            return _error(400, error="version is required")
+        async with self.db.acquire() as conn, conn.transaction():
+            await _set_state(conn, "deployed_version", version)
+            if self.scenario.fail_on_deploy:
+                await _set_state(conn, "failing_providers", list(self.scenario.fail_on_deploy))
+        self.state.invalidate()
+        failing = sorted(await self.state.failing_providers(self.db))
+        return JSONResponse({"deployed_version": version, "failing_providers": failing})
+
+    async def rollback(self, request: Request) -> Response:
+        version = await self._version(request)
+        if version is None:
+            return _error(400, error="version is required")
+        async with self.db.acquire() as conn, conn.transaction():
+            await _set_state(conn, "deployed_version", version)
+            await _set_state(conn, "failing_providers", [])
+        self.state.invalidate()
+        return JSONResponse({"deployed_version": version, "failing_providers": []})
+
+    async def sandbox_state(self, request: Request) -> Response:
+        rows = await self.db.fetch("SELECT key, value FROM sandbox.state", timeout=QUERY_TIMEOUT_S)
+        state: dict[str, Any] = {"scenario": self.scenario.name, "failing_providers": []}
+        state.update({row["key"]: json.loads(row["value"]) for row in rows})
+        return JSONResponse(state)
+
+    @staticmethod
+    async def _version(request: Request) -> str | None:
+        body = await _json_body(request)
+        version = body.get("version") if isinstance(body, dict) else None
+        return version if isinstance(version, str) and version else None
+
+    # -- endpoints: Prometheus-style KPIs --
+
+    async def prom_query(self, request: Request) -> Response:
+        name = request.query_params.get("query", "").strip()
+        values: dict[str, Callable[[], float]] = {
+            "api_latency_p95_ms": self.metrics.p95_ms,
+            "api_error_rate_percent": self.metrics.error_rate_percent,
+            "api_requests_total": lambda: float(self.metrics.total),
+        }
+        if name not in values:
+            known = ", ".join(values)
+            return _error(400, status="error", errorType="bad_data", error=f"unknown metric {name!r}; known: {known}")
+        sample = {"metric": {"__name__": name}, "value": [round(time.time(), 3), _prom_number(values[name]())]}
+        return JSONResponse({"status": "success", "data": {"resultType": "vector", "result": [sample]}})
+
+
+def _prom_number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    return repr(round(value, 3))
+
+
+def _admin_only(platform: Platform, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    async def guarded(request: Request) -> Response:
+        if not platform._admin_ok(request):
+            return _error(401, error="admin token required")
+        return await handler(request)
+
+    return guarded
+
+
+def create_app(settings: HttpSettings) -> Starlette:
+    """The sandbox app for `settings`; the asyncpg pool opens in the app's lifespan."""
+    platform = Platform(settings, get_scenario(settings.scenario))
+    admin = lambda handler: _admin_only(platform, handler)  # noqa: E731
+    routes = [
+        Route("/healthz", platform.healthz, methods=["GET"]),
+        Route("/rest/v1/", platform.rest_root, methods=["GET"]),
+        Route("/auth/v1/token", platform.issue_token, methods=["POST"]),
+        Route("/functions/v1/pos-credentials-rotation", platform.rotate, methods=["POST"]),
+        Route("/functions/v1/pos-{provider}/validate", platform.validate, methods=["GET", "POST"]),
+        Route("/sinks/slack/{hook_id:path}", platform.slack, methods=["POST"]),
+        Route("/sinks/pagerduty/v2/enqueue", platform.pagerduty, methods=["POST"]),
+        Route("/_sandbox/sinks/faults", admin(platform.sink_faults), methods=["POST"]),
+        Route("/_sandbox/sinks", admin(platform.sink_records), methods=["GET", "DELETE"]),
+        Route("/_sandbox/deploy", admin(platform.deploy), methods=["POST"]),
+        Route("/_sandbox/rollback", admin(platform.rollback), methods=["POST"]),
+        Route("/_sandbox/state", admin(platform.sandbox_state), methods=["GET"]),
+        Route("/api/v1/query", platform.prom_query, methods=["GET"]),
+    ]
+    middleware = [  # outermost first: CORS answers preflights before they count or are timed
+        Middleware(CorsMiddleware, allowed_origins=tuple(settings.allowed_origins), allow_any=settings.cors_allow_any),
+        Middleware(RateLimitMiddleware, limiter=FixedWindowRateLimiter(settings.rate_limit, settings.rate_window_s)),
+        Middleware(MetricsMiddleware, metrics=platform.metrics),
+    ]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=platform.lifespan)
+    app.state.platform = platform  # for in-process tests
+    return app

@@ -1,0 +1,298 @@
+"""The sandbox's HTTP server in its own process: uvicorn serving `http_app.create_app`.
+
+The parent binds 127.0.0.1:0 itself and hands the listening socket's descriptor to the
+child, so the port is known before the child starts and nobody can take it in between.
+Secrets (DSN, keys, tokens) travel in environment variables, never in argv, which any
+local user can read with `ps`. The child watches its parent and exits when it is gone,
+so a crashed control room leaves no server behind.
+
+    python -m controlroom.sandbox.http.server [--fd N | --port P]   # settings from env
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, BinaryIO
+
+import httpx
+
+from controlroom.errors import ControlRoomError
+from controlroom.infra import shutdown
+
+if TYPE_CHECKING:
+    import uvicorn
+
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
+ENV_PREFIX = "CONTROLROOM_HTTP_"
+PARENT_PID_ENV = ENV_PREFIX + "PARENT_PID"
+
+
+class HttpServerStartError(ControlRoomError):
+    """The server did not answer /healthz in time; the message carries its stderr tail."""
+
+
+def _random_secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """What the sandbox server needs. Secrets are left out of repr()."""
+
+    dsn: str = field(repr=False)
+    scenario: str = "healthy"
+    anon_key: str = field(default_factory=_random_secret, repr=False)
+    service_key: str = field(default_factory=_random_secret, repr=False)
+    admin_token: str = field(default_factory=_random_secret, repr=False)
+    pagerduty_routing_key: str = field(default_factory=_random_secret, repr=False)
+    allowed_origins: tuple[str, ...] = ("https://app.posplatform.example",)
+    cors_allow_any: bool = False  # the wildcard misconfiguration, for probes to catch
+    rate_limit: int = 60
+    rate_window_s: float = 1.0
+
+    def secret_values(self) -> tuple[str, ...]:
+        return (self.dsn, self.anon_key, self.service_key, self.admin_token, self.pagerduty_routing_key)
+
+    def to_env(self) -> dict[str, str]:
+        return {
+            ENV_PREFIX + "DSN": self.dsn,
+            ENV_PREFIX + "SCENARIO": self.scenario,
+            ENV_PREFIX + "ANON_KEY": self.anon_key,
+            ENV_PREFIX + "SERVICE_KEY": self.service_key,
+            ENV_PREFIX + "ADMIN_TOKEN": self.admin_token,
+            ENV_PREFIX + "PAGERDUTY_ROUTING_KEY": self.pagerduty_routing_key,
+            ENV_PREFIX + "ALLOWED_ORIGINS": ",".join(self.allowed_origins),
+            ENV_PREFIX + "CORS_ALLOW_ANY": "1" if self.cors_allow_any else "0",
+            ENV_PREFIX + "RATE_LIMIT": str(self.rate_limit),
+            ENV_PREFIX + "RATE_WINDOW_S": repr(self.rate_window_s),
+        }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> HttpSettings:
+        def get(name: str) -> str | None:
+            return environ.get(ENV_PREFIX + name)
+
+        if not get("DSN"):
+            raise ValueError(f"{ENV_PREFIX}DSN is not set")
+        defaults = cls(dsn="")
+        origins = get("ALLOWED_ORIGINS")
+        return cls(
+            dsn=get("DSN") or "",
+            scenario=get("SCENARIO") or defaults.scenario,
+            anon_key=get("ANON_KEY") or defaults.anon_key,
+            service_key=get("SERVICE_KEY") or defaults.service_key,
+            admin_token=get("ADMIN_TOKEN") or defaults.admin_token,
+            pagerduty_routing_key=get("PAGERDUTY_ROUTING_KEY") or defaults.pagerduty_routing_key,
+            allowed_origins=tuple(o for o in origins.split(",") if o) if origins is not None else defaults.allowed_origins,
+            cors_allow_any=get("CORS_ALLOW_ANY") == "1",
+            rate_limit=int(get("RATE_LIMIT") or defaults.rate_limit),
+            rate_window_s=float(get("RATE_WINDOW_S") or defaults.rate_window_s),
+        )
+
+
+class HttpServerProcess:
+    """The sandbox HTTP server as a child process. start() returns once /healthz answers."""
+
+    def __init__(self, settings: HttpSettings, *, start_timeout_s: float = START_TIMEOUT_S) -> None:
+        self.settings = settings
+        self.start_timeout_s = start_timeout_s
+        self.port: int | None = None
+        self.startup_s: float | None = None  # how long start() took, for the curious
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: BinaryIO | None = None  # read side of the child's stderr file
+        self._emergency: int | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("the server is not started")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    # -- lifecycle --
+
+    def start(self) -> HttpServerProcess:
+        if self._process is not None:
+            raise RuntimeError("already started")
+        began = time.monotonic()
+        listener = _bind_listener()
+        self.port = listener.getsockname()[1]
+        atexit.register(self.stop)
+        self._emergency = shutdown.on_emergency(self._kill_now)
+        try:
+            self._spawn(listener)
+        finally:
+            listener.close()  # the child holds its own copy now
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - began
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM (uvicorn shuts down gracefully), SIGKILL if it lingers. Idempotent."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            _signal_group(process, signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait(timeout=STOP_TIMEOUT_S)
+        elif process is not None:
+            process.wait()
+        stderr, self._stderr = self._stderr, None
+        if stderr is not None:
+            stderr.close()
+        shutdown.discard(self._emergency)
+        self._emergency = None
+        atexit.unregister(self.stop)
+
+    def _kill_now(self) -> None:
+        if self._process is not None:
+            shutdown.kill_group(self._process.pid)
+
+    def __enter__(self) -> HttpServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- steps --
+
+    def _spawn(self, listener: socket.socket) -> None:
+        # A file, not a pipe: nobody has to drain it. Unlinked at once, so it disappears
+        # with the last descriptor even if both processes are killed.
+        fd, name = tempfile.mkstemp(prefix="controlroom-http-", suffix=".stderr")
+        self._stderr = open(name, "rb")
+        os.unlink(name)
+        env = {**os.environ, **self.settings.to_env(), PARENT_PID_ENV: str(os.getpid())}
+        with os.fdopen(fd, "wb") as stderr:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "controlroom.sandbox.http.server", "--fd", str(listener.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=env,
+                pass_fds=(listener.fileno(),),
+                start_new_session=True,  # Ctrl-C in the terminal is the parent's to handle
+            )
+
+    def _wait_healthy(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.start_timeout_s
+        with httpx.Client(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    raise HttpServerStartError(f"the HTTP server exited with {self._process.returncode}:\n{self._tail()}")
+                try:
+                    if client.get(self.base_url + "/healthz").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass  # not accepting yet; the socket queues us until it is
+                time.sleep(0.02)
+        raise HttpServerStartError(f"the HTTP server did not answer /healthz within {self.start_timeout_s:.0f} s:\n{self._tail()}")
+
+    def _tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(max(0, os.fstat(self._stderr.fileno()).st_size - 3000))
+        tail = self._stderr.read().decode(errors="replace")
+        for secret in self.settings.secret_values():  # a traceback must not leak what env carried
+            if secret:
+                tail = tail.replace(secret, "***")
+        return tail
+
+
+def _bind_listener() -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)  # connections queue from now on, before the child is up
+    return listener
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)  # its own session: the group is just the server
+    except ProcessLookupError:
+        pass
+
+
+# -- the child ------------------------------------------------------------------------------
+
+
+async def _watch_parent(server: uvicorn.Server, parent_pid: int) -> None:
+    """Stop serving when the parent is gone (we would be reparented)."""
+    while not server.should_exit:
+        if os.getppid() != parent_pid:
+            server.should_exit = True
+            return
+        await asyncio.sleep(0.5)
+
+
+async def _serve(settings: HttpSettings, sock: socket.socket, parent_pid: int | None) -> None:
+    import uvicorn  # here, not at the top: the parent never needs it
+
+    from controlroom.sandbox.http.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",  # a database that cannot be reached fails the start, visibly
+        timeout_graceful_shutdown=2,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    watcher = asyncio.create_task(_watch_parent(server, parent_pid)) if parent_pid else None
+    try:
+        # socket(fileno=) detects the family (uvicorn's own fd= path assumes AF_UNIX, which
+        # loses client addresses and TCP_NODELAY on a TCP socket).
+        await server.serve(sockets=[sock])
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The controlroom sandbox HTTP server (settings from CONTROLROOM_HTTP_* env).")
+    parser.add_argument("--fd", type=int, help="an already listening socket inherited from the parent")
+    parser.add_argument("--port", type=int, default=0, help="bind 127.0.0.1:PORT when no --fd (0: any)")
+    args = parser.parse_args(argv)
+    try:
+        settings = HttpSettings.from_env(os.environ)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.fd is not None:
+        sock = socket.socket(fileno=args.fd)
+    else:
+        sock = _bind_listener() if args.port == 0 else socket.create_server(("127.0.0.1", args.port))
+        print(f"http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    parent = os.environ.get(PARENT_PID_ENV)
+    asyncio.run(_serve(settings, sock, int(parent) if parent else None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
