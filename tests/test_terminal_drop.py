@@ -81,6 +81,9 @@ class Terminal:
             return [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
+        except IndexError:  # psutil read the empty stat of a child being reaped: look again
+            time.sleep(0.05)
+            return self.family()
 
     def hang_up(self) -> None:
         os.close(self.master)
@@ -118,7 +121,7 @@ def drop_and_check(terminal: Terminal, before: set[Path], label: str) -> float:
 def running(process: psutil.Process) -> bool:
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
+    except (psutil.NoSuchProcess, IndexError):  # IndexError: psutil reading the empty stat of a process being reaped
         return False
 
 
