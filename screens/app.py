@@ -8,7 +8,8 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,10 @@ from textual import constants, work
 from textual.app import App, SystemCommand
 from textual.driver import Driver
 from textual.binding import Binding
+from textual.message import Message
+from textual.message_pump import MessagePump
 from textual.screen import Screen
+from textual.worker import Worker, WorkerState
 
 from controlroom.release.state import format_duration
 from controlroom.release.journal import Holder
@@ -36,10 +40,36 @@ from controlroom.screens.pos_health import PosHealthScreen
 from controlroom.screens.report import ReportScreen
 from controlroom.screens.rollback import RollbackScreen
 from controlroom.screens.terminal import TerminalDriver
-from controlroom.release.engine import Session, SessionError, find_resumable
+from controlroom.infra import logs
+from controlroom.infra.logs import logger
+from controlroom.release.engine import ReleaseEngine, SessionError, find_resumable
 from controlroom.live.sources import Feeds, plain
 from controlroom.release.steps import StepRefused
-from controlroom.widgets.messages import Polled
+from controlroom.widgets.messages import (
+    Adopt,
+    Attest,
+    CommandRefused,
+    DryRunDone,
+    DryRunStep,
+    EngineCommand,
+    FindProviders,
+    FinishDeploy,
+    MarkDone,
+    NextPhase,
+    Polled,
+    ProvidersFound,
+    ReleaseChanged,
+    RollbackStarted,
+    RunCheckItem,
+    RunChecks,
+    RunStep,
+    SkipStep,
+    StartDeploy,
+    StartRollback,
+    StepFinished,
+    StepOutput,
+    VerifyRollback,
+)
 from controlroom.widgets.status_bar import StatusBar
 
 # Main views: mode name -> (key, title, screen). The first is where the app opens.
@@ -52,6 +82,8 @@ VIEWS: dict[str, tuple[str, str, Callable[[], Screen[Any]]]] = {
     "rollback": ("R", "Rollback", RollbackScreen),
 }
 
+# Bindings that are not commands of their own in the palette.
+PALETTE_LEAVES_OUT = frozenset({"app.palette", "app.quit_ctrl_c"})
 BREAKER_POLL_S = 5.0
 HEALTH_POLL_S = 10.0
 
@@ -106,7 +138,9 @@ class ControlRoomApp(App[None]):
         self.journal_dir = journal_dir
         self.check_on_start = check_on_start
         self.offer_resume = offer_resume
-        self.session: Session | None = None
+        self.session: ReleaseEngine | None = None  # the release engine, once its journal is open
+        self._origins: dict[Worker[Any], MessagePump] = {}  # the screen each command's answers go to
+        self.log_path: Path | None = None
 
     def get_driver_class(self) -> type[Driver]:
         """On a Unix terminal, the driver that survives the terminal going away."""
@@ -147,6 +181,7 @@ class ControlRoomApp(App[None]):
         if self.config.environment.production:
             self.add_class("-production")
         self.set_interval(1.0, self._tick)
+        self.log_path = logs.configure(self.config.secrets.redact)
         self._begin_session()
         # Paint first, then start the pollers: the operator sees the control room at once
         # and the data arrives into it.
@@ -256,7 +291,7 @@ class ControlRoomApp(App[None]):
 
     def _open_session(self, path: Path | None) -> None:
         try:
-            self.session = Session.open(self.config, write=self.write, journal_path=path,
+            self.session = ReleaseEngine.open(self.config, write=self.write, journal_path=path,
                                         journal_dir=self.journal_dir, clock=self.now)
         except Exception as error:  # noqa: BLE001 - shown, the rest of the app keeps working
             self.notify(f"cannot open the journal: {error}", severity="error", timeout=10)
@@ -269,7 +304,7 @@ class ControlRoomApp(App[None]):
             self.notify(f"Resumed the deployment of {self.session.state.version}", timeout=4)
         self.session_changed()
         if self.check_on_start:
-            self.call_after_refresh(self.session_run_checks)  # after the first frame is up
+            self.call_after_refresh(self._run_checks)  # after the first frame is up
 
     def _warn_shared_journal(self, holder: Holder) -> None:
         """Another live control room has this journal open (a second window, or one whose
@@ -293,14 +328,16 @@ class ControlRoomApp(App[None]):
         self.notify(f"journal also open in {plain(str(holder), limit=80)}", severity="error", timeout=15)
 
     def session_changed(self) -> None:
-        """The session changed: the current screen re-renders, the header follows."""
+        """The release changed: the screen on show re-renders (ReleaseChanged), the header
+        follows."""
+        if not self.screen_stack:
+            return
         screen = self.screen
-        show = getattr(screen, "show_session", None)
-        if show is not None and self.session is not None:
-            show(self.session)
-        bars = screen.query(StatusBar) if isinstance(screen, ControlScreen) else None
-        if bars:
-            self._session_status(bars.first())
+        if isinstance(screen, ControlScreen):
+            screen.post_message(ReleaseChanged())
+            bars = screen.query(StatusBar)
+            if bars:
+                self._session_status(bars.first())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         screen = self.screen if self.screen_stack else None
@@ -308,222 +345,215 @@ class ControlRoomApp(App[None]):
             return False  # keys typed ahead for a dialog about to open reach nothing (rule 6)
         return super().check_action(action, parameters)
 
-    def _refused(self, error: Exception) -> None:
-        screen = self.screen if self.screen_stack else None
-        if isinstance(screen, ControlScreen):
-            screen.dialog_opened()  # whatever was awaited will not open a dialog now
-        self.notify(str(error), severity="error", timeout=8)
+    # -- commands from the screens: the engine decides; answers go back as events -----
+    #
+    # Each handler runs the engine in a worker; `_answer` remembers which screen asked. A
+    # refusal (SessionError, StepRefused) or a bug ends the worker, and on_worker_state_changed
+    # tells them apart: the one place worker errors are handled.
+
+    def _answer(self, message: EngineCommand, worker: Worker[Any]) -> None:
+        if message.origin is not None:
+            self._origins[worker] = message.origin
+
+    def _tell(self, origin: MessagePump | None, event: Message) -> None:
+        if origin is not None and origin.is_attached:
+            origin.post_message(event)
+
+    def _output_to(self, origin: MessagePump | None) -> Callable[[str], None]:
+        return lambda line: self._tell(origin, StepOutput(line))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            return
+        origin = self._origins.pop(worker, None)
+        if event.state is not WorkerState.ERROR or worker.error is None:
+            return
+        error = worker.error
+        if isinstance(error, (SessionError, StepRefused)):
+            reason = str(error)
+            self.notify(reason, severity="error", timeout=8)
+        else:  # a bug: its traceback goes to the log file, the operator is told where
+            logger.error("bug in %s", worker.name, exc_info=error)
+            where = f"; traceback in {self.log_path}" if self.log_path else ""
+            reason = f"internal error (a bug) in {worker.name}: {type(error).__name__}: {error}"
+            self.notify(plain(reason, limit=200) + where, severity="error", timeout=15)
+        if origin is not None:
+            self._tell(origin, CommandRefused(reason))
+        elif isinstance(self.screen, ControlScreen):
+            self.screen.dialog_opened()  # whatever was awaited will not open a dialog now
         self.session_changed()
 
-    @work(group="checks", exclusive=True, exit_on_error=False)
-    async def session_run_checks(self) -> None:
+    def _engine(self) -> ReleaseEngine:
         if self.session is None:
-            return
-        self.session.checks_running = True
+            raise SessionError("the journal is not open yet")
+        return self.session
+
+    def on_run_checks(self, message: RunChecks) -> None:
+        self._answer(message, self._run_checks())
+
+    @work(group="checks", exclusive=True, exit_on_error=False)
+    async def _run_checks(self) -> None:
+        engine = self._engine()
+        engine.checks_running = True
         self.session_changed()
-        try:
-            report = await self.session.run_checks()
-        except Exception as error:  # noqa: BLE001
-            self._refused(error)
-            return
+        report = await engine.run_checks()
         self.session_changed()
         self.notify(f"Checklist: {report.verdict.verdict} ({len(report.checks)} checks in "
                     f"{report.duration_ms / 1000:.1f} s)", timeout=3)
 
+    def on_run_check_item(self, message: RunCheckItem) -> None:
+        self._answer(message, self._run_check_item(message.item_id))
+
     @work(group="check-item", exit_on_error=False)
-    async def session_run_item(self, item_id: str) -> None:
-        if self.session is None:
-            return
-        try:
-            result = await self.session.run_item(item_id)
-        except Exception as error:  # noqa: BLE001
-            self._refused(error)
-            return
+    async def _run_check_item(self, item_id: str) -> None:
+        result = await self._engine().run_item(item_id)
         self.session_changed()
         self.notify(f"{item_id}: {result.status.upper()}", timeout=3)
 
-    def session_attest(self, item_id: str, failing_reason: str | None = None) -> None:
-        """Attest a manual item as met, or (with a reason) as not met."""
-        if self.session is None:
-            return
-        try:
-            if failing_reason is None:
-                self.session.attest(item_id)
-            else:
-                self.session.attest_failing(item_id, failing_reason)
-        except SessionError as error:
-            self._refused(error)
-            return
+    def on_attest(self, message: Attest) -> None:
+        self._answer(message, self._attest(message.item_id, message.failing_reason))
+
+    @work(group="attest", exit_on_error=False)
+    async def _attest(self, item_id: str, failing_reason: str | None) -> None:
+        engine = self._engine()
+        if failing_reason is None:
+            engine.attest(item_id)
+        else:
+            engine.attest_failing(item_id, failing_reason)
         self.session_changed()
         what = "attested" if failing_reason is None else "recorded as NOT met"
-        self.notify(f"{item_id} {what}; verdict {self.session.verdict_name}", timeout=3)
+        self.notify(f"{item_id} {what}; verdict {engine.verdict_name}", timeout=3)
+
+    def on_start_deploy(self, message: StartDeploy) -> None:
+        self._answer(message, self._start_deploy(message.version, message.override_reason))
 
     @work(group="deploy", exit_on_error=False)
-    async def session_start_deploy(self, version: str, override_reason: str | None) -> None:
-        if self.session is None:
-            return
-        try:
-            await self.session.start_deploy(version, override_reason)
-        except SessionError as error:
-            self._refused(error)
-            return
+    async def _start_deploy(self, version: str, override_reason: str | None) -> None:
+        await self._engine().start_deploy(version, override_reason)
         self.session_changed()
-        self.notify(f"Deployment of {version} started" + (" (override journaled)" if override_reason else ""), timeout=4)
+        self.notify(f"Deployment of {plain(version, limit=40)} started"
+                    + (" (override journaled)" if override_reason else ""), timeout=4)
 
-    async def _step_outcome(self, step_id: str, running: Awaitable[Any], on_output: Callable[[str], None],
-                            then: Callable[[], None] | None, failure_hint: Callable[[Any], str]) -> None:
-        """Await a deploy or rollback step, then show its outcome in the log, the header and
-        a notification. A refusal is shown as such."""
-        self.call_after_refresh(self.session_changed)  # shows RUN while it runs
-        try:
-            outcome = await running
-        except (SessionError, StepRefused) as error:
-            self._refused(error)
-            return
-        failed = outcome.status == "failed"
-        on_output(f"→ {outcome.status.upper()}: {outcome.summary}")
-        self.session_changed()
-        self.notify(f"{step_id}: {outcome.status.upper()}" + (f" — {failure_hint(outcome)}" if failed else ""),
-                    severity="error" if failed else "information", timeout=6)
-        if then is not None:
-            then()
+    def on_run_step(self, message: RunStep) -> None:
+        self._answer(message, self._run_step(message.step_id, message.rollback, message.origin))
 
     @work(group="steps", exit_on_error=False)
-    async def session_run_step(self, step_id: str, on_output: Callable[[str], None],
-                               then: Callable[[], None] | None = None) -> None:
-        if self.session is None:
-            return
+    async def _run_step(self, step_id: str, rollback: bool, origin: MessagePump | None) -> None:
+        engine = self._engine()
+        output = self._output_to(origin)
+        running = engine.run_rollback_step(step_id, output) if rollback else engine.run_step(step_id, output)
+        self.call_after_refresh(self.session_changed)  # shows RUN while it runs
+        outcome = await running
+        failed = outcome.status == "failed"
+        output(f"→ {outcome.status.upper()}: {outcome.summary}")
+        hint = ""
+        if failed and not rollback:
+            hint = "R opens the rollback console"
+            output("   " + hint)
+        self.session_changed()
+        self.notify(f"{step_id}: {outcome.status.upper()}" + (f" — {hint or outcome.summary}" if failed else ""),
+                    severity="error" if failed else "information", timeout=6)
+        self._tell(origin, StepFinished(step_id, outcome, rollback=rollback))
 
-        def hint(outcome: Any) -> str:
-            on_output("   R opens the rollback console")
-            return "R opens the rollback console"
-
-        await self._step_outcome(step_id, self.session.run_step(step_id, on_output), on_output, then, hint)
+    def on_dry_run_step(self, message: DryRunStep) -> None:
+        self._answer(message, self._dry_run(message, message.origin))
 
     @work(group="steps-dry", exit_on_error=False)
-    async def session_dry_run(self, step_id: str, on_output: Callable[[str], None]) -> None:
-        if self.session is None:
+    async def _dry_run(self, message: DryRunStep, origin: MessagePump | None) -> None:
+        engine = self._engine()
+        if message.rollback:
+            dry = await engine.dry_run_rollback_step(message.step_id, message.plan_id)
+        else:
+            dry = await engine.dry_run(message.step_id)
+        if message.confirm:
+            self._tell(origin, DryRunDone(message.step_id, message.plan_id, dry))
             return
-        try:
-            dry = await self.session.dry_run(step_id)
-        except Exception as error:  # noqa: BLE001
-            self._refused(error)
-            return
-        on_output(f"── dry run: {step_id} (nothing changed)")
+        output = self._output_to(origin)
+        output(f"── dry run: {message.step_id} (nothing changed)")
         for line in dry.description.splitlines():
-            on_output("   " + line)
+            output("   " + line)
         if dry.note:
-            on_output("   " + dry.note)
+            output("   " + dry.note)
 
-    def session_command(self, name: str, *args: Any) -> None:
-        """A quick, journal-only command: mark_done, skip_step, next_phase, finish_deploy, adopt."""
-        if self.session is None:
-            return
-        try:
-            result = getattr(self.session, name)(*args)
-        except SessionError as error:
-            self._refused(error)
-            return
-        if name == "next_phase":
-            self.notify(f"Phase {result.title} started" if result else "Last phase completed; f finishes", timeout=3)
-        if name == "adopt":
-            self.notify(f"Adopted {plain(args[0], limit=40)}: s starts a rollback of it", timeout=5)
+    def on_mark_done(self, message: MarkDone) -> None:
+        self._answer(message, self._journal_only(message))
+
+    def on_skip_step(self, message: SkipStep) -> None:
+        self._answer(message, self._journal_only(message))
+
+    def on_next_phase(self, message: NextPhase) -> None:
+        self._answer(message, self._journal_only(message))
+
+    def on_finish_deploy(self, message: FinishDeploy) -> None:
+        self._answer(message, self._journal_only(message))
+
+    def on_adopt(self, message: Adopt) -> None:
+        self._answer(message, self._journal_only(message))
+
+    @work(group="journal-only", exit_on_error=False)
+    async def _journal_only(self, message: EngineCommand) -> None:
+        """The commands that only journal: mark done, skip, next phase, finish, adopt."""
+        engine = self._engine()
+        if isinstance(message, MarkDone):
+            (engine.mark_rollback_step_done if message.rollback else engine.mark_done)(message.step_id)
+        elif isinstance(message, SkipStep):
+            (engine.skip_rollback_step if message.rollback else engine.skip_step)(message.step_id, message.reason)
+        elif isinstance(message, NextPhase):
+            phase = engine.next_phase()
+            self.notify(f"Phase {plain(phase.title, limit=40)} started" if phase else "Last phase completed; f finishes",
+                        timeout=3)
+        elif isinstance(message, FinishDeploy):
+            engine.finish_deploy(message.outcome)
+        elif isinstance(message, Adopt):
+            engine.adopt(message.version, message.reason)
+            self.notify(f"Adopted {plain(message.version, limit=40)}: s starts a rollback of it", timeout=5)
         self.session_changed()
-        screen = self.screen
-        if isinstance(screen, DeployScreen) and name in ("mark_done", "skip_step", "next_phase"):
-            screen.select_next_open_step()
+        if isinstance(message, (MarkDone, SkipStep, NextPhase)):
+            step_id = getattr(message, "step_id", "")
+            self._tell(message.origin, StepFinished(step_id, None, rollback=getattr(message, "rollback", False)))
 
-    # -- rollback: the Rollback screen's commands; I/O in workers, results by callback --
+    def on_find_providers(self, message: FindProviders) -> None:
+        self._answer(message, self._find_providers(message, message.origin))
 
     @work(group="rollback-providers", exclusive=True, exit_on_error=False)
-    async def session_provider_choices(self, plan_id: str, then: Callable[[list[tuple[str, int | None]]], None]) -> None:
-        if self.session is None:
-            return
-        try:
-            choices = await self.session.provider_choices(plan_id)
-        except Exception as error:  # noqa: BLE001
-            self._refused(error)
-            return
-        then(choices)
+    async def _find_providers(self, message: FindProviders, origin: MessagePump | None) -> None:
+        choices = await self._engine().provider_choices(message.plan_id)
+        self._tell(origin, ProvidersFound(message.plan_id, message.reason, choices))
+
+    def on_start_rollback(self, message: StartRollback) -> None:
+        self._answer(message, self._start_rollback(message, message.origin))
 
     @work(group="rollback-start", exclusive=True, exit_on_error=False)
-    async def session_start_rollback(self, plan_id: str, reason: str, provider: str, then: Callable[[], None]) -> None:
-        if self.session is None:
-            return
-        try:
-            record = await self.session.start_rollback(plan_id, reason, provider)
-        except SessionError as error:
-            self._refused(error)
-            return
+    async def _start_rollback(self, message: StartRollback, origin: MessagePump | None) -> None:
+        record = await self._engine().start_rollback(message.plan_id, message.reason, message.provider)
         version = record.data.get("version") or "(version not found)"
-        self.notify(f"Rollback started: back to {version}" + (f", disabling {provider}" if provider else ""), timeout=5)
+        self.notify(f"Rollback started: back to {plain(str(version), limit=40)}"
+                    + (f", disabling {plain(message.provider, limit=30)}" if message.provider else ""), timeout=5)
         self.session_changed()
-        then()
+        self._tell(origin, RollbackStarted(record))
+
+    def on_verify_rollback(self, message: VerifyRollback) -> None:
+        self._answer(message, self._verify_rollback(message.origin))
 
     @work(group="steps", exit_on_error=False)
-    async def session_run_rollback_step(self, step_id: str, on_output: Callable[[str], None],
-                                        then: Callable[[], None] | None = None) -> None:
-        if self.session is None:
-            return
-        running = self.session.run_rollback_step(step_id, on_output)
-        await self._step_outcome(step_id, running, on_output, then, lambda outcome: outcome.summary)
-
-    @work(group="steps-dry", exit_on_error=False)
-    async def session_rollback_dry_run(self, step_id: str, plan_id: str | None, on_output: Callable[[str], None] | None,
-                                       then: Callable[[Any], None] | None) -> None:
-        if self.session is None:
-            return
-        try:
-            dry = await self.session.dry_run_rollback_step(step_id, plan_id)
-        except Exception as error:  # noqa: BLE001
-            self._refused(error)
-            return
-        if on_output is not None:
-            on_output(f"── dry run: {step_id} (nothing changed)")
-            for line in dry.description.splitlines():
-                on_output("   " + line)
-            if dry.note:
-                on_output("   " + dry.note)
-        if then is not None:
-            then(dry)
-
-    @work(group="steps", exit_on_error=False)
-    async def session_verify_rollback(self, on_output: Callable[[str], None]) -> None:
-        if self.session is None:
-            return
+    async def _verify_rollback(self, origin: MessagePump | None) -> None:
+        output = self._output_to(origin)
         self.call_after_refresh(self.session_changed)
-        try:
-            verified, _results, lines = await self.session.verify_rollback(on_output)
-        except Exception as error:  # noqa: BLE001
-            self._refused(error)
-            return
+        verified, _results, lines = await self._engine().verify_rollback(output)
         for line in lines:
-            on_output(line)
+            output(line)
         failed = [line for line in lines if "FAILED" in line]
         if verified:
-            on_output("→ VERIFIED: the deployment ended rolled back" + ("; resolve sent" if lines and not failed else ""))
+            output("→ VERIFIED: the deployment ended rolled back" + ("; resolve sent" if lines and not failed else ""))
             self.notify("Rollback verified" + (f"; {len(failed)} notification(s) FAILED" if failed else "; incident resolved"),
                         severity="error" if failed else "information", timeout=8)
         else:
-            on_output("→ NOT VERIFIED: fix what fails, then v again")
+            output("→ NOT VERIFIED: fix what fails, then v again")
             self.notify("Rollback NOT verified: see the log", severity="error", timeout=8)
         self.session_changed()
         if verified:
-            self.session_run_checks()  # the whole checklist again: the verdict for what is running now
-
-    def session_rollback_command(self, name: str, *args: Any) -> None:
-        """Journal-only rollback commands: mark_rollback_step_done, skip_rollback_step."""
-        if self.session is None:
-            return
-        try:
-            getattr(self.session, name)(*args)
-        except SessionError as error:
-            self._refused(error)
-            return
-        self.session_changed()
-        screen = self.screen
-        if isinstance(screen, RollbackScreen):
-            screen.select_next_open_step()
+            self._run_checks()  # the whole checklist again: the verdict for what is running now
 
     # -- the report --------------------------------------------------------------------
 
@@ -660,38 +690,17 @@ class ControlRoomApp(App[None]):
         self.push_screen(HelpScreen(title, screen.HELP if screen else "", self.key_list()))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        for name, (key, title, _) in VIEWS.items():
-            yield SystemCommand(f"Show {title}", f"Switch to the {title} screen (key {key})",
-                                lambda name=name: self.switch_mode(name))
-        yield SystemCommand("Refresh all sources", "Poll every source now (key r)", self.action_refresh_all)
-        yield SystemCommand("Help", "Every key and what this screen does (key ?)", self.action_help)
-        yield SystemCommand("Write the report", "The post-deployment report, next to the journal (key ctrl+r)",
-                            self.action_report)
-        if isinstance(screen, ChecklistScreen):
-            yield SystemCommand("Re-run all checks", "Run the whole checklist again (key r)", screen.action_rerun_all)
-            yield SystemCommand("Re-run selected check", "Run the selected item again (key space)", screen.action_rerun_item)
-            yield SystemCommand("Attest selected item", "Vouch for a manual item, journaled (key a)", screen.action_attest)
-        if isinstance(screen, DeployScreen):
-            yield SystemCommand("Start deployment", "Asks the version; override needs a reason (key s)", screen.action_start)
-            yield SystemCommand("Run selected step", "Read-only steps run at once; modifying ones show what they do and ask (key x)",
-                                screen.action_run_step)
-            yield SystemCommand("Dry-run selected step", "Describe it and count rows, change nothing (key t)", screen.action_dry_run)
-            yield SystemCommand("Mark step done", "Without running it (key m)", screen.action_mark_done)
-            yield SystemCommand("Skip step", "With a typed reason (key z)", screen.action_skip)
-            yield SystemCommand("Next phase", "Complete this phase, start the next (key n)", screen.action_next_phase)
-            yield SystemCommand("Finish deployment", "Record the deployment as done (key f)", screen.action_finish)
-        if isinstance(screen, RollbackScreen):
-            yield SystemCommand("Start rollback", "The selected plan; asks why and the provider (key s)", screen.action_start)
-            yield SystemCommand("Run rollback step", "Shows it, typed confirmation, runs it (key x)", screen.action_run_step)
-            yield SystemCommand("Dry-run rollback step", "Describe it and count rows, change nothing (key t)",
-                                screen.action_dry_run)
-            yield SystemCommand("Mark rollback step done", "A manual step, without running it (key m)", screen.action_mark_done)
-            yield SystemCommand("Skip rollback step", "With a typed reason (key z)", screen.action_skip)
-            yield SystemCommand("Verify rollback", "Probe again; verified resolves the incident (key v)", screen.action_verify)
-        if isinstance(screen, BreakersScreen):
-            yield SystemCommand("Filter breakers", "Filter by provider, location or state (key /)", screen.action_filter)
-            yield SystemCommand("Sort breakers", "Cycle the sort column (key s)", screen.action_cycle_sort)
-        yield SystemCommand("Quit", "Quit the control room (key q; asks first during a deployment)", self.action_quit)
+        """The palette, built from the active bindings (the screen's, then the app's), so a
+        remapped key stays true: each command is a key's tooltip and runs its action."""
+        seen: set[str] = set()
+        for active in screen.active_bindings.values():
+            binding = active.binding
+            if not binding.id or binding.id in PALETTE_LEAVES_OUT or binding.id in seen or not active.enabled:
+                continue
+            seen.add(binding.id)
+            title = binding.tooltip or binding.description or binding.action
+            yield SystemCommand(title.split(" (")[0].split(": ")[0], f"key {self.get_key_display(binding)}",
+                                partial(active.node.run_action, binding.action))
 
 
 def make_app(config: LoadedConfig, **kwargs: Any) -> ControlRoomApp:

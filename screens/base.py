@@ -1,23 +1,69 @@
-"""What every main screen shares: the status bar on top, the footer below, and how the app
-hands it data (attributes down: the app calls `show_state` and `tick`)."""
+"""What every main screen shares: the status bar on top, the footer below, how the app hands
+it data (attributes down: the app calls `show_state` and `tick`), and how it talks to the
+release engine (messages up: `command()` posts an EngineCommand; the answers come back as
+events). A screen never decides whether a command is allowed: it asks the engine, to dim a
+key (`COMMANDS`) and to say why."""
 
 from __future__ import annotations
 
 import time
-
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from textual.app import ComposeResult
 from textual.screen import Screen
 
 from controlroom.live.polling import PollState
+from controlroom.release.rules import DEPLOY, Command
 from controlroom.widgets.key_bar import KeyBar
+from controlroom.widgets.messages import CommandRefused, EngineCommand, ReleaseChanged
 from controlroom.widgets.status_bar import StatusBar
+
+if TYPE_CHECKING:
+    from controlroom.release.engine import ReleaseEngine
+    from controlroom.screens.app import ControlRoomApp
 
 
 class ControlScreen(Screen[None]):
     TITLE_TEXT = ""
     HELP = ""  # what this screen does, for the help screen
+    # action -> the engine command it gives: the key is dimmed while the engine refuses it
+    # (it still answers, with the reason).
+    COMMANDS: dict[str, Command] = {}
+    COMMAND_SCOPE = DEPLOY
+
+    @property
+    def room(self) -> ControlRoomApp:
+        return cast("ControlRoomApp", self.app)
+
+    @property
+    def session(self) -> ReleaseEngine | None:
+        """The release engine (None until its journal is open)."""
+        return self.room.session
+
+    def command(self, message: EngineCommand) -> None:
+        """Give the release engine a command; its answers come back to this screen."""
+        message.origin = self
+        self.post_message(message)
+
+    def refused(self, action: str) -> str | None:
+        """Why the engine would refuse this action's command now (None: allowed, or not a
+        command): what the key bar dims."""
+        command, engine = self.COMMANDS.get(action), self.session
+        if command is None or engine is None:
+            return None
+        outcome = engine.finish_outcome() if command is Command.FINISH else None
+        return engine.command_refusal(command, outcome=outcome, scope=self.COMMAND_SCOPE)
+
+    def show_session(self, session: ReleaseEngine) -> None:
+        """The release changed: re-render what shows it."""
+
+    def on_release_changed(self, event: ReleaseChanged) -> None:
+        if self.session is not None:
+            self.show_session(self.session)
+        self.refresh_bindings()  # the key bar dims what the engine now refuses
+
+    def on_command_refused(self, event: CommandRefused) -> None:
+        self.dialog_opened()  # whatever was awaited will not open a dialog now
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -51,13 +97,13 @@ class ControlScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self._shown: dict[str, PollState[Any]] = {}
-        self.app.configure_status(self.query_one(StatusBar), self.TITLE_TEXT)  # type: ignore[attr-defined]
+        self.room.configure_status(self.query_one(StatusBar), self.TITLE_TEXT)
 
     def on_screen_resume(self) -> None:
-        app: Any = self.app
-        for source, state in app.poll_states.items():
+        room = self.room
+        for source, state in room.poll_states.items():
             self.deliver(source, state)
-        self.tick(app.clock())
+        self.tick(room.clock())
 
     def deliver(self, source: str, state: PollState[Any]) -> None:
         """Show `state` unless this screen already shows it: states are immutable, so coming

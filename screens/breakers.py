@@ -88,7 +88,7 @@ class BreakersScreen(ControlScreen):
         if state.value is not None and state.value is not self.snapshot:
             self.snapshot = state.value
             self.render_view()
-        self.tick(self.app.clock())  # type: ignore[attr-defined]
+        self.tick(self.room.clock())
 
     def render_view(self) -> None:
         snapshot = self.snapshot
@@ -128,7 +128,7 @@ class BreakersScreen(ControlScreen):
                 status.append(" · / to narrow", style="dim")
         state = self.state
         if state is not None:
-            now = self.app.clock()  # type: ignore[attr-defined]
+            now = self.room.clock()
             status.append(f" · read {format_age(state.age(now))} ago")
             if state.stale(now):
                 status.append(" STALE", style="bold yellow")

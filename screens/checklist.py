@@ -4,7 +4,7 @@ banner with its deciding reasons; re-run all / one; attest a manual item."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -17,6 +17,11 @@ from controlroom.screens.base import ControlScreen
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
 from controlroom.live.sources import plain
 from controlroom.checks.verdict import percent
+from controlroom.release.rules import Command
+from controlroom.widgets.messages import Attest, RunCheckItem, RunChecks
+
+if TYPE_CHECKING:
+    from controlroom.release.engine import ReleaseEngine
 
 STATUS_LABELS = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "error": "ERR", "pending": "WAIT", "skipped": "SKIP"}
 TITLE_WIDTH = 30
@@ -51,6 +56,8 @@ class ChecklistScreen(ControlScreen):
                 id="checklist.next_waiting"),
     ]
 
+    COMMANDS = {"attest": Command.ATTEST, "attest_failing": Command.ATTEST_FAILING}
+
     def compose_body(self) -> ComposeResult:
         yield Static(Text("verdict: running the checklist…", style="dim"), id="verdict-banner")
         table: DataTable[Any] = DataTable(id="checklist-table", cursor_type="row", zebra_stripes=False)
@@ -70,7 +77,7 @@ class ChecklistScreen(ControlScreen):
         table.add_column(Text("check"), width=TITLE_WIDTH, key="check")
         table.add_column(Text("evidence"), width=EVIDENCE_WIDTH, key="evidence")
         table.add_column(Text("age"), width=4, key="age")
-        for section in self.app.config.runbook.checklist.sections:  # type: ignore[attr-defined]
+        for section in self.room.config.runbook.checklist.sections:
             table.add_row(Text(""), Text(clip(section.title, TITLE_WIDTH), style="bold underline"), Text(""), Text(""),
                           key=f"section:{section.id}")
             for item in section.items:
@@ -80,11 +87,7 @@ class ChecklistScreen(ControlScreen):
 
     # -- rendering ---------------------------------------------------------------------
 
-    @property
-    def session(self):  # noqa: ANN201
-        return getattr(self.app, "session", None)
-
-    def show_session(self, session: Any) -> None:
+    def show_session(self, session: ReleaseEngine) -> None:
         self._render_session()
 
     def on_screen_resume(self) -> None:
@@ -102,7 +105,7 @@ class ChecklistScreen(ControlScreen):
             return
         table = self.query_one("#checklist-table", DataTable)
         running = session.checks_running
-        for _, item in self.app.config.runbook.items():  # type: ignore[attr-defined]
+        for _, item in self.room.config.runbook.items():
             result = session.results.get(item.id)
             if result is None:
                 status = Text("RUN" if running else "—", style="dim")
@@ -156,7 +159,7 @@ class ChecklistScreen(ControlScreen):
             detail.update("")
             return
         result = session.results.get(item_id)
-        item = next(i for _, i in self.app.config.runbook.items() if i.id == item_id)  # type: ignore[attr-defined]
+        item = next(i for _, i in self.room.config.runbook.items() if i.id == item_id)
         text = Text()
         text.append(f"{item.id}: ", style="bold")
         if result is None:
@@ -182,14 +185,14 @@ class ChecklistScreen(ControlScreen):
     # -- commands ----------------------------------------------------------------------
 
     def action_rerun_all(self) -> None:
-        self.app.session_run_checks()  # type: ignore[attr-defined]
+        self.command(RunChecks())
 
     def action_rerun_item(self) -> None:
         item_id = self.selected_item()
         if item_id is None:
             self.app.notify("Select a check first (↑↓)", severity="warning")
             return
-        self.app.session_run_item(item_id)  # type: ignore[attr-defined]
+        self.command(RunCheckItem(item_id))
 
     def waiting_items(self) -> list[str]:
         """Items that wait for an operator's attestation, in table order."""
@@ -198,7 +201,7 @@ class ChecklistScreen(ControlScreen):
             return []
         attested = session.attestations()
         attestable = set(session.attestable())
-        return [item.id for _, item in self.app.config.runbook.items()  # type: ignore[attr-defined]
+        return [item.id for _, item in self.room.config.runbook.items()
                 if item.id in attestable and item.id not in attested]
 
     def action_next_waiting(self) -> None:
@@ -228,7 +231,7 @@ class ChecklistScreen(ControlScreen):
                             "nothing to do" + ("; n goes to the next one waiting" if self.waiting_items() else ""),
                             timeout=5)
             return
-        item = next(i for _, i in self.app.config.runbook.items() if i.id == item_id)  # type: ignore[attr-defined]
+        item = next(i for _, i in self.room.config.runbook.items() if i.id == item_id)
         who = session.journal.operator.get("user", "unknown")
         body = Text()
         body.append(plain(getattr(item, "prompt", "") or item.title, limit=400))
@@ -236,7 +239,7 @@ class ChecklistScreen(ControlScreen):
 
         def done(confirmed: bool | None) -> None:
             if confirmed:
-                self.app.session_attest(item_id)  # type: ignore[attr-defined]
+                self.command(Attest(item_id))
 
         self.app.push_screen(ConfirmDialog(Text(f"Attest: {clip(item.title, 60)}"), body, confirm_label="Attest"), done)
 
@@ -246,7 +249,7 @@ class ChecklistScreen(ControlScreen):
         if session is None or item_id is None or item_id not in session.attestable():
             self.app.notify("Select a manual check first (↑↓, or n for the next one waiting)", severity="warning")
             return
-        item = next(i for _, i in self.app.config.runbook.items() if i.id == item_id)  # type: ignore[attr-defined]
+        item = next(i for _, i in self.room.config.runbook.items() if i.id == item_id)
         body = Text()
         body.append(plain(getattr(item, "prompt", "") or item.title, limit=400))
         body.append("\n\nThis records that it does NOT hold: the item fails and its rule decides the verdict. "
@@ -254,5 +257,5 @@ class ChecklistScreen(ControlScreen):
         self.app.push_screen(
             ReasonDialog(Text(f"Not met: {clip(item.title, 60)}"), body, placeholder="e.g. on-call unreachable",
                          confirm_label="Record as not met", min_length=3),
-            lambda reason: self.app.session_attest(item_id, reason) if reason else None,  # type: ignore[attr-defined]
+            lambda reason: self.command(Attest(item_id, reason)) if reason else None,
         )

@@ -7,20 +7,36 @@ Clocks are derived from recorded start times (controlroom.release.state) on ever
 from __future__ import annotations
 
 import textwrap
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from controlroom.config.models import Deployment
 from controlroom.release.rules import Command
 from controlroom.release.state import Clock, format_duration
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
 from controlroom.live.sources import plain
 from controlroom.release.steps import is_modifying
+from controlroom.widgets.messages import (
+    CommandRefused,
+    DryRunStep,
+    FinishDeploy,
+    MarkDone,
+    NextPhase,
+    RunStep,
+    SkipStep,
+    StartDeploy,
+    StepFinished,
+    StepOutput,
+)
 from controlroom.widgets.step_log import StepLog
+
+if TYPE_CHECKING:
+    from controlroom.release.engine import ReleaseEngine
 
 STEP_STYLES = {
     "todo": ("·", "dim"),
@@ -100,6 +116,8 @@ class DeployScreen(ControlScreen):
         Binding("n", "next_phase", "next", tooltip="Next phase: complete this one, start the next", id="deploy.next"),
         Binding("f", "finish", "finish", tooltip="Finish the deployment", id="deploy.finish"),
     ]
+    COMMANDS = {"start": Command.START, "run_step": Command.RUN_STEP, "mark_done": Command.MARK_DONE,
+                "skip": Command.SKIP, "next_phase": Command.NEXT_PHASE, "finish": Command.FINISH}
     _resume_cursor_placed = False
 
     def compose_body(self) -> ComposeResult:
@@ -130,16 +148,12 @@ class DeployScreen(ControlScreen):
         self._show_selected_outcome()
 
     @property
-    def deployment(self):  # noqa: ANN201
-        return self.app.config.runbook.deployment  # type: ignore[attr-defined]
-
-    @property
-    def session(self):  # noqa: ANN201
-        return getattr(self.app, "session", None)
+    def deployment(self) -> Deployment:
+        return self.room.config.runbook.deployment
 
     # -- rendering ---------------------------------------------------------------------
 
-    def show_session(self, session: Any) -> None:
+    def show_session(self, session: ReleaseEngine) -> None:
         self.render_deploy()
 
     def on_screen_resume(self) -> None:
@@ -228,6 +242,16 @@ class DeployScreen(ControlScreen):
     def log_line(self, line: str) -> None:
         self.query_one(StepLog).add_line(line)
 
+    def on_step_output(self, event: StepOutput) -> None:
+        self.log_line(event.line)
+
+    def on_step_finished(self, event: StepFinished) -> None:
+        self.step_finished()
+
+    def on_command_refused(self, event: CommandRefused) -> None:
+        super().on_command_refused(event)
+        self.render_deploy()
+
     def _show_selected_outcome(self) -> None:
         """While no step has written to the log, it shows the selected step's journaled
         outcome (a FAIL says why), else the placeholder."""
@@ -309,7 +333,7 @@ class DeployScreen(ControlScreen):
                             f"against {self.deployment.target_minutes:g} minutes.")
                 self.app.push_screen(
                     ConfirmDialog(Text(f"Start the deployment of {version}?"), body, confirm_label="Start"),
-                    lambda ok: self.app.session_start_deploy(version, None) if ok else None,  # type: ignore[attr-defined]
+                    lambda ok: self.command(StartDeploy(version)) if ok else None,
                 )
                 return
             reasons = session.verdict.reasons if session.verdict else ["the checklist has not run"]
@@ -322,7 +346,7 @@ class DeployScreen(ControlScreen):
                 ReasonDialog(Text(f"Override: deploy {version} while {verdict}"), body,
                              placeholder="the reason for overriding the verdict", confirm_label="Override and start",
                              min_length=5),
-                lambda reason: self.app.session_start_deploy(version, reason) if reason else None,  # type: ignore[attr-defined]
+                lambda reason: self.command(StartDeploy(version, reason)) if reason else None,
             )
 
         self.app.push_screen(
@@ -358,7 +382,7 @@ class DeployScreen(ControlScreen):
             # Read-only (probe, read-only SQL or command) or manual: nothing to confirm.
             self.log_line(f"── {step.title}" + (f": {plain(step.action.prompt, limit=200)}"
                                                  if step.action.kind == "manual" and step.action.prompt else ""))
-            self.app.session_run_step(step_id, self.log_line, self.step_finished)  # type: ignore[attr-defined]
+            self.command(RunStep(step_id))
             return
         body = Text()
         if step.action.kind == "manual":
@@ -373,14 +397,14 @@ class DeployScreen(ControlScreen):
         def confirmed(ok: bool | None) -> None:
             if ok:
                 self.log_line(f"── {step.title}")
-                self.app.session_run_step(step_id, self.log_line, self.step_finished)  # type: ignore[attr-defined]
+                self.command(RunStep(step_id))
 
         self.app.push_screen(ConfirmDialog(Text(plain(title, limit=70)), body, confirm_label=label), confirmed)
 
     def action_dry_run(self) -> None:
         step_id = self._need_step()
         if step_id is not None:
-            self.app.session_dry_run(step_id, self.log_line)  # type: ignore[attr-defined]
+            self.command(DryRunStep(step_id))
 
     def action_mark_done(self) -> None:
         session = self.session
@@ -391,7 +415,7 @@ class DeployScreen(ControlScreen):
         self.app.push_screen(
             ConfirmDialog(Text(plain(f"Mark done: {step.title}", limit=70)),
                           Text("Without running it: you did it yourself. Journaled."), confirm_label="Mark done"),
-            lambda ok: self.app.session_command("mark_done", step_id) if ok else None,  # type: ignore[attr-defined]
+            lambda ok: self.command(MarkDone(step_id)) if ok else None,
         )
 
     def action_skip(self) -> None:
@@ -403,11 +427,11 @@ class DeployScreen(ControlScreen):
         self.app.push_screen(
             ReasonDialog(Text(plain(f"Skip: {step.title}", limit=70)), Text("Type why this step is skipped; journaled."),
                          placeholder="the reason for skipping", confirm_label="Skip", min_length=3),
-            lambda reason: self.app.session_command("skip_step", step_id, reason) if reason else None,  # type: ignore[attr-defined]
+            lambda reason: self.command(SkipStep(step_id, reason)) if reason else None,
         )
 
     def action_next_phase(self) -> None:
-        self.app.session_command("next_phase")  # type: ignore[attr-defined]
+        self.command(NextPhase())
 
     def action_finish(self) -> None:
         session = self.session
@@ -418,15 +442,23 @@ class DeployScreen(ControlScreen):
         if refusal:
             self.app.notify(refusal, severity="error", timeout=8)
             return
+        situation = session.situation()
         body = Text("Completes the current phase and records the deployment as ")
         if outcome == "success":
             body.append("a success.")
         else:
             body.append("FAILED", style="bold red")
-            body.append(f" (step {', '.join(session.situation().failed_steps())} failed). "
-                        "To undo it instead, roll back (R).")
+            failed = situation.failed_steps()
+            body.append(f" (step {', '.join(failed)} failed)." if failed else ".")
+            plan = session.current_rollback_plan() if situation.rollback_in_progress else None
+            if plan is not None:
+                body.append(f"\n\nThis ABANDONS the {plain(plan.title, limit=40)} in progress: it is recorded as not "
+                            "verified and the incident stays open. To end it rolled back instead, verify it (R, v).",
+                            style="bold")
+            else:
+                body.append(" To undo it instead, roll back (R).")
         self.app.push_screen(
             ConfirmDialog(Text(f"Finish the deployment of {plain(session.state.version, limit=30)}?"), body,
                           confirm_label="Finish" if outcome == "success" else "Finish as failed"),
-            lambda ok: self.app.session_command("finish_deploy", outcome) if ok else None,  # type: ignore[attr-defined]
+            lambda ok: self.command(FinishDeploy(outcome)) if ok else None,
         )

@@ -22,7 +22,7 @@ class KpisScreen(ControlScreen):
     )
 
     def compose_body(self) -> ComposeResult:
-        kpis = self.app.config.runbook.kpis  # type: ignore[attr-defined]
+        kpis = self.room.config.runbook.kpis
         with VerticalScroll(id="kpi-list"):
             for window, heading in (("realtime", "Real-time"), ("24h", "24 hours")):
                 chosen = [k for k in kpis if k.window == window]
@@ -38,7 +38,7 @@ class KpisScreen(ControlScreen):
             return
         rows = self.query(f"#kpi-{source[4:]}")
         if rows:
-            rows.first(KpiRow).show(state, self.app.clock())  # type: ignore[attr-defined]
+            rows.first(KpiRow).show(state, self.room.clock())
 
     def tick(self, now: float) -> None:
         for row in self.query(KpiRow):

@@ -74,7 +74,7 @@ class PosHealthScreen(ControlScreen):
                         for (key, _, _), cell in zip(COLUMNS, row):
                             table.update_cell(p.provider, key, cell)
                     self._shown[p.provider] = plain_row
-        self.tick(self.app.clock())  # type: ignore[attr-defined]
+        self.tick(self.room.clock())
 
     def tick(self, now: float) -> None:
         state = self.state

@@ -10,7 +10,7 @@ journaled times (rollback_started, incident_window), so a reopened console shows
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -18,12 +18,32 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from controlroom.release.state import format_duration
-from controlroom.release.rules import Command
+from controlroom.config.models import RollbackPlan, Step
+from controlroom.release.rules import ROLLBACK, Command
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.deploy import LEVEL_STYLES, STEP_STYLES, clock_text, outcome_lines
 from controlroom.screens.dialogs import ConfirmDialog, PickDialog, ReasonDialog, TypedConfirmDialog
 from controlroom.live.sources import plain
+from controlroom.widgets.messages import (
+    Adopt,
+    CommandRefused,
+    DryRunDone,
+    DryRunStep,
+    FindProviders,
+    MarkDone,
+    ProvidersFound,
+    RollbackStarted,
+    RunStep,
+    SkipStep,
+    StartRollback,
+    StepFinished,
+    StepOutput,
+    VerifyRollback,
+)
 from controlroom.widgets.step_log import StepLog
+
+if TYPE_CHECKING:
+    from controlroom.release.engine import ReleaseEngine
 
 STEP_WIDTH = 54
 TIME_WIDTH = 12
@@ -68,6 +88,10 @@ class RollbackScreen(ControlScreen):
                 id="rollback.verify"),
     ]
 
+    COMMANDS = {"start": Command.START_ROLLBACK, "adopt": Command.ADOPT, "run_step": Command.RUN_ROLLBACK_STEP,
+                "mark_done": Command.MARK_DONE, "skip": Command.SKIP, "verify": Command.VERIFY}
+    COMMAND_SCOPE = ROLLBACK
+
     def compose_body(self) -> ComposeResult:
         yield Static("", id="rb-header")
         yield DataTable(id="rb-steps", cursor_type="row", show_header=False)
@@ -80,12 +104,8 @@ class RollbackScreen(ControlScreen):
         self.render_rollback()
 
     @property
-    def plans(self) -> list[Any]:
-        return list(self.app.config.runbook.rollback.plans)  # type: ignore[attr-defined]
-
-    @property
-    def session(self):  # noqa: ANN201
-        return getattr(self.app, "session", None)
+    def plans(self) -> list[RollbackPlan]:
+        return list(self.room.config.runbook.rollback.plans)
 
     def _ensure_rows(self) -> None:
         table = self.query_one("#rb-steps", DataTable)
@@ -104,7 +124,7 @@ class RollbackScreen(ControlScreen):
 
     # -- rendering ---------------------------------------------------------------------
 
-    def show_session(self, session: Any) -> None:
+    def show_session(self, session: ReleaseEngine) -> None:
         self.render_rollback()
 
     def on_screen_resume(self) -> None:
@@ -259,7 +279,7 @@ class RollbackScreen(ControlScreen):
         session = self.session
         rollback = session.state.rollback if session is not None else None
         if step_id is None and rollback is not None and rollback.ended_at is None and plan_id == rollback.plan_id:
-            waiting = session.open_rollback_steps()  # type: ignore[union-attr]
+            waiting = session.open_rollback_steps()
             if waiting:  # on the running plan's heading: its next open step, as on the Deploy screen
                 self.select_next_open_step()
                 return plan_id, waiting[0]
@@ -308,12 +328,12 @@ class RollbackScreen(ControlScreen):
         def with_reason(reason: str | None) -> None:
             if not reason:
                 return
-            if session.needs_provider(plan):
+            if session.plans.needs_provider(plan):
                 self.log_line("finding the providers and their connected locations…")
                 self.expect_dialog()
-                self.app.session_provider_choices(plan.id, lambda choices: self._pick_provider(plan, reason, choices))  # type: ignore[attr-defined]
+                self.command(FindProviders(plan.id, reason))
             else:
-                self.app.session_start_rollback(plan.id, reason, "", self._started)  # type: ignore[attr-defined]
+                self.command(StartRollback(plan.id, reason))
 
         self.app.push_screen(
             ReasonDialog(Text(f"Start the {plan.title}?"), body, placeholder="why roll back",
@@ -339,7 +359,7 @@ class RollbackScreen(ControlScreen):
             self.app.push_screen(
                 ReasonDialog(Text(f"Adopt {plain(version, limit=40)}?"), body, placeholder="e.g. deployed by CI at 03:02; "
                              "Fudo failing since", confirm_label="Adopt", min_length=3),
-                lambda reason: self.app.session_command("adopt", version, reason) if reason else None,  # type: ignore[attr-defined]
+                lambda reason: self.command(Adopt(version, reason)) if reason else None,
             )
 
         self.app.push_screen(
@@ -349,11 +369,12 @@ class RollbackScreen(ControlScreen):
             with_version,
         )
 
-    def _pick_provider(self, plan: Any, reason: str, choices: list[tuple[str, int | None]]) -> None:
+    def on_providers_found(self, event: ProvidersFound) -> None:
         self.dialog_opened()
         session = self.session
         if session is None:
             return
+        plan, reason, choices = session.rollback_plan(event.plan_id), event.reason, event.choices
         if not choices:
             self._refuse("no providers found (runbook rollback.providers / providers_query)")
             return
@@ -371,11 +392,10 @@ class RollbackScreen(ControlScreen):
             PickDialog(Text("Which provider's integrations are disabled?"),
                        Text("The rollback's SQL step sets connected = false for this provider ($1, bound)."),
                        labels, initial=suggested),
-            lambda provider: self.app.session_start_rollback(plan.id, reason, provider, self._started)  # type: ignore[attr-defined]
-            if provider else None,
+            lambda provider: self.command(StartRollback(plan.id, reason, provider)) if provider else None,
         )
 
-    def _started(self) -> None:
+    def on_rollback_started(self, event: RollbackStarted) -> None:
         session = self.session
         if session is None or session.state.rollback is None:
             return
@@ -408,21 +428,25 @@ class RollbackScreen(ControlScreen):
             return
         session, plan_id, step_id = allowed
         step = session.rollback_step(step_id)
-        values = session.rollback_values()
         kind = step.action.kind
         if kind == "sql" and "provider" in getattr(step.action, "params", []) and step.action.count_query:
             # Count first (read-only), then ask, with the count shown.
             self.expect_dialog()
-            self.app.session_rollback_dry_run(step_id, plan_id, None,  # type: ignore[attr-defined]
-                                              lambda dry: self._confirm(step, values, dry.count))
+            self.command(DryRunStep(step_id, plan_id=plan_id, rollback=True, confirm=True))
             return
-        self._confirm(step, values, None)
+        self._confirm(step, None)
 
-    def _confirm(self, step: Any, values: dict[str, str], count: int | None) -> None:
+    def on_dry_run_done(self, event: DryRunDone) -> None:
+        session = self.session
+        if session is not None:
+            self._confirm(session.rollback_step(event.step_id), event.dry.count)
+
+    def _confirm(self, step: Step, count: int | None) -> None:
         self.dialog_opened()
         session = self.session
         if session is None:
             return
+        values = session.rollback_values()
         body = Text()
         body.append(session.describe_rollback_step(step.id))
         if count is not None:
@@ -431,7 +455,7 @@ class RollbackScreen(ControlScreen):
         def confirmed(ok: bool | None) -> None:
             if ok:
                 self.log_line(f"── {step.title}")
-                self.app.session_run_rollback_step(step.id, self.log_line, self._step_finished)  # type: ignore[attr-defined]
+                self.command(RunStep(step.id, rollback=True))
 
         title = Text(plain(f"Run: {step.title}", limit=70))
         if session.runner().refusal(step) is None and session.modifying_step(step):
@@ -446,7 +470,15 @@ class RollbackScreen(ControlScreen):
         self.app.push_screen(ConfirmDialog(title, body, confirm_label="Done" if step.action.kind == "manual" else "Run"),
                              confirmed)
 
-    def _step_finished(self) -> None:
+    def on_command_refused(self, event: CommandRefused) -> None:
+        super().on_command_refused(event)
+        self.log_line("refused: " + event.reason)
+        self.render_rollback()
+
+    def on_step_output(self, event: StepOutput) -> None:
+        self.log_line(event.line)
+
+    def on_step_finished(self, event: StepFinished) -> None:
         self.render_rollback()
         self.select_next_open_step()
         session = self.session
@@ -457,7 +489,7 @@ class RollbackScreen(ControlScreen):
         selected = self._need_step()
         if selected is not None:
             plan_id, step_id = selected
-            self.app.session_rollback_dry_run(step_id, plan_id, self.log_line, None)  # type: ignore[attr-defined]
+            self.command(DryRunStep(step_id, plan_id=plan_id, rollback=True))
 
     def action_mark_done(self) -> None:
         allowed = self._allowed_step()
@@ -471,7 +503,7 @@ class RollbackScreen(ControlScreen):
         self.app.push_screen(
             ConfirmDialog(Text(plain(f"Mark done: {step.title}", limit=70)),
                           Text("Without running it: you did it yourself. Journaled."), confirm_label="Mark done"),
-            lambda ok: self.app.session_rollback_command("mark_rollback_step_done", step_id) if ok else None,  # type: ignore[attr-defined]
+            lambda ok: self.command(MarkDone(step_id, rollback=True)) if ok else None,
         )
 
     def action_skip(self) -> None:
@@ -487,8 +519,7 @@ class RollbackScreen(ControlScreen):
         self.app.push_screen(
             ReasonDialog(Text(plain(f"Skip: {step.title}", limit=70)), Text("Type why this step is skipped; journaled."),
                          placeholder="the reason for skipping", confirm_label="Skip", min_length=3),
-            lambda reason: self.app.session_rollback_command("skip_rollback_step", step_id, reason)  # type: ignore[attr-defined]
-            if reason else None,
+            lambda reason: self.command(SkipStep(step_id, reason, rollback=True)) if reason else None,
         )
 
     def action_verify(self) -> None:
@@ -504,4 +535,4 @@ class RollbackScreen(ControlScreen):
             return
         plan = session.current_rollback_plan()
         self.log_line(f"── verifying: {', '.join(session.verification_items(plan))}")
-        self.app.session_verify_rollback(self.log_line)  # type: ignore[attr-defined]
+        self.command(VerifyRollback())

@@ -26,7 +26,7 @@ from controlroom.release.state import replay
 from controlroom.errors import SessionError
 from controlroom.release.journal import read_records
 from controlroom.config.loader import LoadedConfig, load_config
-from controlroom.release.engine import Session
+from controlroom.release.engine import ReleaseEngine
 from controlroom.release.steps import StepRefused
 
 EXAMPLES = 200
@@ -158,7 +158,7 @@ def machine_for(config: LoadedConfig, reached: Counter[str]) -> type[RuleBasedSt
             super().__init__()
             self.loop = asyncio.new_event_loop()
             self.directory = Path(tempfile.mkdtemp(prefix="controlroom-release-"))
-            self.session: Session | None = None
+            self.session: ReleaseEngine | None = None
             self.fail = config.config_path.parent / "fail"
             self.fail.unlink(missing_ok=True)
 
@@ -179,7 +179,7 @@ def machine_for(config: LoadedConfig, reached: Counter[str]) -> type[RuleBasedSt
         # -- helpers ------------------------------------------------------------------
 
         @property
-        def s(self) -> Session:
+        def s(self) -> ReleaseEngine:
             assert self.session is not None
             return self.session
 
@@ -202,14 +202,14 @@ def machine_for(config: LoadedConfig, reached: Counter[str]) -> type[RuleBasedSt
         def open_window(self, write: bool, failing: bool) -> None:
             if failing:  # the release breaks the platform: ship and smoke fail until it heals
                 self.fail.touch()
-            self.session = Session.open(config, write=write, journal_dir=self.directory)
+            self.session = ReleaseEngine.open(config, write=write, journal_dir=self.directory)
 
         @rule(write=MOSTLY_WRITE)
         def reopen_window(self, write: bool) -> None:
             """The window closes (or its SSH session drops) and the operator opens another."""
             path = self.s.journal.path
             self.s.close()
-            self.session = Session.open(config, write=write, journal_path=path)
+            self.session = ReleaseEngine.open(config, write=write, journal_path=path)
 
         @precondition(lambda self: self.fail.exists())
         @rule()

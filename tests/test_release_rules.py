@@ -4,16 +4,17 @@ the defects of the release-engine issue, tried again as described."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
-from controlroom.release.rules import OBSERVATIONS, Command, Situation, refusal
-from controlroom.release.state import DeploymentState
+from controlroom.release.rules import ALLOWED, OBSERVATIONS, Command, Situation, refusal
+from controlroom.release.state import FINISHED_STAGES, DeploymentState, RollbackState, Stage
 from controlroom.config.loader import LoadedConfig, load_config
 from controlroom.sandbox.runner import Sandbox
-from controlroom.release.engine import Session, SessionError
+from controlroom.release.engine import ReleaseEngine, SessionError
 from controlroom.release.steps import StepRefused
 
 PHASE_ONE = ("env-health", "breaker-status", "rotation-capability")
@@ -45,13 +46,13 @@ def loaded(sandbox: Sandbox) -> LoadedConfig:
     return load_config(sandbox.config_path)
 
 
-async def started(sandbox: Sandbox, tmp_path: Path) -> Session:
-    session = Session.open(loaded(sandbox), write=True, journal_dir=tmp_path)
+async def started(sandbox: Sandbox, tmp_path: Path) -> ReleaseEngine:
+    session = ReleaseEngine.open(loaded(sandbox), write=True, journal_dir=tmp_path)
     await session.start_deploy("v2.15.0", override_reason="rules test")
     return session
 
 
-async def in_phase_two(sandbox: Sandbox, tmp_path: Path) -> Session:
+async def in_phase_two(sandbox: Sandbox, tmp_path: Path) -> ReleaseEngine:
     """A deployment started, its first phase done, the Deployment phase running."""
     session = await started(sandbox, tmp_path)
     for step_id in PHASE_ONE:
@@ -72,6 +73,46 @@ def test_every_decision_is_refused_read_only_and_only_dry_run_is_allowed() -> No
             assert answer is not None and answer.startswith("READ-ONLY"), command
 
 
+def _state_in(stage: Stage) -> tuple[DeploymentState, str | None]:
+    """A replayed state for each stage of the state machine, and the step running in it."""
+    at = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+    state = DeploymentState()
+    running = None
+    if stage is Stage.CHECKED:
+        state.verdict = "GO"
+    if stage in (Stage.DEPLOYING, Stage.STEP_RUNNING, Stage.ROLLING_BACK, *FINISHED_STAGES):
+        state.version, state.started_at = "v2.15.0", at
+    if stage is Stage.STEP_RUNNING:
+        running = "deploy-code"
+    if stage in (Stage.ROLLING_BACK, Stage.ROLLED_BACK, Stage.ROLLBACK_ABANDONED):
+        state.rollback = RollbackState(plan_id="emergency", started_at=at)
+    if stage.finished:
+        state.ended_at = at
+        state.outcome = {Stage.SUCCEEDED: "success", Stage.ROLLED_BACK: "rolled_back"}.get(stage, "failed")
+        if state.rollback is not None:
+            state.rollback.ended_at, state.rollback.verified = at, stage is Stage.ROLLED_BACK
+    return state, running
+
+
+@pytest.mark.parametrize("stage", list(Stage))
+def test_each_stage_allows_only_its_commands_and_names_why_not(stage: Stage) -> None:
+    """The transition table is the rule: with --write, a command outside a stage's set is
+    refused with a reason that is not READ-ONLY; one inside it is allowed (FINISH may still
+    refuse a success, which is rule 2's own test)."""
+    state, running = _state_in(stage)
+    situation = Situation(state, write=True, running_step=running)
+    assert situation.stage is stage
+    for command in Command:
+        answer = refusal(command, situation, outcome="failed", scope="rollback" if stage is Stage.ROLLING_BACK else "deploy")
+        if command in ALLOWED[stage]:
+            assert answer is None, (stage, command, answer)
+        else:
+            assert answer and not answer.startswith("READ-ONLY") and len(answer) > 15, (stage, command, answer)
+    # A decision nobody may take once it has been rolled back: not even a new rollback.
+    if stage is Stage.ROLLED_BACK:
+        assert "already rolled back" in (refusal(Command.START_ROLLBACK, situation) or "")
+
+
 async def test_read_only_cannot_resolve_an_incident_started_with_write(sandbox: Sandbox, tmp_path: Path,
                                                                         admin: httpx.AsyncClient) -> None:
     """Defect 1: start a deployment and the emergency rollback with --write, skip its steps,
@@ -83,7 +124,7 @@ async def test_read_only_cannot_resolve_an_incident_started_with_write(sandbox: 
     writer.close()
     sent_before = await events(admin)
 
-    reader = Session.open(loaded(sandbox), write=False, journal_path=writer.journal.path)
+    reader = ReleaseEngine.open(loaded(sandbox), write=False, journal_path=writer.journal.path)
     kinds_before = [r.kind for r in reader.journal.records]
     with pytest.raises(SessionError, match="READ-ONLY"):
         await reader.verify_rollback()
@@ -114,13 +155,33 @@ async def test_a_failed_step_or_a_rollback_never_finishes_as_a_success(sandbox: 
     assert session.finish_outcome() == "failed"
     with pytest.raises(SessionError, match="cannot finish as a success: step smoke-tests failed"):
         session.finish_deploy("success")
-    # Defect 2: with the rollback started (0 of 3 steps done), f is refused outright.
+    # Defect 2: with the rollback started (0 of 3 steps done), success is refused outright.
     await session.start_rollback("emergency", "smoke tests failed", "fudo", version="v2.14.0")
+    assert session.stage is Stage.ROLLING_BACK
     with pytest.raises(SessionError, match="a rollback is in progress"):
-        session.finish_deploy()
-    with pytest.raises(SessionError, match="a rollback is in progress"):
-        session.finish_deploy("failed")
+        session.finish_deploy("success")
     assert session.state.in_progress and session.state.outcome == ""
+    # It may end as failed: that abandons the rollback, unverified, and the incident stays open.
+    assert session.finish_outcome() == "failed"
+    session.finish_deploy()
+    assert session.stage is Stage.ROLLBACK_ABANDONED and session.state.outcome == "failed"
+    assert session.state.rollback is not None and session.state.rollback.verified is False
+    assert session.escalation() is not None  # not resolved: nobody verified the rollback
+    assert not [r for r in session.journal.of_kind("notification") if r.data.get("event") == "resolve"]
+    with pytest.raises(SessionError, match="finished"):
+        session.finish_deploy("failed")
+
+
+async def test_a_rollback_after_a_success_cannot_be_finished_as_failed(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The 30-minute watch may call for a rollback after the deployment finished: it ends by
+    its verification, not by a second finish."""
+    session = await started(sandbox, tmp_path)
+    session.finish_deploy()
+    assert session.stage is Stage.SUCCEEDED
+    await session.start_rollback("graceful", "error rate above 1 % in the watch", version="v2.14.0")
+    assert session.stage is Stage.ROLLING_BACK
+    with pytest.raises(SessionError, match="already finished"):
+        session.finish_deploy("failed")
 
 
 async def test_without_a_failure_finish_is_a_success(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -128,7 +189,7 @@ async def test_without_a_failure_finish_is_a_success(sandbox: Sandbox, tmp_path:
     assert session.finish_outcome() == "success"
     session.finish_deploy()
     assert session.state.outcome == "success"
-    with pytest.raises(SessionError, match="no deployment in progress"):
+    with pytest.raises(SessionError, match=r"is finished \(success\)"):
         session.finish_deploy()
 
 
@@ -182,7 +243,7 @@ async def test_a_step_interrupted_by_a_dead_window_is_outcome_unknown_and_never_
                                     "detail": "$ deploy v2.15.0", "intent_id": "0123456789abcdef"})
     session.close()
 
-    again = Session.open(loaded(sandbox), write=True, journal_path=session.journal.path)
+    again = ReleaseEngine.open(loaded(sandbox), write=True, journal_path=session.journal.path)
     assert again.state.steps["deploy-code"].status == "unknown"
     refused = again.refusal("deploy-code")
     assert refused is not None and "outcome unknown" in refused and "mark it done (m) or skip it (z)" in refused
@@ -232,7 +293,7 @@ async def test_a_failed_step_marked_done_afterwards_still_does_not_make_a_succes
 async def test_a_release_deployed_elsewhere_is_adopted_then_rolled_back(sandbox: Sandbox, tmp_path: Path) -> None:
     """Defect 4: no deployment in this window (CI/CD deployed it). Rollback is refused with the
     way out; adopting (version and why, journaled) makes it rollback-able."""
-    session = Session.open(loaded(sandbox), write=True, journal_dir=tmp_path)
+    session = ReleaseEngine.open(loaded(sandbox), write=True, journal_dir=tmp_path)
     refused = session.start_refusal()
     assert refused is not None and "adopt it first (a)" in refused
     with pytest.raises(SessionError, match="not a version"):
@@ -247,7 +308,7 @@ async def test_a_release_deployed_elsewhere_is_adopted_then_rolled_back(sandbox:
         session.adopt("v2.15.1", "again")
     record = await session.start_rollback("emergency", "fudo failing", "fudo", version="v2.14.0")
     assert record.data["from_version"] == "v2.15.0"
-    reader = Session.open(loaded(sandbox), write=False, journal_dir=tmp_path / "other")
+    reader = ReleaseEngine.open(loaded(sandbox), write=False, journal_dir=tmp_path / "other")
     with pytest.raises(SessionError, match="READ-ONLY"):
         reader.adopt("v2.15.0", "read-only try")
 
@@ -256,7 +317,7 @@ async def test_a_manual_item_attested_as_not_met_fails_and_its_rule_decides(sand
     """On-call unavailable: recorded with who, when and why; the item fails, its on_fail
     makes the verdict NO-GO, re-running the checks keeps it failed, and attesting it as met
     later replaces it."""
-    session = Session.open(loaded(sandbox), write=True, journal_dir=tmp_path)
+    session = ReleaseEngine.open(loaded(sandbox), write=True, journal_dir=tmp_path)
     await session.run_checks()
     with pytest.raises(SessionError, match="needs a reason"):
         session.attest_failing("on-call", "")
@@ -270,6 +331,6 @@ async def test_a_manual_item_attested_as_not_met_fails_and_its_rule_decides(sand
     assert session.results["on-call"].status == "fail" and session.verdict_name == "NO-GO"
     session.attest("on-call")
     assert session.results["on-call"].status == "pass"
-    reader = Session.open(loaded(sandbox), write=False, journal_path=session.journal.path)
+    reader = ReleaseEngine.open(loaded(sandbox), write=False, journal_path=session.journal.path)
     with pytest.raises(SessionError, match="READ-ONLY"):
         reader.attest_failing("on-call", "read-only try")

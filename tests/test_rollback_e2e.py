@@ -30,7 +30,7 @@ from controlroom.screens.deploy import DeployScreen
 from controlroom.screens.dialogs import ConfirmDialog, PickDialog, ReasonDialog, TypedConfirmDialog
 from controlroom.screens.report import ReportScreen
 from controlroom.screens.rollback import RollbackScreen
-from controlroom.release.engine import Session
+from controlroom.release.engine import ReleaseEngine
 
 EVIL = "'; DROP TABLE pos_integrations_location; --"
 CHECKSUM = "SELECT md5(string_agg(t::text, ',' ORDER BY t.location_id)) FROM pos_integrations_location t"
@@ -284,7 +284,7 @@ async def test_read_only_refuses_every_modifying_rollback_key(quiet: Sandbox, tm
     try:
         checksum = await conn.fetchval(CHECKSUM)
         # A deployment started with --write; the control room reopened without it resumes it.
-        writer = Session.open(loaded, write=True, journal_dir=tmp_path)
+        writer = ReleaseEngine.open(loaded, write=True, journal_dir=tmp_path)
         await writer.start_deploy("v2.15.0", override_reason="read-only test")
         writer.close()
         app = make_app(loaded, write=False, start_polling=False, journal_dir=tmp_path, check_on_start=False)
@@ -330,7 +330,7 @@ async def test_injection_shaped_provider_disables_and_drops_nothing(quiet: Sandb
     conn = await asyncpg.connect(quiet.dsn)
     try:
         checksum = await conn.fetchval(CHECKSUM)
-        session = Session.open(loaded, write=True, journal_dir=tmp_path)
+        session = ReleaseEngine.open(loaded, write=True, journal_dir=tmp_path)
         await session.start_deploy("v2.15.0", override_reason="injection test")
         await session.start_rollback("emergency", "test", provider=EVIL, version="v2.14.0")
         assert session.rollback_values()["provider"] == EVIL
@@ -351,11 +351,11 @@ import sys, time
 from datetime import datetime
 from pathlib import Path
 from controlroom.config.loader import load_config
-from controlroom.release.engine import Session
+from controlroom.release.engine import ReleaseEngine
 import asyncio
 
 at = datetime.fromisoformat(sys.argv[3])
-session = Session.open(load_config(sys.argv[1]), write=True, journal_path=Path(sys.argv[2]), clock=lambda: at)
+session = ReleaseEngine.open(load_config(sys.argv[1]), write=True, journal_path=Path(sys.argv[2]), clock=lambda: at)
 async def main():
     await session.start_deploy("v2.15.0", override_reason="killed-session test")
     for step_id in ("env-health", "breaker-status", "rotation-capability"):
@@ -387,7 +387,7 @@ async def test_a_killed_rollback_resumes_with_its_phase_clocks_and_steps(quiet: 
 
     loaded = load_config(quiet.config_path)
     later = began + timedelta(minutes=16, seconds=30)
-    again = Session.open(loaded, write=True, journal_path=path, clock=lambda: later)
+    again = ReleaseEngine.open(loaded, write=True, journal_path=path, clock=lambda: later)
     assert again.resumed and not again.journal.problems
     assert again.current_phase().id == "deploy"
     assert again.deploy_clock().elapsed_s == again.phase_clock("deploy").elapsed_s == 990

@@ -17,7 +17,7 @@ import pytest
 from controlroom.config.loader import LoadedConfig, load_config
 from controlroom.config.models import Deployment, Step
 from controlroom.sandbox.runner import Sandbox
-from controlroom.release.engine import Session, SessionError, find_resumable
+from controlroom.release.engine import ReleaseEngine, SessionError, find_resumable
 from controlroom.release.steps import StepRefused, StepRunner
 
 MANUAL = ["secret-scanning", "vulnerabilities", "backups", "emergency-procedures", "on-call"]
@@ -54,7 +54,7 @@ def with_steps(loaded: LoadedConfig, steps: list[dict]) -> LoadedConfig:
 async def test_checks_attest_override_and_resume(sandbox: Sandbox, tmp_path: Path) -> None:
     clock = FakeClock()
     loaded = load_config(sandbox.config_path)
-    session = Session.open(loaded, journal_dir=tmp_path, clock=clock, write=True)
+    session = ReleaseEngine.open(loaded, journal_dir=tmp_path, clock=clock, write=True)
     assert session.journal.path.name.startswith("sandbox-healthy-20250301T030000Z")
 
     report = await session.run_checks()
@@ -86,7 +86,7 @@ async def test_checks_attest_override_and_resume(sandbox: Sandbox, tmp_path: Pat
     assert find_resumable(loaded.environment.name, tmp_path) == session.journal.path
 
     # Reopened (a new process would do the same): same phase, clocks and attestations.
-    again = Session.open(loaded, journal_path=session.journal.path, clock=clock, write=True)
+    again = ReleaseEngine.open(loaded, journal_path=session.journal.path, clock=clock, write=True)
     assert again.resumed and again.current_phase().id == "pre"
     assert again.state.started_at == session.state.started_at
     assert again.deploy_clock().elapsed_s == session.deploy_clock().elapsed_s == 360
@@ -109,7 +109,7 @@ async def test_checks_attest_override_and_resume(sandbox: Sandbox, tmp_path: Pat
 
 
 async def test_override_is_journaled(sandbox: Sandbox, tmp_path: Path) -> None:
-    session = Session.open(load_config(sandbox.config_path), journal_dir=tmp_path, write=True)
+    session = ReleaseEngine.open(load_config(sandbox.config_path), journal_dir=tmp_path, write=True)
     await session.run_checks()
     assert session.verdict_name == "PENDING"
     await session.start_deploy("v2.15.1", override_reason="hotfix for the card outage")
@@ -131,7 +131,7 @@ async def test_intent_is_on_disk_before_the_action_runs(sandbox: Sandbox, tmp_pa
          "action": {"kind": "command", "run": probe, "modifying": False, "secrets": ["supabase_api_key"]}},
         {"id": "slow", "title": "Too slow", "action": {"kind": "command", "run": "sleep 30", "timeout_s": 0.5, "modifying": False}},
     ])
-    session = Session.open(loaded, journal_path=journal, write=True)
+    session = ReleaseEngine.open(loaded, journal_path=journal, write=True)
     await session.start_deploy("v1", override_reason="test")
     seen: list[str] = []
     outcome = await session.run_step("look", on_output=seen.append)
@@ -147,14 +147,14 @@ async def test_intent_is_on_disk_before_the_action_runs(sandbox: Sandbox, tmp_pa
 
 
 async def test_read_only_refuses_modifying_steps(sandbox: Sandbox, tmp_path: Path) -> None:
-    writer = Session.open(load_config(sandbox.config_path), journal_dir=tmp_path, write=True)
+    writer = ReleaseEngine.open(load_config(sandbox.config_path), journal_dir=tmp_path, write=True)
     await writer.start_deploy("v2.15.0", override_reason="test")
     writer.skip_step("env-health", "n/a")
     writer.skip_step("breaker-status", "n/a")
     writer.skip_step("rotation-capability", "n/a")
     writer.next_phase()
     writer.close()
-    session = Session.open(load_config(sandbox.config_path), journal_path=writer.journal.path, write=False)
+    session = ReleaseEngine.open(load_config(sandbox.config_path), journal_path=writer.journal.path, write=False)
     assert session.refusal("deploy-code") is not None and "READ-ONLY" in session.refusal("deploy-code")
     with pytest.raises(StepRefused, match="READ-ONLY"):
         await session.run_step("deploy-code")
@@ -165,7 +165,7 @@ async def test_read_only_refuses_modifying_steps(sandbox: Sandbox, tmp_path: Pat
 
 
 async def test_deploy_runs_the_environment_command_in_write_mode(sandbox: Sandbox, tmp_path: Path) -> None:
-    session = Session.open(load_config(sandbox.config_path), journal_dir=tmp_path, write=True)
+    session = ReleaseEngine.open(load_config(sandbox.config_path), journal_dir=tmp_path, write=True)
     # A version must look like one (the runbook's version_pattern): no shell in a tag.
     for bad in ("v2.15.0; echo pwned", "[bold red]x", "-rf", "v" * 65, "v2 15"):
         with pytest.raises(SessionError, match="not a version this runbook deploys"):
@@ -192,7 +192,7 @@ async def test_a_command_gets_only_the_secrets_it_lists(sandbox: Sandbox, tmp_pa
     path = tmp_path / "env-printing.toml"
     path.write_text(config)
     loaded = load_config(path)
-    session = Session.open(loaded, journal_dir=tmp_path, write=True)
+    session = ReleaseEngine.open(loaded, journal_dir=tmp_path, write=True)
     await session.start_deploy("v2.15.0", override_reason="test")
     for step_id in ("env-health", "breaker-status", "rotation-capability"):
         session.mark_done(step_id)
@@ -238,7 +238,7 @@ async def test_resume_is_offered_only_for_the_same_config_file(sandbox: Sandbox,
     """Two sandboxes of one scenario share an environment name; a deployment of the first
     must not be offered when the second is opened."""
     loaded = load_config(sandbox.config_path)
-    session = Session.open(loaded, journal_dir=tmp_path, write=True)
+    session = ReleaseEngine.open(loaded, journal_dir=tmp_path, write=True)
     await session.run_checks()
     await session.start_deploy("v2.15.0", override_reason="testing resume matching")
     name = loaded.environment.name
@@ -257,7 +257,7 @@ async def test_a_line_too_long_is_redacted_before_it_is_cut(sandbox: Sandbox, tm
         {"id": "long", "title": "A long line", "action": {"kind": "command", "run": emit, "modifying": False,
                                                         "secrets": ["supabase_api_key"]}},
     ])
-    session = Session.open(loaded, journal_dir=tmp_path, write=True)
+    session = ReleaseEngine.open(loaded, journal_dir=tmp_path, write=True)
     await session.start_deploy("v1", override_reason="test")
     seen: list[str] = []
     outcome = await session.run_step("long", on_output=seen.append)

@@ -21,7 +21,7 @@ from textual.widgets import Input, TextArea
 
 from controlroom.config.loader import LoadedConfig
 from controlroom.screens.app import ControlRoomApp, make_app
-from controlroom.release.engine import Session
+from controlroom.release.engine import ReleaseEngine
 from controlroom.widgets.kpi_row import KpiRow
 
 from snapshot_support import (
@@ -66,10 +66,10 @@ def attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setattr(asyncio, "create_subprocess_shell", refuse("create_subprocess_shell"))
     monkeypatch.setattr(subprocess, "Popen", refuse("Popen"))
 
-    async def no_git(self: Session, version: str = "") -> str:
+    async def no_git(self: ReleaseEngine, version: str = "") -> str:
         return "0f3c9a1e"
 
-    monkeypatch.setattr(Session, "_git_sha", no_git)
+    monkeypatch.setattr(ReleaseEngine, "_git_sha", no_git)
     yield seen
     assert seen == [], f"something tried to reach out: {seen}"
 
@@ -244,7 +244,7 @@ async def test_rollback(size: tuple[int, int], tmp_path: Path, attempts: list[st
     async def trigger_sent(self: Any, plan: Any, values: Any) -> list[str]:
         return []  # the incident's trigger as the rollback starts: no network here
 
-    monkeypatch.setattr("controlroom.release.engine.Session._trigger_incident", trigger_sent)
+    monkeypatch.setattr("controlroom.release.incident.Incident.trigger", trigger_sent)
 
     async def setup(pilot: Any) -> None:
         await pilot.press("R")

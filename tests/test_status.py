@@ -16,7 +16,7 @@ import pytest
 
 from controlroom.config.loader import load_config
 from controlroom.sandbox.runner import Sandbox
-from controlroom.release.engine import Session
+from controlroom.release.engine import ReleaseEngine
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ async def test_exit_codes_follow_the_release(sandbox: Sandbox, tmp_path: Path) -
     config = str(sandbox.config_path)
     assert status(tmp_path, "--config", config).returncode == 5  # no deployment yet
 
-    session = Session.open(load_config(sandbox.config_path), write=True, journal_dir=tmp_path)
+    session = ReleaseEngine.open(load_config(sandbox.config_path), write=True, journal_dir=tmp_path)
     await session.start_deploy("v2.15.0", override_reason="status test")
     running = status(tmp_path, "--config", config, "--json")
     assert running.returncode == 3, running.stderr
@@ -51,7 +51,7 @@ async def test_exit_codes_follow_the_release(sandbox: Sandbox, tmp_path: Path) -
     assert failed.returncode == 4 and "finished: failed" in failed.stdout
     session.close()
 
-    again = Session.open(load_config(sandbox.config_path), write=True, journal_dir=tmp_path)
+    again = ReleaseEngine.open(load_config(sandbox.config_path), write=True, journal_dir=tmp_path)
     await again.start_deploy("v2.15.1", override_reason="status test")
     again.finish_deploy()
     done = status(tmp_path, "--config", config, "--json")
@@ -60,7 +60,7 @@ async def test_exit_codes_follow_the_release(sandbox: Sandbox, tmp_path: Path) -
 
 
 async def test_watch_waits_for_the_finish_and_gives_up_at_the_timeout(sandbox: Sandbox, tmp_path: Path) -> None:
-    session = Session.open(load_config(sandbox.config_path), write=True, journal_dir=tmp_path)
+    session = ReleaseEngine.open(load_config(sandbox.config_path), write=True, journal_dir=tmp_path)
     await session.start_deploy("v2.15.0", override_reason="status test")
     began = time.monotonic()
     timed_out = status(tmp_path, "--config", str(sandbox.config_path), "--watch", "--timeout", "1.5")

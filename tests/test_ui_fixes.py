@@ -26,7 +26,8 @@ from controlroom.screens.checklist import ChecklistScreen
 from controlroom.screens.deploy import DeployScreen
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog, TypedConfirmDialog
 from controlroom.screens.report import ReportScreen
-from controlroom.release.engine import Session, SessionError
+from controlroom.release.engine import ReleaseEngine, SessionError
+from controlroom.release.incident import Incident
 from controlroom.release.steps import StepOutcome, StepRunner
 from controlroom.widgets.key_bar import KeyBar
 
@@ -62,11 +63,11 @@ def no_io(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             on_output(f"ran {step.id}")
         return StepOutcome("done", f"{step.id} ok")
 
-    async def no_git(self: Session, version: str = "") -> str:
+    async def no_git(self: ReleaseEngine, version: str = "") -> str:
         return "0f3c9a1e"
 
     monkeypatch.setattr(StepRunner, "run", fake_run)
-    monkeypatch.setattr(Session, "_git_sha", no_git)
+    monkeypatch.setattr(ReleaseEngine, "_git_sha", no_git)
     return ran
 
 
@@ -105,8 +106,8 @@ def log_text(screen: Any, selector: str) -> str:
 async def journal_with_cancelled_step(loaded: LoadedConfig, tmp_path: Path, clock: Clock,
                                       monkeypatch: pytest.MonkeyPatch) -> Path:
     """A deployment left in progress: phase 1 with env-health done and breaker-status cancelled
-    by closing the control room (the real cancellation path of Session.run_step)."""
-    session = Session.open(loaded, journal_dir=tmp_path / "journal", clock=clock, write=True)
+    by closing the control room (the real cancellation path of ReleaseEngine.run_step)."""
+    session = ReleaseEngine.open(loaded, journal_dir=tmp_path / "journal", clock=clock, write=True)
     await session.start_deploy("v2.15.0", override_reason="trial: no checklist in this test")
     session.mark_done("env-health")
 
@@ -498,13 +499,13 @@ async def test_keys_typed_while_a_dialog_opens_never_reach_the_screen_behind(
 
     clock = Clock()
     loaded = config(tmp_path)
-    writer = Session.open(loaded, write=True, journal_dir=tmp_path / "journal", clock=clock)
+    writer = ReleaseEngine.open(loaded, write=True, journal_dir=tmp_path / "journal", clock=clock)
     await writer.start_deploy("v2.15.0", override_reason="trial: no checklist in this test")
 
     async def no_trigger(self: Any, plan: Any, values: Any) -> list[str]:
         return []
 
-    monkeypatch.setattr(Session, "_trigger_incident", no_trigger)
+    monkeypatch.setattr(Incident, "trigger", no_trigger)
     await writer.start_rollback("emergency", "smoke tests failed", "fudo", version="v2.14.0")
     writer.mark_rollback_step_done("switch-version", "done by hand")
     writer.close()

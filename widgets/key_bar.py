@@ -90,10 +90,13 @@ class KeyBar(Static):
         app = self.app
         own: list[tuple[str, str, bool]] = []
         actions: set[str] = set()
+        # A key whose command the release engine refuses now is dimmed (the screen asks it).
+        refused = getattr(self.screen, "refused", lambda action: None)
         for node, binding, enabled, _tooltip in self.screen.active_bindings.values():
             if node is app or not binding.show or binding.action in actions:
                 continue
             actions.add(binding.action)
+            enabled = enabled and not refused(binding.action)
             own.append((key_display(app, binding), binding.description or binding.action, enabled))
         current = f"view.{getattr(app, 'current_mode', '')}"
         views: list[tuple[str, bool]] = []

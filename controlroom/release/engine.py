@@ -1,8 +1,13 @@
-"""One opened environment: its checklist results, its verdict, its deployment and the journal
-that records all of it. The app drives a Session; nothing here knows about Textual.
+"""The release engine: one environment's release as a state machine — its checklist results,
+its verdict, its deployment, its rollback and the journal that records all of it. The app
+drives a ReleaseEngine; nothing here knows about Textual.
 
-    session = Session.open(loaded, write=False)            # a new journal
-    session = Session.open(loaded, journal_path=path)      # resume the deployment in `path`
+The state is replayed from the journal (controlroom.release.state: a `DeploymentState`, and
+its `Stage`); every command asks controlroom.release.rules first, and is refused with the
+reason there, or journaled as intent, acted on, and journaled as outcome.
+
+    session = ReleaseEngine.open(loaded, write=False)            # a new journal
+    session = ReleaseEngine.open(loaded, journal_path=path)      # resume the deployment in `path`
     await session.run_checks(); session.verdict.verdict
     session.attest("on-call")
     await session.start_deploy("v2.15.0", override_reason=None)
@@ -14,7 +19,10 @@ that records all of it. The app drives a Session; nothing here knows about Textu
     await session.start_rollback("emergency", "Fudo fails after the deploy", provider="fudo")
     await session.run_rollback_step("switch-version", on_output=print)   # one step at a time
     await session.verify_rollback()   # probes again; verified: resolve sent, deploy rolled back
-    # (the rollback operations are controlroom.release.rollback.RollbackMixin's)
+
+Its collaborators: `RollbackPlans` (controlroom.release.rollback: what the runbook says about
+rolling back), `Incident` (controlroom.release.incident: trigger and resolve), `StepRunner`
+(controlroom.release.steps: how one step runs).
 
 Every state change is a journal record first; the deployment's state is replayed from the
 journal (controlroom.release.state), so a reopened session has the same phase, the same clocks
@@ -30,27 +38,27 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-import os
-import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controlroom.checks.run import CheckReport, attestable_ids, run_checklist
-from controlroom.release.state import Clock, DeploymentState, replay
-from controlroom.release.journal import JOURNAL_DIR_VARIABLE, Journal, journal_directory, read_records  # noqa: F401 - re-exported
 from controlroom.checks.base import Attestation as ProbeAttestation
 from controlroom.checks.base import ProbeContext, ProbeResult, run_probe, with_attestation
-from controlroom.release.rollback import RollbackMixin
-from controlroom.config.loader import LoadedConfig
-from controlroom.config.models import Phase, Step
-from controlroom.release import rules
-from controlroom.live.sources import Feeds, HealthSnapshot
-from controlroom.release.rules import Command, Situation
-from controlroom.errors import SessionError
-from controlroom.release.steps import OutputCallback, StepOutcome, StepRefused, StepRunner, is_modifying
+from controlroom.checks.run import CheckReport, attestable_ids, run_checklist
 from controlroom.checks.verdict import Verdict, decide
+from controlroom.config.loader import LoadedConfig
+from controlroom.config.models import Phase, RollbackPlan, SqlAction, Step
+from controlroom.errors import SessionError
+from controlroom.live.sources import Feeds, HealthSnapshot
+from controlroom.release import rules
+from controlroom.release.escalation import EscalationStatus, escalation_status, incident_window
+from controlroom.release.incident import Incident
+from controlroom.release.journal import Journal, Record, journal_directory, read_records
+from controlroom.release.rollback import RollbackPlans
+from controlroom.release.rules import Command, Situation
+from controlroom.release.state import Clock, DeploymentState, Stage, clock, replay
+from controlroom.release.steps import DryRun, OutputCallback, StepOutcome, StepRefused, StepRunner, is_modifying
 
 Now = Callable[[], datetime]
 POS_HEALTH_TIMEOUT_S = 5.0  # reading the fleet for the report; a dead source means no snapshot
@@ -85,9 +93,8 @@ def find_resumable(
     return None
 
 
-class Session(RollbackMixin):
-    """The controller of one environment's release. Use Session.open(). The rollback
-    operations come from RollbackMixin (controlroom.release.rollback)."""
+class ReleaseEngine:
+    """One environment's release. Use ReleaseEngine.open()."""
 
     def __init__(
         self,
@@ -110,6 +117,8 @@ class Session(RollbackMixin):
         self.running_step: str | None = None
         self.state: DeploymentState = replay(journal.records)
         self.resumed = self.state.in_progress
+        self.plans = RollbackPlans(loaded)
+        self.incident = Incident(loaded, journal)
 
     @classmethod
     def open(
@@ -122,7 +131,7 @@ class Session(RollbackMixin):
         clock: Now | None = None,
         environ: Mapping[str, str] | None = None,
         operator: dict[str, str] | None = None,
-    ) -> "Session":
+    ) -> "ReleaseEngine":
         """Open a new journal (in journal_dir), or the one at journal_path (resuming it)."""
         clock = clock or (lambda: datetime.now(UTC))
         write = write or loaded.environment.write_by_default
@@ -202,12 +211,17 @@ class Session(RollbackMixin):
     def situation(self) -> Situation:
         return Situation(self.state, self.write, self.running_step)
 
-    def command_refusal(self, command: Command, *, outcome: str | None = None) -> str | None:
-        """Why `command` is refused now, or None: what screens ask to dim a key."""
-        return rules.refusal(command, self.situation(), outcome=outcome)
+    @property
+    def stage(self) -> Stage:
+        """The state machine's state now."""
+        return self.situation().stage
 
-    def _allow(self, command: Command, *, outcome: str | None = None) -> None:
-        refusal = self.command_refusal(command, outcome=outcome)
+    def command_refusal(self, command: Command, *, outcome: str | None = None, scope: str = rules.DEPLOY) -> str | None:
+        """Why `command` is refused now, or None: what screens ask to dim a key."""
+        return rules.refusal(command, self.situation(), outcome=outcome, scope=scope)
+
+    def _allow(self, command: Command, *, outcome: str | None = None, scope: str = rules.DEPLOY) -> None:
+        refusal = self.command_refusal(command, outcome=outcome, scope=scope)
         if refusal:
             raise SessionError(refusal)
 
@@ -228,15 +242,9 @@ class Session(RollbackMixin):
         refused = self.command_refusal(Command.RUN_STEP)
         if refused:
             return refused
-        if not self.state.in_progress:
-            return "the deployment has not started (or is finished)"
         current = self.current_phase()
         if current is None or current.id != self.phase_of(step_id).id:
             return f"{step.title!r} belongs to another phase than the current one"
-        if self.running_step:
-            return f"step {self.running_step!r} is still running"
-        if self.rollback_in_progress():
-            return "a rollback is in progress: finish it on the Rollback screen first"
         once = rules.step_refusal(Command.RUN_STEP, self.state.steps.get(step_id), modifying=is_modifying(step),
                                   ran_before=f":{step_id}" in self.state.ran_ever)
         if once:
@@ -404,16 +412,7 @@ class Session(RollbackMixin):
     def start_deploy_refusal(self) -> str | None:
         """Why start_deploy would refuse whatever the version and the reason, or None: asked
         before the operator types either."""
-        refused = self.command_refusal(Command.START)
-        if refused:
-            return refused
-        if self.state.in_progress:
-            return f"deployment of {self.state.version} is already in progress"
-        if self.state.ended_at is not None:
-            outcome = (self.state.outcome or "finished").replace("_", " ")
-            return (f"this session's deployment of {self.state.version} is finished ({outcome}); "
-                    "reopen the control room for another")
-        return None
+        return self.command_refusal(Command.START)
 
     async def start_deploy(self, version: str, override_reason: str | None = None) -> None:
         """Start the deployment of `version`. Refused when the verdict is not GO, unless an
@@ -432,6 +431,7 @@ class Session(RollbackMixin):
         if verdict != "GO" and not reason:
             raise SessionError(f"the verdict is {verdict}, not GO: starting needs an override with a typed reason")
         git_sha = await self._git_sha(version)
+        self._allow(Command.START)  # again: another window may have started one meanwhile
         self._journal_verdict()
         self._append("deploy_started", {
             "version": version,
@@ -495,7 +495,7 @@ class Session(RollbackMixin):
             self._decide()
         return outcome
 
-    async def dry_run(self, step_id: str):  # noqa: ANN201 - steps.DryRun
+    async def dry_run(self, step_id: str) -> DryRun:
         return await self.runner().dry_run(self.step(step_id), self._values())
 
     def mark_done(self, step_id: str, note: str = "") -> None:
@@ -511,13 +511,9 @@ class Session(RollbackMixin):
         self._allow(Command.MARK_DONE if status == "done" else Command.SKIP)
         step = self.step(step_id)
         phase = self.phase_of(step_id)
-        if not self.state.in_progress:
-            raise SessionError("the deployment has not started (or is finished)")
         current = self.current_phase()
         if current is None or current.id != phase.id:
             raise SessionError(f"{step.title!r} belongs to another phase than the current one")
-        if self.running_step == step_id:
-            raise SessionError(f"step {step_id!r} is still running")
         once = rules.step_refusal(Command.MARK_DONE if status == "done" else Command.SKIP, self.state.steps.get(step_id),
                                   modifying=is_modifying(step))
         if once:
@@ -550,13 +546,245 @@ class Session(RollbackMixin):
 
     def finish_deploy(self, outcome: str | None = None) -> None:
         """End the deployment as `outcome` (default: what finish_outcome() says). Never a
-        success after a failed step or a rollback."""
+        success after a failed step or during or after a rollback; finishing as failed while
+        a rollback is open abandons it (not verified: the incident stays open)."""
         outcome = outcome or self.finish_outcome()
         self._allow(Command.FINISH, outcome=outcome)
+        rollback = self.state.rollback
+        if rollback is not None and rollback.ended_at is None:
+            self._append("rollback_finished", {"plan_id": rollback.plan_id, "verified": False, "abandoned": True})
         current = self.current_phase()
         if current is not None:
             self._append("phase_completed", {"phase_id": current.id})
         self._append("deploy_finished", {"outcome": outcome})
+
+    # -- rollback ----------------------------------------------------------------------
+
+    def rollback_in_progress(self) -> bool:
+        return self.situation().rollback_in_progress
+
+    def rollback_plan(self, plan_id: str) -> RollbackPlan:
+        return self.plans.plan(plan_id)
+
+    def current_rollback_plan(self) -> RollbackPlan | None:
+        rollback = self.state.rollback
+        return self.plans.plan(rollback.plan_id) if rollback is not None else None
+
+    def rollback_record(self) -> Record | None:
+        """The journal's last `rollback_started` record."""
+        return next((r for r in reversed(self.journal.records) if r.kind == "rollback_started"), None)
+
+    def rollback_values(self) -> dict[str, str]:
+        """The values the rollback's steps are filled with: the version it goes back to and
+        the provider it disables (both journaled when it started)."""
+        record = self.rollback_record()
+        if record is None:
+            return {}
+        return {key: str(record.data[key]) for key in ("version", "provider") if record.data.get(key)}
+
+    def rollback_clock(self) -> Clock | None:
+        rollback = self.state.rollback
+        if rollback is None:
+            return None
+        plan = self.plans.plan(rollback.plan_id)
+        return clock(plan.target_minutes, rollback.started_at, rollback.ended_at, self.now())
+
+    def escalation(self) -> EscalationStatus | None:
+        """The escalation level of this deployment's incident, while it is open (None when
+        there is none, or it ended)."""
+        started, ended = incident_window(self.journal.records)
+        if started is None or ended is not None:
+            return None
+        return escalation_status(self.loaded.runbook.escalation, started, self.now())
+
+    def incident_window(self) -> tuple[datetime | None, datetime | None]:
+        return incident_window(self.journal.records)
+
+    def start_refusal(self) -> str | None:
+        """Why a rollback cannot start now, or None."""
+        return self.command_refusal(Command.START_ROLLBACK)
+
+    def suggested_reason(self) -> str:
+        """The latest failure of this deployment, as a starting point for the reason."""
+        for record in reversed(self.journal.records):
+            if record.kind == "step_outcome" and record.data.get("status") == "failed" and not record.data.get("plan_id"):
+                step_id = str(record.data.get("step_id", ""))
+                try:
+                    title = self.step(step_id).title
+                except SessionError:
+                    title = step_id
+                return f"{title} failed: {record.data.get('summary', '')}"[:240]
+        return ""
+
+    def suggested_provider(self, providers: list[str]) -> str:
+        """The provider whose checklist item fails now, else the one named in the latest
+        failure, else ''."""
+        for provider in providers:
+            result = self.results.get(provider)
+            if result is not None and result.status in ("fail", "error"):
+                return provider
+        reason = self.suggested_reason().lower()
+        return next((p for p in providers if p.lower() in reason), "")
+
+    async def provider_choices(self, plan_id: str) -> list[tuple[str, int | None]]:
+        return await self.plans.provider_choices(plan_id, self.runner())
+
+    async def start_rollback(self, plan_id: str, reason: str, provider: str = "", version: str | None = None) -> Record:
+        """Open a rollback with `plan_id`: journaled with the reason, the provider it disables
+        and the version it goes back to (found now, see StepRunner.previous_version). Every
+        rollback opens the incident, unless the plan's first step does."""
+        plan = self.plans.plan(plan_id)
+        self._allow(Command.START_ROLLBACK)
+        reason = reason.strip()
+        if not reason:
+            raise SessionError("a rollback needs a reason")
+        provider = provider.strip()
+        if self.plans.needs_provider(plan) and not provider:
+            raise SessionError(f"the {plan.title} disables a provider's integrations: pick the provider")
+        how = "given"
+        if version is None:
+            version, how = await self.runner().previous_version()
+        self._allow(Command.START_ROLLBACK)  # again: the journal may have moved on meanwhile
+        self._append("rollback_started", {
+            "plan_id": plan.id, "reason": reason, "provider": provider, "version": version,
+            "version_from": how, "from_version": self.state.version,
+        })
+        record = self.rollback_record()
+        assert record is not None
+        if not self.plans.triggers_first(plan):
+            await self.incident.trigger(plan, self.rollback_values())
+            self._replay()
+        return record
+
+    def triggered_channels(self) -> list[str]:
+        return self.incident.triggered_channels()
+
+    def rollback_step(self, step_id: str) -> Step:
+        plan = self.current_rollback_plan()
+        for candidate in [plan] if plan is not None else self.plans.all:
+            for step in candidate.steps:
+                if step.id == step_id:
+                    return step
+        raise SessionError(f"no step {step_id!r} in the rollback plan")
+
+    def describe_rollback_step(self, step_id: str) -> str:
+        return self.runner().describe(self.rollback_step(step_id), self.rollback_values())
+
+    def rollback_refusal(self, step_id: str, plan_id: str | None = None) -> str | None:
+        """Why run_rollback_step would refuse this step now, or None."""
+        plan = self.current_rollback_plan() if plan_id is None else self.plans.plan(plan_id)
+        plan = plan or self.plans.all[0]
+        step = next((s for s in plan.steps if s.id == step_id), None)
+        if step is None:
+            return f"no step {step_id!r} in the {plan.title}"
+        refusal = self.command_refusal(Command.RUN_ROLLBACK_STEP) or self.runner().refusal(step)
+        if refusal:  # READ-ONLY first: it is the reason that matters
+            return refusal
+        rollback = self.state.rollback
+        assert rollback is not None  # the stage is ROLLING_BACK
+        if rollback.plan_id != plan.id:
+            return f"this rollback runs the {self.plans.plan(rollback.plan_id).title}, not the {plan.title}"
+        once = rules.step_refusal(Command.RUN_ROLLBACK_STEP, rollback.steps.get(step.id), modifying=is_modifying(step),
+                                  ran_before=f"{plan.id}:{step.id}" in self.state.ran_ever)
+        if once:
+            return f"{step.title}: {once}"
+        values = self.rollback_values()
+        if isinstance(step.action, SqlAction) and "provider" in step.action.params and not values.get("provider"):
+            return "this step needs a provider, and none was picked when the rollback started"
+        return None
+
+    async def run_rollback_step(self, step_id: str, on_output: OutputCallback | None = None) -> StepOutcome:
+        """Run a step of the rollback in progress: intent on disk first, outcome after."""
+        refusal = self.rollback_refusal(step_id)
+        if refusal:
+            raise StepRefused(refusal)
+        rollback = self.state.rollback
+        assert rollback is not None
+        where = {"plan_id": rollback.plan_id}
+        return await self._run_journaled(self.rollback_step(step_id), where, self.rollback_values(), on_output)
+
+    async def dry_run_rollback_step(self, step_id: str, plan_id: str | None = None) -> DryRun:
+        plan = self.current_rollback_plan() if plan_id is None else self.plans.plan(plan_id)
+        step = self.plans.step_of(plan or self.plans.all[0], step_id)
+        values = self.rollback_values() if self.rollback_in_progress() else {}
+        return await self.runner().dry_run(step, values)
+
+    def skip_rollback_step(self, step_id: str, reason: str) -> None:
+        reason = reason.strip()
+        self._allow(Command.SKIP, scope=rules.ROLLBACK)
+        if not reason:
+            raise SessionError("skipping a step needs a reason")
+        self._rollback_outcome_without_running(step_id, "skipped", "skipped by the operator", reason)
+
+    def mark_rollback_step_done(self, step_id: str, note: str = "") -> None:
+        self._allow(Command.MARK_DONE, scope=rules.ROLLBACK)
+        self._rollback_outcome_without_running(step_id, "done", note or "marked done by the operator", "")
+
+    def _rollback_outcome_without_running(self, step_id: str, status: str, summary: str, reason: str) -> None:
+        rollback = self.state.rollback
+        assert rollback is not None  # the stage is ROLLING_BACK
+        step = self.rollback_step(step_id)
+        once = rules.step_refusal(Command.MARK_DONE if status == "done" else Command.SKIP, rollback.steps.get(step.id),
+                                  modifying=is_modifying(step))
+        if once:
+            raise SessionError(f"{step.title}: {once}")
+        self._append("step_outcome", {"step_id": step.id, "plan_id": rollback.plan_id,
+                                      "status": status, "summary": summary, "reason": reason})
+
+    def open_rollback_steps(self) -> list[str]:
+        rollback, plan = self.state.rollback, self.current_rollback_plan()
+        if rollback is None or plan is None:
+            return []
+        return [s.id for s in plan.steps
+                if rollback.steps.get(s.id) is None or rollback.steps[s.id].status not in ("done", "skipped")]
+
+    def verification_items(self, plan: RollbackPlan) -> list[str]:
+        return self.plans.verification_items(plan)
+
+    async def verify_rollback(self, on_output: OutputCallback | None = None) -> tuple[bool, list[ProbeResult], list[str]]:
+        """Run the verification probes again (the verdict updates). All pass (or warn): the
+        rollback is finished as verified, the deployment ends `rolled_back` and the incident
+        is resolved where it was triggered. Returns (verified, results, notification lines)."""
+        self._allow(Command.VERIFY)
+        plan = self.current_rollback_plan()
+        assert plan is not None  # the stage is ROLLING_BACK
+        waiting = self.open_rollback_steps()
+        if waiting:
+            raise SessionError(f"{len(waiting)} rollback step(s) not done or skipped: {', '.join(waiting)}")
+        items = {item.id: item for _, item in self.loaded.runbook.items()}
+        wanted = self.plans.verification_items(plan)
+        attestations = self.attestations()
+        self.running_step = "verify"
+        try:
+            async with ProbeContext(self.loaded, attestations=attestations, environ=self.environ) as ctx:
+                results = list(await asyncio.gather(*(run_probe(items[i], ctx) for i in wanted)))
+        finally:
+            self.running_step = None
+        for result in results:
+            self.results[result.item_id] = result
+            if on_output is not None:
+                first = result.evidence.strip().splitlines()[0] if result.evidence.strip() else ""
+                on_output(f"{result.status.upper():<5} {result.item_id}: {first}")
+        self._journal_checks(results)
+        self._decide()
+        failures = [f"{r.item_id} {r.status}" for r in results if r.status not in ("pass", "warn")]
+        if failures:
+            self._append("rollback_verification", {"plan_id": plan.id, "verified": False, "failures": failures})
+            return False, results, []
+        self._allow(Command.VERIFY)  # again: another window may have ended it while the probes ran
+        values = self.rollback_values()
+        self._append("rollback_finished", {"plan_id": plan.id, "verified": True, "items": wanted})
+        if self.state.outcome != "rolled_back":
+            current = self.current_phase()
+            if current is not None:
+                self._append("phase_completed", {"phase_id": current.id})
+            self._append("deploy_finished", {"outcome": "rolled_back", "version": values.get("version", "")})
+        await self.measure_pos_health()  # the fleet as the rollback left it, for the report
+        lines = await self.incident.resolve(values)
+        self._replay()
+        return True, results, lines
+
+    # -- helpers -----------------------------------------------------------------------
 
     async def _git_sha(self, version: str = "") -> str:
         repository = self.loaded.runbook.rollback.previous_version.repository

@@ -1,9 +1,11 @@
 """The one place that decides whether a release command is allowed (DESIGN.md §5).
 
-Every command the operator can give is named here; `refusal()` answers, from the release's
-state (replayed from its journal) and the window's mode, either None (allowed) or the
-reason it is refused, in words for the operator. The session calls it before acting, and
-screens call it to dim keys and to say why; nobody else re-implements a rule.
+The release is a state machine: its states are `Stage`s (controlroom.release.state), derived
+from the journal and the step running now; its commands are the `Command`s below. `refusal()`
+answers, from the stage, the window's mode and the command's own conditions, either None
+(allowed) or the reason it is refused, in words for the operator. The engine calls it before
+acting, and screens call it (through the engine) to dim keys and to say why; nobody else
+re-implements a rule.
 
     refusal(Command.FINISH, situation, outcome="success")
     -> "the deployment cannot finish as a success: step deploy-code failed; finish it as failed, or roll back"
@@ -14,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from controlroom.release.state import DeploymentState, StepState
+from controlroom.release.state import DeploymentState, Stage, StepState, stage_of
 
 
 class Command(StrEnum):
@@ -37,6 +39,28 @@ class Command(StrEnum):
 # What only looks: allowed in read-only. Everything else is a decision.
 OBSERVATIONS = frozenset({Command.DRY_RUN})
 
+_CHECKLIST = {Command.ATTEST, Command.ATTEST_FAILING, Command.DRY_RUN}
+
+# The transitions: what each stage allows (mode and per-command conditions come after).
+# MARK_DONE and SKIP act on the deployment's steps while deploying and on the rollback's
+# steps while rolling back; `scope` tells them apart.
+ALLOWED: dict[Stage, frozenset[Command]] = {
+    Stage.NO_DEPLOYMENT: frozenset({*_CHECKLIST, Command.START, Command.ADOPT}),
+    Stage.CHECKED: frozenset({*_CHECKLIST, Command.START, Command.ADOPT}),
+    Stage.DEPLOYING: frozenset({*_CHECKLIST, Command.RUN_STEP, Command.MARK_DONE, Command.SKIP, Command.NEXT_PHASE,
+                                Command.FINISH, Command.START_ROLLBACK, Command.NOTIFY}),
+    Stage.STEP_RUNNING: frozenset(_CHECKLIST),
+    Stage.ROLLING_BACK: frozenset({*_CHECKLIST, Command.RUN_ROLLBACK_STEP, Command.MARK_DONE, Command.SKIP,
+                                   Command.VERIFY, Command.FINISH, Command.NOTIFY}),
+    Stage.SUCCEEDED: frozenset({*_CHECKLIST, Command.START_ROLLBACK}),  # the 30-minute watch may call for it
+    Stage.FAILED: frozenset({*_CHECKLIST, Command.START_ROLLBACK}),
+    Stage.ROLLED_BACK: frozenset(_CHECKLIST),
+    Stage.ROLLBACK_ABANDONED: frozenset({*_CHECKLIST, Command.START_ROLLBACK}),
+}
+
+# Commands that belong to a rollback, for the scope of MARK_DONE / SKIP / DRY_RUN.
+DEPLOY, ROLLBACK = "deploy", "rollback"
+
 
 @dataclass(frozen=True)
 class Situation:
@@ -45,6 +69,10 @@ class Situation:
     state: DeploymentState
     write: bool
     running_step: str | None = None
+
+    @property
+    def stage(self) -> Stage:
+        return stage_of(self.state, self.running_step)
 
     @property
     def rollback_in_progress(self) -> bool:
@@ -57,47 +85,79 @@ class Situation:
         return list(dict.fromkeys(self.state.failed_ever))
 
 
-def refusal(command: Command, situation: Situation, *, outcome: str | None = None) -> str | None:
+def refusal(command: Command, situation: Situation, *, outcome: str | None = None, scope: str = DEPLOY) -> str | None:
     """None when `command` may go ahead now, else why not."""
     if command not in OBSERVATIONS and not situation.write:
         return (f"READ-ONLY: {command.value} is a decision and changes the release; restart with --write "
                 "(the journal resumes where it is)")
-    state = situation.state
+    stage = situation.stage
+    if command not in ALLOWED[stage]:
+        return _stage_refusal(command, situation, stage)
+    if command in (Command.MARK_DONE, Command.SKIP):
+        if scope == ROLLBACK and stage is not Stage.ROLLING_BACK:
+            return "no rollback in progress"
+        if scope == DEPLOY and stage is Stage.ROLLING_BACK:
+            return "a rollback is in progress: its steps are on the Rollback screen (R)"
     if command is Command.FINISH:
-        return _finish_refusal(situation, outcome or "success")
-    if command in (Command.START_ROLLBACK, Command.RUN_ROLLBACK_STEP, Command.VERIFY) and situation.running_step:
-        return f"step {situation.running_step!r} is still running"
-    if command is Command.START and state.in_progress:
-        return f"a deployment of {state.version} is already in progress"
-    if command is Command.ADOPT and state.started_at is not None:
-        return (f"this journal already has the deployment of {state.version}; adopt another release from a new "
-                "session")
+        return _finish_refusal(situation, outcome or finish_outcome(situation))
     return None
 
 
+def _stage_refusal(command: Command, situation: Situation, stage: Stage) -> str:
+    state = situation.state
+    if stage is Stage.STEP_RUNNING:
+        what = "the rollback verification" if situation.running_step == "verify" else f"step {situation.running_step!r}"
+        return f"{what} is still running"
+    if command is Command.START:
+        if stage.finished:
+            outcome = (state.outcome or "finished").replace("_", " ")
+            return (f"this session's deployment of {state.version} is finished ({outcome}); "
+                    "reopen the control room for another")
+        return f"a deployment of {state.version} is already in progress"
+    if command is Command.ADOPT:
+        return (f"this journal already has the deployment of {state.version}; adopt another release from a new "
+                "session")
+    if command is Command.START_ROLLBACK:
+        if stage in (Stage.NO_DEPLOYMENT, Stage.CHECKED):
+            return ("no deployment is recorded in this journal: if it was deployed elsewhere (CI/CD, a colleague), "
+                    "adopt it first (a), then roll back")
+        if stage is Stage.ROLLING_BACK:
+            return "a rollback is already in progress"
+        return "the deployment was already rolled back (verified)"
+    if command in (Command.RUN_ROLLBACK_STEP, Command.VERIFY):
+        return "no rollback in progress: start one first (s on the Rollback screen)"
+    if stage is Stage.ROLLING_BACK:
+        return "a rollback is in progress: finish it on the Rollback screen (R) first"
+    if stage in (Stage.NO_DEPLOYMENT, Stage.CHECKED):
+        return "the deployment has not started"
+    outcome = (state.outcome or "finished").replace("_", " ")
+    return f"the deployment of {state.version} is finished ({outcome})"
+
+
 def finish_outcome(situation: Situation) -> str:
-    """How finishing now would record the deployment: a failed step makes it `failed`."""
-    return "failed" if situation.failed_steps() else "success"
+    """How finishing now would record the deployment: `failed` after a failed step, or when
+    it abandons a rollback in progress; else `success`."""
+    return "failed" if situation.failed_steps() or situation.rollback_in_progress else "success"
 
 
 def _finish_refusal(situation: Situation, outcome: str) -> str | None:
     state = situation.state
-    if not state.in_progress:
-        return "no deployment in progress"
-    if situation.running_step:
-        return f"step {situation.running_step!r} is still running"
+    if outcome not in ("success", "failed", "aborted"):
+        return f"a deployment finishes as success, failed or aborted, not {outcome!r}"
+    if situation.rollback_in_progress and state.ended_at is not None:
+        return (f"the deployment already finished ({state.outcome.replace('_', ' ')}); the rollback since ends "
+                "by its verification (v on the Rollback screen)")
+    if outcome != "success":
+        return None
     if situation.rollback_in_progress:
         return ("a rollback is in progress: verify it (v on the Rollback screen), which ends the deployment as "
-                "rolled back")
-    if outcome == "success":
-        failed = situation.failed_steps()
-        if failed:
-            return (f"the deployment cannot finish as a success: step {', '.join(failed)} failed; "
-                    "finish it as failed, or roll back")
-        if state.rollback is not None:
-            return "the deployment was rolled back: it cannot finish as a success"
-    elif outcome not in ("failed", "aborted"):
-        return f"a deployment finishes as success, failed or aborted, not {outcome!r}"
+                "rolled back, or finish as failed, which abandons it")
+    failed = situation.failed_steps()
+    if failed:
+        return (f"the deployment cannot finish as a success: step {', '.join(failed)} failed; "
+                "finish it as failed, or roll back")
+    if state.rollback is not None:
+        return "the deployment was rolled back: it cannot finish as a success"
     return None
 
 

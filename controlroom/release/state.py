@@ -139,6 +139,49 @@ class DeploymentState:
         return clock(phase.minutes, state.started_at, state.ended_at, now)
 
 
+class Stage(StrEnum):
+    """Where a release stands: the states of the release engine's state machine. The rules
+    (controlroom.release.rules) allow each command only in some of them."""
+
+    NO_DEPLOYMENT = "no deployment"  # the checklist has not given a verdict yet
+    CHECKED = "checks run"  # a verdict; no deployment started or adopted
+    DEPLOYING = "deploying"  # in a phase (or adopted from elsewhere)
+    STEP_RUNNING = "step running"  # a deploy or rollback step, or the verification, runs now
+    ROLLING_BACK = "rolling back"  # a rollback plan is open
+    SUCCEEDED = "finished: succeeded"
+    FAILED = "finished: failed"  # failed or aborted
+    ROLLED_BACK = "finished: rolled back"  # by a verified rollback
+    ROLLBACK_ABANDONED = "rollback abandoned"  # ended as failed with its rollback not verified
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STAGES
+
+
+FINISHED_STAGES = frozenset({Stage.SUCCEEDED, Stage.FAILED, Stage.ROLLED_BACK, Stage.ROLLBACK_ABANDONED})
+
+
+def stage_of(state: DeploymentState, running_step: str | None = None) -> Stage:
+    """The state machine's state, from the replayed journal and the step running in this
+    window (a step another window runs shows in the journal as its intent)."""
+    if running_step:
+        return Stage.STEP_RUNNING
+    rollback = state.rollback
+    if rollback is not None and rollback.ended_at is None:
+        return Stage.ROLLING_BACK  # also after a success: the watch may call for a rollback
+    if state.ended_at is not None:
+        if state.outcome == "rolled_back":
+            return Stage.ROLLED_BACK
+        if state.outcome == "success":
+            return Stage.SUCCEEDED
+        if rollback is not None and not rollback.verified:
+            return Stage.ROLLBACK_ABANDONED
+        return Stage.FAILED
+    if state.started_at is not None:
+        return Stage.DEPLOYING
+    return Stage.CHECKED if state.verdict else Stage.NO_DEPLOYMENT
+
+
 def replay(records: list[Record]) -> DeploymentState:
     """Rebuild the deployment's state from its journal records."""
     state = DeploymentState()
