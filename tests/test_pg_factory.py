@@ -1,16 +1,27 @@
 """The Postgres connection factory (controlroom.infra.pg) against the real embedded Postgres:
-names, statement and connect timeouts, pooler mode."""
+names, statement and connect timeouts, pooler mode; and probes, live panels, steps and the
+rollback's provider query really connect through it."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
+from controlroom.checks import ProbeContext, run_probe
+from controlroom.config.loader import LoadedConfig
+from controlroom.config.models import Step
 from controlroom.infra.pg import PgSettings
+from controlroom.live.sources import Feeds
+from controlroom.release.engine import Session
+from controlroom.release.steps import StepRunner
+
+from probe_support import make_loaded
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,6 +33,20 @@ COUNT_PREPARED = "SELECT count(*) FROM pg_prepared_statements WHERE $1::int = 1"
 def settings(**overrides: object) -> PgSettings:
     values: dict[str, object] = {"purpose": "test", "connect_timeout_s": 5.0, "statement_timeout_s": 2.5}
     return PgSettings(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+def loaded_for(dsn: str, *, transaction_pooler: bool = False, **runbook_changes: object) -> LoadedConfig:
+    loaded = make_loaded([{"id": "on-call", "title": "On-call", "kind": "manual"}], secrets={"database_dsn": dsn})
+    environment = loaded.environment.model_copy(update={"transaction_pooler": transaction_pooler})
+    runbook = loaded.runbook.model_copy(update=runbook_changes)
+    return dataclasses.replace(loaded, environment=environment, runbook=runbook)
+
+
+def sql_step(query: str, *, timeout_s: float = 30.0) -> Step:
+    return Step.model_validate({
+        "id": "q", "title": "Query",
+        "action": {"kind": "sql", "query": query, "modifying": False, "timeout_s": timeout_s},
+    })
 
 
 @pytest.fixture
@@ -93,3 +118,62 @@ async def test_pooler_mode_leaves_no_prepared_statement_on_the_server(
         assert await conn.fetchval(COUNT_PREPARED, 1) == prepared
     finally:
         await conn.close()
+
+
+# -- the callers go through it (and honour the environment's transaction_pooler) -------------
+
+
+@pytest.mark.parametrize("transaction_pooler", [False, True])
+async def test_a_probe_connects_through_the_factory(db_dsn: str, transaction_pooler: bool) -> None:
+    # Any row fails the probe, and its evidence shows what the session really was.
+    item = {
+        "id": "who", "title": "Who am I", "kind": "sql", "timeout_s": 4,
+        "query": "SELECT current_setting('application_name'), current_setting('statement_timeout') "
+                 "WHERE current_setting('application_name') <> 'controlroom/probes' "
+                 "OR current_setting('statement_timeout') <> '4s'",
+    }
+    loaded = loaded_for(db_dsn, transaction_pooler=transaction_pooler)
+    loaded = dataclasses.replace(loaded, runbook=make_loaded([item]).runbook)
+    async with ProbeContext(loaded) as ctx:
+        result = await run_probe(loaded.runbook.items()[0][1], ctx)
+        pool = await ctx.pool("main")
+        async with pool.acquire() as conn:
+            cached = await conn.fetchval(COUNT_PREPARED, 1)
+    assert result.status == "pass", result.evidence
+    assert (cached == 0) is transaction_pooler  # the probe's own query is cached too, unless pooled
+
+
+@pytest.mark.parametrize("transaction_pooler", [False, True])
+async def test_live_panels_connect_through_the_factory(db_dsn: str, transaction_pooler: bool) -> None:
+    feeds = Feeds(loaded_for(db_dsn, transaction_pooler=transaction_pooler))
+    try:
+        database = feeds.databases["main"]
+        rows = await database.fetch("SELECT current_setting('application_name'), current_setting('statement_timeout')")
+        assert tuple(rows[0]) == ("controlroom/live", "5s")
+        cached = (await database.fetch(COUNT_PREPARED, 1))[0][0]
+        assert (cached == 0) is transaction_pooler
+    finally:
+        await feeds.close()
+
+
+@pytest.mark.parametrize("transaction_pooler", [False, True])
+async def test_an_sql_step_connects_through_the_factory(db_dsn: str, transaction_pooler: bool) -> None:
+    runner = StepRunner(loaded_for(db_dsn, transaction_pooler=transaction_pooler))
+    outcome = await runner.run(sql_step(
+        "SELECT current_setting('application_name'), current_setting('statement_timeout'), "
+        "(SELECT count(*) FROM pg_prepared_statements)", timeout_s=7))
+    assert outcome.status == "done", outcome.summary
+    # The step's own query is the one prepared statement, unless the pooler forbids caching.
+    assert outcome.summary == f"1 row(s): controlroom/steps 7s {0 if transaction_pooler else 1}"
+
+
+async def test_the_rollback_provider_query_connects_through_the_factory(db_dsn: str, tmp_path: Path) -> None:
+    rollback = loaded_for(db_dsn).runbook.rollback.model_copy(update={
+        "providers_query": "SELECT current_setting('application_name') || ' ' || current_setting('statement_timeout')",
+    })
+    session = Session.open(loaded_for(db_dsn, rollback=rollback), journal_dir=tmp_path)
+    try:
+        choices = await session.provider_choices(rollback.plans[0].id)
+    finally:
+        session.close()
+    assert choices == [("controlroom/steps 10s", None)]

@@ -168,7 +168,7 @@ class RollbackMixin:
         providers: list[str] = []
         if rollback.providers_query.strip():
             try:
-                conn = await runner._connect(rollback.providers_database, 10.0)
+                conn = await runner.connect(rollback.providers_database, 10.0)
                 try:
                     async with conn.transaction(readonly=True):
                         rows = await conn.fetch(rollback.providers_query)
