@@ -138,10 +138,10 @@ async def test_connections_are_named_controlroom(db_dsn: str) -> None:
         db_dsn,
         sql_item(
             "SELECT application_name, current_setting('statement_timeout') FROM pg_stat_activity "
-            "WHERE pid = pg_backend_pid() AND application_name <> 'controlroom'"
+            "WHERE pid = pg_backend_pid() AND application_name <> 'controlroom/probes'"
         ),
     )
-    assert result.status == "pass", result.evidence  # no row: our own session is 'controlroom'
+    assert result.status == "pass", result.evidence  # no row: our own session is 'controlroom/probes'
 
 
 async def test_unreachable_database_errors_only_sql_probes(db_dsn: str) -> None:
@@ -173,8 +173,9 @@ async def test_a_long_lived_context_reconnects_after_the_database_comes_back(
     db_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from controlroom.checks import base
+    from controlroom.infra import pg
 
-    real_create_pool = base.asyncpg.create_pool
+    real_create_pool = pg.asyncpg.create_pool
     calls = 0
 
     def flaky_create_pool(*args: Any, **kwargs: Any):  # noqa: ANN202
@@ -184,7 +185,7 @@ async def test_a_long_lived_context_reconnects_after_the_database_comes_back(
             raise ConnectionRefusedError(111, "Connection refused")
         return real_create_pool(*args, **kwargs)
 
-    monkeypatch.setattr(base.asyncpg, "create_pool", flaky_create_pool)
+    monkeypatch.setattr(pg.asyncpg, "create_pool", flaky_create_pool)
     monkeypatch.setattr(base, "POOL_RETRY_AFTER_S", 0.0)
     loaded = make_loaded([sql_item("SELECT 1 WHERE false")], secrets={"database_dsn": db_dsn})
     item = loaded.runbook.items()[0][1]

@@ -63,7 +63,7 @@ async def test_breakers_and_health(db_dsn: str, db: asyncpg.Connection) -> None:
         # Every connection is named and has a statement timeout; and it is read-only.
         pool = await database.pool()
         async with pool.acquire() as conn:
-            assert await conn.fetchval("SHOW application_name") == "controlroom"
+            assert await conn.fetchval("SHOW application_name") == "controlroom/live"
             assert await conn.fetchval("SHOW statement_timeout") == "5s"
             with pytest.raises(asyncpg.exceptions.ReadOnlySQLTransactionError):
                 await conn.execute("DELETE FROM rotation_cb")

@@ -29,6 +29,7 @@ import asyncpg
 import httpx
 
 from controlroom.infra.identity import current_operator
+from controlroom.infra.pg import PgSettings
 from controlroom.config.loader import LoadedConfig
 from controlroom.config.models import ChecklistItem
 from controlroom.config.secrets import MissingSecret
@@ -36,7 +37,7 @@ from controlroom.config.secrets import MissingSecret
 Status = Literal["pass", "fail", "warn", "error", "pending", "skipped"]
 STATUSES: tuple[Status, ...] = ("pass", "fail", "warn", "error", "pending", "skipped")
 
-APPLICATION_NAME = "controlroom"
+PG_PURPOSE = "probes"  # connections are named controlroom/probes
 POOL_MAX_SIZE = 4
 POOL_CONNECT_TIMEOUT_S = 5.0
 # After a failed attempt to open a pool, its error is the answer for this long (one run of
@@ -193,22 +194,16 @@ class ProbeContext:
             raise ProbeError(f"database {database!r} is not defined in the runbook's [databases]")
         if not self.secrets.has(secret):
             raise ProbeError(f"secret {secret!r} is not set: export {self.secrets.variable(secret)}=...")
-        dsn = self.secrets.get(secret)
-        statement_timeout_ms = int(self._statement_timeout_s(database) * 1000)
+        statement_timeout_s = self._statement_timeout_s(database)
+        settings = PgSettings(
+            purpose=PG_PURPOSE,
+            connect_timeout_s=POOL_CONNECT_TIMEOUT_S,
+            statement_timeout_s=statement_timeout_s,
+            transaction_pooler=self.loaded.environment.transaction_pooler,
+            idle_in_transaction_timeout_s=max(statement_timeout_s * 2, 10.0),
+        )
         return await asyncio.wait_for(
-            asyncpg.create_pool(
-                dsn,
-                min_size=1,
-                max_size=POOL_MAX_SIZE,
-                timeout=POOL_CONNECT_TIMEOUT_S,
-                command_timeout=self._statement_timeout_s(database) + 1,
-                max_inactive_connection_lifetime=60,
-                server_settings={
-                    "application_name": APPLICATION_NAME,
-                    "statement_timeout": str(statement_timeout_ms),
-                    "idle_in_transaction_session_timeout": str(max(statement_timeout_ms * 2, 10_000)),
-                },
-            ),
+            settings.create_pool(self.secrets.get(secret), min_size=1, max_size=POOL_MAX_SIZE),
             timeout=POOL_CONNECT_TIMEOUT_S * 2,
         )
 

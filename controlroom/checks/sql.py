@@ -1,6 +1,6 @@
 """SQL probes, read-only: every query runs in a READ ONLY transaction with a local
-statement_timeout, on a pool named application_name=controlroom, so a probe can never
-hurt the database it watches.
+statement_timeout, on a pool named application_name=controlroom/probes, so a probe can
+never hurt the database it watches.
 
 - expect = "no_rows": every row returned is a problem; the first list_limit are named.
 - expect = "value": the first column of the first row is judged: fail_when → fail,

@@ -105,6 +105,9 @@ class Environment(Model):
     # The previous stable version of this environment, when it is known here (e.g. from the
     # CD system); wins over [rollback.previous_version] of the runbook. Empty: that finds it.
     previous_version: str = ""
+    # True when this environment's database DSNs go through a transaction pooler (pgbouncer,
+    # Supavisor in transaction mode): prepared statements are then not cached.
+    transaction_pooler: bool = False
 
     @model_validator(mode="after")
     def _deploy_secrets_are_declared(self) -> "Environment":

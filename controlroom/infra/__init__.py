@@ -1,2 +1,2 @@
-"""Infrastructure the core shares: process lifetime, and (as they move here) the Postgres
-connection factory, HTTP helpers and subprocess handling."""
+"""Infrastructure the core shares: process lifetime, operator identity, the Postgres
+connection factory (`pg`), and (as they move here) HTTP helpers and subprocess handling."""

@@ -3,9 +3,10 @@
 Each source has one async `fetch()` that returns an immutable snapshot or raises; pollers
 (`controlroom.live.polling`) call them on their own intervals. UI-free: never imports Textual.
 
-Postgres is reached through one small asyncpg pool per DSN, named `application_name =
-controlroom`, with a server-side `statement_timeout` on every connection *and* a client-side
-timeout on every query, so the control room can never hurt the database it watches.
+Postgres is reached through one small asyncpg pool per DSN (from `controlroom.infra.pg`),
+named `application_name = controlroom/live`, with a server-side `statement_timeout` on every
+connection *and* a client-side timeout on every query, so the control room can never hurt
+the database it watches.
 Prometheus-style sources are read with httpx (`{url}/api/v1/query?query=...`).
 """
 
@@ -25,9 +26,10 @@ import httpx
 
 from controlroom.config.loader import LoadedConfig
 from controlroom.config.models import Kpi, PrometheusSource, SqlSource
+from controlroom.infra.pg import PgSettings
 
 Colour = Literal["green", "amber", "red", "unknown"]
-APPLICATION_NAME = "controlroom"
+PG_PURPOSE = "live"  # connections are named controlroom/live
 DEFAULT_STATEMENT_TIMEOUT_S = 5.0
 PROVIDERS = ("fudo", "maxirest", "bistrsoft")  # always shown, even with no rows
 
@@ -127,29 +129,32 @@ class Database:
     about as long as its slowest query); read-only, with a statement timeout, and idle
     connections closed after a minute, so the watched database is never hurt."""
 
-    def __init__(self, dsn: str, *, statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S, max_size: int = 10) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S,
+        max_size: int = 10,
+        transaction_pooler: bool = False,
+    ) -> None:
         self._dsn = dsn
         self.statement_timeout_s = statement_timeout_s
         self._max_size = max_size
+        self._settings = PgSettings(
+            purpose=PG_PURPOSE,
+            connect_timeout_s=statement_timeout_s,
+            statement_timeout_s=statement_timeout_s,
+            command_timeout_s=statement_timeout_s,
+            transaction_pooler=transaction_pooler,
+            read_only=True,
+        )
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()
 
     async def pool(self) -> asyncpg.Pool:
         async with self._lock:
             if self._pool is None:
-                self._pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=0,
-                    max_size=self._max_size,
-                    timeout=self.statement_timeout_s,  # connect timeout
-                    command_timeout=self.statement_timeout_s,
-                    max_inactive_connection_lifetime=60,
-                    server_settings={
-                        "application_name": APPLICATION_NAME,
-                        "statement_timeout": str(int(self.statement_timeout_s * 1000)),
-                        "default_transaction_read_only": "on",
-                    },
-                )
+                self._pool = await self._settings.create_pool(self._dsn, min_size=0, max_size=self._max_size)
             return self._pool
 
     async def fetch(self, query: str, *args: object, timeout: float | None = None) -> list[asyncpg.Record]:
@@ -311,7 +316,11 @@ class Feeds:
         self.database_errors: dict[str, str] = {}
         for name, secret in config.runbook.databases.items():
             if config.secrets.has(secret):
-                self.databases[name] = Database(config.secrets.get(secret), statement_timeout_s=statement_timeout_s)
+                self.databases[name] = Database(
+                    config.secrets.get(secret),
+                    statement_timeout_s=statement_timeout_s,
+                    transaction_pooler=config.environment.transaction_pooler,
+                )
             else:
                 self.database_errors[name] = f"secret {secret!r} is not set: export {config.secrets.variable(secret)}"
         self.kpis: dict[str, SqlKpiSource | PrometheusKpiSource | None] = {}

@@ -73,7 +73,7 @@ class RollbackPlans:
         providers: list[str] = []
         if rollback.providers_query.strip():
             try:
-                conn = await runner._connect(rollback.providers_database, PROVIDERS_QUERY_TIMEOUT_S)
+                conn = await runner.connect(rollback.providers_database, PROVIDERS_QUERY_TIMEOUT_S)
                 try:
                     async with conn.transaction(readonly=True):
                         rows = await conn.fetch(rollback.providers_query)

@@ -43,6 +43,7 @@ import asyncpg
 
 from controlroom.errors import ControlRoomError
 from controlroom.infra import shutdown
+from controlroom.infra.pg import PgSettings
 from controlroom.release.journal import Journal
 from controlroom.checks.base import ProbeContext, ProbeResult, clean, describe_exception, format_value, run_probe
 from controlroom.checks.command import KEEP_PENDING_BYTES, MAX_PENDING_BYTES, kill_process_group
@@ -64,6 +65,7 @@ SUMMARY_TAIL_LINES = 3
 ROWS_SHOWN = 10
 PREVIOUS_VERSION_TIMEOUT_S = 15.0
 CONNECT_TIMEOUT_S = 5.0
+PG_PURPOSE = "steps"  # connections are named controlroom/steps
 
 
 class StepRefused(ControlRoomError):
@@ -227,7 +229,7 @@ class StepRunner:
         action = step.action
         if isinstance(action, SqlAction) and action.count_query:
             params = self.sql_params(action, values)
-            conn = await self._connect(action.database, action.timeout_s)
+            conn = await self.connect(action.database, action.timeout_s)
             try:
                 async with conn.transaction(readonly=True):
                     count = await conn.fetchval(action.count_query, *params)
@@ -367,7 +369,7 @@ class StepRunner:
 
     async def _sql(self, action: SqlAction, values: Mapping[str, str], lines: _Lines) -> StepOutcome:
         params = self.sql_params(action, values)
-        conn = await self._connect(action.database, action.timeout_s)
+        conn = await self.connect(action.database, action.timeout_s)
         try:
             async with conn.transaction(readonly=not action.modifying):
                 count: int | None = None
@@ -430,21 +432,21 @@ class StepRunner:
 
     # -- helpers -----------------------------------------------------------------------
 
-    async def _connect(self, database: str, timeout_s: float) -> asyncpg.Connection:
+    async def connect(self, database: str, timeout_s: float) -> asyncpg.Connection:
+        """A connection to a runbook database for one SQL action (or rollback query) whose
+        statements may run `timeout_s`; the caller closes it."""
         secret = self.loaded.runbook.databases.get(database)
         if secret is None:
             raise StepRefused(f"database {database!r} is not defined in the runbook's [databases]")
         if not self.loaded.secrets.has(secret):
             raise StepRefused(f"secret {secret!r} is not set: export {self.loaded.secrets.variable(secret)}=...")
-        return await asyncpg.connect(
-            self.loaded.secrets.get(secret),
-            timeout=CONNECT_TIMEOUT_S,
-            command_timeout=timeout_s + 1,
-            server_settings={
-                "application_name": "controlroom",
-                "statement_timeout": str(int(timeout_s * 1000)),
-            },
+        settings = PgSettings(
+            purpose=PG_PURPOSE,
+            connect_timeout_s=CONNECT_TIMEOUT_S,
+            statement_timeout_s=timeout_s,
+            transaction_pooler=self.loaded.environment.transaction_pooler,
         )
+        return await settings.connect(self.loaded.secrets.get(secret))
 
     def _cwd(self, cwd: str) -> Path:
         path = Path(cwd).expanduser()
