@@ -574,7 +574,10 @@ class ControlRoomApp(App[None]):
             return
         health = self.poll_states.get("health")
         if health is not None and health.value is not None:  # the fleet now, as the POS screen shows it
-            session.record_pos_health(health.value)
+            kpi = self.config.runbook.customer_impact_kpi()
+            impact = self.poll_states.get(f"kpi:{kpi.id}") if kpi is not None else None
+            reading = None if impact is None else impact.error or impact.value  # the last poll's answer, or why not
+            session.record_pos_health(health.value, reading)
         text = render_report(session.journal.records, self.config.runbook, problems=session.journal.problems,
                              source=session.journal.path)
         try:

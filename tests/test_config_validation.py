@@ -103,6 +103,8 @@ def test_the_default_runbook_carries_the_seeds_numbers() -> None:
     assert str(kpis["breaker-triggers"].green) == "< 5"
     assert str(kpis["security-incidents"].green) == "== 0"
     assert str(kpis["locations-affected"].green) == "< 1"
+    # the seed's "Customer Impact: <1% locations affected" is the report's customer-impact KPI
+    assert runbook.customer_impact_kpi() is kpis["locations-affected"]
 
 
 def test_a_good_config_loads_and_expands_urls(tmp_path: Path) -> None:
@@ -187,6 +189,11 @@ BAD_FILES = [
      MINIMAL_RUNBOOK + '[[kpis]]\nid = "k"\ntitle = "K"\nwindow = "realtime"\ngreen = { op = "above", value = 98 }\n'
      'red = { op = "<", value = 95 }\nsource = { kind = "sql", query = "SELECT 1" }\n',
      ["kpis[0](id=k).green.op", "expected"]),
+    ("customer-impact kpi that is not a kpi", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK + '[[kpis]]\nid = "orders-failing"\ntitle = "Orders failing"\nwindow = "realtime"\n'
+     'green = { op = "<", value = 1 }\nred = { op = ">", value = 5 }\nsource = { kind = "sql", query = "SELECT 1" }\n'
+     '[report]\ncustomer_impact_kpi = "order-failures"\n',
+     ["runbook.toml", "report.customer_impact_kpi", "'order-failures'", "orders-failing"]),
 ]
 
 

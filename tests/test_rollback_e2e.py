@@ -31,6 +31,7 @@ from controlroom.screens.dialogs import ConfirmDialog, PickDialog, ReasonDialog,
 from controlroom.screens.report import ReportScreen
 from controlroom.screens.rollback import RollbackScreen
 from controlroom.release.engine import ReleaseEngine
+from pg_support import fleet_in_postgres, fleet_line_parts
 
 EVIL = "'; DROP TABLE pos_integrations_location; --"
 CHECKSUM = "SELECT md5(string_agg(t::text, ',' ORDER BY t.location_id)) FROM pos_integrations_location t"
@@ -257,25 +258,32 @@ async def test_fudo_outage_emergency_rollback_by_keys(outage: Sandbox, tmp_path:
     assert next(r for r in records if r.kind == "deploy_finished").data["outcome"] == "rolled_back"
     assert not Path(session.journal.path).read_text().count(outage.settings.admin_token)
 
-    report = render_report(records, session.loaded.runbook)
-    required = next(line for line in report.splitlines() if line.startswith("- **Rollback Required**"))
+    # -- the report ctrl+r wrote: rendered from the journal the engine wrote ---------------------
+    report = report_path.read_text(encoding="utf-8")
+    assert report.startswith("# Deployment Report") and report == render_report(
+        records, session.loaded.runbook, problems=session.journal.problems, source=session.journal.path)
+    lines = report.splitlines()
+    required = next(line for line in lines if line.startswith("- **Rollback Required**"))
     assert "Yes" in required and "Emergency Rollback" in required and "because Run smoke tests failed" in required, required
     assert "verified" in required
     assert "Emergency Rollback" in report and "fudo" in report.lower() and "smoke tests" in report.lower()
-    assert report_path.read_text().startswith("# Deployment Report")
-    # The report's outcome and POS health are what the engine journaled, and Postgres agrees.
-    outcome = next(line for line in report.splitlines() if line.startswith("- **Outcome**"))
-    assert "rolled back" in outcome
-    conn = await asyncpg.connect(outage.dsn)
-    try:
-        total, connected, fudo = await conn.fetchrow(
-            "SELECT count(*), count(*) FILTER (WHERE connected), count(*) FILTER (WHERE provider = 'fudo' AND connected) "
-            "FROM pos_integrations_location")
-    finally:
-        await conn.close()
-    health = next(line for line in report.splitlines() if line.startswith("- **POS Integration Health**"))
-    assert f"connected locations, {connected} of {total}" in health and "fudo 0%" in health, health
-    assert fudo == 0
+    assert [line for line in lines if line.startswith("- **Outcome**")] == ["- **Outcome**: rolled back ⚠️"]
+    # The POS health line is the fleet as the verified rollback left it, and Postgres agrees now,
+    # at report time: every provider's locations connected / disconnected, Fudo all disconnected.
+    fleet = await fleet_in_postgres(outage.dsn)
+    health = next(line for line in lines if line.startswith("- **POS Integration Health**"))
+    connected, total = sum(c for c, _, _ in fleet.values()), sum(t for _, _, t in fleet.values())
+    assert health.startswith(f"- **POS Integration Health**: {100 * connected / total:.1f}".removesuffix(".0")
+                             + f"% ❌ ({connected} of {total} locations connected, at "), health
+    parts = fleet_line_parts(fleet)
+    assert " — " + " · ".join(parts) + " · customer impact: " in health, (health, parts)
+    assert fleet["fudo"][0] == 0 and f"fudo 0/{fleet['fudo'][2]} connected ({fleet['fudo'][2]} disconnected)" in parts
+    # The customer-impact KPI, measured with the fleet: at least the disconnected share, red.
+    measured = next(r for r in reversed(records) if r.kind == "pos_health").data["customer_impact"]
+    disconnected_share = 100.0 * sum(d for _, d, _ in fleet.values()) / total
+    assert measured["value"] >= round(disconnected_share, 2) - 0.01 and measured["status"] == "red", measured
+    assert health.endswith(f" · customer impact: Customer Impact (locations affected) {measured['value']:g}% ❌ "
+                           "(threshold < 1%)"), health
 
 
 async def test_read_only_refuses_every_modifying_rollback_key(quiet: Sandbox, tmp_path: Path) -> None:

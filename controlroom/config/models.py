@@ -495,6 +495,10 @@ class Report(Model):
     """The post-deployment report's fixed parts."""
 
     post_actions: list[NonEmpty] = Field(default_factory=list)
+    # The KPI (an id in [[kpis]]) that says how customers are hurt, e.g. the share of locations
+    # affected: measured once whenever the POS fleet is journaled, and shown in the report's
+    # POS Integration Health line with its threshold. None: the line shows the fleet only.
+    customer_impact_kpi: Slug | None = None
 
 
 # -- the runbook -----------------------------------------------------------------------
@@ -540,7 +544,15 @@ class Runbook(Model):
                 raise ValueError(f"rollback plan {plan.id!r} verifies unknown checklist items: {', '.join(unknown)}")
         if self.rollback.providers_query and self.rollback.providers_database not in self.databases:
             raise ValueError(f"rollback.providers_database {self.rollback.providers_database!r} is not in [databases]")
+        impact = self.report.customer_impact_kpi
+        if impact is not None and impact not in {k.id for k in self.kpis}:
+            known = ", ".join(k.id for k in self.kpis) or "none are defined"
+            raise ValueError(f"report.customer_impact_kpi {impact!r} is not a [[kpis]] id (the KPIs: {known})")
         return self
+
+    def customer_impact_kpi(self) -> Kpi | None:
+        """The KPI [report] names as the customer-impact one, or None."""
+        return next((k for k in self.kpis if k.id == self.report.customer_impact_kpi), None)
 
     def items(self) -> list[tuple[Section, ChecklistItem]]:
         return [(section, item) for section in self.checklist.sections for item in section.items]

@@ -337,6 +337,20 @@ class Feeds:
     def redact(self, text: str) -> str:
         return self.config.secrets.redact(text)
 
+    async def read_kpi_once(self, kpi: Kpi) -> KpiReading | str:
+        """`kpi` read once now, within its timeout; or why it could not be (its database's
+        secret is not set, the source is dead or slow): a dead source is only "not measured"."""
+        from controlroom.live.polling import describe_error
+
+        source = self.kpis.get(kpi.id)
+        if source is None:
+            database = kpi.source.database if isinstance(kpi.source, SqlSource) else ""
+            return self.database_errors.get(database, f"no source for KPI {kpi.id!r}")
+        try:
+            return await asyncio.wait_for(source.fetch(), kpi.timeout_s)
+        except Exception as error:  # noqa: BLE001 - said, not raised: see above
+            return describe_error(error, self.redact)
+
     async def close(self) -> None:
         await self.client.aclose()
         for database in self.databases.values():

@@ -48,9 +48,9 @@ from controlroom.checks.base import ProbeContext, ProbeResult, run_probe, with_a
 from controlroom.checks.run import CheckReport, attestable_ids, run_checklist
 from controlroom.checks.verdict import Verdict, decide
 from controlroom.config.loader import LoadedConfig
-from controlroom.config.models import Phase, RollbackPlan, SqlAction, Step
+from controlroom.config.models import Kpi, Phase, RollbackPlan, SqlAction, Step
 from controlroom.errors import SessionError
-from controlroom.live.sources import Feeds, HealthSnapshot
+from controlroom.live.sources import Feeds, HealthSnapshot, KpiReading
 from controlroom.release import rules
 from controlroom.release.escalation import EscalationStatus, escalation_status, incident_window
 from controlroom.release.incident import Incident
@@ -91,6 +91,16 @@ def find_resumable(
         if replay(records).in_progress:
             return path
     return None
+
+
+def _customer_impact(kpi: Kpi, reading: KpiReading | str | None) -> dict[str, Any]:
+    """The customer-impact KPI as a `pos_health` record carries it: its value (None: not
+    measured, with why), unit, colour and thresholds."""
+    measured = reading if isinstance(reading, KpiReading) else None
+    why = reading if isinstance(reading, str) else (measured.error or "") if measured else ""
+    return {"kpi_id": kpi.id, "title": kpi.title, "unit": kpi.unit, "green": str(kpi.green), "red": str(kpi.red),
+            "value": measured.value if measured else None, "status": measured.colour if measured else "unknown",
+            "error": why}
 
 
 class ReleaseEngine:
@@ -366,26 +376,36 @@ class ReleaseEngine:
             for r in results
         ]})
 
-    def record_pos_health(self, snapshot: HealthSnapshot) -> None:
+    def record_pos_health(self, snapshot: HealthSnapshot, impact: KpiReading | str | None = None) -> None:
         """An observation (journaled read-only too): the providers' locations connected and
-        disconnected, as the report's POS Integration Health shows them. Not journaled again
-        while nothing changed."""
+        disconnected, as the report's POS Integration Health shows them, with the runbook's
+        customer-impact KPI (`impact`: its reading, or why it was not measured). Not journaled
+        again while nothing changed."""
         providers = [{"provider": p.provider, "total": p.total, "connected": p.connected,
                       "disconnected": p.disconnected, "failed_over_4h": p.failed_over_4h} for p in snapshot.providers]
         total = sum(p["total"] for p in providers)
         data = {"providers": providers,
                 "health_percent": round(100.0 * sum(p["connected"] for p in providers) / total, 1) if total else None}
+        kpi = self.loaded.runbook.customer_impact_kpi()
+        if kpi is not None:
+            data["customer_impact"] = _customer_impact(kpi, impact)
         last = next((r for r in reversed(self.journal.records) if r.kind == "pos_health"), None)
         if last is None or last.data != data:
             self._append("pos_health", data)
 
     async def measure_pos_health(self, timeout_s: float = POS_HEALTH_TIMEOUT_S) -> None:
-        """Read the providers' health now (the same query as the POS screen) and journal it;
-        a dead source only means no snapshot."""
+        """Read the providers' health now (the same query as the POS screen) and the
+        customer-impact KPI (once, within its timeout), and journal them; a dead fleet source
+        only means no snapshot, a dead KPI source only "not measured"."""
         feeds = Feeds(self.loaded)
+        kpi = self.loaded.runbook.customer_impact_kpi()
         try:
             if feeds.health is not None:
-                self.record_pos_health(await asyncio.wait_for(feeds.health.fetch(), timeout_s))
+                snapshot, impact = await asyncio.gather(
+                    asyncio.wait_for(feeds.health.fetch(), timeout_s),
+                    feeds.read_kpi_once(kpi) if kpi is not None else asyncio.sleep(0),
+                )
+                self.record_pos_health(snapshot, impact)
         except Exception:  # noqa: BLE001 - the report then says the fleet was not measured
             pass
         finally:

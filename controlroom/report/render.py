@@ -22,9 +22,12 @@ keys used (all optional unless noted):
   steps are issues; a rollback plan's steps are listed under Rollback.
 - `rollback_started` {plan_id, reason, provider, version}; `rollback_finished` {plan_id, verified}.
 - `notification` {channel, event, status, attempts, http_status, error, summary}.
-- `pos_health` {providers: [{provider, total, connected, ...}], health_percent}: POS
-  Integration Health is the share of connected locations in the last one; without one, the
-  report falls back to the last verdict's health_percent and says so.
+- `pos_health` {providers: [{provider, total, connected, disconnected, ...}], health_percent,
+  customer_impact?: {kpi_id, title, unit, green, red, value, status, error}}: POS Integration
+  Health is the share of connected locations in the last one, each provider's locations
+  connected / disconnected, and the runbook's customer-impact KPI (`[report]
+  customer_impact_kpi`) against its threshold, as measured then; without one, the report falls
+  back to the last verdict's health_percent and says so.
 - `torn_tail` {line, sha256}: a crash cut the journal's last line; an issue.
 
 Journal problems (an edited record, a removed one, an unreadable line) open the report with a
@@ -386,17 +389,14 @@ def _pos_health(records: list[Record], runbook: Runbook) -> str:
         percent = snapshot.data.get("health_percent")
         if not isinstance(percent, (int, float)) or isinstance(percent, bool):
             percent = 100.0 * connected / total if total else None
+        impact = _customer_impact(snapshot.data.get("customer_impact"))
         if percent is None:
-            return f"unknown {WARN} (the POS fleet snapshot at {_clock(snapshot.at)} holds no locations)"
+            return f"unknown {WARN} (the POS fleet snapshot at {_clock(snapshot.at)} holds no locations)" + impact
         icon = OK if percent >= minimum else BAD
-        per_provider = ", ".join(
-            f"{_text(p.get('provider', '?'))} {_percent(100.0 * _number(p.get('connected')) / _number(p.get('total')))}"
-            for p in providers
-            if _number(p.get("total"))
-        )
-        detail = f"connected locations, {connected:g} of {total:g}" if total else "connected locations"
-        detail += f", at {_clock(snapshot.at)}" + (f"; {per_provider}" if per_provider else "")
-        return f"{_percent(percent)} {icon} ({detail})"
+        per_provider = " · ".join(_provider_health(p) for p in providers if _number(p.get("total")))
+        detail = f"{connected:g} of {total:g} locations connected" if total else "connected locations"
+        return (f"{_percent(percent)} {icon} ({detail}, at {_clock(snapshot.at)})"
+                + (f" — {per_provider}" if per_provider else "") + impact)
     verdict = _last(records, "verdict")
     percent = verdict.data.get("health_percent") if verdict else None
     if isinstance(percent, (int, float)) and not isinstance(percent, bool):
@@ -406,6 +406,35 @@ def _pos_health(records: list[Record], runbook: Runbook) -> str:
             f"{_clock(verdict.at)}; no POS fleet snapshot was journaled)"
         )
     return f"not measured {WARN}"
+
+
+def _provider_health(provider: dict[str, Any]) -> str:
+    """`fudo 165/300 connected (135 disconnected)`."""
+    total, connected = _number(provider.get("total")), _number(provider.get("connected"))
+    disconnected = provider.get("disconnected")
+    disconnected = _number(disconnected) if isinstance(disconnected, (int, float)) else total - connected
+    return f"{_text(provider.get('provider', '?'))} {connected:g}/{total:g} connected ({disconnected:g} disconnected)"
+
+
+def _customer_impact(impact: Any) -> str:
+    """` · customer impact: Customer Impact (locations affected) 4.2% ❌ (threshold < 1%)`, from
+    the `customer_impact` of a `pos_health` record; '' when it has none."""
+    if not isinstance(impact, dict):
+        return ""
+    title = _text(impact.get("title", "")) or _text(impact.get("kpi_id", "")) or "KPI"
+    unit = _text(impact.get("unit", ""))
+    green = _text(impact.get("green", ""))
+    threshold = f" (threshold {_with_unit(green, unit)})" if green else ""
+    value = impact.get("value")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        why = _text(impact.get("error", ""))
+        return f" · customer impact: {title} not measured {WARN}" + (f" ({why})" if why else "") + threshold
+    icon = {"green": OK, "amber": WARN, "red": BAD}.get(str(impact.get("status", "")), WARN)
+    return f" · customer impact: {title} {_with_unit(f'{value:g}', unit)} {icon}{threshold}"
+
+
+def _with_unit(value: str, unit: str) -> str:
+    return f"{value}{unit}" if unit in ("", "%") else f"{value} {unit}"
 
 
 def _rollbacks(records: list[Record], runbook: Runbook, issues: list[str]) -> list[str]:
