@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -98,11 +99,34 @@ class ConfirmDialog(ModalScreen[bool]):
         self.dismiss(False)
 
 
-class ReasonDialog(ModalScreen[str | None]):
+class _TypedAhead:
+    """Rule 6: characters typed while the dialog opens, before its input has focus, go into
+    that input, in order: `v2.15.0` typed right after `s` is not cut to `2.15.0`."""
+
+    INPUT_ID = ""
+
+    def on_key(self, event: events.Key) -> None:
+        # A printable key reaches the dialog itself only when it was dispatched before the
+        # input had focus (the input keeps the ones it gets); a button's letters stay out.
+        screen: Any = self
+        if not event.is_printable or not event.character:
+            return
+        field = screen.query_one(f"#{self.INPUT_ID}", Input)
+        if screen.focused is not None and screen.focused is not field:
+            return
+        field.select_on_focus = False  # the focus arriving now must not select (and so replace) it
+        field.focus()
+        field.insert_text_at_cursor(event.character)
+        event.stop()
+        event.prevent_default()
+
+
+class ReasonDialog(_TypedAhead, ModalScreen[str | None]):
     """The operator must type a reason (at least `min_length` characters) to go on. Also used
     to ask for a value (the version) with `initial` filled in."""
 
     DEFAULT_CSS = DIALOG_CSS.replace("{name}", "ReasonDialog")
+    INPUT_ID = "reason"
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
 
     def __init__(self, title: str | Text, body: str | Text = "", *, placeholder: str = "type the reason",
@@ -154,11 +178,12 @@ class ReasonDialog(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class TypedConfirmDialog(ModalScreen[bool]):
+class TypedConfirmDialog(_TypedAhead, ModalScreen[bool]):
     """Destructive actions: the operator types `word` (a provider or a tag name) exactly;
     until then Confirm does nothing."""
 
     DEFAULT_CSS = DIALOG_CSS.replace("{name}", "TypedConfirmDialog")
+    INPUT_ID = "word"
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
 
     def __init__(self, title: str | Text, body: str | Text, word: str, *, confirm_label: str = "Confirm") -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from controlroom.release.state import FINISHED_STAGES, DeploymentState, Rollback
 from controlroom.config.loader import LoadedConfig, load_config
 from controlroom.sandbox.runner import Sandbox
 from controlroom.release.engine import ReleaseEngine, SessionError
+from controlroom.release.journal import Journal, JournalRefused, read_records
 from controlroom.release.steps import StepRefused
 
 PHASE_ONE = ("env-health", "breaker-status", "rotation-capability")
@@ -272,6 +274,45 @@ async def test_a_modifying_step_runs_once_even_when_x_is_pressed_twice(sandbox: 
     intents = [r for r in session.journal.records if r.kind == "step_intent"]
     outcomes = [r for r in session.journal.records if r.kind == "step_outcome" and r.data["step_id"] == "deploy-code"]
     assert len(intents) == 1 and outcomes[0].data["intent_id"] == intents[0].data["intent_id"]
+
+
+async def test_two_windows_on_one_journal_decide_on_what_is_on_disk(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Rule 4 across windows: a second control room on the same journal, whose view is a
+    step behind, is refused on what the first one journaled, never on its stale view."""
+    first = await in_phase_two(sandbox, tmp_path)
+    second = ReleaseEngine.open(loaded(sandbox), write=True, journal_path=first.journal.path)
+    assert second.journal.other_holder is not None  # the app asks before going on; both go on here
+    await first.run_step("deploy-code")
+    assert second.state.steps.get("deploy-code") is None  # its view is stale...
+    with pytest.raises(StepRefused, match="already done"):
+        await second.run_step("deploy-code")  # ...but the journal decides
+    with pytest.raises(SessionError, match="already done"):
+        second.skip_step("deploy-code", "looks done to me")
+    intents = [r for r in first.journal.of_kind("step_intent") if r.data["step_id"] == "deploy-code"]
+    first.refresh()
+    assert len([r for r in first.journal.of_kind("step_intent") if r.data["step_id"] == "deploy-code"]) == 1 == len(intents)
+    first.finish_deploy("failed")
+    with pytest.raises(SessionError, match="finished"):
+        second.next_phase()
+    assert second.stage is Stage.FAILED  # caught up on the way
+    records, problems, _ = read_records(first.journal.path)
+    assert not problems and [r.seq for r in records] == list(range(1, len(records) + 1))
+
+
+def test_an_append_decided_under_the_lock_sees_the_other_window(tmp_path: Path) -> None:
+    """The check and the record are one step: what another process appended just before
+    counts, even though this one has not read it yet."""
+    path = tmp_path / "shared.jsonl"
+    one, two = Journal.open(path), Journal.open(path)
+    one.append("step_intent", {"step_id": "deploy-code"})
+
+    def taken(records: list[Any]) -> str | None:
+        return "deploy-code was started elsewhere" if any(r.kind == "step_intent" for r in records) else None
+
+    with pytest.raises(JournalRefused, match="started elsewhere"):
+        two.append("step_intent", {"step_id": "deploy-code"}, unless=taken)
+    assert [r.kind for r in read_records(path)[0]] == ["step_intent"]
+    assert len(two.records) == 1  # and it caught up while deciding
 
 
 async def test_a_failed_step_marked_done_afterwards_still_does_not_make_a_success(sandbox: Sandbox,

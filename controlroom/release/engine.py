@@ -54,7 +54,7 @@ from controlroom.live.sources import Feeds, HealthSnapshot, KpiReading
 from controlroom.release import rules
 from controlroom.release.escalation import EscalationStatus, escalation_status, incident_window
 from controlroom.release.incident import Incident
-from controlroom.release.journal import Journal, Record, journal_directory, read_records
+from controlroom.release.journal import Journal, JournalRefused, Record, journal_directory, read_records
 from controlroom.release.rollback import RollbackPlans
 from controlroom.release.rules import Command, Situation
 from controlroom.release.state import Clock, DeploymentState, Stage, clock, replay
@@ -231,9 +231,17 @@ class ReleaseEngine:
         return rules.refusal(command, self.situation(), outcome=outcome, scope=scope)
 
     def _allow(self, command: Command, *, outcome: str | None = None, scope: str = rules.DEPLOY) -> None:
+        """Refuse `command` unless the rules allow it, on the journal as it is on disk now
+        (another window on the same journal may have moved the release on)."""
+        self.refresh()
         refusal = self.command_refusal(command, outcome=outcome, scope=scope)
         if refusal:
             raise SessionError(refusal)
+
+    def refresh(self) -> None:
+        """Catch up with records other windows appended to this journal."""
+        if self.journal.refresh():
+            self._replay()
 
     def finish_outcome(self) -> str:
         """How `f` would record the deployment now: success, or failed after a failed step."""
@@ -274,9 +282,19 @@ class ReleaseEngine:
     def _replay(self) -> None:
         self.state = replay(self.journal.records)
 
-    def _append(self, kind: str, data: dict[str, Any]) -> None:
-        self.journal.append(kind, data)
-        self._replay()
+    def _append(self, kind: str, data: dict[str, Any], *, unless: Callable[[], str | None] | None = None) -> None:
+        """Journal a record. `unless` decides, under the journal's lock and on every record on
+        disk, whether it may still be written (a reason refuses it): two windows deciding the
+        same step at once cannot both win."""
+        guard = None
+        if unless is not None:
+            def guard(records: list[Record]) -> str | None:
+                self.state = replay(records)
+                return unless()
+        try:
+            self.journal.append(kind, data, unless=guard)
+        finally:
+            self._replay()
 
     # -- checklist ---------------------------------------------------------------------
 
@@ -453,7 +471,7 @@ class ReleaseEngine:
         git_sha = await self._git_sha(version)
         self._allow(Command.START)  # again: another window may have started one meanwhile
         self._journal_verdict()
-        self._append("deploy_started", {
+        self._append("deploy_started", unless=lambda: self.command_refusal(Command.START), data={
             "version": version,
             "git_sha": git_sha,
             "verdict": verdict,
@@ -472,11 +490,13 @@ class ReleaseEngine:
                                f"(it must match {self.deployment.version_pattern})")
         if len(reason) < 3:
             raise SessionError("adopting a release needs a reason (who deployed it, and why you take it over)")
-        self._append("release_adopted", {"version": version, "reason": reason, "verdict": self.verdict_name})
+        self._append("release_adopted", {"version": version, "reason": reason, "verdict": self.verdict_name},
+                     unless=lambda: self.command_refusal(Command.ADOPT))
 
     async def run_step(self, step_id: str, on_output: OutputCallback | None = None) -> StepOutcome:
         """Run a step of the current phase: `step_intent` is on disk before it starts,
         `step_outcome` after. StepRefused / SessionError when it must not run."""
+        self.refresh()
         refusal = self.refusal(step_id)
         if refusal:
             raise StepRefused(refusal)
@@ -491,11 +511,15 @@ class ReleaseEngine:
         is journaled as failed, and probe results feed the verdict. `where` names the phase
         or the rollback plan."""
         runner = self.runner()
-        self.running_step = step.id
         intent = secrets.token_hex(8)  # ties the outcome to this one run of the step
         try:
             self._append("step_intent", {"step_id": step.id, **where, "action": step.action.kind,
-                                         "detail": runner.describe(step, values), "intent_id": intent})
+                                         "detail": runner.describe(step, values), "intent_id": intent},
+                         unless=lambda: self.rollback_refusal(step.id) if "plan_id" in where else self.refusal(step.id))
+        except JournalRefused as refused:  # another window took it between our check and our record
+            raise StepRefused(str(refused)) from None
+        self.running_step = step.id
+        try:
             try:
                 outcome = await runner.run(step, values, on_output)
             except asyncio.CancelledError:
@@ -534,12 +558,17 @@ class ReleaseEngine:
         current = self.current_phase()
         if current is None or current.id != phase.id:
             raise SessionError(f"{step.title!r} belongs to another phase than the current one")
-        once = rules.step_refusal(Command.MARK_DONE if status == "done" else Command.SKIP, self.state.steps.get(step_id),
-                                  modifying=is_modifying(step))
-        if once:
-            raise SessionError(f"{step.title}: {once}")
+        command = Command.MARK_DONE if status == "done" else Command.SKIP
+
+        def refused() -> str | None:
+            once = rules.step_refusal(command, self.state.steps.get(step_id), modifying=is_modifying(step))
+            return self.command_refusal(command) or (f"{step.title}: {once}" if once else None)
+
+        reason_refused = refused()
+        if reason_refused:
+            raise SessionError(reason_refused)
         self._append("step_outcome", {"step_id": step_id, "phase_id": phase.id, "status": status,
-                                      "summary": summary, "reason": reason})
+                                      "summary": summary, "reason": reason}, unless=refused)
 
     def open_steps(self, phase_id: str) -> list[str]:
         phase = next(p for p in self.deployment.phases if p.id == phase_id)
@@ -558,7 +587,10 @@ class ReleaseEngine:
             raise SessionError(f"{current.title}: {len(waiting)} step(s) not done or skipped: {', '.join(waiting)}")
         phases = self.deployment.phases
         index = next(i for i, p in enumerate(phases) if p.id == current.id)
-        self._append("phase_completed", {"phase_id": current.id})
+        self._append("phase_completed", {"phase_id": current.id},
+                     unless=lambda: self.command_refusal(Command.NEXT_PHASE) or (
+                         None if self.current_phase() == current and not self.open_steps(current.id)
+                         else f"{current.title} changed meanwhile (another window)"))
         if index + 1 < len(phases):
             self._append("phase_started", {"phase_id": phases[index + 1].id})
             return phases[index + 1]
@@ -570,13 +602,17 @@ class ReleaseEngine:
         a rollback is open abandons it (not verified: the incident stays open)."""
         outcome = outcome or self.finish_outcome()
         self._allow(Command.FINISH, outcome=outcome)
+        records: list[tuple[str, dict[str, Any]]] = []
         rollback = self.state.rollback
         if rollback is not None and rollback.ended_at is None:
-            self._append("rollback_finished", {"plan_id": rollback.plan_id, "verified": False, "abandoned": True})
+            records.append(("rollback_finished", {"plan_id": rollback.plan_id, "verified": False, "abandoned": True}))
         current = self.current_phase()
         if current is not None:
-            self._append("phase_completed", {"phase_id": current.id})
-        self._append("deploy_finished", {"outcome": outcome})
+            records.append(("phase_completed", {"phase_id": current.id}))
+        records.append(("deploy_finished", {"outcome": outcome}))
+        for index, (kind, data) in enumerate(records):  # the first decides, under the lock
+            self._append(kind, data, unless=(lambda: self.command_refusal(Command.FINISH, outcome=outcome))
+                         if index == 0 else None)
 
     # -- rollback ----------------------------------------------------------------------
 
@@ -665,7 +701,7 @@ class ReleaseEngine:
         if version is None:
             version, how = await self.runner().previous_version()
         self._allow(Command.START_ROLLBACK)  # again: the journal may have moved on meanwhile
-        self._append("rollback_started", {
+        self._append("rollback_started", unless=lambda: self.command_refusal(Command.START_ROLLBACK), data={
             "plan_id": plan.id, "reason": reason, "provider": provider, "version": version,
             "version_from": how, "from_version": self.state.version,
         })
@@ -715,6 +751,7 @@ class ReleaseEngine:
 
     async def run_rollback_step(self, step_id: str, on_output: OutputCallback | None = None) -> StepOutcome:
         """Run a step of the rollback in progress: intent on disk first, outcome after."""
+        self.refresh()
         refusal = self.rollback_refusal(step_id)
         if refusal:
             raise StepRefused(refusal)
@@ -744,12 +781,20 @@ class ReleaseEngine:
         rollback = self.state.rollback
         assert rollback is not None  # the stage is ROLLING_BACK
         step = self.rollback_step(step_id)
-        once = rules.step_refusal(Command.MARK_DONE if status == "done" else Command.SKIP, rollback.steps.get(step.id),
-                                  modifying=is_modifying(step))
-        if once:
-            raise SessionError(f"{step.title}: {once}")
+        command = Command.MARK_DONE if status == "done" else Command.SKIP
+
+        def refused() -> str | None:
+            current = self.state.rollback
+            if current is None or current.plan_id != rollback.plan_id:
+                return "that rollback is no longer in progress"
+            once = rules.step_refusal(command, current.steps.get(step.id), modifying=is_modifying(step))
+            return self.command_refusal(command, scope=rules.ROLLBACK) or (f"{step.title}: {once}" if once else None)
+
+        reason_refused = refused()
+        if reason_refused:
+            raise SessionError(reason_refused)
         self._append("step_outcome", {"step_id": step.id, "plan_id": rollback.plan_id,
-                                      "status": status, "summary": summary, "reason": reason})
+                                      "status": status, "summary": summary, "reason": reason}, unless=refused)
 
     def open_rollback_steps(self) -> list[str]:
         rollback, plan = self.state.rollback, self.current_rollback_plan()
@@ -793,7 +838,8 @@ class ReleaseEngine:
             return False, results, []
         self._allow(Command.VERIFY)  # again: another window may have ended it while the probes ran
         values = self.rollback_values()
-        self._append("rollback_finished", {"plan_id": plan.id, "verified": True, "items": wanted})
+        self._append("rollback_finished", {"plan_id": plan.id, "verified": True, "items": wanted},
+                     unless=lambda: self.command_refusal(Command.VERIFY))
         if self.state.outcome != "rolled_back":
             current = self.current_phase()
             if current is not None:

@@ -32,12 +32,18 @@ from typing import Any
 
 import platformdirs
 
+from controlroom.errors import SessionError
 from controlroom.infra.identity import current_operator
 
 GENESIS = "0" * 64
 # A journal is a few hundred records; anything this large is not one (or not ours to slurp).
 MAX_JOURNAL_BYTES = 64 * 1024 * 1024
 HEAD_BYTES = 160  # the head file's fixed size: one small write, rewritten in place
+
+
+class JournalRefused(SessionError):
+    """An append refused under the lock: the journal on disk (another window's records
+    included) no longer allows it."""
 
 
 class JournalReadError(OSError):
@@ -270,29 +276,56 @@ class Journal:
     def last_hash(self) -> str:
         return self.records[-1].hash if self.records else GENESIS
 
-    def append(self, kind: str, data: dict[str, Any] | None = None) -> Record:
-        """Write one record and fsync it (and the head file) before returning."""
+    def refresh(self) -> bool:
+        """Read what other processes appended since (another window on the same journal);
+        True when there was something."""
+        try:
+            if self.path.stat().st_size == self._size:
+                return False
+        except FileNotFoundError:
+            return False
+        with open(self.path, "ab") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            return self._catch_up(handle)
+
+    def append(self, kind: str, data: dict[str, Any] | None = None, *,
+               unless: Callable[[list[Record]], str | None] | None = None) -> Record:
+        """Write one record and fsync it (and the head file) before returning. `unless` is
+        asked under the lock, with every record on disk (another window's too): a reason it
+        returns refuses the append (JournalRefused), so a decision and its record are one
+        atomic step."""
         created = not self.path.exists()
         with open(self.path, "ab") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+            if unless is not None:
+                self._catch_up(handle)
+                reason = unless(self.records)
+                if reason:
+                    raise JournalRefused(reason)
             record = self._append_locked(handle, kind, data)
         if created:  # the new directory entry must survive a crash too
             _fsync_directory(self.path.parent)
         return record
 
+    def _catch_up(self, handle: Any, kind: str = "") -> bool:
+        """Under the lock: re-read the file when another process appended to it."""
+        if os.fstat(handle.fileno()).st_size == self._size:
+            return False
+        self.records, problems, torn = read_records(self.path)
+        self.problems.extend(p for p in problems if p not in self.problems)
+        self._size = os.fstat(handle.fileno()).st_size
+        if torn is not None and kind != "torn_tail":
+            # That process died mid-write: never glue our record onto its partial line.
+            if not _ends_with_newline(handle):
+                handle.write(b"\n")
+                handle.flush()
+            self._size = os.fstat(handle.fileno()).st_size
+            self._append_locked(handle, "torn_tail", {"line": torn[0], "sha256": torn[1]})
+        return True
+
     def _append_locked(self, handle: Any, kind: str, data: dict[str, Any] | None) -> Record:
-        size = os.fstat(handle.fileno()).st_size
-        if size != self._size:  # another process appended: continue its chain
-            self.records, problems, torn = read_records(self.path)
-            self.problems.extend(p for p in problems if p not in self.problems)
-            if torn is not None and kind != "torn_tail":
-                # That process died mid-write: never glue our record onto its partial line.
-                if not _ends_with_newline(handle):
-                    handle.write(b"\n")
-                    handle.flush()
-                self._size = os.fstat(handle.fileno()).st_size
-                self._append_locked(handle, "torn_tail", {"line": torn[0], "sha256": torn[1]})
-                size = self._size
+        self._catch_up(handle, kind)  # another process appended: continue its chain
+        size = self._size
         body = {
             "seq": len(self.records) + 1,
             "ts": self.clock().isoformat(),

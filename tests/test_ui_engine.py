@@ -1,0 +1,130 @@
+"""How the UI talks to the release engine, at 80×24 against a real sandbox: commands go out as
+messages and come back as events; one place tells a refusal from a bug (and logs the bug's
+traceback); the key bar dims what the engine refuses; the palette follows the bindings."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.message import Message
+
+from controlroom.config.loader import load_config
+from controlroom.release.engine import ReleaseEngine
+from controlroom.sandbox.runner import Sandbox
+from controlroom.screens.app import make_app
+from controlroom.screens.checklist import ChecklistScreen
+from controlroom.screens.deploy import DeployScreen
+from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
+from controlroom.widgets.key_bar import KeyBar
+from controlroom.widgets.messages import CommandRefused, RunCheckItem, StartDeploy
+
+
+@pytest.fixture(scope="module")
+async def sandbox() -> AsyncIterator[Sandbox]:
+    async with Sandbox("healthy", locations=40, simulate=False) as running:
+        yield running
+
+
+async def wait_for(predicate, pilot, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await pilot.pause(0.05)
+
+
+def notifications(app: Any) -> list[str]:
+    return [str(n.message) for n in app._notifications]
+
+
+def key_state(screen: Any, key: str) -> bool:
+    """Whether the key bar shows `key` enabled (not dimmed)."""
+    own, _, _ = screen.query_one(KeyBar)._groups()
+    return next(enabled for display, _, enabled in own if display == key)
+
+
+async def test_a_bug_is_logged_with_its_traceback_and_a_refusal_is_only_a_refusal(
+        sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "logs" / "controlroom.log"
+    monkeypatch.setenv("CONTROLROOM_LOG_FILE", str(log))
+
+    async def broken(self: ReleaseEngine, item_id: str) -> Any:
+        raise ZeroDivisionError("the probe table is empty")
+
+    monkeypatch.setattr(ReleaseEngine, "run_item", broken)
+    seen: list[Message] = []
+    app = make_app(load_config(sandbox.config_path), write=False, start_polling=False, check_on_start=False,
+                   journal_dir=tmp_path / "journal")
+    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
+        await wait_for(lambda: app.session is not None, pilot)
+        assert isinstance(app.screen, ChecklistScreen)
+        await pilot.press("space")  # re-run the selected check: a bug in the engine
+        await wait_for(lambda: any(isinstance(m, CommandRefused) for m in seen), pilot)
+        assert any(isinstance(m, RunCheckItem) and m.origin is app.screen for m in seen)
+        shown = [n for n in notifications(app) if "internal error (a bug)" in n]
+        assert shown and "ZeroDivisionError" in shown[0] and str(log) in shown[0]
+        text = log.read_text()
+        assert "Traceback" in text and "ZeroDivisionError: the probe table is empty" in text
+        assert oct(log.stat().st_mode & 0o777) == "0o600"
+
+        # A refusal: said as such, no traceback.
+        size = log.stat().st_size
+        manual = app.session.attestable()[0]  # type: ignore[union-attr]
+        app.screen.query_one("#checklist-table").move_cursor(row=app.screen.query_one("#checklist-table")
+                                                             .get_row_index(manual))
+        await pilot.press("a")
+        await wait_for(lambda: isinstance(app.screen, ConfirmDialog), pilot)
+        await pilot.press("tab", "enter")  # Cancel is the default: move to Attest
+        await wait_for(lambda: any("READ-ONLY" in n for n in notifications(app)), pilot)
+        refusals = [m for m in seen if isinstance(m, CommandRefused)]
+        assert refusals[-1].reason.startswith("READ-ONLY")
+        assert log.stat().st_size == size
+        assert not list(app.session.journal.of_kind("attested"))  # type: ignore[union-attr]
+
+
+async def test_the_key_bar_dims_what_the_engine_refuses(sandbox: Sandbox, tmp_path: Path) -> None:
+    for write in (False, True):
+        app = make_app(load_config(sandbox.config_path), write=write, start_polling=False, check_on_start=False,
+                       journal_dir=tmp_path / f"journal-{write}")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(lambda: app.session is not None, pilot)
+            await pilot.press("d")
+            assert isinstance(app.screen, DeployScreen)
+            await pilot.pause(0.1)
+            assert key_state(app.screen, "s") is write  # start: a decision
+            assert key_state(app.screen, "t") is True  # dry-run: only looks
+            assert key_state(app.screen, "n") is False  # next phase: no deployment yet, either way
+            assert key_state(app.screen, "f") is False
+
+
+async def test_the_palette_is_built_from_the_bindings_so_a_remapped_key_stays_true(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    seen: list[Message] = []
+    app = make_app(load_config(sandbox.config_path), write=True, start_polling=False, check_on_start=False,
+                   journal_dir=tmp_path)
+    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
+        await wait_for(lambda: app.session is not None, pilot)
+        app.set_keymap({"deploy.start": "S"})
+        await pilot.press("d")
+        screen = app.screen
+        commands = {command.title: command for command in app.get_system_commands(screen)}
+        start = commands["Start the deployment"]
+        assert start.help == "key S"
+        assert commands["Deploy screen"].help == "key d"
+        assert "Command palette" not in " ".join(commands)
+        await pilot.press("S")  # the remapped key does what the palette says
+        await wait_for(lambda: isinstance(app.screen, ReasonDialog), pilot)
+        await pilot.press("escape")
+        await wait_for(lambda: app.screen is screen, pilot)
+        await start.callback()
+        await pilot.press(*"v2.15.0", "enter")  # typed at once: the dialog gets every character  # then the override's reason: the verdict is not GO
+        await wait_for(lambda: isinstance(app.screen, ReasonDialog) and app.screen is not screen, pilot)
+        await pilot.pause(0.05)
+        await pilot.press(*"trial of the palette", "enter")
+        await wait_for(lambda: app.session is not None and app.session.state.in_progress, pilot)
+        started = list({id(m): m for m in seen if isinstance(m, StartDeploy)}.values())  # seen again as it bubbles
+        assert len(started) == 1 and started[0].origin is screen and started[0].version == "v2.15.0"
