@@ -19,6 +19,7 @@ from controlroom.screens.kpis import KpisScreen
 from controlroom.screens.pos_health import PosHealthScreen
 from controlroom.widgets.breaker_table import BreakerTable
 from controlroom.widgets.kpi_row import KpiRow
+from pilot_support import wait_for
 
 SCALE = 0.1  # breakers every 0.5 s, KPIs every 0.5–6 s
 
@@ -29,12 +30,6 @@ async def sandbox() -> AsyncIterator[Sandbox]:
         yield running
 
 
-async def wait_for(predicate, pilot, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await pilot.pause(0.05)
 
 
 async def test_every_screen_by_keyboard_and_breaker_appears(sandbox: Sandbox, tmp_path) -> None:

@@ -17,6 +17,7 @@ from controlroom.screens.checklist import ChecklistScreen
 from controlroom.screens.deploy import DeployScreen
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
 from controlroom.widgets.status_bar import StatusBar
+from pilot_support import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +26,6 @@ async def sandbox() -> AsyncIterator[Sandbox]:
         yield running
 
 
-async def wait_for(predicate, pilot, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await pilot.pause(0.05)
 
 
 class FakeClock:

@@ -32,6 +32,7 @@ from controlroom.screens.report import ReportScreen
 from controlroom.screens.rollback import RollbackScreen
 from controlroom.release.engine import ReleaseEngine
 from pg_support import fleet_in_postgres, fleet_line_parts
+from pilot_support import wait_for
 
 EVIL = "'; DROP TABLE pos_integrations_location; --"
 CHECKSUM = "SELECT md5(string_agg(t::text, ',' ORDER BY t.location_id)) FROM pos_integrations_location t"
@@ -50,12 +51,6 @@ class OperatorClock:
         return self.base + timedelta(seconds=time.monotonic() - self.began + self.offset)
 
 
-async def wait_for(predicate, pilot, timeout: float = 15.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, f"{what}: not met in time"
-        await pilot.pause(0.05)
 
 
 def log_lines(app) -> list[str]:  # type: ignore[no-untyped-def]

@@ -21,6 +21,7 @@ from controlroom.screens.deploy import DeployScreen
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
 from controlroom.widgets.key_bar import KeyBar
 from controlroom.widgets.messages import CommandRefused, RunCheckItem, StartDeploy
+from pilot_support import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +30,6 @@ async def sandbox() -> AsyncIterator[Sandbox]:
         yield running
 
 
-async def wait_for(predicate, pilot, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await pilot.pause(0.05)
 
 
 def notifications(app: Any) -> list[str]:

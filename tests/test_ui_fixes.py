@@ -32,6 +32,7 @@ from controlroom.release.steps import StepOutcome, StepRunner
 from controlroom.widgets.key_bar import KeyBar
 
 from snapshot_support import check_report, check_results, config_toml
+from pilot_support import wait_for
 
 DEPLOY_STEPS = ["env-health", "breaker-status", "rotation-capability"]
 
@@ -78,12 +79,6 @@ def build(loaded: LoadedConfig, tmp_path: Path, clock: Clock, **kwargs: Any) -> 
     return make_app(loaded, **options)
 
 
-async def wait_for(predicate: Callable[[], bool], pilot: Any, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await pilot.pause(0.02)
 
 
 def notes_of(app: ControlRoomApp) -> list[str]:
