@@ -5,6 +5,7 @@ within the grace period, a second signal ends it at once, and the emergency clea
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -89,3 +90,29 @@ def test_a_second_signal_hurries(tmp_path: Path) -> None:
     assert process.wait(timeout=GRACE_S) == 128 + signal.SIGTERM
     assert time.monotonic() - began < GRACE_S - 1
     assert not made.exists() and gone(child)
+
+
+async def test_the_deadline_thread_is_up_before_any_signal_and_hurries_after_the_grace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal handler must not start a thread (the interrupted main thread may hold the
+    locks that takes): the deadline's thread is started with the guard and only woken."""
+    import threading
+
+    from controlroom.infra import shutdown
+
+    hurried: list[int] = []
+    monkeypatch.setattr(shutdown, "hurry", hurried.append)
+    closed = asyncio.Event()
+    with shutdown.exit_guard(closed.set, grace_s=0.2) as guard:
+        watchers = [t for t in threading.enumerate() if t.name == "controlroom-exit-deadline" and t.is_alive()]
+        assert watchers
+        before = threading.active_count()
+        guard._on_signal(signal.SIGTERM, None)  # as the handler is called
+        assert threading.active_count() == before  # no thread started by the handler
+        await asyncio.wait_for(closed.wait(), 2)
+        await asyncio.sleep(0.5)
+    assert hurried == [128 + signal.SIGTERM]
+    with shutdown.exit_guard(closed.set, grace_s=0.1):
+        pass  # uninstalled without a close: its deadline thread ends, nothing hurried
+    await asyncio.sleep(0.3)
+    assert hurried == [128 + signal.SIGTERM]

@@ -29,6 +29,7 @@ import itertools
 import os
 import signal
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 from typing import NoReturn
@@ -101,22 +102,44 @@ class ExitGuard:
         self.graceful = graceful
         self.grace_s = grace_s
         self.exit_code: int | None = None  # 128 + the signal, once closing
-        self._closing = threading.Event()
+        self._closing = False
+        # The deadline thread blocks reading this pipe; closing writes a byte to it. os.write
+        # is safe in a signal handler; threading.Event.set and Thread.start take locks the
+        # interrupted main thread may hold.
+        self._wake_read, self._wake_write = os.pipe()
         self._previous: dict[int, object] = {}
 
     @property
     def closing(self) -> bool:
-        return self._closing.is_set()
+        return self._closing
 
     def install(self) -> None:
+        # The deadline's thread is started now, not in the signal handler (see __init__).
+        watchdog = threading.Thread(target=self._deadline, name="controlroom-exit-deadline", daemon=True)
+        watchdog.start()
         for signum in CLOSE_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def _deadline(self) -> None:
+        try:
+            woken = os.read(self._wake_read, 1)
+        except OSError:
+            woken = b""
+        finally:
+            os.close(self._wake_read)
+        if not woken:  # uninstalled without a close: nothing to hurry
+            return
+        time.sleep(self.grace_s)
+        hurry(self.exit_code if self.exit_code is not None else 1)
 
     def uninstall(self) -> None:
         for signum, handler in self._previous.items():
             with contextlib.suppress(TypeError, ValueError):
                 signal.signal(signum, handler)  # type: ignore[arg-type]
         self._previous.clear()
+        if not self._closing:  # the deadline thread reads EOF and ends; once closing, it stays armed
+            with contextlib.suppress(OSError):
+                os.close(self._wake_write)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.closing:  # asked again: no more patience
@@ -125,15 +148,13 @@ class ExitGuard:
 
     def close(self, exit_code: int) -> None:
         """Begin the graceful close (once) and arm the deadline. Safe from any thread."""
-        with _lock:
-            if self._closing.is_set():
+        with _lock:  # re-entrant: a signal may arrive while this thread holds it
+            if self._closing:
                 return
-            self._closing.set()
             self.exit_code = exit_code
-        deadline = threading.Timer(self.grace_s, hurry, args=(exit_code,))
-        deadline.daemon = True
-        deadline.name = "controlroom-exit-deadline"
-        deadline.start()
+            self._closing = True
+            with contextlib.suppress(OSError):
+                os.write(self._wake_write, b"!")  # the deadline thread wakes: grace_s from now, hurry()
         with contextlib.suppress(RuntimeError):  # the loop is closed: the deadline will do
             self.loop.call_soon_threadsafe(self._run_graceful)
 
