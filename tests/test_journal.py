@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from controlroom.release.state import Level, format_duration, replay
-from controlroom.release.journal import Journal
+from controlroom.release.journal import Journal, read_records
 from controlroom.config.loader import load_default_runbook
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
@@ -318,3 +318,32 @@ def test_an_unexpected_record_is_reported_as_such(tmp_path: Path) -> None:
     journal.append("step_outcome", {"status": "done"})
     report = report_command(path, None)
     assert "record 2 (step_outcome) is not what the engine writes" in report
+
+
+def test_a_reader_never_sees_an_append_half_done(tmp_path: Path) -> None:
+    """status, report and the resume offer read without writing: while another process
+    appends, they see whole records only — never a torn line, never "truncated"."""
+    import threading
+
+    path = tmp_path / "busy.jsonl"
+    writer = Journal.open(path)
+    done = threading.Event()
+
+    def append_many() -> None:
+        for number in range(300):
+            writer.append("note", {"n": number, "padding": "x" * 2000})
+        done.set()
+
+    thread = threading.Thread(target=append_many)
+    thread.start()
+    seen: list[str] = []
+    reads = 0
+    while not done.is_set() or reads < 20:
+        records, problems, torn = read_records(path)
+        reads += 1
+        seen += [str(problem) for problem in problems]
+        assert torn is None
+        assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    thread.join()
+    assert not seen, seen[:3]
+    assert len(read_records(path)[0]) == 300

@@ -134,6 +134,9 @@ class Holder:
         return f"pid {self.pid} on {self.host} ({self.user}) since {since}"
 
 
+CLAIM_ATTEMPTS = 10
+
+
 class JournalClaim:
     """This process's claim on a journal while it has it open to write.
 
@@ -154,10 +157,17 @@ class JournalClaim:
         """Claim `journal`, or say who holds it."""
         fd = os.open(cls.path_for(journal), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return cls._holder(journal)
+            for attempt in range(CLAIM_ATTEMPTS):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    # A holder, or only someone asking who holds it (holder_of's brief shared
+                    # lock): ask again a few times before believing it is held.
+                    if attempt == CLAIM_ATTEMPTS - 1:
+                        os.close(fd)
+                        return cls._holder(journal)
+                    time.sleep(0.01)
         except BaseException:
             os.close(fd)
             raise
@@ -251,7 +261,7 @@ class Journal:
         created = not path.exists()
         with open(path, "ab+") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            journal.records, journal.problems, torn = read_records(path)
+            journal.records, journal.problems, torn = read_records(path, shared_lock=False)
             journal._size = os.fstat(handle.fileno()).st_size
             if torn is not None:
                 # Start the next record on a fresh line, and say on the record what was torn.
@@ -311,7 +321,7 @@ class Journal:
         """Under the lock: re-read the file when another process appended to it."""
         if os.fstat(handle.fileno()).st_size == self._size:
             return False
-        self.records, problems, torn = read_records(self.path)
+        self.records, problems, torn = read_records(self.path, shared_lock=False)
         self.problems.extend(p for p in problems if p not in self.problems)
         self._size = os.fstat(handle.fileno()).st_size
         if torn is not None and kind != "torn_tail":
@@ -349,9 +359,13 @@ class Journal:
         return (record for record in self.records if record.kind in kinds)
 
 
-def read_records(path: Path) -> tuple[list[Record], list[JournalProblem], tuple[int, str] | None]:
+def read_records(path: Path, *, shared_lock: bool = True) -> tuple[list[Record], list[JournalProblem], tuple[int, str] | None]:
     """Records that verify, the problems found, and (line, sha256) of a torn last line.
-    JournalReadError when `path` is not a regular file or is larger than any journal."""
+    JournalReadError when `path` is not a regular file or is larger than any journal.
+
+    A reader from outside (status, report, the resume offer) takes a shared lock, so it never
+    reads an append half-written; a writer already holding the exclusive lock passes
+    shared_lock=False (flock would deadlock on its own lock)."""
     if not path.exists():
         return [], [], None
     info = path.stat()
@@ -361,8 +375,12 @@ def read_records(path: Path) -> tuple[list[Record], list[JournalProblem], tuple[
         raise JournalReadError(f"{path}: {info.st_size / 1e6:.0f} MB is larger than any journal "
                                f"({MAX_JOURNAL_BYTES // 2**20} MiB at most)")
     with open(path, "rb") as handle:
+        if shared_lock:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+        # The head first: it is written after its record is on disk, so it never counts more
+        # records than the file read after it holds.
+        head = read_head(path)
         raw = handle.read(MAX_JOURNAL_BYTES + 1)
-    head = read_head(path)
     lines = raw.split(b"\n")
     ends_cleanly = raw.endswith(b"\n") or not raw
     if ends_cleanly:
