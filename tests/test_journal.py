@@ -317,7 +317,7 @@ def test_an_unexpected_record_is_reported_as_such(tmp_path: Path) -> None:
     journal.append("session_opened", {"environment": "staging"})
     journal.append("step_outcome", {"status": "done"})
     report = report_command(path, None)
-    assert "record 2 (step_outcome) is not what the engine writes" in report
+    assert "record 2 (step\\_outcome) is not what the engine writes" in report
 
 
 def test_a_reader_never_sees_an_append_half_done(tmp_path: Path) -> None:

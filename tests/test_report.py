@@ -320,7 +320,9 @@ async def test_an_overridden_release_with_a_failed_notification_and_a_failing_at
     clock.advance(10)
     await session.start_deploy("v2.15.1", override_reason="hotfix for the card outage")
     clock.advance(60)
-    await session.start_rollback("emergency", "fudo answers slowly", provider="fudo", version="v2.14.0")
+    # What the operator types is text: the report escapes it for Markdown, never renders it.
+    await session.start_rollback("emergency", "fudo answers *slowly* [runbook](http://evil.example) <img src=x>",
+                                 provider="fudo", version="v2.14.0")
 
     text = report_command(session.journal.path, None)
     lines = text.splitlines()
@@ -330,7 +332,8 @@ async def test_an_overridden_release_with_a_failed_notification_and_a_failing_at
     assert any(text.startswith("  - DELAYED: ") and "Backup" in text for text in decision), decision
     assert "- **Version**: v2.15.1" in decision
     assert line(lines, "- **Rollback Required**") == (
-        "- **Rollback Required**: Yes ❌ — Emergency Rollback at 03:01:35 because fudo answers slowly; not finished ❌")
+        "- **Rollback Required**: Yes ❌ — Emergency Rollback at 03:01:35 because fudo answers \\*slowly\\* "
+        "\\[runbook\\](http://evil.example) \\<img src=x>; not finished ❌")
     assert not any(text.startswith("- **Outcome**") for text in lines)
     # No fleet snapshot was journaled: the verdict's health share, said to be that.
     assert line(lines, "- **POS Integration Health**").endswith(

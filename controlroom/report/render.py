@@ -58,6 +58,9 @@ BREAKER_ITEM_IDS = ("circuit-breakers",)
 TEXT_MAX_CHARS = 400
 
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# What Markdown could read as markup in the middle of a line: emphasis, code, links,
+# strike-through, table cells, and `<` opening a tag or an autolink ("< 1%" stays as it is).
+_MARKDOWN = re.compile(r"[\\`*_\[\]~|]|<(?=[A-Za-z/!?])")
 
 
 class ReportError(ControlRoomError):
@@ -172,7 +175,7 @@ def render_report(
         if environment_name:
             context.append(f"Environment: **{environment_name}**")
         if source:
-            context.append(f"journal `{_text(Path(source).name)}`")
+            context.append(f"journal `{_code(Path(source).name)}`")
         lines += ["_" + "; ".join(context) + "_", ""]
 
     latest = _latest_checks(records)
@@ -538,7 +541,7 @@ def _issues(
                     continue
                 seen.add(key)
                 title = _text(result.get("title", "")) or titles.get(item_id, item_id)
-                found.append(f"{_icon(status)} {_clock(record.at)} check {title} (`{_text(item_id)}`): {status} — {evidence}")
+                found.append(f"{_icon(status)} {_clock(record.at)} check {title} (`{_code(item_id)}`): {status} — {evidence}")
         elif record.kind == "verdict" and deploying and data.get("verdict") not in ("GO", None):
             verdict = _text(data.get("verdict", ""))
             reasons = "; ".join(_text(reason) for reason in data.get("reasons", []) or [])
@@ -658,8 +661,19 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
-def _text(value: Any) -> str:
-    """Data shown as text: no escape sequences or control characters, one line, bounded."""
+def _plain(value: Any) -> str:
+    """No escape sequences or control characters, one line, bounded."""
     text = _CONTROL.sub("", str(value).replace("\n", " ").replace("\r", " ").replace("\t", " "))
     text = " ".join(text.split())
     return text if len(text) <= TEXT_MAX_CHARS else text[: TEXT_MAX_CHARS - 1] + "…"
+
+
+def _text(value: Any) -> str:
+    """Data shown as text in Markdown: plain (above), and escaped, so a location named
+    `**[click](http://…)**` or `<img>` is shown as those characters, never as markup."""
+    return _MARKDOWN.sub(r"\\\g<0>", _plain(value))
+
+
+def _code(value: Any) -> str:
+    """Data inside a `code span`: plain, without backticks (nothing is escaped in there)."""
+    return _plain(value).replace("`", "'")
