@@ -292,3 +292,15 @@ async def test_a_send_cancelled_mid_retry_is_still_journaled(loaded: LoadedConfi
             await task
     (record,) = journaled(journal)
     assert (record["status"], record["attempts"], record["http_status"], record["error"]) == ("failed", 1, 500, "cancelled before an answer")
+
+
+async def test_data_sent_to_slack_is_escaped_never_a_ping_or_a_link(
+    loaded: LoadedConfig, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    journal = journal_at(tmp_path)
+    journal.append("deploy_started", {"version": "v2.15.0"})
+    async with Notifier.from_config(loaded, journal=journal, sleep=Sleeps()) as notifier:
+        await notifier.resolve("Rollback to {version} verified", dedup_key=deployment_dedup_key(journal.records),
+                               values={"version": "v2 <!here> <http://evil.example|docs> & co"})
+    texts = [post["body"]["text"] for post in (await sinks(admin))["slack"]]
+    assert texts[-1] == "RESOLVED: Rollback to v2 &lt;!here&gt; &lt;http://evil.example|docs&gt; &amp; co verified"

@@ -382,7 +382,10 @@ class Notifier:
 
 
 def _slack_text(event: str, text: str) -> str:
-    """Slack only pings for <!channel> / <!here>; the runbook writes @channel / @here."""
+    """Escaped for Slack (&, <, >: a version or provider named `<!channel>` or
+    `<http://evil|click>` is shown as typed, never as a ping or a link); then the runbook's
+    @channel / @here become the pings Slack knows, <!channel> / <!here>."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     for written, mention in _SLACK_MENTIONS.items():
         text = re.sub(rf"(?<![\w<!]){re.escape(written)}\b", mention, text)
     if event == "resolve" and not text.startswith(("RESOLVED", "Resolved")):
