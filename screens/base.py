@@ -54,6 +54,18 @@ class ControlScreen(Screen[None]):
         outcome = engine.finish_outcome() if command is Command.FINISH else None
         return engine.command_refusal(command, outcome=outcome, scope=self.COMMAND_SCOPE)
 
+    def refused_up_front(self, action: str) -> bool:
+        """Before a dialog asks anything: say why the engine refuses this action's command
+        now, and answer True; False when it may go ahead."""
+        reason = self.refused(action)
+        if reason:
+            self.say_refused(reason)
+        return reason is not None
+
+    def say_refused(self, reason: str) -> None:
+        self.dialog_opened()  # no dialog is coming
+        self.app.notify(reason, severity="error", timeout=8)
+
     def show_session(self, session: ReleaseEngine) -> None:
         """The release changed: re-render what shows it."""
 

@@ -218,6 +218,8 @@ class ChecklistScreen(ControlScreen):
 
     def action_attest(self) -> None:
         session = self.session
+        if self.refused_up_front("attest"):
+            return
         item_id = self.selected_item()
         if session is None or item_id is None:
             self.app.notify("Select a manual check first (↑↓, or n for the next one waiting)", severity="warning")
@@ -245,6 +247,8 @@ class ChecklistScreen(ControlScreen):
 
     def action_attest_failing(self) -> None:
         session = self.session
+        if self.refused_up_front("attest_failing"):
+            return
         item_id = self.selected_item()
         if session is None or item_id is None or item_id not in session.attestable():
             self.app.notify("Select a manual check first (↑↓, or n for the next one waiting)", severity="warning")

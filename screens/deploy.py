@@ -408,6 +408,8 @@ class DeployScreen(ControlScreen):
 
     def action_mark_done(self) -> None:
         session = self.session
+        if self.refused_up_front("mark_done"):
+            return
         step_id = self._need_step()
         if session is None or step_id is None:
             return
@@ -420,6 +422,8 @@ class DeployScreen(ControlScreen):
 
     def action_skip(self) -> None:
         session = self.session
+        if self.refused_up_front("skip"):
+            return
         step_id = self._need_step()
         if session is None or step_id is None:
             return

@@ -300,9 +300,11 @@ class RollbackScreen(ControlScreen):
         table.move_cursor(row=table.get_row_index(key))
 
     def _refuse(self, message: str) -> None:
-        self.dialog_opened()  # no dialog is coming
-        self.app.notify(message, severity="error", timeout=8)
-        self.log_line("refused: " + message)
+        self.say_refused(message)
+
+    def say_refused(self, reason: str) -> None:
+        super().say_refused(reason)
+        self.log_line("refused: " + reason)
 
     # -- commands ----------------------------------------------------------------------
 
@@ -508,6 +510,8 @@ class RollbackScreen(ControlScreen):
 
     def action_skip(self) -> None:
         session = self.session
+        if self.refused_up_front("skip"):
+            return
         selected = self._need_step()
         if session is None or selected is None:
             return
@@ -524,7 +528,7 @@ class RollbackScreen(ControlScreen):
 
     def action_verify(self) -> None:
         session = self.session
-        if session is None:
+        if session is None or self.refused_up_front("verify"):
             return
         if not session.rollback_in_progress():
             self._refuse("no rollback in progress: start one first (s)")
