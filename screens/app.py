@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.text import Text
 
-from textual import constants, work
+from textual import constants, events, work
 from textual.app import App, SystemCommand
 from textual.driver import Driver
 from textual.binding import Binding
@@ -82,6 +82,7 @@ VIEWS: dict[str, tuple[str, str, Callable[[], Screen[Any]]]] = {
     "rollback": ("R", "Rollback", RollbackScreen),
 }
 
+ARRIVED_ON = "_controlroom_arrived_on"  # the screen on top when a key arrived (rule 6)
 # Bindings that are not commands of their own in the palette.
 PALETTE_LEAVES_OUT = frozenset({"app.palette", "app.quit_ctrl_c"})
 BREAKER_POLL_S = 5.0
@@ -243,17 +244,18 @@ class ControlRoomApp(App[None]):
 
     def on_polled(self, message: Polled) -> None:
         self.poll_states[message.source] = message.state
-        if not self.screen_stack:  # a poll that lands while the app is closing
-            return
-        screen = self.screen
-        if isinstance(screen, ControlScreen):
+        screen = self.shown_screen()  # None: a poll that lands while the app is closing
+        if screen is not None:
             screen.deliver(message.source, message.state)
 
+    def shown_screen(self) -> ControlScreen | None:
+        """The main screen on show: the one on top, or the one a dialog is open over (its
+        clocks keep running behind the dialog)."""
+        return next((s for s in reversed(self.screen_stack) if isinstance(s, ControlScreen)), None)
+
     def _tick(self) -> None:
-        if not self.screen_stack:
-            return
-        screen = self.screen
-        if isinstance(screen, ControlScreen):
+        screen = self.shown_screen()
+        if screen is not None:
             screen.tick(self.clock())
             bars = screen.query(StatusBar)
             if bars:
@@ -330,14 +332,32 @@ class ControlRoomApp(App[None]):
     def session_changed(self) -> None:
         """The release changed: the screen on show re-renders (ReleaseChanged), the header
         follows."""
-        if not self.screen_stack:
-            return
-        screen = self.screen
-        if isinstance(screen, ControlScreen):
+        screen = self.shown_screen()
+        if screen is not None:
             screen.post_message(ReleaseChanged())
             bars = screen.query(StatusBar)
             if bars:
                 self._session_status(bars.first())
+
+    # -- rule 6: a key belongs to the screen on top when it is acted on ----------------
+    #
+    # Textual hands each key to the focused widget of the screen on top *when it arrives*,
+    # and acts on bindings when it comes back up to the app. Keys typed right after one that
+    # opens a dialog (`s` then `v2.15.0`, `x` then `fudo`) arrive before the dialog is up, go
+    # to the screen behind, and come back here with the dialog on top: they are the dialog's.
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and not event.is_forwarded and self.screen_stack:
+            setattr(event, ARRIVED_ON, self.screen)  # travels with the event as it is forwarded and bubbles
+        await super().on_event(event)
+
+    def on_key(self, event: events.Key) -> None:
+        arrived_on = getattr(event, ARRIVED_ON, None)
+        if arrived_on is None or arrived_on is self.screen or not self.screen_stack:
+            return
+        event.stop()
+        event.prevent_default()  # no binding of the app's (d, q) or of the screen behind acts on it
+        self.post_message(events.Key(event.key, event.character))  # as if typed now: to the dialog, in order
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         screen = self.screen if self.screen_stack else None
@@ -380,8 +400,8 @@ class ControlRoomApp(App[None]):
             self.notify(plain(reason, limit=200) + where, severity="error", timeout=15)
         if origin is not None:
             self._tell(origin, CommandRefused(reason))
-        elif isinstance(self.screen, ControlScreen):
-            self.screen.dialog_opened()  # whatever was awaited will not open a dialog now
+        elif (shown := self.shown_screen()) is not None:
+            shown.dialog_opened()  # whatever was awaited will not open a dialog now
         self.session_changed()
 
     def _engine(self) -> ReleaseEngine:
@@ -602,7 +622,8 @@ class ControlRoomApp(App[None]):
             return None
         state = session.state
         running = session.running_step
-        if not state.in_progress and not running:
+        rolling_back = session.rollback_in_progress()  # also after the deployment finished: the watch
+        if not state.in_progress and not running and not rolling_back:
             return None
         text = Text()
         what = Text()
@@ -625,6 +646,13 @@ class ControlRoomApp(App[None]):
             if running:
                 text.append(" and ")
                 text.append_text(what)
+        elif rolling_back:
+            plan = session.current_rollback_plan()
+            text.append(f"The {plain(plan.title, limit=40) if plan is not None else 'rollback'} of "
+                        f"{plain(state.version, limit=30)} is in progress")
+            if running:
+                text.append(" and ")
+                text.append_text(what)
         else:
             what.plain = what.plain[:1].upper() + what.plain[1:]
             text.append_text(what)
@@ -632,7 +660,7 @@ class ControlRoomApp(App[None]):
         if running:
             text.append("Quitting cancels it" + ("" if running == "verify" else "; the step is journaled as failed: "
                         "cancelled") + ".\n", style="bold")
-        resumable = state.in_progress and self.offer_resume  # a demo's sandbox ends with it
+        resumable = (state.in_progress or rolling_back) and self.offer_resume  # a demo's sandbox ends with it
         text.append("The journal keeps everything" + ("; reopening resumes it." if resumable else "."))
         return text
 

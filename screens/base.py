@@ -2,7 +2,7 @@
 it data (attributes down: the app calls `show_state` and `tick`), and how it talks to the
 release engine (messages up: `command()` posts an EngineCommand; the answers come back as
 events). A screen never decides whether a command is allowed: it asks the engine, to dim a
-key (`COMMANDS`) and to say why."""
+key (`ENGINE_COMMANDS`) and to say why."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class ControlScreen(Screen[None]):
     HELP = ""  # what this screen does, for the help screen
     # action -> the engine command it gives: the key is dimmed while the engine refuses it
     # (it still answers, with the reason).
-    COMMANDS: dict[str, Command] = {}
+    ENGINE_COMMANDS: dict[str, Command] = {}
     COMMAND_SCOPE = DEPLOY
 
     @property
@@ -48,7 +48,7 @@ class ControlScreen(Screen[None]):
     def refused(self, action: str) -> str | None:
         """Why the engine would refuse this action's command now (None: allowed, or not a
         command): what the key bar dims."""
-        command, engine = self.COMMANDS.get(action), self.session
+        command, engine = self.ENGINE_COMMANDS.get(action), self.session
         if command is None or engine is None:
             return None
         outcome = engine.finish_outcome() if command is Command.FINISH else None
@@ -97,8 +97,21 @@ class ControlScreen(Screen[None]):
     def dialog_opened(self) -> None:
         self._dialog_expected_at = None
 
+    _dialog_settling = False
+
+    def dialog_closing(self) -> None:
+        """A dialog above has answered: until the screen has been drawn again (its answer
+        handled, the next dialog of a chain open), keys are typed ahead and dropped."""
+        self._dialog_settling = True
+        self.app.call_after_refresh(self._dialog_settled)
+
+    def _dialog_settled(self) -> None:
+        self._dialog_settling = False
+
     @property
     def awaiting_dialog(self) -> bool:
+        if self._dialog_settling:
+            return True
         since = self._dialog_expected_at
         return since is not None and time.monotonic() - since < self.DIALOG_WAIT_S
 

@@ -56,7 +56,7 @@ class ChecklistScreen(ControlScreen):
                 id="checklist.next_waiting"),
     ]
 
-    COMMANDS = {"attest": Command.ATTEST, "attest_failing": Command.ATTEST_FAILING}
+    ENGINE_COMMANDS = {"attest": Command.ATTEST, "attest_failing": Command.ATTEST_FAILING}
 
     def compose_body(self) -> ComposeResult:
         yield Static(Text("verdict: running the checklist…", style="dim"), id="verdict-banner")

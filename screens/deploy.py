@@ -72,9 +72,10 @@ def outcome_lines(title: str, step_state: Any, width: int) -> list[str]:
 
 
 def needs_confirmation(step: Any) -> bool:
-    """Modifying steps (and notifications, which reach people) ask before x runs them;
-    probes, read-only SQL or commands and manual steps run at once."""
-    return is_modifying(step) or step.action.kind == "notify"
+    """Modifying steps, notifications (they reach people) and manual steps (x records that
+    the operator did it: said in so many words first) ask before x runs them; probes and
+    read-only SQL or commands run at once."""
+    return is_modifying(step) or step.action.kind in ("notify", "manual")
 
 
 def clock_text(clock: Clock, *, done_label: str = "done in") -> Text:
@@ -116,8 +117,8 @@ class DeployScreen(ControlScreen):
         Binding("n", "next_phase", "next", tooltip="Next phase: complete this one, start the next", id="deploy.next"),
         Binding("f", "finish", "finish", tooltip="Finish the deployment", id="deploy.finish"),
     ]
-    COMMANDS = {"start": Command.START, "run_step": Command.RUN_STEP, "mark_done": Command.MARK_DONE,
-                "skip": Command.SKIP, "next_phase": Command.NEXT_PHASE, "finish": Command.FINISH}
+    ENGINE_COMMANDS = {"start": Command.START, "run_step": Command.RUN_STEP, "mark_done": Command.MARK_DONE,
+                       "skip": Command.SKIP, "next_phase": Command.NEXT_PHASE, "finish": Command.FINISH}
     _resume_cursor_placed = False
 
     def compose_body(self) -> ComposeResult:
@@ -450,6 +451,9 @@ class DeployScreen(ControlScreen):
         body = Text("Completes the current phase and records the deployment as ")
         if outcome == "success":
             body.append("a success.")
+        elif outcome == "aborted":
+            body.append("ABORTED", style="bold yellow")
+            body.append(f": {'; '.join(situation.unfinished_work())}. A success needs every phase complete.")
         else:
             body.append("FAILED", style="bold red")
             failed = situation.failed_steps()
@@ -463,6 +467,6 @@ class DeployScreen(ControlScreen):
                 body.append(" To undo it instead, roll back (R).")
         self.app.push_screen(
             ConfirmDialog(Text(f"Finish the deployment of {plain(session.state.version, limit=30)}?"), body,
-                          confirm_label="Finish" if outcome == "success" else "Finish as failed"),
+                          confirm_label="Finish" if outcome == "success" else f"Finish as {outcome}"),
             lambda ok: self.command(FinishDeploy(outcome)) if ok else None,
         )

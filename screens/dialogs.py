@@ -36,7 +36,80 @@ def _text(value: str | Text) -> Text:
     return value if isinstance(value, Text) else Text(value)
 
 
-class ConfirmDialog(ModalScreen[bool]):
+class Dialog(ModalScreen[Any]):
+    """A dialog answers once. A second Enter, or a key typed ahead that reaches it while it
+    closes, must not answer again (Textual would pop the screen below it)."""
+
+    _answered = False
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """A DialogInput's Enter (dialogs with a field answer it)."""
+
+    # Keys act here, in the order they were typed. A binding acts only when its key comes
+    # back up to the app, after the keys typed after it were handed out: `tab enter` typed
+    # fast pressed Cancel (the focus moved after enter had gone to it).
+    CYCLE_KEYS: dict[str, int] = {}  # key -> step through the buttons (ConfirmDialog: tab ←→)
+
+    def on_key(self, event: events.Key) -> None:
+        if self._answered:  # typed ahead into a dialog that is closing: dropped, never below it
+            event.stop()
+            event.prevent_default()
+            return
+        focused = self.focused
+        if event.key in self.CYCLE_KEYS:
+            event.stop()
+            event.prevent_default()
+            self.action_cycle(self.CYCLE_KEYS[event.key])
+        elif event.key in ("enter", "space") and isinstance(focused, Button):
+            event.stop()
+            event.prevent_default()
+            self.on_button_pressed(Button.Pressed(focused))  # the button focused now, not when it was typed
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        """Dialogs with buttons answer here."""
+
+    def action_cycle(self, step: int) -> None:
+        buttons = list(self.query(Button))
+        focused = self.focused
+        index = buttons.index(focused) if focused in buttons else -step
+        self.set_focus(buttons[(index + step) % len(buttons)])  # at once, for the next key
+
+    def close(self, result: Any) -> None:
+        if self._answered:
+            return
+        self._answered = True
+        stack = self.app.screen_stack
+        below = stack[-2] if len(stack) > 1 and stack[-1] is self else None
+        # Keys typed right after this answer, before the screen below (or the next dialog of
+        # a chain) is up, are typed ahead: dropped, never run on the screen below (rule 6).
+        settling = getattr(below, "dialog_closing", None)
+        if settling is not None:
+            settling()
+        self.dismiss(result)
+
+
+class DialogInput(Input):
+    """A dialog's text field. Enter answers at once, in the order of the keys (a binding
+    would act after the characters typed after it, so `v2.15.0⏎trial` became one
+    version); keys that reach it once its dialog has answered are dropped."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        screen = self.screen
+        if isinstance(screen, Dialog) and screen._answered:
+            event.stop()
+            event.prevent_default()
+            return
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            # Answered now, not by a message that would queue behind the keys typed after it.
+            if isinstance(screen, Dialog):
+                screen.on_input_submitted(self.Submitted(self, self.value))
+            return
+        await super()._on_key(event)
+
+
+class ConfirmDialog(Dialog):
     """Yes / no with the action spelled out. Cancel has the focus unless `default` is
     "confirm" (used only for harmless choices such as resuming).
 
@@ -46,6 +119,7 @@ class ConfirmDialog(ModalScreen[bool]):
     not plain "Cancel" (e.g. "New session"); `hint` replaces the key line under the body."""
 
     DEFAULT_CSS = DIALOG_CSS.replace("{name}", "ConfirmDialog")
+    CYCLE_KEYS = {"tab": 1, "right": 1, "shift+tab": -1, "left": -1}
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="dialog.cancel"),
         Binding("tab,right", "cycle(1)", "Next button", show=False, id="dialog.next"),
@@ -80,23 +154,19 @@ class ConfirmDialog(ModalScreen[bool]):
                 yield Button(self.confirm_label, id="confirm", variant="warning")
 
     def on_mount(self) -> None:
-        self.query_one("#confirm" if self.default == "confirm" else "#cancel", Button).focus()
-
-    def action_cycle(self, step: int) -> None:
-        buttons = list(self.query(Button))
-        focused = self.focused
-        index = buttons.index(focused) if focused in buttons else -step
-        buttons[(index + step) % len(buttons)].focus()
+        # At once, not later (Widget.focus defers): a tab typed right after the dialog opened
+        # must move from here, not be undone by a focus arriving after it.
+        self.set_focus(self.query_one("#confirm" if self.default == "confirm" else "#cancel", Button))
 
     def action_scroll_body(self, lines: int) -> None:
         self.query_one("#body", VerticalScroll).scroll_relative(y=lines, animate=False)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        self.dismiss(event.button.id == "confirm")
+        self.close(event.button.id == "confirm")
 
     def action_cancel(self) -> None:
-        self.dismiss(False)
+        self.close(False)
 
 
 class _TypedAhead:
@@ -121,7 +191,7 @@ class _TypedAhead:
         event.prevent_default()
 
 
-class ReasonDialog(_TypedAhead, ModalScreen[str | None]):
+class ReasonDialog(_TypedAhead, Dialog):
     """The operator must type a reason (at least `min_length` characters) to go on. Also used
     to ask for a value (the version) with `initial` filled in."""
 
@@ -144,7 +214,7 @@ class ReasonDialog(_TypedAhead, ModalScreen[str | None]):
             yield Static(self.title_text, classes="dialog-title")
             with VerticalScroll(classes="dialog-body"):
                 yield Static(self.body)
-            yield Input(value=self.initial, placeholder=self.placeholder, id="reason")
+            yield DialogInput(value=self.initial, placeholder=self.placeholder, id="reason")
             yield Static("", classes="dialog-error", id="error")
             yield Label("enter confirms · esc cancels", classes="dialog-hint")
             with Horizontal(classes="dialog-buttons"):
@@ -152,7 +222,7 @@ class ReasonDialog(_TypedAhead, ModalScreen[str | None]):
                 yield Button(self.confirm_label, id="confirm", variant="warning")
 
     def on_mount(self) -> None:
-        self.query_one("#reason", Input).focus()
+        self.set_focus(self.query_one("#reason", Input))  # at once: see ConfirmDialog.on_mount
 
     def _submit(self) -> None:
         value = self.query_one("#reason", Input).value.strip()
@@ -161,7 +231,7 @@ class ReasonDialog(_TypedAhead, ModalScreen[str | None]):
                 Text(f"type at least {self.min_length} characters" if self.min_length > 1 else "type a value"))
             self.query_one("#reason", Input).focus()
             return
-        self.dismiss(value)
+        self.close(value)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -172,13 +242,13 @@ class ReasonDialog(_TypedAhead, ModalScreen[str | None]):
         if event.button.id == "confirm":
             self._submit()
         else:
-            self.dismiss(None)
+            self.close(None)
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        self.close(None)
 
 
-class TypedConfirmDialog(_TypedAhead, ModalScreen[bool]):
+class TypedConfirmDialog(_TypedAhead, Dialog):
     """Destructive actions: the operator types `word` (a provider or a tag name) exactly;
     until then Confirm does nothing."""
 
@@ -199,14 +269,14 @@ class TypedConfirmDialog(_TypedAhead, ModalScreen[bool]):
             with VerticalScroll(classes="dialog-body"):
                 yield Static(self.body)
             yield Static(Text.assemble("Type ", (self.word, "bold"), " exactly, then enter, to confirm (esc cancels):"))
-            yield Input(placeholder="type it here", id="word")
+            yield DialogInput(placeholder="type it here", id="word")
             yield Static("", classes="dialog-error", id="error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button(self.confirm_label, id="confirm", variant="error", disabled=True)
 
     def on_mount(self) -> None:
-        self.query_one("#word", Input).focus()
+        self.set_focus(self.query_one("#word", Input))  # at once: see ConfirmDialog.on_mount
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.query_one("#confirm", Button).disabled = event.value != self.word
@@ -214,19 +284,19 @@ class TypedConfirmDialog(_TypedAhead, ModalScreen[bool]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         if event.value == self.word:
-            self.dismiss(True)
+            self.close(True)
         else:
             self.query_one("#error", Static).update(Text(f"that is not {self.word!r}; esc cancels"))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        self.dismiss(event.button.id == "confirm" and self.query_one("#word", Input).value == self.word)
+        self.close(event.button.id == "confirm" and self.query_one("#word", Input).value == self.word)
 
     def action_cancel(self) -> None:
-        self.dismiss(False)
+        self.close(False)
 
 
-class PickDialog(ModalScreen[str | None]):
+class PickDialog(Dialog):
     """Pick one of a few values (the provider a rollback disables) from a list: ↑↓ and enter;
     esc cancels. `choices` are (value, label); `initial` is highlighted first."""
 
@@ -259,11 +329,11 @@ class PickDialog(ModalScreen[str | None]):
         options = self.query_one("#choices", OptionList)
         values = [value for value, _ in self.choices]
         options.highlighted = values.index(self.initial) if self.initial in values else 0
-        options.focus()
+        self.set_focus(options)  # at once: see ConfirmDialog.on_mount
 
     def on_option_list_option_selected(self, event: Any) -> None:
         event.stop()
-        self.dismiss(event.option.id)
+        self.close(event.option.id)
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        self.close(None)

@@ -88,8 +88,8 @@ class RollbackScreen(ControlScreen):
                 id="rollback.verify"),
     ]
 
-    COMMANDS = {"start": Command.START_ROLLBACK, "adopt": Command.ADOPT, "run_step": Command.RUN_ROLLBACK_STEP,
-                "mark_done": Command.MARK_DONE, "skip": Command.SKIP, "verify": Command.VERIFY}
+    ENGINE_COMMANDS = {"start": Command.START_ROLLBACK, "adopt": Command.ADOPT, "run_step": Command.RUN_ROLLBACK_STEP,
+                       "mark_done": Command.MARK_DONE, "skip": Command.SKIP, "verify": Command.VERIFY}
     COMMAND_SCOPE = ROLLBACK
 
     def compose_body(self) -> ComposeResult:
@@ -170,7 +170,8 @@ class RollbackScreen(ControlScreen):
                 text.append("VERIFIED", style="bold black on green")
                 text.append(f" in {format_duration(clock.elapsed_s)}")
             else:
-                text.append("NOT VERIFIED", style="bold white on red")
+                text.append("ABANDONED, NOT VERIFIED", style="bold white on red")
+                text.append(" — the incident is still open", style="bold")
             values = session.rollback_values()
             text.append("\n→ ")
             text.append(plain(values.get("version") or "version not found", limit=20), style="bold")
@@ -191,9 +192,18 @@ class RollbackScreen(ControlScreen):
         rollback = session.state.rollback
         for plan in self.plans:
             active = rollback is not None and rollback.plan_id == plan.id
-            marker = ("▶" if rollback.ended_at is None else "✓") if active else ""
-            table.update_cell(f"plan:{plan.id}", "status", Text(marker, style="bold"))
-            if active:
+            if not active:
+                marker = Text("")
+            elif rollback.ended_at is None:
+                marker = Text("▶", style="bold")
+            elif rollback.verified:
+                marker = Text("✓", style="bold green")
+            else:  # abandoned: the deployment was finished as failed with this rollback open
+                marker = Text("✗", style="bold red")
+            table.update_cell(f"plan:{plan.id}", "status", marker)
+            if active and rollback.ended_at is not None and not rollback.verified:
+                table.update_cell(f"plan:{plan.id}", "time", Text("abandoned", style="bold red"))
+            elif active:
                 table.update_cell(f"plan:{plan.id}", "time", clock_text(session.rollback_clock()))
             else:
                 table.update_cell(f"plan:{plan.id}", "time", Text(format_duration(plan.target_minutes * 60), style="dim"))

@@ -2,7 +2,8 @@
 closed and reopened, on a real journal, real subprocesses and real notification sinks over a
 real socket (hypothesis's stateful testing). After every step the safety rules hold: no
 decision in read-only, no success after a failure, no resolve without a trigger, no action
-twice, and the journal always verifies and replays to the state the engine holds."""
+twice (a second window deciding meanwhile included), and the journal always verifies and
+replays to the state the engine holds."""
 
 from __future__ import annotations
 
@@ -185,6 +186,7 @@ def machine_for(config: LoadedConfig, reached: Counter[str]) -> type[RuleBasedSt
 
         def attempt(self, command: Callable[[], Any]) -> None:
             """Give a command; a refusal is an answer, anything else raised is a bug."""
+            self.s.refresh()  # so that what this command adds is told from a second window's records
             before = len(self.s.journal.records)
             try:
                 result = command()
@@ -210,6 +212,24 @@ def machine_for(config: LoadedConfig, reached: Counter[str]) -> type[RuleBasedSt
             path = self.s.journal.path
             self.s.close()
             self.session = ReleaseEngine.open(config, write=write, journal_path=path)
+
+        @precondition(lambda self: self.session is not None and self.session.state.in_progress)
+        @rule(data=st.data(), done=st.booleans())
+        def a_second_window_decides_meanwhile(self, data: st.DataObject, done: bool) -> None:
+            """A colleague's window on the same journal runs or marks a step; this window's
+            view is now stale, and must decide on what is on disk."""
+            other = ReleaseEngine.open(config, write=True, journal_path=self.s.journal.path)
+            try:
+                step = self.a_step(data)
+                try:
+                    if done:
+                        other.mark_done(step)
+                    else:
+                        self.loop.run_until_complete(other.run_step(step))
+                except (SessionError, StepRefused):
+                    pass
+            finally:
+                other.close()
 
         @precondition(lambda self: self.fail.exists())
         @rule()
@@ -271,9 +291,26 @@ def machine_for(config: LoadedConfig, reached: Counter[str]) -> type[RuleBasedSt
             else:
                 self.attempt(self.s.next_phase)
 
-        # In the last phase (finishing earlier is allowed, but stops a sequence from going deep).
         @precondition(lambda self: self.session is not None and self.session.state.in_progress
-                      and getattr(self.session.current_phase(), "id", None) == "ship")
+                      and not self.session.rollback_in_progress())
+        @rule()
+        def go_straight_through_and_finish(self) -> None:
+            """The operator who presses x on every open step, n after each phase, then f."""
+            for _ in range(len(DEPLOY_STEPS) + 3):
+                phase = self.s.current_phase()
+                if phase is None:
+                    break
+                waiting = self.s.open_steps(phase.id)
+                if waiting:
+                    self.attempt(lambda: self.s.run_step(waiting[0]))
+                else:
+                    self.attempt(self.s.next_phase)
+            self.attempt(self.s.finish_deploy)
+
+        # In the last phase, or with it completed (finishing earlier is allowed, as aborted, but
+        # stops a sequence from going deep).
+        @precondition(lambda self: self.session is not None and self.session.state.in_progress
+                      and getattr(self.session.current_phase(), "id", "ship") == "ship")
         @rule(outcome=st.sampled_from([None, "success", "success", "failed"]))
         def finish(self, outcome: str | None) -> None:
             self.attempt(lambda: self.s.finish_deploy(outcome))
@@ -318,6 +355,7 @@ def machine_for(config: LoadedConfig, reached: Counter[str]) -> type[RuleBasedSt
         def journal_verifies_and_replays_to_the_engines_state(self) -> None:
             if self.session is None:
                 return
+            self.s.refresh()  # what a second window wrote counts too
             records, problems, torn = read_records(self.s.journal.path)
             assert problems == [] and torn is None
             assert [r.hash for r in records] == [r.hash for r in self.s.journal.records]

@@ -15,9 +15,11 @@ from controlroom.release.rules import ALLOWED, OBSERVATIONS, Command, Situation,
 from controlroom.release.state import FINISHED_STAGES, DeploymentState, RollbackState, Stage
 from controlroom.config.loader import LoadedConfig, load_config
 from controlroom.sandbox.runner import Sandbox
-from controlroom.release.engine import ReleaseEngine, SessionError
+from controlroom.release.engine import ReleaseEngine, SessionError, find_resumable
+from controlroom.release.status import EXIT_IN_PROGRESS, release_status
 from controlroom.release.journal import Journal, JournalRefused, read_records
 from controlroom.release.steps import StepRefused
+from release_support import complete_every_phase
 
 PHASE_ONE = ("env-health", "breaker-status", "rotation-capability")
 
@@ -178,16 +180,27 @@ async def test_a_rollback_after_a_success_cannot_be_finished_as_failed(sandbox: 
     """The 30-minute watch may call for a rollback after the deployment finished: it ends by
     its verification, not by a second finish."""
     session = await started(sandbox, tmp_path)
+    complete_every_phase(session)
     session.finish_deploy()
     assert session.stage is Stage.SUCCEEDED
     await session.start_rollback("graceful", "error rate above 1 % in the watch", version="v2.14.0")
     assert session.stage is Stage.ROLLING_BACK
     with pytest.raises(SessionError, match="already finished"):
         session.finish_deploy("failed")
+    # Unfinished: reopening offers to resume it, and a pipeline waiting on the release waits on.
+    assert session.state.unfinished and not session.state.in_progress
+    assert find_resumable(session.loaded.environment.name, tmp_path,
+                          config_path=session.loaded.config_path) == session.journal.path
+    assert release_status(session.loaded, session.journal.path).exit_code == EXIT_IN_PROGRESS
 
 
 async def test_without_a_failure_finish_is_a_success(sandbox: Sandbox, tmp_path: Path) -> None:
     session = await started(sandbox, tmp_path)
+    # Not before every phase is complete: then it can only be aborted.
+    assert session.finish_outcome() == "aborted"
+    with pytest.raises(SessionError, match="before its phases are complete.*phase Deployment not started"):
+        session.finish_deploy("success")
+    complete_every_phase(session)
     assert session.finish_outcome() == "success"
     session.finish_deploy()
     assert session.state.outcome == "success"

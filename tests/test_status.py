@@ -17,6 +17,7 @@ import pytest
 from controlroom.config.loader import load_config
 from controlroom.sandbox.runner import Sandbox
 from controlroom.release.engine import ReleaseEngine
+from release_support import complete_every_phase
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,7 @@ async def test_exit_codes_follow_the_release(sandbox: Sandbox, tmp_path: Path) -
 
     again = ReleaseEngine.open(load_config(sandbox.config_path), write=True, journal_dir=tmp_path)
     await again.start_deploy("v2.15.1", override_reason="status test")
+    complete_every_phase(again)
     again.finish_deploy()
     done = status(tmp_path, "--config", config, "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["outcome"] == "success"
@@ -72,8 +74,9 @@ async def test_watch_waits_for_the_finish_and_gives_up_at_the_timeout(sandbox: S
         "--timeout", "60", "--json", env=env, stdout=asyncio.subprocess.PIPE)
     await asyncio.sleep(2.5)
     assert watcher.returncode is None  # still waiting
+    complete_every_phase(session)
     session.finish_deploy()
     out, _ = await asyncio.wait_for(watcher.communicate(), timeout=30)
     assert watcher.returncode == 0
     lines = [json.loads(line) for line in out.decode().splitlines()]
-    assert lines[0]["stage"] == "deploying" and lines[-1]["stage"] == "finished: success"
+    assert lines[0]["stage"] == "deploying" and lines[-1]["stage"] == "finished: succeeded"

@@ -123,3 +123,63 @@ async def test_the_palette_is_built_from_the_bindings_so_a_remapped_key_stays_tr
         await wait_for(lambda: app.session is not None and app.session.state.in_progress, pilot)
         started = list({id(m): m for m in seen if isinstance(m, StartDeploy)}.values())  # seen again as it bubbles
         assert len(started) == 1 and started[0].origin is screen and started[0].version == "v2.15.0"
+
+
+async def test_ctrl_p_opens_the_palette_on_every_screen_and_runs_a_command_by_name(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """Found by trying it: ctrl+p ended the control room on the screens whose key map shared
+    a name with Textual's palette providers."""
+    from textual.command import CommandPalette
+
+    app = make_app(load_config(sandbox.config_path), write=True, start_polling=False, check_on_start=False,
+                   journal_dir=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: app.session is not None, pilot)
+        for view in "cdkbpR":
+            await pilot.press(view)
+            await pilot.press("ctrl+p")
+            await wait_for(lambda: isinstance(app.screen, CommandPalette), pilot, what=f"palette on {view}")
+            await pilot.press("escape")
+            await wait_for(lambda: not isinstance(app.screen, CommandPalette), pilot)
+        await pilot.press("d", "ctrl+p")
+        await wait_for(lambda: isinstance(app.screen, CommandPalette), pilot)
+        await pilot.press(*"start the deployment")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, ReasonDialog), pilot, what="the version dialog, from the palette")
+        assert app.is_running
+
+
+def burst(app: Any, *keys: str) -> None:
+    """Keys as a fast typist or a paste delivers them: all at once, none waiting for the one
+    before it to be acted on (what tmux send-keys does; pilot.press waits between keys)."""
+    from textual import events
+
+    characters = {"enter": "\r", "tab": "\t", "space": " "}
+    for key in keys:
+        app.post_message(events.Key(key, characters.get(key, key if len(key) == 1 else None)))
+
+
+async def test_keys_typed_in_one_burst_act_in_the_order_they_were_typed(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Rule 6, at typing speed: `s v2.15.0 ⏎` gives the version dialog every character and
+    answers it; what follows at once is dropped rather than glued onto the version or acted
+    on by the screen behind; `a tab ⏎` presses the button tab moved to, not Cancel."""
+    app = make_app(load_config(sandbox.config_path), write=True, start_polling=False, check_on_start=False,
+                   journal_dir=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: app.session is not None, pilot)
+        await pilot.press("d")
+        burst(app, "s", *"v2.15.0", "enter", *"tnx", "enter")
+        await wait_for(lambda: isinstance(app.screen, ReasonDialog) and "Override" in app.screen.title_text.plain,
+                       pilot, what="the override dialog")
+        await pilot.pause(0.3)
+        assert "deploy v2.15.0 while" in app.screen.title_text.plain  # the version, whole, nothing glued on
+        assert app.screen.query_one("#reason").value in ("", "tnx")
+        assert app.session is not None and not app.session.state.started_at  # t, n, x did nothing behind
+        await pilot.press("escape")
+        await wait_for(lambda: isinstance(app.screen, DeployScreen), pilot)
+
+        await pilot.press("c", "n")
+        item = app.screen.selected_item()
+        burst(app, "a", "tab", "enter")
+        await wait_for(lambda: item in app.session.attestations(), pilot, what="attested by a tab ⏎ burst")

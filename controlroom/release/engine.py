@@ -88,7 +88,7 @@ def find_resumable(
             continue
         if config_path is not None and opened.data.get("config") != str(config_path.resolve()):
             continue
-        if replay(records).in_progress:
+        if replay(records).unfinished:
             return path
     return None
 
@@ -126,7 +126,7 @@ class ReleaseEngine:
         self.checks_running = False
         self.running_step: str | None = None
         self.state: DeploymentState = replay(journal.records)
-        self.resumed = self.state.in_progress
+        self.resumed = self.state.unfinished
         self.plans = RollbackPlans(loaded)
         self.incident = Incident(loaded, journal)
 
@@ -219,7 +219,7 @@ class ReleaseEngine:
     # -- the rules (controlroom.release.rules decides; this only asks) -------------------
 
     def situation(self) -> Situation:
-        return Situation(self.state, self.write, self.running_step)
+        return Situation(self.state, self.write, self.running_step, self.deployment)
 
     @property
     def stage(self) -> Stage:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from controlroom.config.models import Deployment
 from controlroom.release.state import DeploymentState, Stage, StepState, stage_of
 
 
@@ -69,6 +70,7 @@ class Situation:
     state: DeploymentState
     write: bool
     running_step: str | None = None
+    deployment: Deployment | None = None  # the runbook's phases: what "complete" means
 
     @property
     def stage(self) -> Stage:
@@ -78,6 +80,25 @@ class Situation:
     def rollback_in_progress(self) -> bool:
         rollback = self.state.rollback
         return rollback is not None and rollback.ended_at is None
+
+    def unfinished_work(self) -> list[str]:
+        """What of the runbook's phases is not done: steps neither done nor skipped, in the
+        current phase and the ones after it. An adopted release (deployed elsewhere) has no
+        phases of ours to complete."""
+        if self.deployment is None or self.state.adopted:
+            return []
+        left: list[str] = []
+        for phase in self.deployment.phases:
+            phase_state = self.state.phases.get(phase.id)
+            if phase_state is not None and phase_state.ended_at is not None:
+                continue
+            open_steps = [s.id for s in phase.steps if (self.state.steps.get(s.id) is None
+                          or self.state.steps[s.id].status not in ("done", "skipped"))]
+            if phase_state is None or phase_state.started_at is None:
+                left.append(f"phase {phase.title} not started")
+            elif open_steps:
+                left.append(f"{phase.title}: {', '.join(open_steps)} not done")
+        return left
 
     def failed_steps(self) -> list[str]:
         """Deployment steps that failed, even if later marked done or skipped: a deployment
@@ -136,8 +157,10 @@ def _stage_refusal(command: Command, situation: Situation, stage: Stage) -> str:
 
 def finish_outcome(situation: Situation) -> str:
     """How finishing now would record the deployment: `failed` after a failed step, or when
-    it abandons a rollback in progress; else `success`."""
-    return "failed" if situation.failed_steps() or situation.rollback_in_progress else "success"
+    it abandons a rollback in progress; `aborted` with phases not complete; else `success`."""
+    if situation.failed_steps() or situation.rollback_in_progress:
+        return "failed"
+    return "aborted" if situation.unfinished_work() else "success"
 
 
 def _finish_refusal(situation: Situation, outcome: str) -> str | None:
@@ -158,6 +181,10 @@ def _finish_refusal(situation: Situation, outcome: str) -> str | None:
                 "finish it as failed, or roll back")
     if state.rollback is not None:
         return "the deployment was rolled back: it cannot finish as a success"
+    left = situation.unfinished_work()
+    if left:
+        return (f"the deployment cannot finish as a success before its phases are complete ({'; '.join(left)}); "
+                "finish it as aborted, or complete them")
     return None
 
 

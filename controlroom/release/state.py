@@ -122,6 +122,12 @@ class DeploymentState:
     def in_progress(self) -> bool:
         return self.started_at is not None and self.ended_at is None
 
+    @property
+    def unfinished(self) -> bool:
+        """A deployment in progress, or a rollback open (also one started after the deployment
+        finished, when the watch called for it): what reopening resumes and quitting asks about."""
+        return self.in_progress or (self.rollback is not None and self.rollback.ended_at is None)
+
     def current_phase(self, deployment: Deployment) -> str | None:
         """The phase started last and not yet ended, if any."""
         for phase in reversed(deployment.phases):

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controlroom.release.state import DeploymentState, format_duration, replay
+from controlroom.release.state import DeploymentState, format_duration, replay, stage_of
 from controlroom.release.journal import JournalClaim, Record, journal_directory, read_records
 from controlroom.config.loader import LoadedConfig
 from controlroom.config.models import Deployment
@@ -47,20 +47,15 @@ class ReleaseStatus:
 
     @property
     def stage(self) -> str:
-        state = self.state
-        if state.started_at is None:
-            return "no deployment"
-        if state.in_progress:
-            rollback = state.rollback
-            return "rolling back" if rollback is not None and rollback.ended_at is None else "deploying"
-        return f"finished: {(state.outcome or 'finished').replace('_', ' ')}"
+        """The release engine's state (controlroom.release.state.Stage), from the journal."""
+        return stage_of(self.state).value
 
     @property
     def exit_code(self) -> int:
         state = self.state
         if state.started_at is None:
             return EXIT_NO_DEPLOYMENT
-        if state.in_progress:
+        if state.unfinished:  # a rollback after a success too: the pipeline waits for it
             return EXIT_IN_PROGRESS
         return EXIT_SUCCEEDED if state.outcome == "success" else EXIT_FAILED
 
