@@ -358,7 +358,7 @@ class DeployScreen(ControlScreen):
 
     def action_run_step(self) -> None:
         session = self.session
-        if session is None:
+        if session is None or self.refused_up_front("run_step"):
             return
         step_id = self.selected_step()
         phase_id = self.selected_phase()

@@ -435,6 +435,8 @@ class RollbackScreen(ControlScreen):
         return session, plan_id, step_id
 
     def action_run_step(self) -> None:
+        if self.refused_up_front("run_step"):  # READ-ONLY, no rollback: said before "select a step"
+            return
         allowed = self._allowed_step()
         if allowed is None:
             return
@@ -504,6 +506,8 @@ class RollbackScreen(ControlScreen):
             self.command(DryRunStep(step_id, plan_id=plan_id, rollback=True))
 
     def action_mark_done(self) -> None:
+        if self.refused_up_front("mark_done"):  # READ-ONLY, no rollback: said before "select a step"
+            return
         allowed = self._allowed_step()
         if allowed is None:
             return

@@ -80,3 +80,12 @@ async def test_watch_waits_for_the_finish_and_gives_up_at_the_timeout(sandbox: S
     assert watcher.returncode == 0
     lines = [json.loads(line) for line in out.decode().splitlines()]
     assert lines[0]["stage"] == "deploying" and lines[-1]["stage"] == "finished: succeeded"
+
+
+def test_a_file_that_is_not_a_journal_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n" * 26)
+    for path, says in ((text, "not a controlroom journal"), (Path("/dev/zero"), "not a regular file")):
+        done = status(tmp_path, "--journal", str(path))
+        assert done.returncode == 2, done
+        assert done.stderr.strip().count("\n") == 0 and says in done.stderr and "Traceback" not in done.stderr

@@ -20,13 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from controlroom.release.state import DeploymentState, format_duration, replay, stage_of
-from controlroom.release.journal import JournalClaim, Record, journal_directory, read_records
+from controlroom.release.journal import JournalClaim, JournalReadError, Record, journal_directory, read_records
 from controlroom.config.loader import LoadedConfig
+from controlroom.errors import ControlRoomError
 from controlroom.config.models import Deployment
 
 EXIT_SUCCEEDED, EXIT_IN_PROGRESS, EXIT_FAILED, EXIT_NO_DEPLOYMENT = 0, 3, 4, 5
 LAST_EVENTS = 10
 WATCH_POLL_S = 1.0
+
+
+class StatusError(ControlRoomError):
+    """The journal given cannot be read as one: one line, exit code 2."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,14 @@ def release_status(loaded: LoadedConfig | None, journal: Path | None = None) -> 
     deployment = loaded.runbook.deployment if loaded is not None else None
     if path is None:
         return ReleaseStatus(None, DeploymentState(), [], deployment, [], "")
-    records, problems, _ = read_records(path)
+    try:
+        records, problems, _ = read_records(path)
+    except JournalReadError as error:  # a device, a fifo, too large
+        raise StatusError(str(error)) from None
+    except OSError as error:  # unreadable
+        raise StatusError(f"{path}: cannot read: {error.strerror or error}") from None
+    if not records and problems:
+        raise StatusError(f"{path}: not a controlroom journal ({problems[0]})")
     holder = JournalClaim.holder_of(path)
     return ReleaseStatus(path, replay(records), records, deployment, [str(p) for p in problems],
                          str(holder) if holder else "")
