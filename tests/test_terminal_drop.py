@@ -156,7 +156,7 @@ def test_terminal_drop_during_demo_start_up_and_with_a_dialog_open(journal_dir: 
         times.append(drop_and_check(terminal, before, f"start-up trial {trial}"))
     for trial in range(TRIALS["dialog"]):
         before = temp_dirs()
-        terminal = Terminal(demo, env, tmp_path)
+        terminal = Terminal([*demo, "--write"], env, tmp_path)  # read-only refuses `a` before any dialog
         terminal.wait_for_text("Checklist")
         terminal.wait_for_text("PENDING")
         terminal.type("n" + "a")  # the next item awaiting attestation: its confirmation dialog
