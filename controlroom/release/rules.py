@@ -109,8 +109,7 @@ class Situation:
 def refusal(command: Command, situation: Situation, *, outcome: str | None = None, scope: str = DEPLOY) -> str | None:
     """None when `command` may go ahead now, else why not."""
     if command not in OBSERVATIONS and not situation.write:
-        return (f"READ-ONLY: {command.value} is a decision and changes the release; restart with --write "
-                "(the journal resumes where it is)")
+        return f"READ-ONLY: {command.value} is a decision and changes the release; open the control room with --write"
     stage = situation.stage
     if command not in ALLOWED[stage]:
         return _stage_refusal(command, situation, stage)
