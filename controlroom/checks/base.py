@@ -15,11 +15,13 @@ line) redacts it first, so no fragment of a secret survives a cut.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import math
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -240,6 +242,35 @@ class ProbeContext:
         await self.aclose()
 
 
+# -- deadlines -----------------------------------------------------------------------------
+#
+# A probe's timeout_s is the whole of it: connect, TLS, headers and body, a database's
+# connect and its query together. The runner sets the deadline; the calls below spend what is
+# left of it and say which part ran out.
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("controlroom_probe_deadline", default=None)
+
+
+@contextlib.contextmanager
+def own_timing() -> Iterator[None]:
+    """For a probe that times its parts itself (the Token Zombie test gives the zombie its
+    whole timeout_s, then measures what it did): no shared deadline inside; the runner's
+    ceiling (timeout_s + RUNNER_GRACE_S) still ends it."""
+    token = _deadline.set(None)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def time_left(default_s: float) -> float:
+    """Seconds left before the running probe's deadline (default_s outside a probe)."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return default_s
+    return max(0.0, deadline - asyncio.get_running_loop().time())
+
+
 # -- the runner ----------------------------------------------------------------------------
 
 ProbeFunction = Callable[[Any, ProbeContext], Awaitable[Outcome]]
@@ -263,6 +294,8 @@ async def run_probe(item: ChecklistItem, ctx: ProbeContext) -> ProbeResult:
     """Run the probe for `item`. Never raises (cancellation aside)."""
     started_at = datetime.now(timezone.utc)
     began = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    deadline_token = _deadline.set(loop.time() + item.timeout_s)
     try:
         function = _registry()[item.kind]
         async with asyncio.timeout(item.timeout_s + RUNNER_GRACE_S):
@@ -275,6 +308,8 @@ async def run_probe(item: ChecklistItem, ctx: ProbeContext) -> ProbeResult:
         raise
     except Exception as error:  # noqa: BLE001 - a probe never raises into the engine
         outcome = Outcome("error", f"probe failed unexpectedly: {describe_exception(error)}")
+    finally:
+        _deadline.reset(deadline_token)
     duration_ms = (time.perf_counter() - began) * 1000.0
     attestation = outcome.attestation
     return ProbeResult(
@@ -419,16 +454,34 @@ async def polite_request(client: httpx.AsyncClient, method: str, url: str, **kwa
     rate-limit burst) must not turn into a false failure. Never used for the zombie token.
     """
     began = time.perf_counter()
-    response = await client.request(method, url, **kwargs)
+    response = await request_within_deadline(client, method, url, **kwargs)
     latency = (time.perf_counter() - began) * 1000.0
     if response.status_code == 429:
         wait = retry_after_seconds(response)
-        if wait is not None and wait <= MAX_POLITE_WAIT_S:
+        if wait is not None and wait <= MAX_POLITE_WAIT_S and wait + 0.05 < time_left(float("inf")):
             await asyncio.sleep(wait + 0.05)
             began = time.perf_counter()
-            response = await client.request(method, url, **kwargs)
+            response = await request_within_deadline(client, method, url, **kwargs)
             return Answer(response, (time.perf_counter() - began) * 1000.0, wait)
     return Answer(response, latency)
+
+
+async def request_within_deadline(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One request that ends by the probe's deadline, body included (httpx's own timeouts are
+    per read: a body dripping a byte a second never trips them). ProbeError says how long it
+    ran and whether the headers or the body did not arrive in time."""
+    timeout = kwargs.pop("timeout", None)
+    left = time_left(float(timeout) if isinstance(timeout, (int, float)) else 10.0)
+    phase = "the connection and the response headers"
+    began = time.perf_counter()
+    try:
+        async with asyncio.timeout(left):
+            async with client.stream(method, url, timeout=left, **kwargs) as response:
+                phase = f"the body (headers came: {response.status_code})"
+                await response.aread()
+                return response
+    except (TimeoutError, httpx.TimeoutException):
+        raise ProbeError(f"{method} {url}: timeout after {time.perf_counter() - began:.1f} s waiting for {phase}") from None
 
 
 def secret_headers(ctx: ProbeContext, mapping: Mapping[str, str]) -> dict[str, str]:

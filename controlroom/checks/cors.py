@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from controlroom.checks.base import Outcome, ProbeContext, describe_exception, ms
+from controlroom.checks.base import Outcome, ProbeContext, describe_exception, ms, request_within_deadline
 from controlroom.config.models import CorsItem
 
 
@@ -21,10 +21,13 @@ async def probe(item: CorsItem, ctx: ProbeContext) -> Outcome:
     foreign = item.foreign_origin
     began = time.perf_counter()
     try:
-        preflight = await ctx.http.options(url, headers=_preflight(foreign), timeout=item.timeout_s)
-        simple = await ctx.http.get(url, headers={"Origin": foreign}, timeout=item.timeout_s)
+        # Three requests, one deadline between them (the probe's timeout_s).
+        preflight = await request_within_deadline(ctx.http, "OPTIONS", url, headers=_preflight(foreign),
+                                                  timeout=item.timeout_s)
+        simple = await request_within_deadline(ctx.http, "GET", url, headers={"Origin": foreign}, timeout=item.timeout_s)
         own = (
-            await ctx.http.options(url, headers=_preflight(item.allowed_origin), timeout=item.timeout_s)
+            await request_within_deadline(ctx.http, "OPTIONS", url, headers=_preflight(item.allowed_origin),
+                                          timeout=item.timeout_s)
             if item.allowed_origin
             else None
         )

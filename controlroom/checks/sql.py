@@ -10,21 +10,30 @@ never hurt the database it watches.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from controlroom.checks.base import Outcome, ProbeContext, ProbeError, describe_exception, format_value
+from controlroom.checks.base import Outcome, ProbeContext, ProbeError, describe_exception, format_value, time_left
 from controlroom.config.models import SqlItem
 
 
 async def fetch(ctx: ProbeContext, database: str, query: str, *args: Any, timeout_s: float) -> list[asyncpg.Record]:
-    """Run a read-only query; ProbeError with the reason on any failure."""
-    pool = await ctx.pool(database)
+    """Run a read-only query, connecting included, by the probe's deadline; ProbeError with
+    the reason (and which part ran out of time) on any failure."""
+    began = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout_s):
+        pool = await asyncio.wait_for(ctx.pool(database), time_left(timeout_s))
+    except TimeoutError:
+        raise ProbeError(f"database {database!r}: connecting timed out after {time.perf_counter() - began:.1f} s "
+                         "(the server accepted no session)") from None
+    try:
+        # The server's statement_timeout stays the item's; what is left of the deadline ends
+        # the wait here (asyncpg then cancels the query on the server).
+        async with asyncio.timeout(min(timeout_s, time_left(timeout_s))):
             async with pool.acquire() as conn:
                 async with conn.transaction(readonly=True):
                     await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")

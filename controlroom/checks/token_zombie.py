@@ -35,6 +35,7 @@ from controlroom.checks.base import (
     body_snippet,
     describe_exception,
     ms,
+    own_timing,
     polite_request,
 )
 from controlroom.checks.sql import fetch
@@ -85,6 +86,11 @@ class Presentation:
 
 
 async def probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
+    with own_timing():
+        return await _probe(item, ctx)
+
+
+async def _probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
     if refused_here(item, ctx.loaded.environment):
         return Outcome(
             "skipped",
