@@ -416,3 +416,17 @@ async def test_sandbox_zombie_from_a_secret(healthy_server: HttpServerProcess, s
     )
     assert result.status == "pass", result.evidence
     assert zombie not in result.evidence
+
+
+async def test_a_schema_without_the_measurements_tables_mints_nothing(fake_url: str, platform_db: str,
+                                                                      db: asyncpg.Connection) -> None:
+    """On a schema where the rotation count's table is missing, the probe says so before it
+    mints a token or rotates anything (it used to rotate a real token, then fail on the SQL)."""
+    await db.execute("ALTER TABLE pos_rotation_metrics RENAME TO rotation_log")
+    try:
+        result = await with_mode("revoke", fake_url, platform_db)
+    finally:
+        await db.execute("ALTER TABLE rotation_log RENAME TO pos_rotation_metrics")
+    assert result.status == "error" and "nothing was minted or rotated" in result.evidence, result.evidence
+    assert "pos_rotation_metrics" in result.evidence
+    assert PLATFORM.issued == 0 and PLATFORM.zombie_requests == 0 and PLATFORM.requests == []

@@ -43,6 +43,7 @@ from controlroom.config.models import Environment, TokenZombieItem
 from controlroom.infra.tokens import token_fingerprint
 
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
+UNUSED_FINGERPRINT = "0" * 16  # no token has it: the rotation count's query is tried with it
 # Opening a connection (TCP and TLS) takes well under this; a server that does not answer the
 # warm-up in time is left to the zombie request, which then still has its whole timeout
 # within the runner's grace.
@@ -104,6 +105,14 @@ async def _probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
     if not rows or rows[0][0] is None:
         raise ProbeError("location_query returned no location to test with")
     location_id = str(rows[0][0])
+    # The measurements' SQL must work on this schema before anything is minted or rotated:
+    # a query that fails afterwards would leave a real token rotated and nothing measured.
+    try:
+        await _rotations(ctx, database, UNUSED_FINGERPRINT, item.timeout_s)
+        await _breakers(ctx, database, location_id, item.timeout_s)
+    except ProbeError as error:
+        raise ProbeError(f"not run: the test's own measurements fail on this database, so nothing was minted "
+                         f"or rotated ({error})") from None
 
     transport = CountingTransport()
     async with httpx.AsyncClient(transport=transport, follow_redirects=False, timeout=item.timeout_s) as client:
