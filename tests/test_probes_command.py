@@ -168,3 +168,16 @@ async def test_escape_sequences_in_output_are_removed(tmp_path: Path) -> None:
 async def test_no_output(tmp_path: Path) -> None:
     result = await run(tmp_path, "true")
     assert result.status == "pass" and result.evidence.endswith("(no output)")
+
+
+async def test_placeholders_in_a_command_are_filled_in_and_shell_quoted(tmp_path: Path) -> None:
+    """{urls.NAME} and {environment} in `run` are the environment's values, each one shell
+    word: a URL with `&` and `;` in it is passed whole, never run as commands."""
+    marker = tmp_path / "injected"
+    loaded = make_loaded([command_item("printf '%s|%s' {urls.metrics} {environment}")], config_dir=tmp_path,
+                         urls={"metrics": f"http://127.0.0.1:9/q?a=1&b=2;touch {marker}"})
+    async with ProbeContext(loaded) as ctx:
+        result = await run_probe(loaded.runbook.items()[0][1], ctx)
+    assert result.status == "pass", result.evidence
+    assert f"http://127.0.0.1:9/q?a=1&b=2;touch {marker}|test env" in result.evidence
+    assert not marker.exists()

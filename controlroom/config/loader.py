@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import shlex
 import stat
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,6 +37,15 @@ class LoadedConfig:
     def url(self, template: str) -> str:
         """Expand {urls.NAME} placeholders with the environment's base URLs."""
         return URL_PLACEHOLDER.sub(lambda m: self.environment.urls[m.group(1)], template)
+
+    def shell(self, template: str, values: Mapping[str, str] | None = None) -> str:
+        """A command line with its placeholders filled in: {urls.NAME}, {environment} and the
+        given values ({version}), each shell-quoted, so a value is one word however it is
+        spelled (`&`, `;`, spaces)."""
+        text = URL_PLACEHOLDER.sub(lambda m: shlex.quote(self.environment.urls[m.group(1)]), template)
+        for name, value in {"environment": self.environment.name, **(values or {})}.items():
+            text = text.replace("{" + name + "}", shlex.quote(value))
+        return text
 
 
 def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> LoadedConfig:

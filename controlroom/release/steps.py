@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shlex
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -160,7 +159,7 @@ class StepRunner:
         action = step.action
         redact = self.loaded.secrets.redact
         if isinstance(action, CommandAction):
-            return redact(f"$ {action.run}\n(in {self._cwd(action.cwd)}, timeout {action.timeout_s:g} s)")
+            return redact(f"$ {self.loaded.shell(action.run, values)}\n(in {self._cwd(action.cwd)}, timeout {action.timeout_s:g} s)")
         if isinstance(action, DeployAction):
             return redact(f"$ {self.deploy_command(values.get('version', ''))}\n(timeout {action.timeout_s:g} s)")
         if isinstance(action, SwitchVersionAction):
@@ -199,7 +198,7 @@ class StepRunner:
         return step.title  # pragma: no cover - every action kind is handled above
 
     def deploy_command(self, version: str) -> str:
-        return self.loaded.environment.deploy_command.replace("{version}", shlex.quote(version))
+        return self.loaded.shell(self.loaded.environment.deploy_command, {"version": version})
 
     def _rollback_template(self) -> str:
         env = self.loaded.environment
@@ -208,7 +207,7 @@ class StepRunner:
     def rollback_command(self, version: str) -> str:
         """How switch_version deploys `version`: the environment's rollback_command, else its
         deploy_command; the version shell-quoted."""
-        return self._rollback_template().replace("{version}", shlex.quote(version))
+        return self.loaded.shell(self._rollback_template(), {"version": version})
 
     def sql_params(self, action: SqlAction, values: Mapping[str, str], *, strict: bool = True) -> list[str]:
         params: list[str] = []
@@ -257,7 +256,8 @@ class StepRunner:
                 return await self._probe(action, lines)
             if isinstance(action, CommandAction):
                 return await self._command(
-                    action.run, self._cwd(action.cwd), action.timeout_s, lines, secrets=action.secrets
+                    self.loaded.shell(action.run, values), self._cwd(action.cwd), action.timeout_s, lines,
+                    secrets=action.secrets,
                 )
             if isinstance(action, DeployAction):
                 version = values.get("version", "")
