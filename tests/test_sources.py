@@ -102,7 +102,19 @@ async def test_prometheus_source() -> None:
     def vector(value: str) -> tuple[int, object]:
         return 200, {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, value]}]}}
 
-    _Prom.answers = {"good": vector("99.5"), "nan": vector("NaN"), "bad": (500, {})}
+    def answer(kind: str, result: object, **extra: object) -> tuple[int, object]:
+        return 200, {"status": "success", "data": {"resultType": kind, "result": result}, **extra}
+
+    two = [{"metric": {"job": "a"}, "value": [1, "97"]}, {"metric": {"job": "b"}, "value": [1, "99"]}]
+    _Prom.answers = {
+        "good": vector("99.5"), "nan": vector("NaN"), "bad": (500, {}),
+        "scalar": answer("scalar", [1, "98.5"]),
+        "matrix": answer("matrix", [{"metric": {}, "values": [[1, "90"], [2, "99.9"]]}]),
+        "two": answer("vector", two),
+        "warned": answer("vector", [{"metric": {}, "value": [1, "99"]}], warnings=["results truncated"]),
+        "none": answer("vector", []),
+        "refused": (400, {"status": "error", "errorType": "bad_data", "error": 'parse error: unexpected "}"'}),
+    }
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Prom)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -114,6 +126,21 @@ async def test_prometheus_source() -> None:
             assert nan.value is None and nan.colour == "unknown" and nan.error == "no data in the window"
             with pytest.raises(SourceError, match="HTTP 500"):
                 await PrometheusKpiSource(kpi({"kind": "prometheus", "url": url, "query": "bad"}), url, client).fetch()
+
+            async def read(query: str, **extra: str):  # noqa: ANN202
+                source = {"kind": "prometheus", "url": url, "query": query, **extra}
+                return await PrometheusKpiSource(kpi(source), url, client).fetch()
+
+            assert (await read("scalar")).value == 98.5
+            assert (await read("matrix")).value == 99.9  # the latest sample
+            with pytest.raises(SourceError, match="2 series answered"):
+                await read("two")  # never one of them at random
+            assert (await read("two", reduce="max")).value == 99 and (await read("two", reduce="avg")).value == 98
+            warned = await read("warned")
+            assert warned.value == 99 and warned.error == "warning: results truncated"
+            assert (await read("none")).error == "no data in the window"
+            with pytest.raises(SourceError, match='HTTP 400 .*parse error: unexpected "}"'):
+                await read("refused")
     finally:
         server.shutdown()
         server.server_close()

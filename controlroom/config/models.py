@@ -392,6 +392,8 @@ class PrometheusSource(Model):
     kind: Literal["prometheus"]
     url: NonEmpty  # base URL; /api/v1/query is appended
     query: NonEmpty
+    # Several series answered: reduced this way; without it, several series are an error.
+    reduce: Literal["max", "min", "sum", "avg"] | None = None
 
 
 KpiSource = Annotated[Union[SqlSource, PrometheusSource], Field(discriminator="kind")]

@@ -26,6 +26,7 @@ import httpx
 
 from controlroom.config.loader import LoadedConfig
 from controlroom.config.models import Kpi, PrometheusSource, SqlSource
+from controlroom.live.prometheus import PrometheusAnswerError, read_answer
 from controlroom.infra.pg import PgSettings
 
 Colour = Literal["green", "amber", "red", "unknown"]
@@ -210,20 +211,25 @@ class PrometheusKpiSource:
         self._wall = wall
 
     async def fetch(self) -> KpiReading:
-        response = await self._client.get(self.url, params={"query": self.kpi.source.query}, timeout=self.kpi.timeout_s)
-        if response.status_code != 200:
-            raise SourceError(f"HTTP {response.status_code} from {self.url}")
+        source = self.kpi.source
+        assert isinstance(source, PrometheusSource)
+        response = await self._client.get(self.url, params={"query": source.query}, timeout=self.kpi.timeout_s)
         try:
             body = response.json()
-            if body.get("status") != "success":
-                raise SourceError(f"query failed: {plain(body.get('error', body.get('status')), limit=120)}")
-            result = body["data"]["result"]
-            raw = result[0]["value"][1] if result else None
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise SourceError(f"unexpected answer from {self.url}") from None
-        value = _number(raw)
-        error = None if value is not None else "no data in the window"
-        return KpiReading(self.kpi.id, value, kpi_colour(self.kpi, value), self._wall(), error)
+        except ValueError:
+            body = None
+        if response.status_code != 200:
+            said = body.get("error") if isinstance(body, dict) else None
+            raise SourceError(f"HTTP {response.status_code} from {self.url}" + (f": {plain(said, limit=160)}" if said else ""))
+        try:
+            number = read_answer(body, reduce=source.reduce)
+        except PrometheusAnswerError as error:
+            raise SourceError(f"{self.url}: {plain(str(error), limit=200)}") from None
+        notes = "; ".join(plain(note, limit=120) for note in number.notes)
+        error = None if number.value is not None else ("no data in the window" + (f" ({notes})" if notes else ""))
+        if number.value is not None and notes:
+            error = notes  # a number, with what Prometheus warned about it
+        return KpiReading(self.kpi.id, number.value, kpi_colour(self.kpi, number.value), self._wall(), error)
 
 
 BREAKERS_QUERY = """
