@@ -90,9 +90,19 @@ async def test_rest_root_needs_a_valid_api_key(client: httpx.AsyncClient, server
     settings = server.settings
     assert (await client.get("/rest/v1/")).json() == {"message": "Invalid API key"}
     assert (await client.get("/rest/v1/", headers={"apikey": "nope"})).status_code == 401
-    ok = await client.get("/rest/v1/", headers={"apikey": settings.anon_key})
+    # As the platform: the schema root is for privileged keys; anon gets 403; no slash, 401.
+    anon = await client.get("/rest/v1/", headers={"apikey": settings.anon_key})
+    assert anon.status_code == 403 and "service_role" in anon.json()["message"]
+    assert (await client.get("/rest/v1", headers={"apikey": settings.anon_key})).status_code == 401
+    ok = await client.get("/rest/v1/", headers=bearer(settings.service_key))
     assert ok.status_code == 200 and "paths" in ok.json()
-    assert (await client.get("/rest/v1/", headers=bearer(settings.service_key))).status_code == 200
+    # A readable table answers the anon key: what the default runbook's health item asks for.
+    table = await client.get("/rest/v1/pos_integrations_location?select=location_id&limit=1",
+                             headers={"apikey": settings.anon_key})
+    assert table.status_code == 200 and len(table.json()) == 1 and set(table.json()[0]) == {"location_id"}
+    assert (await client.get("/rest/v1/sandbox.api_tokens", headers={"apikey": settings.anon_key})).status_code == 404
+    bad = await client.get("/rest/v1/pos_integrations_location?select=location_id;drop", headers={"apikey": settings.anon_key})
+    assert bad.status_code == 400
 
 
 async def test_token_issue_records_an_active_token(
@@ -259,7 +269,7 @@ async def test_limiter_in_process() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://sandbox") as http:
         statuses = [(await http.get("/rest/v1/", headers={"apikey": "k"})).status_code for _ in range(5)]
         other = await http.get("/rest/v1/", headers={"apikey": "someone-else"})
-    assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
+    assert statuses[:3] == [403, 403, 403] and 429 in statuses[3:]  # anon on the schema root: 403, counted
     assert other.status_code == 401  # its own bucket; just a wrong key
 
 

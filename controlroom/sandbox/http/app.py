@@ -114,6 +114,16 @@ def _bearer(request: Request) -> str | None:
     return token.strip() or None
 
 
+# What an anon key may read over REST, and the columns it may select.
+READABLE_TABLES: dict[str, tuple[str, ...]] = {
+    "pos_integrations_location": ("location_id", "provider", "connected", "sync_state"),
+}
+
+
+def _jsonable(value: Any) -> Any:
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+
 def _error(http_status: int, /, **body: Any) -> JSONResponse:
     return JSONResponse(body, status_code=http_status)
 
@@ -168,6 +178,12 @@ class Platform:
         presented = request.headers.get("apikey") or _bearer(request) or ""
         keys = (self.settings.anon_key, self.settings.service_key)
         return any(hmac.compare_digest(presented.encode(), k.encode()) for k in keys if k)
+
+    def _privileged(self, request: Request) -> bool:
+        """The service key, in apikey or as the bearer."""
+        service = self.settings.service_key
+        presented = [request.headers.get("apikey") or "", _bearer(request) or ""]
+        return bool(service) and any(hmac.compare_digest(p.encode(), service.encode()) for p in presented if p)
 
     def _is_api_key(self, token: str) -> bool:
         keys = (self.settings.anon_key, self.settings.service_key)
@@ -225,11 +241,16 @@ class Platform:
         return JSONResponse({"ok": True})
 
     async def rest_root(self, request: Request) -> Response:
+        """As the platform answers it (supabase/supabase#45462): the OpenAPI root is for
+        privileged keys only; a publishable or anon key gets 403."""
         if not self._api_key_ok(request):
             return _error(401, message="Invalid API key")
         refused = await self._check_bearer(request)
         if refused is not None:
             return refused
+        if not self._privileged(request):
+            return _error(403, message="Access to the schema root requires a secret or service_role key",
+                          hint="Query a table (/rest/v1/<table>?select=…) with this key")
         return JSONResponse(
             {
                 "swagger": "2.0",
@@ -239,6 +260,32 @@ class Platform:
                 "paths": {"/pos_integrations_location": {}, "/pos_rotation_metrics": {}, "/rotation_cb": {}},
             }
         )
+
+    async def rest_without_slash(self, request: Request) -> Response:
+        return _error(401, message="Invalid path specified in request URL")
+
+    async def rest_table(self, request: Request) -> Response:
+        """GET /rest/v1/<table>?select=a,b&limit=N on the tables an anon key may read."""
+        if not self._api_key_ok(request):
+            return _error(401, message="Invalid API key")
+        refused = await self._check_bearer(request)
+        if refused is not None:
+            return refused
+        table = request.path_params["table"]
+        columns = READABLE_TABLES.get(table)
+        if columns is None:
+            return _error(404, code="PGRST205", message=f"Could not find the table 'public.{table}' in the schema cache")
+        wanted = [c.strip() for c in request.query_params.get("select", ",".join(columns)).split(",") if c.strip()]
+        unknown = [c for c in wanted if c not in columns]
+        if unknown or not wanted:
+            return _error(400, code="42703", message=f"column {table}.{(unknown or [''])[0]} does not exist")
+        try:
+            limit = min(1000, max(0, int(request.query_params.get("limit", "100"))))
+        except ValueError:
+            return _error(400, code="PGRST102", message="limit must be a number")
+        rows = await self.db.fetch(  # columns checked against READABLE_TABLES: never text from the request
+            f"SELECT {', '.join(wanted)} FROM {table} ORDER BY 1 LIMIT $1", limit, timeout=QUERY_TIMEOUT_S)
+        return JSONResponse([{key: _jsonable(value) for key, value in row.items()} for row in rows])
 
     async def issue_token(self, request: Request) -> Response:
         if not self._api_key_ok(request):
@@ -460,6 +507,8 @@ def create_app(settings: HttpSettings) -> Starlette:
     routes = [
         Route("/healthz", platform.healthz, methods=["GET"]),
         Route("/rest/v1/", platform.rest_root, methods=["GET"]),
+        Route("/rest/v1", platform.rest_without_slash, methods=["GET"]),
+        Route("/rest/v1/{table}", platform.rest_table, methods=["GET"]),
         Route("/auth/v1/token", platform.issue_token, methods=["POST"]),
         Route("/functions/v1/pos-credentials-rotation", platform.rotate, methods=["POST"]),
         Route("/functions/v1/pos-{provider}/validate", platform.validate, methods=["GET", "POST"]),
