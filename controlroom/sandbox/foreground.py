@@ -66,7 +66,7 @@ controlroom sandbox: scenario {sandbox.scenario.name} ({sandbox.scenario.summary
 Try, in another terminal:
   psql "{sandbox.dsn}" -c "SELECT provider, count(*) FROM pos_integrations_location GROUP BY provider"
   set -a; . {env_file}; set +a
-  curl -H "apikey: ${api_key}" {sandbox.base_url}/rest/v1/
+  curl -H "apikey: ${api_key}" "{sandbox.base_url}/rest/v1/pos_integrations_location?select=location_id&limit=1"
   controlroom validate --config {sandbox.config_path}
 
 Ctrl-C stops the sandbox and removes everything it made.""")
