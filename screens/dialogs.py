@@ -60,6 +60,13 @@ class Dialog(ModalScreen[Any]):
             event.stop()
             event.prevent_default()
             self.action_cycle(self.CYCLE_KEYS[event.key])
+        elif event.key in ("tab", "shift+tab"):  # the app's focus keys, but now, not after what follows
+            event.stop()
+            event.prevent_default()
+            if event.key == "tab":
+                self.focus_next()
+            else:
+                self.focus_previous()
         elif event.key in ("enter", "space") and isinstance(focused, Button):
             event.stop()
             event.prevent_default()
@@ -99,12 +106,19 @@ class DialogInput(Input):
             event.stop()
             event.prevent_default()
             return
-        if event.key == "enter":
+        if event.key in ("tab", "shift+tab") and isinstance(screen, Dialog):
+            # Moved now, by the dialog: a bubbling key reaches it only after this field has
+            # handled the keys queued behind it (tab ⏎ submitted the field, then moved).
+            Dialog.on_key(screen, event)  # the dialog's own handling (a subclass may add to on_key)
+            return
+        if event.key == "enter" and isinstance(screen, Dialog):
             event.stop()
             event.prevent_default()
+            if screen.focused is not self:  # handed here before a tab moved the focus on: the button's
+                Dialog.on_key(screen, event)
+                return
             # Answered now, not by a message that would queue behind the keys typed after it.
-            if isinstance(screen, Dialog):
-                screen.on_input_submitted(self.Submitted(self, self.value))
+            screen.on_input_submitted(self.Submitted(self, self.value))
             return
         await super()._on_key(event)
 

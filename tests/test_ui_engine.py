@@ -179,6 +179,13 @@ async def test_keys_typed_in_one_burst_act_in_the_order_they_were_typed(sandbox:
         await pilot.press("escape")
         await wait_for(lambda: isinstance(app.screen, DeployScreen), pilot)
 
+        # In a text dialog too: tab moves to Cancel before enter presses it (enter used to submit
+        # the field first, and tab moved the focus after).
+        burst(app, "s", "tab", "enter")
+        await pilot.pause(0.8)
+        assert isinstance(app.screen, DeployScreen), (app.screen, app.screen.focused)
+        assert not app.session.state.started_at
+
         await pilot.press("c", "n")
         item = app.screen.selected_item()
         burst(app, "a", "tab", "enter")
