@@ -309,9 +309,6 @@ class RollbackScreen(ControlScreen):
         key = f"{plan_id}:{waiting[0]}" if waiting else f"plan:{plan_id}"
         table.move_cursor(row=table.get_row_index(key))
 
-    def _refuse(self, message: str) -> None:
-        self.say_refused(message)
-
     def say_refused(self, reason: str) -> None:
         super().say_refused(reason)
         self.log_line("refused: " + reason)
@@ -320,11 +317,7 @@ class RollbackScreen(ControlScreen):
 
     def action_start(self) -> None:
         session = self.session
-        if session is None:
-            return
-        refusal = session.start_refusal()
-        if refusal:
-            self._refuse(refusal)
+        if session is None or self.refused_up_front("start"):
             return
         plan_id, _ = self.selected()
         rollback = session.state.rollback
@@ -355,11 +348,7 @@ class RollbackScreen(ControlScreen):
 
     def action_adopt(self) -> None:
         session = self.session
-        if session is None:
-            return
-        refusal = session.command_refusal(Command.ADOPT)
-        if refusal:
-            self._refuse(refusal)
+        if session is None or self.refused_up_front("adopt"):
             return
 
         def with_version(version: str | None) -> None:
@@ -388,7 +377,7 @@ class RollbackScreen(ControlScreen):
             return
         plan, reason, choices = session.rollback_plan(event.plan_id), event.reason, event.choices
         if not choices:
-            self._refuse("no providers found (runbook rollback.providers / providers_query)")
+            self.say_refused("no providers found (runbook rollback.providers / providers_query)")
             return
         names = [name for name, _ in choices]
         suggested = session.suggested_provider(names)
@@ -430,7 +419,7 @@ class RollbackScreen(ControlScreen):
         plan_id, step_id = selected
         refusal = session.rollback_refusal(step_id, plan_id)
         if refusal:
-            self._refuse(refusal)
+            self.say_refused(refusal)
             return None
         return session, plan_id, step_id
 
@@ -514,7 +503,7 @@ class RollbackScreen(ControlScreen):
         session, plan_id, step_id = allowed
         step = session.rollback_step(step_id)
         if session.modifying_step(step):
-            self._refuse(f"{step.title!r} changes the environment: run it (x) or skip it with a reason (z)")
+            self.say_refused(f"{step.title!r} changes the environment: run it (x) or skip it with a reason (z)")
             return
         self.app.push_screen(
             ConfirmDialog(Text(plain(f"Mark done: {step.title}", limit=70)),
@@ -531,7 +520,7 @@ class RollbackScreen(ControlScreen):
             return
         plan_id, step_id = selected
         if not session.rollback_in_progress() or session.state.rollback.plan_id != plan_id:
-            self._refuse("no rollback of this plan in progress: start one first (s)")
+            self.say_refused("no rollback of this plan in progress: start one first (s)")
             return
         step = session.rollback_step(step_id)
         self.app.push_screen(
@@ -542,14 +531,11 @@ class RollbackScreen(ControlScreen):
 
     def action_verify(self) -> None:
         session = self.session
-        if session is None or self.refused_up_front("verify"):
-            return
-        if not session.rollback_in_progress():
-            self._refuse("no rollback in progress: start one first (s)")
+        if session is None or self.refused_up_front("verify"):  # no rollback in progress, READ-ONLY, …
             return
         waiting = session.open_rollback_steps()
         if waiting:
-            self._refuse(f"{len(waiting)} step(s) not done or skipped yet: {', '.join(waiting)}")
+            self.say_refused(f"{len(waiting)} step(s) not done or skipped yet: {', '.join(waiting)}")
             return
         plan = session.current_rollback_plan()
         self.log_line(f"── verifying: {', '.join(session.verification_items(plan))}")
