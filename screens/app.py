@@ -85,8 +85,8 @@ VIEWS: dict[str, tuple[str, str, Callable[[], Screen[Any]]]] = {
 ARRIVED_ON = "_controlroom_arrived_on"  # the screen on top when a key arrived (rule 6)
 # Bindings that are not commands of their own in the palette.
 PALETTE_LEAVES_OUT = frozenset({"app.palette", "app.quit_ctrl_c"})
-BREAKER_POLL_S = 5.0
-HEALTH_POLL_S = 10.0
+# Views shown only when the runbook defines them ([views.NAME]): mode -> view name.
+OPTIONAL_VIEWS = {"breakers": "breakers", "pos": "health"}
 
 
 class ControlRoomApp(App[None]):
@@ -142,6 +142,11 @@ class ControlRoomApp(App[None]):
         self.session: ReleaseEngine | None = None  # the release engine, once its journal is open
         self._origins: dict[Worker[Any], MessagePump] = {}  # the screen each command's answers go to
         self.log_path: Path | None = None
+        defined = config.runbook.defined_views()
+        # A view the runbook does not define is not shown: no mode, no key, no palette entry.
+        self.hidden_modes = frozenset(mode for mode, view in OPTIONAL_VIEWS.items() if view not in defined)
+        for mode in self.hidden_modes:
+            self._modes.pop(mode, None)
 
     def get_driver_class(self) -> type[Driver]:
         """On a Unix terminal, the driver that survives the terminal going away."""
@@ -228,10 +233,10 @@ class ControlRoomApp(App[None]):
                 clock=self.clock, redact=redact,
             )
         if feeds.breakers is not None:
-            self.pollers["breakers"] = Poller("breakers", feeds.breakers.fetch, interval_s=BREAKER_POLL_S * scale,
+            self.pollers["breakers"] = Poller("breakers", feeds.breakers.fetch, interval_s=feeds.breakers.view.poll_s * scale,
                                               timeout_s=feeds.breakers.timeout_s, clock=self.clock, redact=redact)
         if feeds.health is not None:
-            self.pollers["health"] = Poller("health", feeds.health.fetch, interval_s=HEALTH_POLL_S * scale,
+            self.pollers["health"] = Poller("health", feeds.health.fetch, interval_s=feeds.health.view.poll_s * scale,
                                             timeout_s=feeds.health.timeout_s, clock=self.clock, redact=redact)
         for name, poller in self.pollers.items():
             self._run_poller(name, poller)
@@ -363,6 +368,8 @@ class ControlRoomApp(App[None]):
         screen = self.screen if self.screen_stack else None
         if isinstance(screen, ControlScreen) and screen.awaiting_dialog:
             return False  # keys typed ahead for a dialog about to open reach nothing (rule 6)
+        if action == "switch_mode" and parameters and parameters[0] in self.hidden_modes:
+            return False  # a view this runbook does not define
         return super().check_action(action, parameters)
 
     # -- commands from the screens: the engine decides; answers go back as events -----
@@ -702,6 +709,8 @@ class ControlRoomApp(App[None]):
             assert isinstance(binding, Binding)
             if binding.key in seen or not binding.id or binding.id == "app.quit_ctrl_c":
                 continue
+            if binding.id.removeprefix("view.") in self.hidden_modes:
+                continue
             seen.add(binding.key)
             display = binding.key_display or {"slash": "/", "escape": "esc"}.get(binding.key, binding.key)
             description = {
@@ -718,7 +727,7 @@ class ControlRoomApp(App[None]):
             return
         screen = self.screen if isinstance(self.screen, ControlScreen) else None
         title = f"Help — {screen.TITLE_TEXT}" if screen else "Help"
-        self.push_screen(HelpScreen(title, screen.HELP if screen else "", self.key_list()))
+        self.push_screen(HelpScreen(title, screen.help_text if screen else "", self.key_list()))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """The palette, built from the active bindings (the screen's, then the app's), so a

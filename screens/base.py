@@ -25,11 +25,15 @@ if TYPE_CHECKING:
 
 class ControlScreen(Screen[None]):
     TITLE_TEXT = ""
-    HELP = ""  # what this screen does, for the help screen
+    HELP = ""  # what this screen does, for the help screen (help_text may add the runbook's words)
     # action -> the engine command it gives: the key is dimmed while the engine refuses it
     # (it still answers, with the reason).
     ENGINE_COMMANDS: dict[str, Command] = {}
     COMMAND_SCOPE = DEPLOY
+
+    @property
+    def help_text(self) -> str:
+        return self.HELP
 
     @property
     def room(self) -> ControlRoomApp:

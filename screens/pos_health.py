@@ -1,4 +1,4 @@
-"""POS health: per provider, the seed's monitoring query, live."""
+"""POS health: per provider, the runbook's [views.health] query, live."""
 
 from __future__ import annotations
 
@@ -8,37 +8,46 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Label
 
+from controlroom.config.models import HealthView, Threshold
 from controlroom.live.polling import PollState, format_age
 from controlroom.screens.base import ControlScreen
 from controlroom.live.sources import HealthSnapshot, ProviderHealth, plain
 
-# The checklist's thresholds: sync success > 95 %, MTTR amber 120 / red 240 min, none failed > 4 h.
 COLUMNS = (("provider", "Provider", 10), ("total", "Total", 7), ("connected", "Conn", 7),
-           ("disconnected", "Disc", 6), ("failed", "Fail>4h", 7), ("sync", "Sync 30m", 9), ("mttr", "MTTR", 10))
+           ("disconnected", "Disc", 6), ("failed", "Failing", 7), ("sync", "Sync 30m", 9), ("mttr", "MTTR", 10))
 
 
-def health_cells(p: ProviderHealth) -> tuple[Text, ...]:
+def _colour(value: float | None, green: Threshold | None, red: Threshold | None) -> str:
+    """green / red by the view's thresholds, yellow between; no colour without them."""
+    if value is None or (green is None and red is None):
+        return ""
+    if green is not None and green.holds(value):
+        return "green"
+    if red is not None and red.holds(value):
+        return "bold red"
+    return "yellow"
+
+
+def health_cells(p: ProviderHealth, view: HealthView) -> tuple[Text, ...]:
     sync = "—" if p.sync_success_percent is None else f"{p.sync_success_percent:.1f}%"
-    sync_style = "" if p.sync_success_percent is None else ("green" if p.sync_success_percent > 95 else "bold red" if p.sync_success_percent < 90 else "yellow")
     mttr = "—" if p.mttr_minutes is None else f"{p.mttr_minutes:.0f} min"
-    mttr_style = "" if p.mttr_minutes is None else ("green" if p.mttr_minutes < 120 else "bold red" if p.mttr_minutes > 240 else "yellow")
+    failing = "—" if p.failing is None else f"{p.failing:,}"
     return (
         Text(plain(p.provider, limit=30), style="bold"),
         Text(f"{p.total:,}", justify="right"),
         Text(f"{p.connected:,}", justify="right"),
         Text(f"{p.disconnected:,}", justify="right", style="bold red" if p.disconnected else ""),
-        Text(f"{p.failed_over_4h:,}", justify="right", style="bold red" if p.failed_over_4h else "green"),
-        Text(sync, justify="right", style=sync_style),
-        Text(mttr, justify="right", style=mttr_style),
+        Text(failing, justify="right", style="" if p.failing is None else "bold red" if p.failing else "green"),
+        Text(sync, justify="right", style=_colour(p.sync_success_percent, view.sync_green, view.sync_red)),
+        Text(mttr, justify="right", style=_colour(p.mttr_minutes, view.mttr_green, view.mttr_red)),
     )
 
 
 class PosHealthScreen(ControlScreen):
     TITLE_TEXT = "POS health"
     HELP = (
-        "Per POS provider: locations total, connected and disconnected, locations failed for more "
-        "than 4 hours, sync success over the last 30 minutes (green > 95 %), and the 30-day MTTR "
-        "(amber from 120 min, red above 240 min)."
+        "Per POS provider, from the runbook's [views.health] query: locations total, connected and "
+        "disconnected, locations failing, sync success and MTTR, coloured by the view's thresholds."
     )
 
     def __init__(self) -> None:
@@ -54,8 +63,20 @@ class PosHealthScreen(ControlScreen):
     def on_mount(self) -> None:
         super().on_mount()
         table = self.query_one(DataTable)
+        view = self.view
         for key, label, width in COLUMNS:
+            if key == "failed" and view is not None:
+                label = plain(view.failing_title, limit=width)
             table.add_column(label, key=key, width=width)
+
+    @property
+    def view(self) -> HealthView | None:
+        return self.room.config.runbook.views.health
+
+    @property
+    def help_text(self) -> str:
+        view = self.view
+        return self.HELP + (" " + view.description if view is not None and view.description else "")
 
     def show_state(self, source: str, state: PollState[Any]) -> None:
         if source != "health":
@@ -65,8 +86,10 @@ class PosHealthScreen(ControlScreen):
         if state.value is not None and (previous is None or previous.value is not state.value):
             table = self.query_one(DataTable)
             with self.app.batch_update():
+                view = self.view
+                assert view is not None  # the screen is shown only when the runbook defines the view
                 for p in state.value.providers:
-                    row = health_cells(p)
+                    row = health_cells(p, view)
                     plain_row = tuple(t.plain + str(t.style) for t in row)
                     if p.provider not in self._shown:
                         table.add_row(*row, key=p.provider)

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from controlroom.config.loader import load_default_runbook
 from controlroom.checks import ProbeContext, run_probe
 from controlroom.infra.tokens import token_fingerprint
 from controlroom.sandbox.http.server import HttpServerProcess, HttpSettings
@@ -155,8 +156,15 @@ async def platform_db(db: asyncpg.Connection, db_dsn: str) -> str:
     return db_dsn
 
 
+def default_queries() -> dict[str, str]:
+    """The default runbook's measurement queries (this test's database has the POS schema)."""
+    item = next(i for _, i in load_default_runbook().items() if i.kind == "token_zombie")
+    return {key: getattr(item, key) for key in ("location_query", "rotations_query", "breakers_query")}
+
+
 def zombie_item(**extra: Any) -> dict[str, Any]:
     return {
+        **default_queries(),
         "id": "token-zombie",
         "title": "Token Zombie Test",
         "kind": "token_zombie",

@@ -11,7 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from controlroom.config.models import Kpi
+from controlroom.config.loader import load_default_runbook
+from controlroom.config.models import BreakersView, HealthView, Kpi
 from controlroom.live.sources import (BreakerSource, Database, PrometheusKpiSource, ProviderHealthSource, SourceError,
                                  SqlKpiSource)
 
@@ -42,18 +43,20 @@ async def test_breakers_and_health(db_dsn: str, db: asyncpg.Connection) -> None:
     await insert_locations(db)
     database = Database(db_dsn)
     try:
-        snapshot = await BreakerSource(database).fetch()
+        views = load_default_runbook().views
+        assert views.breakers is not None and views.health is not None
+        snapshot = await BreakerSource(views.breakers, database).fetch()
         rows = {r.location_id: r for r in snapshot.rows}
         assert rows["f2"].state == "open" and rows["f2"].failure_count == 12 and rows["f2"].failure_threshold == 10
         assert rows["f1"].location_name == "Café [red]x[/red]" and rows["m1"].window_minutes == 15
         assert snapshot.counts()["fudo"] == {"closed": 1, "open": 1, "half_open": 0}
 
-        health = {p.provider: p for p in (await ProviderHealthSource(database).fetch()).providers}
+        health = {p.provider: p for p in (await ProviderHealthSource(views.health, database).fetch()).providers}
         fudo = health["fudo"]
-        assert (fudo.total, fudo.connected, fudo.disconnected, fudo.failed_over_4h) == (2, 1, 1, 1)
+        assert (fudo.total, fudo.connected, fudo.disconnected, fudo.failing) == (2, 1, 1, 1)
         assert fudo.sync_success_percent == pytest.approx(66.67) and fudo.mttr_minutes == pytest.approx(120.0)
-        assert health["maxirest"].failed_over_4h == 0 and health["maxirest"].mttr_minutes is None
-        assert health["bistrsoft"].total == 0  # always listed
+        assert health["maxirest"].failing == 0 and health["maxirest"].mttr_minutes is None
+        assert health["bistrsoft"].total == 0  # listed in the view's providers, so always shown
 
         reading = await SqlKpiSource(kpi({"kind": "sql", "query": "SELECT round(100.0 * avg(success::int), 2) FROM pos_sync_events"}), database).fetch()
         assert reading.value == pytest.approx(75.0) and reading.colour == "red"
@@ -67,6 +70,32 @@ async def test_breakers_and_health(db_dsn: str, db: asyncpg.Connection) -> None:
             assert await conn.fetchval("SHOW statement_timeout") == "5s"
             with pytest.raises(asyncpg.exceptions.ReadOnlySQLTransactionError):
                 await conn.execute("DELETE FROM rotation_cb")
+    finally:
+        await database.close()
+
+
+async def test_views_degrade_by_their_column_contract(db_dsn: str, db: asyncpg.Connection) -> None:
+    """Only the required columns: the optional ones are None (shown as "—"), disconnected is
+    total − connected, providers come from the data; a missing required column is an error
+    naming it, even when the query returns no row."""
+    await db.execute("CREATE TABLE cb (loc text, st text); INSERT INTO cb VALUES ('a', 'open'), ('b', 'closed');"
+                     "CREATE TABLE sites (grp text, n int, up int); INSERT INTO sites VALUES ('north', 5, 3);")
+    database = Database(db_dsn)
+    try:
+        bare = BreakersView(query="SELECT loc AS location_id, st AS state FROM cb")
+        rows = {r.location_id: r for r in (await BreakerSource(bare, database).fetch()).rows}
+        assert rows["a"].state == "open" and rows["a"].location_name == "a" and rows["a"].provider == ""
+        assert rows["a"].failure_count is None and rows["a"].changed_at is None
+        health = await ProviderHealthSource(HealthView(query="SELECT grp AS provider, n AS total, up AS connected FROM sites"),
+                                            database).fetch()
+        (north,) = health.providers
+        assert (north.provider, north.total, north.connected, north.disconnected) == ("north", 5, 3, 2)
+        assert north.failing is None and north.sync_success_percent is None
+
+        with pytest.raises(SourceError, match=r"\[views.breakers\] query has no column state"):
+            await BreakerSource(BreakersView(query="SELECT loc AS location_id FROM cb WHERE false"), database).fetch()
+        with pytest.raises(SourceError, match=r"no column connected .*it returned: provider, total"):
+            await ProviderHealthSource(HealthView(query="SELECT grp AS provider, n AS total FROM sites"), database).fetch()
     finally:
         await database.close()
 

@@ -48,19 +48,19 @@ def select(rows: Iterable[BreakerRow], *, filter_text: str = "", sort: str = "st
     needle = filter_text.strip().lower()
     if needle:
         matched = [r for r in all_rows if needle in r.location_name.lower() or needle in r.location_id.lower()
-                   or needle in r.provider.lower() or needle in STATE_LABEL[r.state].lower()]
+                   or needle in r.provider.lower() or needle in STATE_LABEL.get(r.state, r.state).lower()]
     else:
         matched = list(all_rows)
     if sort == "failures":
-        key = lambda r: (STATE_RANK.get(r.state, 3), -r.failure_count, r.provider, r.location_name)  # noqa: E731
+        key = lambda r: (STATE_RANK.get(r.state, 3), -(r.failure_count or 0), r.provider, r.location_name)  # noqa: E731
     elif sort == "since":
-        key = lambda r: (STATE_RANK.get(r.state, 3), -r.changed_at.timestamp(), r.location_name)  # noqa: E731
+        key = lambda r: (STATE_RANK.get(r.state, 3), -_timestamp(r), r.location_name)  # noqa: E731
     elif sort == "provider":
         key = lambda r: (STATE_RANK.get(r.state, 3), r.provider, r.location_name)  # noqa: E731
     elif sort == "location":
         key = lambda r: (STATE_RANK.get(r.state, 3), r.location_name, r.location_id)  # noqa: E731
     else:
-        key = lambda r: (STATE_RANK.get(r.state, 3), -r.failure_count, r.provider, r.location_name)  # noqa: E731
+        key = lambda r: (STATE_RANK.get(r.state, 3), -(r.failure_count or 0), r.provider, r.location_name)  # noqa: E731
     if len(matched) > max_rows:
         # Only the first max_rows are shown: a partial selection keeps 10k-row sorts cheap.
         import heapq
@@ -70,18 +70,36 @@ def select(rows: Iterable[BreakerRow], *, filter_text: str = "", sort: str = "st
     return View(tuple(chosen), len(matched), len(all_rows))
 
 
+MISSING = "—"  # a column the runbook's query does not have
+
+
+def _moment(row: BreakerRow) -> datetime | None:
+    return row.opened_at if row.state != "closed" and row.opened_at else row.changed_at
+
+
+def _timestamp(row: BreakerRow) -> float:
+    moment = _moment(row)
+    return moment.timestamp() if moment is not None else 0.0
+
+
 def since(row: BreakerRow, now: datetime) -> str:
-    moment = row.opened_at if row.state != "closed" and row.opened_at else row.changed_at
-    return format_age((now - moment).total_seconds())
+    moment = _moment(row)
+    return MISSING if moment is None else format_age((now - moment).total_seconds())
+
+
+def _failures(row: BreakerRow) -> str:
+    if row.failure_count is None:
+        return MISSING
+    return f"{row.failure_count}" + (f"/{row.failure_threshold}" if row.failure_threshold is not None else "")
 
 
 def cells(row: BreakerRow, now: datetime) -> tuple[str, ...]:
     return (
-        row.provider,
+        row.provider or MISSING,
         row.location_name,
         row.state,
-        f"{row.failure_count}/{row.failure_threshold}",
-        f"{row.window_minutes}m",
+        _failures(row),
+        MISSING if row.window_minutes is None else f"{row.window_minutes}m",
         since(row, now),
     )
 

@@ -105,6 +105,8 @@ class KeyBar(Static):
             if not isinstance(binding, Binding) or not binding.show or not binding.id:
                 continue
             if binding.id.startswith("view."):
+                if binding.id.removeprefix("view.") in getattr(app, "hidden_modes", ()):
+                    continue  # a view the runbook does not define
                 views.append((key_display(app, binding), binding.id == current))
             elif binding.id in ("app.help", "app.quit"):
                 tail.append((key_display(app, binding), (binding.description or binding.action).lower()))

@@ -210,10 +210,11 @@ class ProbeContext:
         )
 
     def _statement_timeout_s(self, database: str) -> float:
+        runbook = self.loaded.runbook
         timeouts = [
             item.timeout_s
-            for _, item in self.loaded.runbook.items()
-            if getattr(item, "database", None) == database
+            for _, item in runbook.items()
+            if hasattr(item, "database") and runbook.database(item.database) == database
         ]
         return max(timeouts, default=DEFAULT_STATEMENT_TIMEOUT_S)
 

@@ -47,7 +47,7 @@ async def fetch(ctx: ProbeContext, database: str, query: str, *args: Any, timeou
 
 
 async def probe(item: SqlItem, ctx: ProbeContext) -> Outcome:
-    rows = await fetch(ctx, item.database, item.query, timeout_s=item.timeout_s)
+    rows = await fetch(ctx, ctx.loaded.runbook.database(item.database), item.query, timeout_s=item.timeout_s)
     if item.expect == "no_rows":
         return judge_rows(item, rows)
     return judge_value(item, rows[0][0] if rows and len(rows[0]) else None)

@@ -1,5 +1,8 @@
 """The Token Zombie test, the seed's security gate, all of it:
 
+Every query is the runbook's (location_query, rotations_query, breakers_query): nothing here
+knows a schema.
+
 1. pick a location (location_query), issue a token for it (POST issue_url, apikey header),
    rotate it once (POST rotate_url, Bearer) so the old token is a zombie — or take the
    zombie from zombie_token_secret and skip both. Minting rotates a real location's
@@ -100,7 +103,7 @@ async def _probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
             f"runbook does not allow here (allow_mint_in_production); "
             f"attest that the Token Zombie test was done (--attest {item.id})",
         )
-    database = _database(ctx)
+    database = ctx.loaded.runbook.database(item.database)
     rows = await fetch(ctx, database, item.location_query, timeout_s=item.timeout_s)
     if not rows or rows[0][0] is None:
         raise ProbeError("location_query returned no location to test with")
@@ -108,8 +111,8 @@ async def _probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
     # The measurements' SQL must work on this schema before anything is minted or rotated:
     # a query that fails afterwards would leave a real token rotated and nothing measured.
     try:
-        await _rotations(ctx, database, UNUSED_FINGERPRINT, item.timeout_s)
-        await _breakers(ctx, database, location_id, item.timeout_s)
+        await _rotations(item, ctx, database, UNUSED_FINGERPRINT)
+        await _breakers(item, ctx, database, location_id)
     except ProbeError as error:
         raise ProbeError(f"not run: the test's own measurements fail on this database, so nothing was minted "
                          f"or rotated ({error})") from None
@@ -122,15 +125,15 @@ async def _probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
             zombie = await _make_zombie(item, ctx, client, location_id)
         zombie_fp = token_fingerprint(zombie)
 
-        rotations_before = await _rotations(ctx, database, zombie_fp, item.timeout_s)
-        breakers_before = await _breakers(ctx, database, location_id, item.timeout_s)
+        rotations_before = await _rotations(item, ctx, database, zombie_fp)
+        breakers_before = await _breakers(item, ctx, database, location_id)
 
         await _warm_up(item, ctx, client)
         transport.requests = 0
         presented = await _present(item, ctx, client, transport, zombie, location_id)
 
-    rotations_after = await _rotations(ctx, database, zombie_fp, item.timeout_s)
-    breakers_after = await _breakers(ctx, database, location_id, item.timeout_s)
+    rotations_after = await _rotations(item, ctx, database, zombie_fp)
+    breakers_after = await _breakers(item, ctx, database, location_id)
     return judge(
         item,
         presented,
@@ -139,15 +142,6 @@ async def _probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
         after=breakers_after,
         location_id=location_id,
     )
-
-
-def _database(ctx: ProbeContext) -> str:
-    databases = ctx.loaded.runbook.databases
-    if "main" in databases:
-        return "main"
-    if not databases:
-        raise ProbeError("the runbook defines no database: cannot check rotations and breakers")
-    return next(iter(databases))
 
 
 async def _make_zombie(item: TokenZombieItem, ctx: ProbeContext, client: httpx.AsyncClient, location_id: str) -> str:
@@ -219,23 +213,27 @@ async def _present(
     return Presentation(response.status_code, latency, transport.requests, body_snippet(response, ctx.redact, 80))
 
 
-async def _rotations(ctx: ProbeContext, database: str, zombie_fp: str, timeout_s: float) -> int:
-    rows = await fetch(
-        ctx, database, "SELECT count(*) FROM pos_rotation_metrics WHERE token_fingerprint = $1", zombie_fp, timeout_s=timeout_s
-    )
-    return int(rows[0][0])
+async def _rotations(item: TokenZombieItem, ctx: ProbeContext, database: str, zombie_fp: str) -> int:
+    rows = await fetch(ctx, database, item.rotations_query, zombie_fp, timeout_s=item.timeout_s)
+    if not rows or len(rows[0]) < 1:
+        raise ProbeError("rotations_query returned no row (expected one row with a count)")
+    try:
+        return int(rows[0][0] or 0)
+    except (TypeError, ValueError):
+        raise ProbeError(f"rotations_query returned {rows[0][0]!r}, not a count") from None
 
 
-async def _breakers(ctx: ProbeContext, database: str, location_id: str, timeout_s: float) -> BreakerSnapshot:
-    rows = await fetch(
-        ctx,
-        database,
-        "SELECT location_id, state, failure_count FROM rotation_cb WHERE state <> 'closed' OR location_id = $1",
-        location_id,
-        timeout_s=timeout_s,
-    )
-    mine = next(((r["state"], r["failure_count"]) for r in rows if r["location_id"] == location_id), None)
-    others = frozenset((r["location_id"], r["state"]) for r in rows if r["location_id"] != location_id)
+BREAKER_COLUMNS = ("location_id", "state", "failure_count")
+
+
+async def _breakers(item: TokenZombieItem, ctx: ProbeContext, database: str, location_id: str) -> BreakerSnapshot:
+    rows = await fetch(ctx, database, item.breakers_query, location_id, timeout_s=item.timeout_s)
+    if rows:
+        missing = [name for name in BREAKER_COLUMNS if name not in rows[0].keys()]
+        if missing:
+            raise ProbeError(f"breakers_query has no column {', '.join(missing)} (expected {', '.join(BREAKER_COLUMNS)})")
+    mine = next(((r["state"], r["failure_count"]) for r in rows if str(r["location_id"]) == location_id), None)
+    others = frozenset((str(r["location_id"]), r["state"]) for r in rows if str(r["location_id"]) != location_id)
     return BreakerSnapshot(mine, others)
 
 

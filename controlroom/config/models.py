@@ -185,9 +185,18 @@ class TokenZombieItem(ItemBase):
     # A rotated-out token kept in an environment variable, for environments where the probe
     # must not mint one; when set, issue/rotate are skipped.
     zombie_token_secret: Slug | None = None
-    location_query: NonEmpty = (
-        "SELECT location_id FROM pos_integrations_location WHERE connected ORDER BY location_id LIMIT 1"
-    )
+    # The database the three queries below run on (a [databases] name); optional when the
+    # runbook defines only one.
+    database: Slug | None = None
+    # The location to test with: first column of the first row.
+    location_query: NonEmpty
+    # How many rotations are recorded for a token: one row, one number; $1 is the token's
+    # fingerprint (the first 16 hex digits of its SHA-256).
+    rotations_query: NonEmpty
+    # The circuit breakers to compare before and after: rows of (location_id, state,
+    # failure_count); $1 is the location id. Return the location's own breaker and every
+    # breaker that is not closed.
+    breakers_query: NonEmpty
     max_latency_ms: Annotated[float, Field(gt=0)] = 100.0
     max_attempts: Annotated[int, Field(ge=1, le=5)] = 1
     # Minting a zombie rotates a real location's token: against production the probe does not
@@ -197,7 +206,7 @@ class TokenZombieItem(ItemBase):
 
 class SqlItem(ItemBase):
     kind: Literal["sql"]
-    database: Slug = "main"
+    database: Slug | None = None  # a [databases] name; optional with only one
     query: NonEmpty
     # "no_rows": every row returned is a problem (listed as evidence).
     # "value": the first column of the first row is judged against pass_when / fail_when.
@@ -300,7 +309,7 @@ class ProbeAction(Model):
 
 class SqlAction(Model):
     kind: Literal["sql"]
-    database: Slug = "main"
+    database: Slug | None = None  # a [databases] name; optional with only one
     query: NonEmpty  # parameterised: $1, $2 ... bound from `params`, never interpolated
     params: list[Literal["provider", "version"]] = Field(default_factory=list)
     # Shown before a modifying query runs: how many rows it will touch.
@@ -384,7 +393,7 @@ class Deployment(Model):
 
 class SqlSource(Model):
     kind: Literal["sql"]
-    database: Slug = "main"
+    database: Slug | None = None  # a [databases] name; optional with only one
     query: NonEmpty  # one row, one numeric column
 
 
@@ -440,7 +449,7 @@ class Rollback(Model):
     # distinct values `providers_query` returns (first column), else this list.
     providers: list[NonEmpty] = Field(default_factory=list)
     providers_query: str = ""
-    providers_database: Slug = "main"
+    providers_database: Slug | None = None  # a [databases] name; optional with only one
     plans: list[RollbackPlan] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -493,14 +502,73 @@ class Notifications(Model):
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 4
 
 
+class ReportMetric(Model):
+    """A line of the report's Metrics section: a checklist item's latest result. A value item
+    (expect = "value", or a number measured) shows its number and unit; a row-listing item
+    shows how many rows it found followed by `count_label` ("0 open")."""
+
+    title: NonEmpty
+    item: Slug  # a checklist item id
+    count_label: str = "found"
+
+
 class Report(Model):
     """The post-deployment report's fixed parts."""
 
     post_actions: list[NonEmpty] = Field(default_factory=list)
+    # The Metrics section's lines after the Token Zombie test(s) and POS Integration Health.
+    metrics: list[ReportMetric] = Field(default_factory=list)
     # The KPI (an id in [[kpis]]) that says how customers are hurt, e.g. the share of locations
     # affected: measured once whenever the POS fleet is journaled, and shown in the report's
     # POS Integration Health line with its threshold. None: the line shows the fleet only.
     customer_impact_kpi: Slug | None = None
+
+
+# -- live views ------------------------------------------------------------------------
+
+
+class BreakersView(Model):
+    """The Breakers screen: one row per circuit breaker, from `query`.
+
+    Columns (by name): required `location_id`, `state` (closed | open | half_open; anything
+    else is shown as it is and sorted last); optional `location_name` (else the id),
+    `provider`, `failure_count`, `failure_threshold`, `window_minutes`, `changed_at`,
+    `opened_at` (timestamps). A missing optional column is shown as "—"."""
+
+    database: Slug | None = None  # a [databases] name; optional with only one
+    query: NonEmpty
+    poll_s: Annotated[float, Field(ge=1, le=3600)] = 5.0
+    timeout_s: TimeoutSeconds = 5.0
+
+
+class HealthView(Model):
+    """The POS health screen: one row per provider (any grouping), from `query`.
+
+    Columns (by name): required `provider`, `total`, `connected`; optional `disconnected`
+    (else total − connected), `failing` (locations failing long enough to matter, e.g. > 4 h),
+    `sync_success_percent`, `mttr_minutes`. A missing optional column is shown as "—"."""
+
+    database: Slug | None = None  # a [databases] name; optional with only one
+    query: NonEmpty
+    # Shown even when the query returns no row for them (0 locations), in this order first.
+    providers: list[NonEmpty] = Field(default_factory=list)
+    poll_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    timeout_s: TimeoutSeconds = 5.0
+    # The column headers of the optional columns, as the team words them.
+    failing_title: str = "Failing"
+    # Colours of sync success and MTTR: green when `green` holds, red when `red` does.
+    sync_green: Threshold | None = None
+    sync_red: Threshold | None = None
+    mttr_green: Threshold | None = None
+    mttr_red: Threshold | None = None
+    description: str = ""  # shown in the screen's help
+
+
+class Views(Model):
+    """The live views besides the KPIs. A view that is not defined is not shown."""
+
+    breakers: BreakersView | None = None
+    health: HealthView | None = None
 
 
 # -- the runbook -----------------------------------------------------------------------
@@ -519,6 +587,7 @@ class Runbook(Model):
     deployment: Deployment
     kpis: list[Kpi] = Field(default_factory=list)
     rollback: Rollback
+    views: Views = Field(default_factory=Views)
     escalation: Escalation
     notifications: Notifications = Field(default_factory=Notifications)
     report: Report = Field(default_factory=Report)
@@ -529,12 +598,16 @@ class Runbook(Model):
         item_ids = {item.id for section in self.checklist.sections for item in section.items}
         steps = [s for p in self.deployment.phases for s in p.steps]
         steps += [s for plan in self.rollback.plans for s in plan.steps]
-        databases = [("checklist item " + i.id, i.database) for _, i in self.items() if isinstance(i, SqlItem)]
+        databases: list[tuple[str, str | None]] = [
+            ("checklist item " + i.id, i.database) for _, i in self.items() if isinstance(i, (SqlItem, TokenZombieItem))
+        ]
         databases += [("step " + s.id, s.action.database) for s in steps if isinstance(s.action, SqlAction)]
         databases += [("kpi " + k.id, k.source.database) for k in self.kpis if isinstance(k.source, SqlSource)]
+        databases += [(f"views.{name}", view.database) for name, view in self.defined_views().items()]
+        if self.rollback.providers_query:
+            databases.append(("rollback.providers_query", self.rollback.providers_database))
         for where, database in databases:
-            if database not in self.databases:
-                raise ValueError(f"{where} uses database {database!r}, which [databases] does not define")
+            self.database(database, where=where)
         for step in steps:
             if isinstance(step.action, ProbeAction):
                 unknown = sorted(set(step.action.items) - item_ids)
@@ -544,13 +617,32 @@ class Runbook(Model):
             unknown = sorted(set(plan.verify) - item_ids)
             if unknown:
                 raise ValueError(f"rollback plan {plan.id!r} verifies unknown checklist items: {', '.join(unknown)}")
-        if self.rollback.providers_query and self.rollback.providers_database not in self.databases:
-            raise ValueError(f"rollback.providers_database {self.rollback.providers_database!r} is not in [databases]")
+        for metric in self.report.metrics:
+            if metric.item not in item_ids:
+                raise ValueError(f"report.metrics: {metric.title!r} names unknown checklist item {metric.item!r}")
         impact = self.report.customer_impact_kpi
         if impact is not None and impact not in {k.id for k in self.kpis}:
             known = ", ".join(k.id for k in self.kpis) or "none are defined"
             raise ValueError(f"report.customer_impact_kpi {impact!r} is not a [[kpis]] id (the KPIs: {known})")
         return self
+
+    def database(self, name: str | None, *, where: str = "") -> str:
+        """The [databases] name a query runs on: `name`, or the only database when it is None.
+        ValueError (naming `where`) when that is not defined."""
+        defined = ", ".join(sorted(self.databases)) or "none"
+        if name is None:
+            if len(self.databases) == 1:
+                return next(iter(self.databases))
+            if not self.databases:
+                raise ValueError(f"{where} runs a query but [databases] defines no database")
+            raise ValueError(f"{where} needs database = one of {defined} ([databases] defines several)")
+        if name not in self.databases:
+            raise ValueError(f"{where} uses database {name!r}, which [databases] does not define (defined: {defined})")
+        return name
+
+    def defined_views(self) -> dict[str, BreakersView | HealthView]:
+        """The live views this runbook defines, by name ("breakers", "health")."""
+        return {name: view for name in ("breakers", "health") if (view := getattr(self.views, name)) is not None}
 
     def customer_impact_kpi(self) -> Kpi | None:
         """The KPI [report] names as the customer-impact one, or None."""

@@ -25,14 +25,14 @@ import asyncpg
 import httpx
 
 from controlroom.config.loader import LoadedConfig
-from controlroom.config.models import Kpi, PrometheusSource, SqlSource
+from controlroom.config.models import BreakersView, HealthView, Kpi, PrometheusSource, SqlSource
 from controlroom.live.prometheus import PrometheusAnswerError, read_answer
 from controlroom.infra.pg import PgSettings
 
 Colour = Literal["green", "amber", "red", "unknown"]
 PG_PURPOSE = "live"  # connections are named controlroom/live
 DEFAULT_STATEMENT_TIMEOUT_S = 5.0
-PROVIDERS = ("fudo", "maxirest", "bistrsoft")  # always shown, even with no rows
+BREAKER_STATES = ("closed", "open", "half_open")
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -75,15 +75,18 @@ class KpiReading:
 
 @dataclass(frozen=True)
 class BreakerRow:
+    """One row of the runbook's [views.breakers] query; None where the query has no such
+    column (see BreakersView for the column contract)."""
+
     location_id: str
     location_name: str
-    provider: str
+    provider: str  # "" without a provider column
     state: str  # closed | open | half_open
-    failure_count: int
-    failure_threshold: int
-    window_minutes: int
-    changed_at: datetime
-    opened_at: datetime | None
+    failure_count: int | None = None
+    failure_threshold: int | None = None
+    window_minutes: int | None = None
+    changed_at: datetime | None = None
+    opened_at: datetime | None = None
 
     @property
     def problem(self) -> bool:
@@ -96,23 +99,27 @@ class BreakerSnapshot:
     read_at: float
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """provider -> state -> count (every provider and state present, zeros included)."""
-        counts = {p: {"closed": 0, "open": 0, "half_open": 0} for p in PROVIDERS}
+        """provider -> state -> count: every provider of the rows, the most open and half-open
+        first (then by name), and every state, zeros included."""
+        counts: dict[str, dict[str, int]] = {}
         for row in self.rows:
-            per = counts.setdefault(row.provider, {"closed": 0, "open": 0, "half_open": 0})
+            per = counts.setdefault(row.provider, dict.fromkeys(BREAKER_STATES, 0))
             per[row.state] = per.get(row.state, 0) + 1
-        return counts
+        return dict(sorted(counts.items(), key=lambda kv: (-(kv[1]["open"] + kv[1]["half_open"]), kv[0])))
 
 
 @dataclass(frozen=True)
 class ProviderHealth:
+    """One row of the runbook's [views.health] query (see HealthView for the columns); None
+    where the query has no such column, or no value."""
+
     provider: str
     total: int
     connected: int
     disconnected: int
-    failed_over_4h: int
-    sync_success_percent: float | None  # last 30 minutes; None without syncs
-    mttr_minutes: float | None  # 30-day mean of resolved incidents; None without any
+    failing: int | None = None
+    sync_success_percent: float | None = None
+    mttr_minutes: float | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,15 @@ class Database:
     async def fetch(self, query: str, *args: object, timeout: float | None = None) -> list[asyncpg.Record]:
         pool = await self.pool()
         return await pool.fetch(query, *args, timeout=timeout or self.statement_timeout_s)
+
+    async def fetch_columns(self, query: str, *, timeout: float | None = None) -> tuple[tuple[str, ...], list[asyncpg.Record]]:
+        """The query's column names (known even when it returns no row) and its rows."""
+        timeout = timeout or self.statement_timeout_s
+        pool = await self.pool()
+        async with pool.acquire(timeout=timeout) as conn:
+            statement = await conn.prepare(query, timeout=timeout)
+            columns = tuple(attribute.name for attribute in statement.get_attributes())
+            return columns, await statement.fetch(timeout=timeout)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -232,27 +248,57 @@ class PrometheusKpiSource:
         return KpiReading(self.kpi.id, number.value, kpi_colour(self.kpi, number.value), self._wall(), error)
 
 
-BREAKERS_QUERY = """
-SELECT cb.location_id, coalesce(l.location_name, cb.location_id) AS location_name, cb.provider,
-       cb.state, cb.failure_count, cb.failure_threshold, cb.window_minutes, cb.changed_at, cb.opened_at
-FROM rotation_cb cb LEFT JOIN pos_integrations_location l USING (location_id)
-"""
+def _columns(view: str, columns: tuple[str, ...], required: tuple[str, ...]) -> None:
+    missing = [name for name in required if name not in columns]
+    if missing:
+        raise SourceError(
+            f"[views.{view}] query has no column {', '.join(missing)} (required: {', '.join(required)}; "
+            f"it returned: {', '.join(columns) or 'none'})"
+        )
+
+
+async def _fetch_columns(database: Database | str, query: str, timeout_s: float) -> tuple[tuple[str, ...], list[asyncpg.Record]]:
+    if isinstance(database, str):
+        raise SourceError(database)
+    return await database.fetch_columns(query, timeout=timeout_s)
+
+
+def _integer(value: object) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
 
 
 class BreakerSource:
-    def __init__(self, database: Database, *, timeout_s: float = 5.0, wall: Callable[[], float] = time.time) -> None:
-        self._database = database
-        self.timeout_s = timeout_s
+    """The runbook's [views.breakers] query, read into BreakerRows."""
+
+    REQUIRED = ("location_id", "state")
+
+    def __init__(self, view: BreakersView, database: Database | str, *, wall: Callable[[], float] = time.time) -> None:
+        self.view = view
+        self._database = database  # or why it cannot be reached (its secret is not set)
+        self.timeout_s = view.timeout_s
         self._wall = wall
 
     async def fetch(self) -> BreakerSnapshot:
-        rows = await self._database.fetch(BREAKERS_QUERY, timeout=self.timeout_s)
+        columns, rows = await _fetch_columns(self._database, self.view.query, self.timeout_s)
+        _columns("breakers", columns, self.REQUIRED)
+        has = set(columns).__contains__
+
+        def get(r: asyncpg.Record, name: str) -> object:
+            return r[name] if has(name) else None
+
         return BreakerSnapshot(
             tuple(
                 BreakerRow(
-                    location_id=r["location_id"], location_name=r["location_name"], provider=r["provider"],
-                    state=r["state"], failure_count=r["failure_count"], failure_threshold=r["failure_threshold"],
-                    window_minutes=r["window_minutes"], changed_at=r["changed_at"], opened_at=r["opened_at"],
+                    location_id=str(r["location_id"]),
+                    location_name=str(get(r, "location_name") or r["location_id"]),
+                    provider=str(get(r, "provider") or ""),
+                    state=str(r["state"]),
+                    failure_count=_integer(get(r, "failure_count")),
+                    failure_threshold=_integer(get(r, "failure_threshold")),
+                    window_minutes=_integer(get(r, "window_minutes")),
+                    changed_at=_moment(get(r, "changed_at")),
+                    opened_at=_moment(get(r, "opened_at")),
                 )
                 for r in rows
             ),
@@ -260,51 +306,46 @@ class BreakerSource:
         )
 
 
-# The seed's monitoring query (total / connected / disconnected per provider), extended with
-# the checklist's "no location failed > 4 h", sync success over 30 minutes and 30-day MTTR.
-HEALTH_QUERY = """
-WITH loc AS (
-    SELECT provider,
-           count(*) AS total,
-           count(*) FILTER (WHERE connected = true) AS connected,
-           count(*) FILTER (WHERE connected = false) AS disconnected,
-           count(*) FILTER (WHERE sync_state = 'failed' AND sync_failed_since < now() - interval '4 hours') AS failed_over_4h
-    FROM pos_integrations_location GROUP BY provider
-), sync AS (
-    SELECT provider, round(100.0 * avg(success::int), 2) AS sync_success
-    FROM pos_sync_events WHERE at > now() - interval '30 minutes' GROUP BY provider
-), mttr AS (
-    SELECT provider, round((avg(extract(epoch FROM resolved_at - opened_at)) / 60)::numeric, 1) AS mttr
-    FROM incidents
-    WHERE resolved_at IS NOT NULL AND opened_at > now() - interval '30 days' AND provider IS NOT NULL
-    GROUP BY provider
-)
-SELECT loc.provider, loc.total, loc.connected, loc.disconnected, loc.failed_over_4h,
-       sync.sync_success, mttr.mttr
-FROM loc LEFT JOIN sync USING (provider) LEFT JOIN mttr USING (provider)
-ORDER BY loc.provider
-"""
+def _moment(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise SourceError(f"expected a timestamp, got {plain(value, limit=40)}")
+    return value
 
 
 class ProviderHealthSource:
-    def __init__(self, database: Database, *, timeout_s: float = 5.0, wall: Callable[[], float] = time.time) -> None:
-        self._database = database
-        self.timeout_s = timeout_s
+    """The runbook's [views.health] query, one ProviderHealth per provider: the view's
+    `providers` first (zeros when the query has no row for one), then the others by name."""
+
+    REQUIRED = ("provider", "total", "connected")
+
+    def __init__(self, view: HealthView, database: Database | str, *, wall: Callable[[], float] = time.time) -> None:
+        self.view = view
+        self._database = database  # or why it cannot be reached (its secret is not set)
+        self.timeout_s = view.timeout_s
         self._wall = wall
 
     async def fetch(self) -> HealthSnapshot:
-        rows = {r["provider"]: r for r in await self._database.fetch(HEALTH_QUERY, timeout=self.timeout_s)}
-        order = [p for p in PROVIDERS] + sorted(set(rows) - set(PROVIDERS))
+        columns, records = await _fetch_columns(self._database, self.view.query, self.timeout_s)
+        _columns("health", columns, self.REQUIRED)
+        has = set(columns).__contains__
+        rows = {str(r["provider"]): r for r in records}
+        order = list(self.view.providers) + sorted(set(rows) - set(self.view.providers))
         providers = []
         for name in order:
             r = rows.get(name)
             if r is None:
-                providers.append(ProviderHealth(name, 0, 0, 0, 0, None, None))
-            else:
-                providers.append(ProviderHealth(
-                    name, r["total"], r["connected"], r["disconnected"], r["failed_over_4h"],
-                    _number(r["sync_success"]), _number(r["mttr"]),
-                ))
+                providers.append(ProviderHealth(name, 0, 0, 0))
+                continue
+            total, connected = _integer(r["total"]) or 0, _integer(r["connected"]) or 0
+            disconnected = _integer(r["disconnected"]) if has("disconnected") else None
+            providers.append(ProviderHealth(
+                name, total, connected, total - connected if disconnected is None else disconnected,
+                failing=_integer(r["failing"]) if has("failing") else None,
+                sync_success_percent=_number(r["sync_success_percent"]) if has("sync_success_percent") else None,
+                mttr_minutes=_number(r["mttr_minutes"]) if has("mttr_minutes") else None,
+            ))
         return HealthSnapshot(tuple(providers), self._wall())
 
 
@@ -332,13 +373,18 @@ class Feeds:
         self.kpis: dict[str, SqlKpiSource | PrometheusKpiSource | None] = {}
         for kpi in config.runbook.kpis:
             if isinstance(kpi.source, SqlSource):
-                db = self.databases.get(kpi.source.database)
+                db = self.databases.get(config.runbook.database(kpi.source.database))
                 self.kpis[kpi.id] = SqlKpiSource(kpi, db) if db else None
             else:
                 self.kpis[kpi.id] = PrometheusKpiSource(kpi, config.url(kpi.source.url), self.client)
-        main = self.databases.get("main") or next(iter(self.databases.values()), None)
-        self.breakers = BreakerSource(main) if main else None
-        self.health = ProviderHealthSource(main) if main else None
+        views = config.runbook.views
+        # None: a view the runbook does not define (and the app does not show).
+        self.breakers = BreakerSource(views.breakers, self._view_database(views.breakers)) if views.breakers else None
+        self.health = ProviderHealthSource(views.health, self._view_database(views.health)) if views.health else None
+
+    def _view_database(self, view: BreakersView | HealthView) -> Database | str:
+        name = self.config.runbook.database(view.database)
+        return self.databases.get(name) or self.database_errors.get(name, f"database {name!r} is not defined")
 
     def redact(self, text: str) -> str:
         return self.config.secrets.redact(text)
@@ -350,7 +396,7 @@ class Feeds:
 
         source = self.kpis.get(kpi.id)
         if source is None:
-            database = kpi.source.database if isinstance(kpi.source, SqlSource) else ""
+            database = self.config.runbook.database(kpi.source.database) if isinstance(kpi.source, SqlSource) else ""
             return self.database_errors.get(database, f"no source for KPI {kpi.id!r}")
         try:
             return await asyncio.wait_for(source.fetch(), kpi.timeout_s)

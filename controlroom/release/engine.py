@@ -400,7 +400,7 @@ class ReleaseEngine:
         customer-impact KPI (`impact`: its reading, or why it was not measured). Not journaled
         again while nothing changed."""
         providers = [{"provider": p.provider, "total": p.total, "connected": p.connected,
-                      "disconnected": p.disconnected, "failed_over_4h": p.failed_over_4h} for p in snapshot.providers]
+                      "disconnected": p.disconnected, "failing": p.failing} for p in snapshot.providers]
         total = sum(p["total"] for p in providers)
         data = {"providers": providers,
                 "health_percent": round(100.0 * sum(p["connected"] for p in providers) / total, 1) if total else None}

@@ -432,12 +432,14 @@ class StepRunner:
 
     # -- helpers -----------------------------------------------------------------------
 
-    async def connect(self, database: str, timeout_s: float) -> asyncpg.Connection:
-        """A connection to a runbook database for one SQL action (or rollback query) whose
-        statements may run `timeout_s`; the caller closes it."""
-        secret = self.loaded.runbook.databases.get(database)
-        if secret is None:
-            raise StepRefused(f"database {database!r} is not defined in the runbook's [databases]")
+    async def connect(self, database: str | None, timeout_s: float) -> asyncpg.Connection:
+        """A connection to a runbook database (None: its only one) for one SQL action (or
+        rollback query) whose statements may run `timeout_s`; the caller closes it."""
+        try:
+            database = self.loaded.runbook.database(database, where="the step")
+        except ValueError as error:
+            raise StepRefused(str(error)) from None
+        secret = self.loaded.runbook.databases[database]
         if not self.loaded.secrets.has(secret):
             raise StepRefused(f"secret {secret!r} is not set: export {self.loaded.secrets.variable(secret)}=...")
         settings = PgSettings(

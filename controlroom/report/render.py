@@ -13,8 +13,8 @@ keys used (all optional unless noted):
   go/no-go decision; a non-GO verdict after it is an issue.
 - `check` {results: [{id, title, section, status, evidence, duration_ms, measured?}]}: the
   latest result of each item (a later, partial run updates only its items) gives the Token
-  Zombie evidence (items of kind `token_zombie`), MTTR (item `mttr`) and circuit breakers
-  (item `circuit-breakers`); every fail / error / warn is an issue.
+  Zombie evidence (items of kind `token_zombie`) and the `[report] metrics` lines (each names
+  a checklist item); every fail / error / warn is an issue.
 - `attested` {item_id, outcome, note}: an item attested as failed is an issue.
 - `deploy_started` {version, git_sha, verdict, override_reason}; `deploy_finished` {outcome}.
 - `phase_started` / `phase_completed` {phase_id}: per-phase times against their minutes.
@@ -47,14 +47,12 @@ from typing import Any
 from controlroom.release.state import format_duration, replay
 from controlroom.errors import ConfigError, ControlRoomError
 from controlroom.release.journal import JournalProblem, Record, journal_directory, read_records
-from controlroom.config.models import Runbook, SqlAction, SqlItem, TokenZombieItem
+from controlroom.config.models import ReportMetric, Runbook, SqlAction, TokenZombieItem
 
 OK, BAD, WARN = "✅", "❌", "⚠️"
 STATUS_ICONS = {"pass": OK, "fail": BAD, "error": BAD, "warn": WARN, "pending": WARN, "skipped": WARN}
 VERDICT_ICONS = {"GO": OK, "NO-GO": BAD, "DELAYED": WARN, "PENDING": WARN}
 OUTCOME_ICONS = {"success": OK, "completed": OK, "failed": BAD, "aborted": WARN, "rolled_back": WARN, "abandoned": BAD}
-MTTR_ITEM_IDS = ("mttr",)
-BREAKER_ITEM_IDS = ("circuit-breakers",)
 TEXT_MAX_CHARS = 400
 
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -353,28 +351,8 @@ def _metrics(records: list[Record], runbook: Runbook, latest: dict[str, _Check])
             lines.append(f"- **{title}**: {_icon(check.status)} {check.evidence or check.status}")
     lines.append(f"- **POS Integration Health**: {_pos_health(records, runbook)}")
 
-    mttr = _find(latest, runbook, MTTR_ITEM_IDS, "mttr")
-    if mttr is None:
-        lines.append(f"- **MTTR**: not measured {WARN}")
-    else:
-        value = (mttr.result.get("measured") or {}).get("value")
-        shown = f"{value:g} minutes" if isinstance(value, (int, float)) and not isinstance(value, bool) else mttr.evidence
-        lines.append(f"- **MTTR**: {shown} {_icon(mttr.status)}")
-
-    breakers = _find(latest, runbook, BREAKER_ITEM_IDS, "circuit breakers: none open")
-    if breakers is None:
-        lines.append(f"- **Circuit Breakers**: not checked {WARN}")
-    elif breakers.status == "pass":
-        lines.append(f"- **Circuit Breakers**: 0 open {OK}")
-    elif breakers.status == "fail":
-        count = (breakers.result.get("measured") or {}).get("rows")
-        if not isinstance(count, int):
-            match = re.match(r"\s*(\d+)\s+found", breakers.evidence)
-            count = int(match.group(1)) if match else None
-        shown = f"{count} open" if count is not None else "open"
-        lines.append(f"- **Circuit Breakers**: {shown} {BAD} ({breakers.evidence})")
-    else:
-        lines.append(f"- **Circuit Breakers**: {breakers.status} {_icon(breakers.status)} ({breakers.evidence})")
+    for metric in runbook.report.metrics:
+        lines.append(f"- **{_text(metric.title)}**: {_metric(latest.get(metric.item), runbook, metric)}")
 
     checked = [r.at for r in records if r.kind == "check"]
     if checked:
@@ -592,14 +570,25 @@ def _latest_checks(records: list[Record]) -> dict[str, _Check]:
     return latest
 
 
-def _find(latest: dict[str, _Check], runbook: Runbook, ids: Sequence[str], title_word: str) -> _Check | None:
-    for item_id in ids:
-        if item_id in latest:
-            return latest[item_id]
-    for _, item in runbook.items():
-        if isinstance(item, SqlItem) and title_word in item.title.lower() and item.id in latest:
-            return latest[item.id]
-    return None
+def _metric(check: _Check | None, runbook: Runbook, metric: ReportMetric) -> str:
+    """A checklist item's latest result as a Metrics line: its number and unit (a value
+    item), how many rows it found (a row-listing item), or its evidence."""
+    if check is None:
+        return f"not measured {WARN}"
+    measured = check.result.get("measured") or {}
+    value, rows = measured.get("value"), measured.get("rows")
+    item = next((i for _, i in runbook.items() if i.id == metric.item), None)
+    unit = getattr(item, "unit", "") if item is not None else ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{_with_unit(f'{value:g}', _unit_word(unit))} {_icon(check.status)}"
+    if isinstance(rows, int) and not isinstance(rows, bool):
+        text = f"{rows} {_text(metric.count_label)} {_icon(check.status)}"
+        return text if check.status == "pass" else f"{text} ({check.evidence})"
+    return f"{check.status} {_icon(check.status)} ({check.evidence})" if check.evidence else f"{check.status} {_icon(check.status)}"
+
+
+def _unit_word(unit: str) -> str:
+    return {"min": "minutes"}.get(unit, unit)
 
 
 def _rollback_pairs(records: list[Record]) -> list[tuple[Record, Record | None]]:
