@@ -194,6 +194,23 @@ BAD_FILES = [
      'green = { op = "<", value = 1 }\nred = { op = ">", value = 5 }\nsource = { kind = "sql", query = "SELECT 1" }\n'
      '[report]\ncustomer_impact_kpi = "order-failures"\n',
      ["runbook.toml", "report.customer_impact_kpi", "'order-failures'", "orders-failing"]),
+    ("unknown placeholder in a url", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK.replace('url = "{urls.supabase}/health"', 'url = "{urls.supabase}/health?release={release}"'),
+     ["runbook.toml", "checklist.sections[0].items[0].url", "{release}", "{version}"]),
+    ("provider placeholder in a checklist item", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK.replace('url = "{urls.supabase}/health"', 'url = "{urls.supabase}/{provider}/health"'),
+     ["items[0].url", "{provider}", "not a placeholder here"]),
+    ("placeholder inside sql", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK.replace("WHERE state <> 'closed'", "WHERE state <> 'closed' AND env = '{environment}'"),
+     ["items[1].query", "bound parameters", "{environment}"]),
+    ("several databases and an item that names none", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK.replace('main = "database_dsn"', 'main = "database_dsn"\nreplica = "database_dsn"'),
+     ["checklist item no-open-breakers", "needs database = one of main, replica"]),
+    ("a report metric naming no item", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK + '[report]\nmetrics = [{ title = "MTTR", item = "mttr" }]\n',
+     ["report.metrics", "'mttr'"]),
+    ("a view without its query", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK + '[views.breakers]\npoll_s = 5\n', ["views.breakers.query", "is required"]),
 ]
 
 

@@ -33,6 +33,7 @@ import httpx
 from controlroom.infra.identity import current_operator
 from controlroom.infra.pg import PgSettings
 from controlroom.config.loader import LoadedConfig
+from controlroom.config.placeholders import MissingValue
 from controlroom.config.models import ChecklistItem
 from controlroom.config.secrets import MissingSecret
 
@@ -142,8 +143,11 @@ class ProbeContext:
         *,
         attestations: Mapping[str, Attestation] | None = None,
         environ: Mapping[str, str] | None = None,
+        values: Mapping[str, str] | None = None,
     ) -> None:
         self.loaded = loaded
+        # Placeholder values known to this run ({version} once a deployment has started).
+        self.values: dict[str, str] = dict(values or {})
         self.attestations: dict[str, Attestation] = dict(attestations or {})
         self.environ = dict(os.environ if environ is None else environ)
         # No retries (transport retries=0 is the default, made explicit), no redirects.
@@ -162,7 +166,26 @@ class ProbeContext:
         return self.loaded.secrets
 
     def url(self, template: str) -> str:
-        return self.loaded.url(template)
+        try:
+            return self.loaded.url(template, self.values)
+        except MissingValue as error:
+            raise ProbeError(f"{template}: {error}") from None
+
+    def shell(self, template: str) -> str:
+        try:
+            return self.loaded.shell(template, self.values)
+        except MissingValue as error:
+            raise ProbeError(f"{template}: {error}") from None
+
+    def json(self, body: object) -> object:
+        """A JSON body with the placeholders of its strings filled in ({environment}, …)."""
+        if isinstance(body, str):
+            return self.loaded.text(body, self.values)
+        if isinstance(body, dict):
+            return {key: self.json(value) for key, value in body.items()}
+        if isinstance(body, list):
+            return [self.json(value) for value in body]
+        return body
 
     def redact(self, text: str) -> str:
         return self.loaded.secrets.redact(text)

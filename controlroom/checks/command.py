@@ -66,7 +66,7 @@ async def probe(item: CommandItem, ctx: ProbeContext) -> Outcome:
         process = await asyncio.create_subprocess_exec(
             "/bin/sh",
             "-c",
-            ctx.loaded.shell(item.run),
+            ctx.shell(item.run),
             cwd=cwd,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,

@@ -34,7 +34,7 @@ async def probe(item: HttpItem, ctx: ProbeContext) -> Outcome:
     headers = secret_headers(ctx, item.secret_headers)
     kwargs: dict[str, Any] = {"headers": headers, "timeout": item.timeout_s}
     if item.json_body is not None:
-        kwargs["json"] = item.json_body
+        kwargs["json"] = ctx.json(item.json_body)
     began = time.perf_counter()
     try:
         answer = await polite_request(ctx.http, item.method, url, **kwargs)

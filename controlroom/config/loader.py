@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 import stat
 import tomllib
@@ -16,12 +15,14 @@ from pydantic import BaseModel, ValidationError
 
 from controlroom.errors import ConfigError
 from controlroom.config.models import ConfigFile, Environment, Runbook, url_problem
+from controlroom.config.placeholders import URL_PREFIX, fill, names_in, template_problem, url_quote
 from controlroom.config.secrets import SecretStore, read_env_file
 
 DEFAULT_RUNBOOK = "default"
 M = TypeVar("M", bound=BaseModel)
 MAX_FILE_BYTES = 1024 * 1024  # no config, runbook or env file is this big; /dev/zero is
-URL_PLACEHOLDER = re.compile(r"\{urls\.([a-z0-9][a-z0-9_-]*)\}")
+# What a URL is checked with at load time, where {version} and {provider} are not known yet.
+SAMPLE_VALUES = {"version": "v1.0.0", "provider": "provider"}
 
 
 @dataclass(frozen=True)
@@ -34,18 +35,30 @@ class LoadedConfig:
     runbook: Runbook
     secrets: SecretStore
 
-    def url(self, template: str) -> str:
-        """Expand {urls.NAME} placeholders with the environment's base URLs."""
-        return URL_PLACEHOLDER.sub(lambda m: self.environment.urls[m.group(1)], template)
+    def values(self, values: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The placeholder values known here: {environment}, and those given ({version},
+        {provider})."""
+        return {"environment": self.environment.name, **{k: v for k, v in (values or {}).items() if v}}
 
-    def shell(self, template: str, values: Mapping[str, str] | None = None) -> str:
+    def url(self, template: str, values: Mapping[str, str] | None = None) -> str:
+        """A URL with its placeholders filled in: {urls.NAME} as the base URL, {environment}
+        and the given values ({version}) percent-encoded, as a path segment or a query
+        parameter. MissingValue when one is not known here."""
+        return fill(template, self.values(values), self.environment.urls, quote_value=url_quote,
+                    quote_url=lambda base: base)
+
+    def shell(self, template: str, values: Mapping[str, str] | None = None, *, keep_missing: bool = False) -> str:
         """A command line with its placeholders filled in: {urls.NAME}, {environment} and the
         given values ({version}), each shell-quoted, so a value is one word however it is
-        spelled (`&`, `;`, spaces)."""
-        text = URL_PLACEHOLDER.sub(lambda m: shlex.quote(self.environment.urls[m.group(1)]), template)
-        for name, value in {"environment": self.environment.name, **(values or {})}.items():
-            text = text.replace("{" + name + "}", shlex.quote(value))
-        return text
+        spelled (`&`, `;`, spaces). MissingValue when one is not known, unless `keep_missing`
+        (a preview shows it as written)."""
+        return fill(template, self.values(values), self.environment.urls, quote_value=shlex.quote,
+                    keep_missing=keep_missing)
+
+    def text(self, template: str, values: Mapping[str, str] | None = None) -> str:
+        """A message or a JSON value with its placeholders filled in as they are; one whose
+        value is not known here stays as written."""
+        return fill(template, self.values(values), self.environment.urls, keep_missing=True)
 
 
 def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> LoadedConfig:
@@ -175,18 +188,25 @@ def _key_path(data: Any, loc: tuple[Any, ...]) -> str:
 def _check_references(config_path: Path, runbook_source: str, environment: Environment, runbook: Runbook) -> None:
     """Every {urls.X} and every secret the runbook names must exist in the environment."""
     data = runbook.model_dump()
-    for key, text in _strings(data):
-        for name in URL_PLACEHOLDER.findall(text):
-            if name not in environment.urls:
+    strings = [(runbook_source, key, text) for key, text in _strings(data)]
+    strings += [(config_path, f"environment.{key}", text) for key, text in _strings(environment.model_dump())
+                if key in ("deploy_command", "rollback_command")]
+    for source, key, text in strings:
+        for name in names_in(text):
+            if name.startswith(URL_PREFIX) and name.removeprefix(URL_PREFIX) not in environment.urls:
                 raise ConfigError(
-                    config_path, f"environment.urls.{name}",
+                    config_path, f"environment.{name}",
                     f"is required by the runbook ({runbook_source}, {key}) but not defined",
                 )
+        problem = template_problem(key, text, environment.urls)
+        if problem:
+            raise ConfigError(source, key, problem)
         if key.endswith(("url", "_url")) and text:
-            expanded = URL_PLACEHOLDER.sub(lambda m: environment.urls[m.group(1)], text)
+            values = {"environment": environment.name, **SAMPLE_VALUES}
+            expanded = fill(text, values, environment.urls, quote_value=url_quote, quote_url=lambda base: base)
             problem = url_problem(expanded)
             if problem:
-                raise ConfigError(runbook_source, key, f"{problem}: {expanded!r}")
+                raise ConfigError(source, key, f"{problem}: {expanded!r}")
     for key, secret in _secret_references(runbook):
         if secret not in environment.secrets:
             raise ConfigError(

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 
 from controlroom.release.journal import Journal, Record
+from controlroom.config import placeholders
 from controlroom.config.models import Notifications, NotifyAction, PagerDutyTarget, SlackTarget
 from controlroom.config.secrets import SecretStore
 
@@ -56,7 +57,6 @@ PD_SUMMARY_MAX = 1024  # PagerDuty rejects longer summaries
 ERROR_BODY_CHARS = 200
 USER_AGENT = "controlroom-notify/1"
 
-_PLACEHOLDER = re.compile(r"\{(version|provider|environment)\}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|\x1b\[[0-9;?]*[ -/]*[@-~]")
 _SLACK_MENTIONS = {"@channel": "<!channel>", "@here": "<!here>"}
 
@@ -99,9 +99,10 @@ class NotificationResult:
 
 
 def render_message(template: str, *, version: str = "", provider: str = "", environment: str = "") -> str:
-    """Fill `{version}`, `{provider}` and `{environment}`; any other braces are left alone."""
+    """Fill `{version}`, `{provider}` and `{environment}`; one without a value stays as written
+    (the runbook's messages are checked when it is loaded: no other placeholder is in them)."""
     values = {"version": version, "provider": provider, "environment": environment}
-    return _PLACEHOLDER.sub(lambda match: values[match.group(1)] or match.group(0), template)
+    return placeholders.fill(template, values, {}, keep_missing=True)
 
 
 def deployment_dedup_key(records: Sequence[Record], fallback: str = "") -> str:

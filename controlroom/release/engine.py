@@ -317,7 +317,7 @@ class ReleaseEngine:
         if item_id not in items:
             raise SessionError(f"no checklist item {item_id!r}")
         attestations = self.attestations()
-        async with ProbeContext(self.loaded, attestations=attestations, environ=self.environ) as ctx:
+        async with ProbeContext(self.loaded, attestations=attestations, environ=self.environ, values=self._values()) as ctx:
             result = await run_probe(items[item_id], ctx)
         if result.status == "skipped" and item_id in attestations:
             result = with_attestation(result, attestations[item_id], self.loaded.secrets.redact)
@@ -821,7 +821,8 @@ class ReleaseEngine:
         attestations = self.attestations()
         self.running_step = "verify"
         try:
-            async with ProbeContext(self.loaded, attestations=attestations, environ=self.environ) as ctx:
+            async with ProbeContext(self.loaded, attestations=attestations, environ=self.environ,
+                                    values=self._values()) as ctx:
                 results = list(await asyncio.gather(*(run_probe(items[i], ctx) for i in wanted)))
         finally:
             self.running_step = None

@@ -47,6 +47,7 @@ from controlroom.release.journal import Journal
 from controlroom.checks.base import ProbeContext, ProbeResult, clean, describe_exception, format_value, run_probe
 from controlroom.checks.command import KEEP_PENDING_BYTES, MAX_PENDING_BYTES, kill_process_group
 from controlroom.config.loader import LoadedConfig
+from controlroom.config.placeholders import MissingValue
 from controlroom.config.models import (
     CommandAction,
     DeployAction,
@@ -159,9 +160,11 @@ class StepRunner:
         action = step.action
         redact = self.loaded.secrets.redact
         if isinstance(action, CommandAction):
-            return redact(f"$ {self.loaded.shell(action.run, values)}\n(in {self._cwd(action.cwd)}, timeout {action.timeout_s:g} s)")
+            command = self.loaded.shell(action.run, values, keep_missing=True)
+            return redact(f"$ {command}\n(in {self._cwd(action.cwd)}, timeout {action.timeout_s:g} s)")
         if isinstance(action, DeployAction):
-            return redact(f"$ {self.deploy_command(values.get('version', ''))}\n(timeout {action.timeout_s:g} s)")
+            command = self.loaded.shell(self.loaded.environment.deploy_command, values, keep_missing=True)
+            return redact(f"$ {command}\n(timeout {action.timeout_s:g} s)")
         if isinstance(action, SwitchVersionAction):
             previous = self.loaded.runbook.rollback.previous_version
             version = values.get("version")
@@ -187,11 +190,7 @@ class StepRunner:
         if isinstance(action, ProbeAction):
             return "probe: " + ", ".join(action.items)
         if isinstance(action, NotifyAction):
-            from_values = {"environment": self.loaded.environment.name, **values}
-            message = action.message
-            for key in ("version", "provider", "environment"):
-                if from_values.get(key):
-                    message = message.replace("{" + key + "}", from_values[key])
+            message = self.loaded.text(action.message, values)
             return redact(f"notify {', '.join(action.channels)} ({action.event}): {message}")
         if isinstance(action, ManualAction):
             return f"manual: {action.prompt or step.title}"
@@ -253,7 +252,7 @@ class StepRunner:
         action = step.action
         try:
             if isinstance(action, ProbeAction):
-                return await self._probe(action, lines)
+                return await self._probe(action, values, lines)
             if isinstance(action, CommandAction):
                 return await self._command(
                     self.loaded.shell(action.run, values), self._cwd(action.cwd), action.timeout_s, lines,
@@ -277,15 +276,17 @@ class StepRunner:
             raise
         except asyncio.CancelledError:
             raise
+        except MissingValue as error:  # e.g. {provider} in a step run without one
+            return StepOutcome("failed", self._clean(str(error)), tuple(lines.tail))
         except Exception as error:  # noqa: BLE001 - a step's failure is its outcome
             return StepOutcome("failed", self._clean(describe_exception(error)), tuple(lines.tail))
         raise StepRefused(f"unknown action {action.kind!r}")  # pragma: no cover
 
     # -- actions -----------------------------------------------------------------------
 
-    async def _probe(self, action: ProbeAction, lines: _Lines) -> StepOutcome:
+    async def _probe(self, action: ProbeAction, values: Mapping[str, str], lines: _Lines) -> StepOutcome:
         items = {item.id: item for _, item in self.loaded.runbook.items()}
-        async with ProbeContext(self.loaded, attestations=self.attestations, environ=self.environ) as ctx:
+        async with ProbeContext(self.loaded, attestations=self.attestations, environ=self.environ, values=values) as ctx:
             results = await asyncio.gather(*(run_probe(items[item_id], ctx) for item_id in action.items))
         for result in results:
             first = result.evidence.splitlines()[0] if result.evidence else ""
