@@ -66,7 +66,8 @@ class PosHealthScreen(ControlScreen):
         view = self.view
         for key, label, width in COLUMNS:
             if key == "failed" and view is not None:
-                label = plain(view.failing_title, limit=width)
+                label = plain(view.failing_title, limit=12)
+                width = max(width, len(label))
             table.add_column(label, key=key, width=width)
 
     @property
