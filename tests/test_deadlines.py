@@ -5,6 +5,7 @@ never speaks. Each probe ends within its timeout (+ 100 ms) and says what did no
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -14,6 +15,9 @@ from typing import Any
 import pytest
 
 from controlroom.checks.base import ProbeContext, run_probe
+from controlroom.config.models import BreakersView, Kpi, Views
+from controlroom.live.polling import Poller
+from controlroom.live.sources import Feeds
 from probe_support import make_loaded
 
 TIMEOUT_S = 1.0
@@ -107,3 +111,36 @@ async def test_sql_against_a_database_port_that_never_speaks(silent_port: int) -
     print(f"\nsql, silent database: {took:.3f} s for timeout_s={TIMEOUT_S}")
     assert result.status == "error" and took <= TIMEOUT_S + SLACK_S, (took, result.evidence)
     assert "connecting timed out" in result.evidence and "pw-secret-7" not in result.evidence
+
+
+async def timed_source(fetch: Any, timeout_s: float = TIMEOUT_S) -> tuple[Any, float]:
+    poller = Poller("source", fetch, interval_s=5, timeout_s=timeout_s)
+    began = time.perf_counter()
+    state = await poller.poll_once()
+    return state, time.perf_counter() - began
+
+
+async def test_live_sources_end_at_their_timeout(dripping_url: str, silent_port: int) -> None:
+    """A KPI read from a Prometheus whose body drips and a view read from a database that
+    never speaks: the panel's poll ends at its timeout and says so (the panel goes stale,
+    the app goes on)."""
+    kpi = {"id": "p95", "title": "p95", "window": "realtime", "unit": "ms", "timeout_s": TIMEOUT_S,
+           "green": {"op": "<", "value": 500}, "red": {"op": ">", "value": 800},
+           "source": {"kind": "prometheus", "url": "{urls.metrics}", "query": "p95"}}
+    config = make_loaded([{"id": "m", "title": "M", "kind": "manual"}], urls={"metrics": dripping_url},
+                         secrets={"database_dsn": f"postgresql://live:pw-secret-8@127.0.0.1:{silent_port}/main"})
+    runbook = config.runbook.model_copy(update={
+        "kpis": [Kpi.model_validate(kpi)],
+        "views": Views(breakers=BreakersView(query="SELECT 1 AS location_id, 'closed' AS state", timeout_s=TIMEOUT_S)),
+    })
+    feeds = Feeds(dataclasses.replace(config, runbook=runbook))
+    try:
+        source = feeds.kpis["p95"]
+        assert source is not None and feeds.breakers is not None
+        for name, fetch in (("prometheus KPI, dripping body", source.fetch), ("breakers view, silent database", feeds.breakers.fetch)):
+            state, took = await timed_source(fetch)
+            print(f"\n{name}: {took:.3f} s for timeout_s={TIMEOUT_S}")
+            assert state.value is None and took <= TIMEOUT_S + SLACK_S, (took, state.error)
+            assert state.error == f"timed out after {TIMEOUT_S:g} s" and "pw-secret-8" not in state.error
+    finally:
+        await feeds.close()

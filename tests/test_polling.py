@@ -89,7 +89,7 @@ async def test_timeout_is_an_error_and_redacted() -> None:
         raise RuntimeError("password=hunter22 rejected")
 
     state = await Poller("x", slow, interval_s=1, timeout_s=0.01).poll_once()
-    assert state.error == "timed out" and state.failures == 1
+    assert state.error == "timed out after 0.01 s" and state.failures == 1
     state = await Poller("y", leaky, interval_s=1, timeout_s=1, redact=lambda s: s.replace("hunter22", "[redacted]")).poll_once()
     assert "hunter22" not in (state.error or "")
 

@@ -54,9 +54,11 @@ def format_age(seconds: float | None) -> str:
     return f"{seconds / 86400:.0f}d"
 
 
-def describe_error(error: BaseException, redact: Callable[[str], str] = lambda s: s) -> str:
+def describe_error(error: BaseException, redact: Callable[[str], str] = lambda s: s, *,
+                   timeout_s: float | None = None) -> str:
     if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
-        return "timed out"
+        # The source's deadline ran out (connect, query or a body still arriving).
+        return "timed out" if timeout_s is None else f"timed out after {timeout_s:g} s"
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     name = type(error).__name__
     return redact(f"{name}: {text}" if text else name)[:300]
@@ -118,7 +120,7 @@ class Poller(Generic[T]):
             now = self.clock()
             self.state = replace(
                 self.state,
-                error=describe_error(error, self._redact),
+                error=describe_error(error, self._redact, timeout_s=self.timeout_s),
                 error_at=now,
                 failures=self.state.failures + 1,
                 polls=self.state.polls + 1,

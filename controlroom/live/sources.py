@@ -401,7 +401,7 @@ class Feeds:
         try:
             return await asyncio.wait_for(source.fetch(), kpi.timeout_s)
         except Exception as error:  # noqa: BLE001 - said, not raised: see above
-            return describe_error(error, self.redact)
+            return describe_error(error, self.redact, timeout_s=kpi.timeout_s)
 
     async def close(self) -> None:
         await self.client.aclose()
