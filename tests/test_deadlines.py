@@ -144,3 +144,10 @@ async def test_live_sources_end_at_their_timeout(dripping_url: str, silent_port:
             assert state.error == f"timed out after {TIMEOUT_S:g} s" and "pw-secret-8" not in state.error
     finally:
         await feeds.close()
+
+
+async def test_a_rate_limit_burst_against_a_body_that_drips(dripping_url: str) -> None:
+    result, took = await timed({"id": "r", "title": "Burst", "kind": "rate_limit", "url": "{urls.api}/rest", "burst": 20},
+                               urls={"api": dripping_url})
+    print(f"\nrate_limit, dripping body: {took:.3f} s for timeout_s={TIMEOUT_S}")
+    assert result.status == "error" and took <= TIMEOUT_S + SLACK_S, (took, result.evidence)
