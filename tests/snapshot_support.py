@@ -110,13 +110,15 @@ EVIDENCE: dict[str, str] = {
     "edge-functions": "rotate-token: HTTP 200 in 112 ms",
     "circuit-breakers": "0 open, 0 half-open of 612",
     "breaker-config": "all 612 at 10 failures / 15 min",
-    "monitoring": "HTTP 200 in 21 ms",
+    "monitoring": "4 of 4 rules loaded, health ok, none firing (21 ms)",
     "fudo": "HTTP 200 in 64 ms",
     "fudo-rotation": "99.4 % of 1,208 rotations in the last hour",
     "maxirest": "HTTP 200 in 71 ms",
     "bistrsoft": "HTTP 200 in 58 ms",
     "sync-status": "0 locations failed > 4 h",
     "mttr": "MTTR 47.5 min over 12 incidents",
+    "api-latency": "212.4 ms (< 500 ms)",
+    "error-rate": "0.02 % (< 0.1 %)",
 }
 
 ATTESTED_BY = "alice (from 10.0.0.5)"

@@ -88,6 +88,10 @@ async def test_dead_http_marks_prometheus_kpis_stale_and_keys_work(sandbox: Sand
         await pilot.press("k")
         latency = app.screen.query_one("#kpi-api-latency-p95", KpiRow)
         await wait_for(lambda: latency.state is not None and latency.state.polls > 0, pilot)
+        # The sparkline is full from the first poll: backfilled with query_range (a restart
+        # does not empty it); a Postgres KPI starts from its first reading.
+        assert len(latency.history) == 60
+        assert len(app.screen.query_one("#kpi-mttr", KpiRow).history) <= 1
         assert sandbox.http is not None
         await asyncio.to_thread(sandbox.http.stop)
         await wait_for(lambda: latency.state is not None and latency.state.error is not None, pilot, timeout=5)

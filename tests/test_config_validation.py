@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from controlroom.config.loader import load_config, load_default_runbook
+from controlroom.errors import ConfigError
 
 GOOD_CONFIG = """\
 runbook = "default"
@@ -88,6 +89,12 @@ def test_the_default_runbook_carries_the_seeds_numbers() -> None:
     assert "interval '7 days'" in items["credential-expiry"].query
     assert "failure_threshold <> 10 OR window_minutes <> 15" in items["breaker-config"].query
     assert runbook.verdict.health_min_percent == 95
+    # The seed's real-time KPIs decide the release as checklist items, with a warning band.
+    latency, errors = items["api-latency"], items["error-rate"]
+    assert (latency.kind, latency.query, str(latency.pass_when), str(latency.fail_when)) == (
+        "prometheus", "api_latency_p95_ms", "< 500", "> 1000")
+    assert (errors.kind, str(errors.pass_when), str(errors.fail_when)) == ("prometheus", "< 0.1", "> 1")
+    assert items["monitoring"].kind == "alert_rules" and "PosRotationFailing" in items["monitoring"].rules
     assert [p.minutes for p in runbook.deployment.phases] == [5, 5, 5]
     assert runbook.deployment.target_minutes == 15
     plans = {plan.id: plan for plan in runbook.rollback.plans}
@@ -270,3 +277,19 @@ def test_home_in_a_runbook_path_is_expanded(tmp_path: Path, monkeypatch: pytest.
     config_dir.mkdir()
     loaded = load_config(write(config_dir, GOOD_CONFIG.replace('runbook = "default"', 'runbook = "~/rb.toml"')))
     assert loaded.runbook.name == "tiny"
+
+
+@pytest.mark.parametrize("kind, extra", [
+    ("prometheus", 'query = "up"\npass_when = { op = ">", value = 0 }'),
+    ("alert_rules", 'rules = ["Up"]'),
+])
+def test_a_prometheus_url_is_a_checked_template(tmp_path: Path, kind: str, extra: str) -> None:
+    item = 'kind = "http"\nurl = "{urls.supabase}/health"'
+    assert item in MINIMAL_RUNBOOK
+    runbook = MINIMAL_RUNBOOK.replace(item, f'kind = "{kind}"\nurl = "{{urls.prometheus}}"\n{extra}')
+    config = GOOD_CONFIG.replace('runbook = "default"', 'runbook = "runbook.toml"')
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, config, runbook))
+    assert "environment.urls.prometheus" in str(raised.value), raised.value
+    loaded = load_config(write(tmp_path, config, runbook.replace("{urls.prometheus}", "{urls.metrics}")))
+    assert loaded.runbook.items()[0][1].kind == kind

@@ -98,6 +98,18 @@ async def test_http_against_a_body_that_drips(dripping_url: str) -> None:
     assert "the body (headers came: 200)" in result.evidence
 
 
+@pytest.mark.parametrize("kind", ["prometheus", "alert_rules"])
+async def test_prometheus_items_against_a_silent_server_and_a_dripping_body(kind: str, silent_port: int, dripping_url: str) -> None:
+    item = {"id": "p", "title": "Prometheus", "kind": kind, "url": "{urls.prom}"}
+    item.update({"query": "up", "pass_when": {"op": ">", "value": 0}} if kind == "prometheus" else {"rules": ["Up"]})
+    for url, waiting_for in ((f"http://127.0.0.1:{silent_port}", "response headers"),
+                             (dripping_url, "the body (headers came: 200)")):
+        result, took = await timed(item, urls={"prom": url})
+        print(f"\n{kind}, {waiting_for}: {took:.3f} s for timeout_s={TIMEOUT_S}")
+        assert result.status == "error" and took <= TIMEOUT_S + SLACK_S, (took, result.evidence)
+        assert waiting_for in result.evidence
+
+
 async def test_cors_with_three_requests_shares_one_deadline(dripping_url: str) -> None:
     result, took = await timed({"id": "c", "title": "CORS", "kind": "cors", "url": "{urls.api}/rest",
                                 "allowed_origin": "https://app.example"}, urls={"api": dripping_url})

@@ -385,7 +385,9 @@ async def test_fudo_outage_deploy_and_rollback(pg: EmbeddedPostgres) -> None:
 
 
 async def _outage_story(http: httpx.AsyncClient, server: HttpServerProcess, dsn: str) -> None:
-    assert await prom_value(http, "api_latency_p95_ms") == "NaN"  # no traffic yet
+    # Before any request of ours: the other clients' traffic (the scenario's background).
+    assert 120 < float(await prom_value(http, "api_latency_p95_ms")) < 160
+    assert float(await prom_value(http, "api_error_rate_percent")) == 0
     assert (await http.get("/functions/v1/pos-fudo/validate")).status_code == 200
     deploy = await http.post("/_sandbox/deploy", json={"version": "v2.5.0"}, headers=admin(server))
     assert deploy.json() == {"deployed_version": "v2.5.0", "failing_providers": ["fudo"]}
@@ -434,6 +436,62 @@ async def test_metrics_shape(client: httpx.AsyncClient) -> None:
     unknown = await client.get("/api/v1/query", params={"query": "up"})
     assert unknown.status_code == 400
     assert unknown.json()["status"] == "error" and unknown.json()["errorType"] == "bad_data"
+
+
+DEFAULT_RULES = ["PosApiLatencyHigh", "PosErrorRateHigh", "CircuitBreakerOpen", "PosRotationFailing"]
+
+
+async def alert_states(http: httpx.AsyncClient) -> dict[str, tuple[str, str]]:
+    response = await http.get("/api/v1/rules", params={"type": "alert"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "success"
+    rules = [rule for group in body["data"]["groups"] for rule in group["rules"]]
+    assert all(rule["type"] == "alerting" and rule["lastError"] == "" for rule in rules)
+    return {rule["name"]: (rule["state"], rule["health"]) for rule in rules}
+
+
+async def test_rules_the_default_runbook_names_are_loaded_and_quiet_when_healthy(client: httpx.AsyncClient) -> None:
+    states = await alert_states(client)
+    assert sorted(states) == sorted(DEFAULT_RULES)
+    assert set(states.values()) == {("inactive", "ok")}
+    recording = await client.get("/api/v1/rules", params={"type": "record"})
+    assert recording.json()["data"]["groups"] == []
+
+
+async def test_a_degraded_scenario_fires_the_latency_alert(loose_server: HttpServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=loose_server.base_url, timeout=5) as http:
+        states = await alert_states(http)
+        p95 = float(await prom_value(http, "api_latency_p95_ms"))
+    assert states["PosApiLatencyHigh"] == ("firing", "ok") and 500 < p95 < 1000  # a warning, not a failure
+    assert [name for name, (state, _) in states.items() if state == "firing"] == ["PosApiLatencyHigh"]
+
+
+async def test_query_range_is_a_matrix_over_start_to_end_every_step(client: httpx.AsyncClient) -> None:
+    end = time.time()
+    start = end - 600
+    response = await client.get("/api/v1/query_range", params={"query": "api_latency_p95_ms", "start": start,
+                                                                "end": end, "step": "30s"})
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert data["resultType"] == "matrix"
+    (series,) = data["result"]
+    assert series["metric"] == {"__name__": "api_latency_p95_ms"}
+    times = [t for t, _ in series["values"]]
+    assert len(times) == 21 and times[0] == pytest.approx(start, abs=0.01)
+    assert all(b - a == pytest.approx(30, abs=0.01) for a, b in zip(times, times[1:]))
+    values = [float(v) for _, v in series["values"]]
+    assert all(100 < v < 500 for v in values)  # the healthy background, as history
+    again = await client.get("/api/v1/query_range", params={"query": "api_latency_p95_ms", "start": start,
+                                                             "end": end - 300, "step": 30})
+    assert [float(v) for _, v in again.json()["data"]["result"][0]["values"]] == values[:11]  # the past stays put
+
+    for params, error in (({"start": start, "end": end, "step": 0}, "zero or negative"),
+                          ({"start": end, "end": start, "step": 15}, "end timestamp"),
+                          ({"start": start, "end": end, "step": 0.01}, "11,000 points"),
+                          ({"start": start, "end": end}, "required")):
+        refused = await client.get("/api/v1/query_range", params={"query": "api_latency_p95_ms", **params})
+        assert refused.status_code == 400 and error in refused.json()["error"], refused.text
 
 
 # -- the process ---------------------------------------------------------------------------

@@ -173,3 +173,79 @@ async def test_prometheus_source() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- query_range backfill and the KPI source table -------------------------------------------
+
+
+async def test_prometheus_source_backfills_its_sparkline_from_the_sandbox(pg) -> None:  # noqa: ANN001
+    from controlroom.live.sources import SPARKLINE_POINTS
+    from controlroom.sandbox.http.server import HttpSettings
+    from http_fixtures import create_database, start_server
+
+    server = await start_server(HttpSettings(dsn=await create_database(pg), scenario="degraded"))
+    latency = Kpi.model_validate({"id": "p95", "title": "p95", "window": "realtime", "unit": "ms", "poll_s": 5,
+                                  "green": {"op": "<", "value": 500}, "red": {"op": ">", "value": 1000},
+                                  "source": {"kind": "prometheus", "url": server.base_url, "query": "api_latency_p95_ms"}})
+    try:
+        async with httpx.AsyncClient() as client:
+            source = PrometheusKpiSource(latency, server.base_url, client)
+            first = await source.fetch()
+            assert source.backfilled and source.backfill_error is None
+            # A full sparkline before the first poll: the degraded scenario's 5-minute p95s.
+            assert len(first.history) == SPARKLINE_POINTS and all(500 < v < 700 for v in first.history)
+            assert first.value is not None and 500 < first.value < 700 and first.colour == "amber"
+            second = await source.fetch()
+            assert second.history == ()  # once: later readings are live ones
+    finally:
+        server.stop()
+
+
+async def test_a_failed_backfill_never_hides_the_reading_and_is_asked_again() -> None:
+    _Prom.answers = {"good": (200, {"status": "success", "data": {"resultType": "vector",
+                                                                  "result": [{"metric": {}, "value": [1, "99.5"]}]}})}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Prom)  # answers query_range 400 "unknown"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        async with httpx.AsyncClient() as client:
+            source = PrometheusKpiSource(kpi({"kind": "prometheus", "url": url, "query": "good"}), url, client)
+            reading = await source.fetch()
+            assert reading.value == 99.5 and reading.history == () and not source.backfilled
+            assert source.backfill_error is not None and "HTTP 400" in source.backfill_error
+            await source.fetch()
+            assert not source.backfilled  # still asking
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_kpi_sources_register_in_one_table() -> None:
+    from controlroom.config.models import KpiSource
+    from controlroom.live.sources import _kpi_sources
+
+    kinds = {member.model_fields["kind"].annotation.__args__[0] for member in KpiSource.__origin__.__args__}  # type: ignore[attr-defined]
+    assert set(_kpi_sources()) == kinds == {"sql", "prometheus"}
+
+
+async def test_feeds_choose_each_kpi_source_by_its_kind() -> None:
+    from controlroom.live.sources import Feeds
+    from probe_support import make_loaded
+
+    loaded = make_loaded([{"id": "m", "title": "M", "kind": "manual"}], urls={"metrics": "http://127.0.0.1:9"})
+    runbook = loaded.runbook.model_copy(update={"kpis": [
+        kpi({"kind": "sql", "query": "SELECT 1"}).model_copy(update={"id": "from-sql"}),
+        kpi({"kind": "prometheus", "url": "{urls.metrics}", "query": "up"}).model_copy(update={"id": "from-prom"}),
+    ], "databases": {"main": "missing_dsn"}})
+    from controlroom.config.secrets import SecretStore
+
+    unset = SecretStore({"missing_dsn": "TEST_MISSING_DSN"}, {}, {})  # declared, not exported
+    loaded = type(loaded)(loaded.config_path, loaded.runbook_source, loaded.environment, runbook, unset)
+    feeds = Feeds(loaded)
+    try:
+        assert isinstance(feeds.kpis["from-prom"], PrometheusKpiSource)
+        assert feeds.kpis["from-prom"].url == "http://127.0.0.1:9/api/v1/query"
+        assert feeds.kpis["from-sql"] is None and "missing_dsn" in feeds.kpi_errors["from-sql"]
+        assert "missing_dsn" in await feeds.read_kpi_once(runbook.kpis[0])
+    finally:
+        await feeds.close()

@@ -39,6 +39,7 @@ def test_everything_passed_and_attested_is_go() -> None:
         "Security & Credentials (mandatory): all 6 checks pass",
         "Infrastructure Readiness: all 9 checks pass",
         "POS Integration Health: all 6 checks pass",
+        "Performance (Real-Time KPIs): all 2 checks pass",
         "health 100 % (≥ 95 %) over Infrastructure Readiness",
         "attested by alice (from 10.0.0.5): secret-scanning, vulnerabilities, backups, emergency-procedures, on-call",
     ]

@@ -14,10 +14,10 @@ from textual.widgets import Label, Sparkline
 
 from controlroom.live.polling import PollState, format_age
 from controlroom.config.models import Kpi
-from controlroom.live.sources import KpiReading, plain
+from controlroom.live.sources import SPARKLINE_POINTS, KpiReading, plain
 
 SYMBOLS = {"green": "✓", "amber": "!", "red": "✗", "unknown": "?"}
-HISTORY = 60
+HISTORY = SPARKLINE_POINTS
 
 
 def format_value(value: float | None, unit: str) -> str:
@@ -68,8 +68,11 @@ class KpiRow(Vertical):
         reading = state.value
         value_label = self.query_one(".value", Label)
         if reading is not None:
-            if reading.read_at != self._last_read_at and reading.value is not None:
-                self.history.append(reading.value)
+            if reading.read_at != self._last_read_at:
+                if reading.history and not self.history:
+                    self.history.extend(reading.history)  # backfilled (query_range): full from the start
+                if reading.value is not None:
+                    self.history.append(reading.value)
                 self.query_one(Sparkline).data = list(self.history)
             self._last_read_at = reading.read_at
             colour = reading.colour

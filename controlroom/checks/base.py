@@ -301,10 +301,12 @@ ProbeFunction = Callable[[Any, ProbeContext], Awaitable[Outcome]]
 
 
 def _registry() -> dict[str, ProbeFunction]:
-    from controlroom.checks import command, cors, http, manual, rate_limit, sql, token_zombie
+    from controlroom.checks import alert_rules, command, cors, http, manual, prometheus, rate_limit, sql, token_zombie
 
     return {
         "http": http.probe,
+        "prometheus": prometheus.probe,
+        "alert_rules": alert_rules.probe,
         "token_zombie": token_zombie.probe,
         "sql": sql.probe,
         "cors": cors.probe,

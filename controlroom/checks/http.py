@@ -1,5 +1,6 @@
-"""HTTP health: status in expect_status, latency against max (fail) and warn limits, and
-top-level JSON fields against expect_json (fail) and warn_json (warn).
+"""HTTP health: status in expect_status, latency against max (fail) and warn limits,
+top-level JSON fields against expect_json (fail) and warn_json (warn), and a number at a
+JSON path (`value`) against pass_when / fail_when (checks/thresholds.py).
 
 A refused connection, a timeout, a 5xx (unless expected) without a JSON object as its body,
 or a body that should be JSON and is not: `error` (we could not verify). A wrong non-5xx
@@ -26,7 +27,9 @@ from controlroom.checks.base import (
     polite_request,
     secret_headers,
 )
+from controlroom.checks.thresholds import judge_number
 from controlroom.config.models import HttpItem
+from controlroom.infra.jsonpath import PathNotFound, resolve
 
 
 async def probe(item: HttpItem, ctx: ProbeContext) -> Outcome:
@@ -63,18 +66,25 @@ def judge(
         return Outcome("fail", detail + (f": {snippet}" if snippet else ""), measured)
 
     body: Any = None
-    if item.expect_json or item.warn_json:
+    if item.expect_json or item.warn_json or item.value is not None:
         try:
             body = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
             snippet = body_snippet(response, redact)
             return Outcome("error", f"{head}, malformed JSON" + (f": {snippet}" if snippet else " (empty body)"), measured)
-        if not isinstance(body, dict):
+        if not isinstance(body, dict) and (item.expect_json or item.warn_json):
             return Outcome("error", f"{head}, expected a JSON object, got {type(body).__name__}", measured)
 
     problems: list[str] = []
     warnings: list[str] = []
     notes: list[str] = []
+    if item.value is not None:
+        try:
+            number = judge_number(item, resolve(body, item.value), what=item.value, label=f"{item.value} = ")
+        except PathNotFound as error:
+            return Outcome("error", f"{head}, {redact(str(error))}", measured)
+        measured["value"] = number.measured.get("value")
+        {"fail": problems, "warn": warnings}.get(number.status, notes).append(number.evidence)
     for key, expected in item.expect_json.items():
         actual = body.get(key, _MISSING)
         if key in item.warn_json and actual is not _MISSING and _equal(actual, item.warn_json[key]):

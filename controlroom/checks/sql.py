@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from controlroom.checks.base import Outcome, ProbeContext, ProbeError, describe_exception, format_value, time_left
+from controlroom.checks.thresholds import judge_number
 from controlroom.config.models import SqlItem
 
 
@@ -64,18 +64,4 @@ def judge_rows(item: SqlItem, rows: list[Any], now: datetime | None = None) -> O
 
 
 def judge_value(item: SqlItem, raw: Any) -> Outcome:
-    unit = f" {item.unit}" if item.unit else ""
-    if raw is None:
-        return Outcome(item.when_null, "no value (NULL)", {"value": None})
-    if isinstance(raw, bool) or not isinstance(raw, (int, float, Decimal)):
-        raise ProbeError(f"expected a number in the first column, got {type(raw).__name__} {format_value(raw)!r}")
-    value = float(raw)
-    shown = f"{format_value(raw)}{unit}"
-    measured = {"value": value}
-    assert item.pass_when is not None  # the model guarantees it for expect = "value"
-    if item.fail_when is not None and item.fail_when.holds(value):
-        return Outcome("fail", f"{shown} ({item.fail_when}{unit}: fails)", measured)
-    if item.pass_when.holds(value):
-        return Outcome("pass", f"{shown} ({item.pass_when}{unit})", measured)
-    limit = f", fails {item.fail_when}{unit}" if item.fail_when is not None else ""
-    return Outcome("warn", f"{shown} (not {item.pass_when}{unit}{limit})", measured)
+    return judge_number(item, raw, what="the first column")

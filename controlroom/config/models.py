@@ -157,7 +157,18 @@ class ItemBase(Model):
     timeout_s: TimeoutSeconds = 10.0
 
 
-class HttpItem(ItemBase):
+class Judged(Model):
+    """How a measured number is judged (SQL `expect = "value"`, HTTP `value`, Prometheus):
+    fail_when → fail, pass_when → pass, otherwise warn; no number → when_null."""
+
+    pass_when: Threshold | None = None
+    fail_when: Threshold | None = None
+    unit: str = ""
+    # The status when there is no number (NULL, no row, no series, NaN).
+    when_null: Literal["pass", "warn", "fail"] = "warn"
+
+
+class HttpItem(ItemBase, Judged):
     kind: Literal["http"]
     method: Literal["GET", "POST", "HEAD", "PUT"] = "GET"
     url: NonEmpty
@@ -171,6 +182,54 @@ class HttpItem(ItemBase):
     # Top-level JSON fields that, when equal to these values, make the item a warning.
     warn_json: dict[str, object] = Field(default_factory=dict)
     warn_latency_ms: Annotated[float, Field(gt=0)] | None = None
+    # A JSON path into the body ("$.data.p95_ms": `$`, `.key`, `[index]`) whose number is
+    # judged by pass_when / fail_when / when_null.
+    value: str | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _path_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            from controlroom.infra.jsonpath import parse_path
+
+            parse_path(value)
+        return value
+
+    @model_validator(mode="after")
+    def _value_needs_threshold(self) -> "HttpItem":
+        if self.value is not None and self.pass_when is None:
+            raise ValueError("value needs pass_when (and optionally fail_when)")
+        if self.value is None and (self.pass_when or self.fail_when):
+            raise ValueError("pass_when / fail_when judge a number: set value = \"$.path.to.it\"")
+        return self
+
+
+class PrometheusItem(ItemBase, Judged):
+    """An instant query's number, judged like an SQL value: GET {url}/api/v1/query."""
+
+    kind: Literal["prometheus"]
+    url: NonEmpty  # the Prometheus base URL; /api/v1/query is appended
+    query: NonEmpty
+    # Several series answered: reduced this way; without it, several series are an error.
+    reduce: Literal["max", "min", "sum", "avg"] | None = None
+    secret_headers: dict[str, Slug] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _needs_threshold(self) -> "PrometheusItem":
+        if self.pass_when is None:
+            raise ValueError("a prometheus item needs pass_when (and optionally fail_when)")
+        return self
+
+
+class AlertRulesItem(ItemBase):
+    """The alerting rules that must be loaded in Prometheus (GET {url}/api/v1/rules?type=alert):
+    each named rule present with health "ok"; a firing one is `firing` (fail or warn)."""
+
+    kind: Literal["alert_rules"]
+    url: NonEmpty  # the Prometheus base URL; /api/v1/rules is appended
+    rules: list[NonEmpty] = Field(min_length=1)
+    firing: Literal["fail", "warn"] = "fail"
+    secret_headers: dict[str, Slug] = Field(default_factory=dict)
 
 
 class TokenZombieItem(ItemBase):
@@ -204,18 +263,13 @@ class TokenZombieItem(ItemBase):
     allow_mint_in_production: bool = False
 
 
-class SqlItem(ItemBase):
+class SqlItem(ItemBase, Judged):
     kind: Literal["sql"]
     database: Slug | None = None  # a [databases] name; optional with only one
     query: NonEmpty
     # "no_rows": every row returned is a problem (listed as evidence).
     # "value": the first column of the first row is judged against pass_when / fail_when.
     expect: Literal["no_rows", "value"] = "no_rows"
-    pass_when: Threshold | None = None
-    fail_when: Threshold | None = None
-    unit: str = ""
-    # The status when the value is NULL (e.g. no incidents, so no MTTR).
-    when_null: Literal["pass", "warn", "fail"] = "warn"
     # How many offending rows to name in the evidence.
     list_limit: Annotated[int, Field(ge=1, le=50)] = 5
 
@@ -259,7 +313,8 @@ class ManualItem(ItemBase):
 
 
 ChecklistItem = Annotated[
-    Union[HttpItem, TokenZombieItem, SqlItem, CorsItem, RateLimitItem, CommandItem, ManualItem],
+    Union[HttpItem, PrometheusItem, AlertRulesItem, TokenZombieItem, SqlItem, CorsItem, RateLimitItem,
+          CommandItem, ManualItem],
     Field(discriminator="kind"),
 ]
 

@@ -1,4 +1,5 @@
-"""Reading a number out of a Prometheus HTTP API answer (`/api/v1/query`).
+"""Reading a number out of a Prometheus HTTP API answer (`/api/v1/query`), and a history
+out of a `/api/v1/query_range` answer.
 
 Every result type is understood: `vector` (one number per series), `scalar`, `matrix` (the
 latest sample of each series) and `string`. Several series are an error naming how many,
@@ -61,6 +62,31 @@ def read_answer(body: Any, *, reduce: str | None = None) -> PrometheusNumber:
                                     "(sum by (), max(…)) or say reduce = \"max\" | \"min\" | \"sum\" | \"avg\"")
     present = [value for value in values if value is not None]
     return PrometheusNumber(REDUCERS[reduce](present) if present else None, len(values), notes)
+
+
+def read_range(body: Any, *, reduce: str | None = None) -> list[tuple[float, float]]:
+    """A `query_range` answer (a matrix) as (time, value) pairs, oldest first: one series as
+    it is, several reduced per timestamp as `reduce` says (else an error naming how many);
+    NaN and ±Inf samples are left out."""
+    if not isinstance(body, dict) or body.get("status") != "success":
+        error = body.get("error", body.get("status")) if isinstance(body, dict) else "not a JSON object"
+        raise PrometheusAnswerError(f"query failed: {error}")
+    data = body.get("data")
+    if not isinstance(data, dict) or data.get("resultType") != "matrix":
+        kind = data.get("resultType") if isinstance(data, dict) else None
+        raise PrometheusAnswerError(f"expected a matrix, got resultType {kind!r}")
+    series = _series(data.get("result"))
+    if len(series) > 1 and reduce is None:
+        raise PrometheusAnswerError(f"{len(series)} series answered; the runbook's source must aggregate them "
+                                    "or say reduce = \"max\" | \"min\" | \"sum\" | \"avg\"")
+    by_time: dict[float, list[float]] = {}
+    for one in series:
+        for sample in one.get("values") or []:
+            value = _sample(sample)
+            if value is not None:
+                by_time.setdefault(float(sample[0]), []).append(value)
+    combine = REDUCERS[reduce] if reduce else (lambda values: values[0])
+    return [(moment, combine(values)) for moment, values in sorted(by_time.items())]
 
 
 def _series(result: Any) -> Sequence[dict[str, Any]]:

@@ -7,7 +7,9 @@ Postgres is reached through one small asyncpg pool per DSN (from `controlroom.in
 named `application_name = controlroom/live`, with a server-side `statement_timeout` on every
 connection *and* a client-side timeout on every query, so the control room can never hurt
 the database it watches.
-Prometheus-style sources are read with httpx (`{url}/api/v1/query?query=...`).
+Prometheus-style sources are read with httpx (`{url}/api/v1/query?query=...`, and once
+`{url}/api/v1/query_range` to backfill a sparkline). KPI source kinds register in
+`_kpi_sources()`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -26,10 +28,12 @@ import httpx
 
 from controlroom.config.loader import LoadedConfig
 from controlroom.config.models import BreakersView, HealthView, Kpi, PrometheusSource, SqlSource
-from controlroom.live.prometheus import PrometheusAnswerError, read_answer
+from controlroom.live.prometheus import PrometheusAnswerError, read_answer, read_range
 from controlroom.infra.pg import PgSettings
 
 Colour = Literal["green", "amber", "red", "unknown"]
+# How many readings a KPI's sparkline shows; a Prometheus source backfills this many.
+SPARKLINE_POINTS = 60
 PG_PURPOSE = "live"  # connections are named controlroom/live
 DEFAULT_STATEMENT_TIMEOUT_S = 5.0
 BREAKER_STATES = ("closed", "open", "half_open")
@@ -71,6 +75,9 @@ class KpiReading:
     colour: Colour
     read_at: float  # wall-clock seconds (time.time())
     error: str | None = None  # why value is None, when the source said so
+    # The values before this one, oldest first, when the source could tell them (a
+    # Prometheus source's first reading: its query_range backfill); () otherwise.
+    history: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,13 @@ class SqlKpiSource:
         self._database = database
         self._wall = wall
 
+    @classmethod
+    def for_feeds(cls, kpi: Kpi, feeds: "Feeds") -> "SqlKpiSource | str":
+        assert isinstance(kpi.source, SqlSource)
+        name = feeds.config.runbook.database(kpi.source.database)
+        database = feeds.databases.get(name)
+        return cls(kpi, database) if database else feeds.database_errors.get(name, f"database {name!r} is not defined")
+
     async def fetch(self) -> KpiReading:
         rows = await self._database.fetch(self.kpi.source.query, timeout=self.kpi.timeout_s)
         value = _number(rows[0][0]) if rows and len(rows[0]) else None
@@ -219,24 +233,54 @@ class SqlKpiSource:
 
 
 class PrometheusKpiSource:
-    def __init__(self, kpi: Kpi, base_url: str, client: httpx.AsyncClient, *, wall: Callable[[], float] = time.time) -> None:
+    """An instant query each poll (`{url}/api/v1/query`). The first poll also asks
+    `{url}/api/v1/query_range` for the SPARKLINE_POINTS readings before it (one poll_s apart),
+    so a sparkline is full from the start; until that succeeds, each poll asks again."""
+
+    def __init__(self, kpi: Kpi, base_url: str, client: httpx.AsyncClient, *, wall: Callable[[], float] = time.time,
+                 backfill_points: int = SPARKLINE_POINTS) -> None:
         assert isinstance(kpi.source, PrometheusSource)
         self.kpi = kpi
         self.url = base_url.rstrip("/") + "/api/v1/query"
+        self.range_url = base_url.rstrip("/") + "/api/v1/query_range"
         self._client = client
         self._wall = wall
+        self.backfill_points = backfill_points
+        self.backfilled = backfill_points <= 0
+        self.backfill_error: str | None = None  # why the last backfill failed
+
+    @classmethod
+    def for_feeds(cls, kpi: Kpi, feeds: "Feeds") -> "PrometheusKpiSource":
+        assert isinstance(kpi.source, PrometheusSource)
+        return cls(kpi, feeds.config.url(kpi.source.url), feeds.client)
 
     async def fetch(self) -> KpiReading:
-        source = self.kpi.source
-        assert isinstance(source, PrometheusSource)
-        response = await self._client.get(self.url, params={"query": source.query}, timeout=self.kpi.timeout_s)
+        if self.backfilled:
+            return await self._instant()
+        reading, history = await asyncio.gather(self._instant(), self._history(), return_exceptions=True)
+        if isinstance(reading, BaseException):
+            raise reading
+        if isinstance(history, BaseException):
+            self.backfill_error = plain(str(history) or type(history).__name__, limit=200)
+            return reading
+        self.backfilled, self.backfill_error = True, None
+        return replace(reading, history=history)
+
+    async def _answer(self, url: str, params: dict[str, str]) -> object:
+        response = await self._client.get(url, params=params, timeout=self.kpi.timeout_s)
         try:
             body = response.json()
         except ValueError:
             body = None
         if response.status_code != 200:
             said = body.get("error") if isinstance(body, dict) else None
-            raise SourceError(f"HTTP {response.status_code} from {self.url}" + (f": {plain(said, limit=160)}" if said else ""))
+            raise SourceError(f"HTTP {response.status_code} from {url}" + (f": {plain(said, limit=160)}" if said else ""))
+        return body
+
+    async def _instant(self) -> KpiReading:
+        source = self.kpi.source
+        assert isinstance(source, PrometheusSource)
+        body = await self._answer(self.url, {"query": source.query})
         try:
             number = read_answer(body, reduce=source.reduce)
         except PrometheusAnswerError as error:
@@ -246,6 +290,32 @@ class PrometheusKpiSource:
         if number.value is not None and notes:
             error = notes  # a number, with what Prometheus warned about it
         return KpiReading(self.kpi.id, number.value, kpi_colour(self.kpi, number.value), self._wall(), error)
+
+    async def _history(self) -> tuple[float, ...]:
+        """The values of the backfill_points polls before now, oldest first (the steps without
+        a sample left out)."""
+        source = self.kpi.source
+        assert isinstance(source, PrometheusSource)
+        end = self._wall()
+        step = self.kpi.poll_s
+        start = end - step * self.backfill_points
+        body = await self._answer(self.range_url, {"query": source.query, "start": f"{start:.3f}",
+                                                   "end": f"{end - step:.3f}", "step": f"{step:g}"})
+        try:
+            points = read_range(body, reduce=source.reduce)
+        except PrometheusAnswerError as error:
+            raise SourceError(f"{self.range_url}: {plain(str(error), limit=200)}") from None
+        return tuple(value for _, value in points[-self.backfill_points:])
+
+
+# A KPI source kind (the `kind` of a [[kpis]] source) -> its class; a class's for_feeds()
+# gives the source, or why there is none (its database's secret is not set). A new kind is
+# one module and one line here.
+def _kpi_sources() -> dict[str, type[SqlKpiSource] | type[PrometheusKpiSource]]:
+    return {
+        "sql": SqlKpiSource,
+        "prometheus": PrometheusKpiSource,
+    }
 
 
 def _columns(view: str, columns: tuple[str, ...], required: tuple[str, ...]) -> None:
@@ -371,12 +441,13 @@ class Feeds:
             else:
                 self.database_errors[name] = f"secret {secret!r} is not set: export {config.secrets.variable(secret)}"
         self.kpis: dict[str, SqlKpiSource | PrometheusKpiSource | None] = {}
+        self.kpi_errors: dict[str, str] = {}  # why a KPI has no source
+        kinds = _kpi_sources()
         for kpi in config.runbook.kpis:
-            if isinstance(kpi.source, SqlSource):
-                db = self.databases.get(config.runbook.database(kpi.source.database))
-                self.kpis[kpi.id] = SqlKpiSource(kpi, db) if db else None
-            else:
-                self.kpis[kpi.id] = PrometheusKpiSource(kpi, config.url(kpi.source.url), self.client)
+            source = kinds[kpi.source.kind].for_feeds(kpi, self)
+            self.kpis[kpi.id] = None if isinstance(source, str) else source
+            if isinstance(source, str):
+                self.kpi_errors[kpi.id] = source
         views = config.runbook.views
         # None: a view the runbook does not define (and the app does not show).
         self.breakers = BreakerSource(views.breakers, self._view_database(views.breakers)) if views.breakers else None
@@ -396,8 +467,7 @@ class Feeds:
 
         source = self.kpis.get(kpi.id)
         if source is None:
-            database = self.config.runbook.database(kpi.source.database) if isinstance(kpi.source, SqlSource) else ""
-            return self.database_errors.get(database, f"no source for KPI {kpi.id!r}")
+            return self.kpi_errors.get(kpi.id, f"no source for KPI {kpi.id!r}")
         try:
             return await asyncio.wait_for(source.fetch(), kpi.timeout_s)
         except Exception as error:  # noqa: BLE001 - said, not raised: see above

@@ -2,7 +2,7 @@
 
 It answers the endpoints the release checklist calls (Supabase REST health, the
 `pos-credentials-rotation` edge function, per-provider `validate` functions, token issue
-with zombie-token semantics), a Prometheus-style `/api/v1/query` for KPIs, Slack and
+with zombie-token semantics), a Prometheus-style `/api/v1/query`, `/query_range` and `/rules` for KPIs and alerts, Slack and
 PagerDuty sinks that record what the control room sends, and `/_sandbox/*` controls
 (deploy, rollback, sink faults) for the demo and the tests. The middleware (rate limiting,
 CORS, request timing) lives in `http_middleware.py`, the sink recording in `sinks.py`.
@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from controlroom.sandbox.http.middleware import (
+    Background,
     CorsMiddleware,
     FixedWindowRateLimiter,
     MetricsMiddleware,
@@ -147,7 +148,7 @@ class Platform:
         self.scenario = scenario
         self.pool: asyncpg.Pool | None = None
         self.state = StateCache()
-        self.metrics = RequestMetrics()
+        self.metrics = RequestMetrics(background=Background(scenario.api_p95_ms, scenario.api_error_percent))
         self.sinks = SinkRecorder()
 
     @property
@@ -471,18 +472,104 @@ class Platform:
 
     # -- endpoints: Prometheus-style KPIs --
 
-    async def prom_query(self, request: Request) -> Response:
-        name = request.query_params.get("query", "").strip()
-        values: dict[str, Callable[[], float]] = {
+    def _series(self) -> dict[str, Callable[[float], float]]:
+        """metric name -> its value at a wall-clock time."""
+        return {
             "api_latency_p95_ms": self.metrics.p95_ms,
             "api_error_rate_percent": self.metrics.error_rate_percent,
-            "api_requests_total": lambda: float(self.metrics.total),
+            "api_requests_total": lambda now: float(self.metrics.total),
         }
-        if name not in values:
-            known = ", ".join(values)
+
+    def _metric(self, request: Request) -> tuple[str, Callable[[float], float]] | Response:
+        name = request.query_params.get("query", "").strip()
+        series = self._series()
+        if name not in series:
+            known = ", ".join(series)
             return _error(400, status="error", errorType="bad_data", error=f"unknown metric {name!r}; known: {known}")
-        sample = {"metric": {"__name__": name}, "value": [round(time.time(), 3), _prom_number(values[name]())]}
+        return name, series[name]
+
+    async def prom_query(self, request: Request) -> Response:
+        found = self._metric(request)
+        if isinstance(found, Response):
+            return found
+        name, value_at = found
+        now = time.time()
+        sample = {"metric": {"__name__": name}, "value": [round(now, 3), _prom_number(value_at(now))]}
         return JSONResponse({"status": "success", "data": {"resultType": "vector", "result": [sample]}})
+
+    async def prom_query_range(self, request: Request) -> Response:
+        """A matrix over start..end every step (Prometheus's query_range; at most 11 000
+        points), each point the metric over the window that ends there."""
+        found = self._metric(request)
+        if isinstance(found, Response):
+            return found
+        name, value_at = found
+        params = request.query_params
+        try:
+            start, end = float(params["start"]), float(params["end"])
+            step = _duration_s(params["step"])
+        except (KeyError, ValueError) as error:
+            return _error(400, status="error", errorType="bad_data", error=f"start, end and step are required numbers: {error}")
+        if step <= 0 or end < start:
+            return _error(400, status="error", errorType="bad_data",
+                          error="zero or negative query resolution step widths are not accepted" if step <= 0
+                          else "end timestamp must not be before start time")
+        if (end - start) / step > 11000:
+            return _error(400, status="error", errorType="bad_data",
+                          error="exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")
+        points, at = [], start
+        while at <= end + 1e-9:
+            value = value_at(at)
+            if not math.isnan(value):  # Prometheus leaves out the steps without a sample
+                points.append([round(at, 3), _prom_number(value)])
+            at += step
+        result = [{"metric": {"__name__": name}, "values": points}] if points else []
+        return JSONResponse({"status": "success", "data": {"resultType": "matrix", "result": result}})
+
+    async def prom_rules(self, request: Request) -> Response:
+        """The alerting rules the default runbook names (GET /api/v1/rules, Prometheus's
+        format), each firing when what it watches is wrong right now."""
+        kind = request.query_params.get("type", "")
+        if kind not in ("", "alert", "record"):
+            return _error(400, status="error", errorType="bad_data", error=f"unsupported type {kind!r}")
+        now = time.time()
+        open_breakers = await self.db.fetchval("SELECT count(*) FROM rotation_cb WHERE state = 'open'", timeout=QUERY_TIMEOUT_S)
+        failing = await self.state.failing_providers(self.db)
+        p95, errors = self.metrics.p95_ms(now), self.metrics.error_rate_percent(now)
+        watching = [
+            ("PosApiLatencyHigh", "api_latency_p95_ms > 500", p95 > 500, f"p95 {p95:.0f} ms"),
+            ("PosErrorRateHigh", "api_error_rate_percent > 1", errors > 1, f"{errors:.2f} % errors"),
+            ("CircuitBreakerOpen", "count(rotation_cb{state=\"open\"}) > 0", open_breakers > 0, f"{open_breakers} open"),
+            ("PosRotationFailing", "pos_rotation_failing_providers > 0", bool(failing), ", ".join(sorted(failing))),
+        ]
+        rules = [_alerting_rule(name, query, firing, summary, now) for name, query, firing, summary in watching]
+        groups = [] if kind == "record" else [
+            {"name": "pos-platform", "file": "/etc/prometheus/rules/pos.yml", "interval": 15,
+             "rules": rules, "evaluationTime": 0.001, "lastEvaluation": _rfc3339(now)}
+        ]
+        return JSONResponse({"status": "success", "data": {"groups": groups}})
+
+
+def _alerting_rule(name: str, query: str, firing: bool, summary: str, now: float) -> dict[str, Any]:
+    alerts = [{"labels": {"alertname": name, "severity": "page"}, "annotations": {"summary": summary},
+               "state": "firing", "activeAt": _rfc3339(now - 60), "value": "1e+00"}] if firing else []
+    return {"state": "firing" if firing else "inactive", "name": name, "query": query, "duration": 60,
+            "labels": {"severity": "page"}, "annotations": {"summary": f"{name}: {summary}" if firing else name},
+            "alerts": alerts, "health": "ok", "lastError": "", "evaluationTime": 0.0005,
+            "lastEvaluation": _rfc3339(now), "type": "alerting"}
+
+
+def _rfc3339(moment: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
+def _duration_s(text: str) -> float:
+    """A step: seconds ("15", "0.5") or a Prometheus duration ("15s", "1m", "1h")."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    for suffix in ("ms", "s", "m", "h", "d"):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * units[suffix]
+    return float(text)
 
 
 def _prom_number(value: float) -> str:
@@ -520,6 +607,8 @@ def create_app(settings: HttpSettings) -> Starlette:
         Route("/_sandbox/rollback", admin(platform.rollback), methods=["POST"]),
         Route("/_sandbox/state", admin(platform.sandbox_state), methods=["GET"]),
         Route("/api/v1/query", platform.prom_query, methods=["GET"]),
+        Route("/api/v1/query_range", platform.prom_query_range, methods=["GET"]),
+        Route("/api/v1/rules", platform.prom_rules, methods=["GET"]),
     ]
     middleware = [  # outermost first: CORS answers preflights before they count or are timed
         Middleware(CorsMiddleware, allowed_origins=tuple(settings.allowed_origins), allow_any=settings.cors_allow_any),

@@ -167,31 +167,57 @@ class CorsMiddleware:
 # -- the server's own latency / error KPIs -------------------------------------------------
 
 
-class RequestMetrics:
-    """Handling time and status of /rest and /functions requests, kept for five minutes."""
+Sample = tuple[float, float, int]  # (wall-clock seconds, handling ms, HTTP status)
 
-    def __init__(self, window_s: float = METRICS_WINDOW_S) -> None:
+
+@dataclass(frozen=True)
+class Background:
+    """The traffic of the platform's other clients: `per_s` requests a second whose latencies
+    spread evenly up to `p95_ms` at their 95th percentile and of which `error_percent` are
+    5xx. Deterministic in time, so any past window (a query_range) is the same every time."""
+
+    p95_ms: float
+    error_percent: float = 0.0
+    per_s: float = 1.0
+
+    def samples(self, start: float, end: float) -> list[Sample]:
+        found: list[Sample] = []
+        for k in range(math.floor(start * self.per_s) + 1, math.floor(end * self.per_s) + 1):
+            spread = (k * 0.6180339887) % 1.0  # golden-ratio steps: evenly spread, no clumps
+            failed = (k * 0.7548776662) % 1.0 < self.error_percent / 100.0
+            found.append((k / self.per_s, self.p95_ms * (0.5 + 0.5 * spread / 0.95), 500 if failed else 200))
+        return found
+
+
+class RequestMetrics:
+    """Handling time and status of /rest and /functions requests, kept for five minutes, and
+    the background traffic of other clients (when there is one) in the same window."""
+
+    def __init__(self, window_s: float = METRICS_WINDOW_S, background: Background | None = None) -> None:
         self.window_s = window_s
+        self.background = background
         self.total = 0
-        self._samples: deque[tuple[float, float, int]] = deque()  # (monotonic, ms, status)
+        self._samples: deque[Sample] = deque()
 
     def record(self, duration_ms: float, status: int, now: float | None = None) -> None:
         self.total += 1
-        self._samples.append((time.monotonic() if now is None else now, duration_ms, status))
+        self._samples.append((time.time() if now is None else now, duration_ms, status))
 
-    def _recent(self, now: float) -> list[tuple[float, float, int]]:
+    def _recent(self, now: float) -> list[Sample]:
+        """The samples of the window that ends at `now` (measured ones are kept one window)."""
         while self._samples and self._samples[0][0] < now - self.window_s:
             self._samples.popleft()
-        return list(self._samples)
+        measured = [s for s in self._samples if now - self.window_s < s[0] <= now]
+        return measured + (self.background.samples(now - self.window_s, now) if self.background else [])
 
     def p95_ms(self, now: float | None = None) -> float:
-        durations = sorted(s[1] for s in self._recent(time.monotonic() if now is None else now))
+        durations = sorted(s[1] for s in self._recent(time.time() if now is None else now))
         if not durations:
             return math.nan
         return durations[max(0, math.ceil(0.95 * len(durations)) - 1)]  # nearest rank
 
     def error_rate_percent(self, now: float | None = None) -> float:
-        recent = self._recent(time.monotonic() if now is None else now)
+        recent = self._recent(time.time() if now is None else now)
         if not recent:
             return math.nan  # 0/0, as Prometheus would answer
         return 100.0 * sum(1 for s in recent if s[2] >= 500) / len(recent)

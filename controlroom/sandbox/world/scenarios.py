@@ -34,6 +34,10 @@ class Scenario:
     # A deployment (POST /_sandbox/deploy) makes these providers fail: validate answers 503,
     # their syncs and rotations fail, their breakers open by the 10-in-15-min rule.
     fail_on_deploy: tuple[str, ...] = ()
+    # The platform's other clients (the sandbox's Prometheus counts them with our requests):
+    # their p95 latency and share of 5xx answers.
+    api_p95_ms: float = 140.0
+    api_error_percent: float = 0.0
 
     # -- simulator --
     sync_failure_rate: float = 0.002      # chance that one location's sync fails per tick
@@ -74,6 +78,7 @@ SCENARIOS: dict[str, Scenario] = {
             mttr_minutes=150.0,
             extra_latency_ms={"bistrsoft": 650},
             degraded_providers=("bistrsoft",),
+            api_p95_ms=620.0,
         ),
         Scenario(
             name="fudo-outage",
