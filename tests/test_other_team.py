@@ -137,6 +137,25 @@ async def test_check_gives_the_verdict_on_another_teams_platform(situation: str,
     assert API_KEY not in result.stdout and dsn.split("@")[0] not in result.stdout
 
 
+async def test_a_gateways_401_without_the_services_mark_is_an_error(pg: EmbeddedPostgres, server_for: Any,
+                                                                    tmp_path: Path) -> None:
+    """The runbook's function_marker (x-robots-keys): a 401 a proxy gives in front of the key
+    service looks like a pass, but the service never judged the key: an error, not a pass."""
+    dsn = await team_database(pg, "")
+    server = server_for(dsn, gateway_refuses_swapped=True)
+    config = write_config(tmp_path, server.url)
+    env = {**os.environ, "ROBOTS_OPS_DSN": dsn, "ROBOTS_API_KEY": API_KEY}
+    result = subprocess.run([sys.executable, "-m", "controlroom", "check", "--config", str(config), "--json"],
+                            capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert "Traceback" not in result.stderr, result.stderr
+    report = json.loads(result.stdout)
+    stale = {check["id"]: check for check in report["checks"]}["stale-key"]
+    assert stale["status"] == "error", stale
+    assert "the gateway refused the request; the function was never reached" in stale["evidence"]
+    assert stale["measured"]["http_status"] == 401 and stale["measured"]["function_reached"] is False
+    assert report["verdict"] != "GO"
+
+
 async def test_the_views_show_the_teams_data(pg: EmbeddedPostgres, server_for: Any, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     dsn = await team_database(pg, "UPDATE link_breakers SET phase = 'open', errors = 9 WHERE site_code = 'lis-1';"

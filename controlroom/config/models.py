@@ -173,6 +173,27 @@ class HttpItem(ItemBase):
     warn_latency_ms: Annotated[float, Field(gt=0)] | None = None
 
 
+class FunctionMarker(Model):
+    """What marks an answer as the function's own, not a gateway's in front of it: a header
+    (`{ header = "x-pos-function", value = "pos-credentials-rotation" }`) or a top-level JSON
+    field of the body (`{ json = "function", value = "..." }`) with this value."""
+
+    header: str | None = Field(default=None, min_length=1)
+    json_field: str | None = Field(default=None, alias="json", min_length=1)
+    value: NonEmpty
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> "FunctionMarker":
+        if (self.header is None) == (self.json_field is None):
+            raise ValueError("set exactly one of header or json (where the function's mark is)")
+        return self
+
+    def describe(self) -> str:
+        return f"header {self.header}: {self.value}" if self.header else f'JSON "{self.json_field}": {self.value}'
+
+
 class TokenZombieItem(ItemBase):
     """The seed's security gate: a rotated-out token must get 401, fast, with no retries, no
     rotation attempted with it, and the circuit breakers unchanged."""
@@ -202,6 +223,10 @@ class TokenZombieItem(ItemBase):
     # Minting a zombie rotates a real location's token: against production the probe does not
     # mint (without zombie_token_secret it is skipped, to be attested) unless allowed here.
     allow_mint_in_production: bool = False
+    # What marks the function's own answer; a 401 without it came from a gateway in front of
+    # the function (e.g. Supabase's JWT check) and is an error, never a pass. Without a
+    # marker any 401 counts, which cannot tell the two apart.
+    function_marker: FunctionMarker | None = None
 
 
 class SqlItem(ItemBase):

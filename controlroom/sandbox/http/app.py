@@ -500,6 +500,21 @@ def _admin_only(platform: Platform, handler: Callable[[Request], Awaitable[Respo
     return guarded
 
 
+FUNCTION_HEADER = "x-pos-function"  # on every answer a function itself gives, never the gateway's
+
+
+def _edge_function(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """An edge function as the platform runs it: its own answers carry its name in
+    FUNCTION_HEADER (/functions/v1/<name>/...)."""
+
+    async def function(request: Request) -> Response:
+        response = await handler(request)
+        response.headers[FUNCTION_HEADER] = request.url.path.split("/")[3]
+        return response
+
+    return function
+
+
 def create_app(settings: HttpSettings) -> Starlette:
     """The sandbox app for `settings`; the asyncpg pool opens in the app's lifespan."""
     platform = Platform(settings, get_scenario(settings.scenario))
@@ -510,8 +525,8 @@ def create_app(settings: HttpSettings) -> Starlette:
         Route("/rest/v1", platform.rest_without_slash, methods=["GET"]),
         Route("/rest/v1/{table}", platform.rest_table, methods=["GET"]),
         Route("/auth/v1/token", platform.issue_token, methods=["POST"]),
-        Route("/functions/v1/pos-credentials-rotation", platform.rotate, methods=["POST"]),
-        Route("/functions/v1/pos-{provider}/validate", platform.validate, methods=["GET", "POST"]),
+        Route("/functions/v1/pos-credentials-rotation", _edge_function(platform.rotate), methods=["POST"]),
+        Route("/functions/v1/pos-{provider}/validate", _edge_function(platform.validate), methods=["GET", "POST"]),
         Route("/sinks/slack/{hook_id:path}", platform.slack, methods=["POST"]),
         Route("/sinks/pagerduty/v2/enqueue", platform.pagerduty, methods=["POST"]),
         Route("/_sandbox/sinks/faults", admin(platform.sink_faults), methods=["POST"]),
