@@ -34,7 +34,7 @@ from controlroom.infra.identity import current_operator
 from controlroom.infra.pg import PgSettings
 from controlroom.config.loader import LoadedConfig
 from controlroom.config.placeholders import MissingValue
-from controlroom.config.models import ChecklistItem
+from controlroom.config.models import Auth, ChecklistItem
 from controlroom.config.secrets import MissingSecret
 
 Status = Literal["pass", "fail", "warn", "error", "pending", "skipped"]
@@ -508,11 +508,19 @@ async def request_within_deadline(client: httpx.AsyncClient, method: str, url: s
         raise ProbeError(f"{method} {url}: timeout after {time.perf_counter() - began:.1f} s waiting for {phase}") from None
 
 
-def secret_headers(ctx: ProbeContext, mapping: Mapping[str, str]) -> dict[str, str]:
-    """Header name -> secret value; ProbeError naming the variable when one is not set."""
-    headers: dict[str, str] = {}
-    for header, logical in mapping.items():
-        if not ctx.secrets.has(logical):
-            raise ProbeError(f"secret {logical!r} is not set: export {ctx.secrets.variable(logical)}=...")
-        headers[header] = ctx.secrets.get(logical)
+def secret_headers(ctx: ProbeContext, mapping: Mapping[str, str], auth: Auth | None = None) -> dict[str, str]:
+    """Header name -> secret value, plus the item's `auth` (`apikey`, `Authorization: Bearer`);
+    ProbeError naming the variable when a secret is not set."""
+    headers = {header: _secret(ctx, logical) for header, logical in mapping.items()}
+    if auth is not None:
+        if auth.apikey is not None:
+            headers["apikey"] = _secret(ctx, auth.apikey)
+        if auth.bearer is not None:
+            headers["Authorization"] = f"Bearer {_secret(ctx, auth.bearer)}"
     return headers
+
+
+def _secret(ctx: ProbeContext, logical: str) -> str:
+    if not ctx.secrets.has(logical):
+        raise ProbeError(f"secret {logical!r} is not set: export {ctx.secrets.variable(logical)}=...")
+    return ctx.secrets.get(logical)

@@ -41,6 +41,7 @@ from controlroom.checks.base import (
     ms,
     own_timing,
     polite_request,
+    secret_headers,
 )
 from controlroom.checks.sql import fetch
 from controlroom.config.models import Environment, FunctionMarker, TokenZombieItem
@@ -148,14 +149,17 @@ async def _probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
 
 
 async def _make_zombie(item: TokenZombieItem, ctx: ProbeContext, client: httpx.AsyncClient, location_id: str) -> str:
-    api_key = ctx.secrets.get(item.api_key_secret)
+    issue_headers = {"apikey": ctx.secrets.get(item.api_key_secret), **secret_headers(ctx, {}, item.auth)}
     issue_url, rotate_url = ctx.url(item.issue_url), ctx.url(item.rotate_url)
     body = {"location_id": location_id}
-    old = await _token_from(client, "issue a token", issue_url, ctx.redact, headers={"apikey": api_key}, json=body)
-    await _token_from(
-        client, "rotate the token", rotate_url, ctx.redact, headers={"Authorization": f"Bearer {old}"}, json=body
-    )
+    old = await _token_from(client, "issue a token", issue_url, ctx.redact, headers=issue_headers, json=body)
+    await _token_from(client, "rotate the token", rotate_url, ctx.redact, headers=_as_bearer(item, ctx, old), json=body)
     return old
+
+
+def _as_bearer(item: TokenZombieItem, ctx: ProbeContext, token: str) -> dict[str, str]:
+    """The item's auth headers with `token` as the bearer (rotate and present)."""
+    return {**secret_headers(ctx, {}, item.auth), "Authorization": f"Bearer {token}"}
 
 
 async def _warm_up(item: TokenZombieItem, ctx: ProbeContext, client: httpx.AsyncClient) -> None:
@@ -196,7 +200,7 @@ async def _present(
     location_id: str,
 ) -> Presentation:
     url = ctx.url(item.probe_url or item.rotate_url)
-    headers = {"Authorization": f"Bearer {zombie}"}
+    headers = _as_bearer(item, ctx, zombie)
     began = time.perf_counter()
     response: httpx.Response | None = None
     error: str | None = None

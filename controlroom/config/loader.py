@@ -234,6 +234,8 @@ def _secret_references(runbook: Runbook) -> list[tuple[str, str]]:
         where = f"checklist item {item.id}"
         for secret in getattr(item, "secret_headers", {}).values():
             refs.append((where, secret))
+        if getattr(item, "auth", None) is not None:
+            refs += [(f"{where}, auth", secret) for secret in item.auth.secret_names()]
         for attribute in ("api_key_secret", "zombie_token_secret"):
             if getattr(item, attribute, None):
                 refs.append((where, getattr(item, attribute)))

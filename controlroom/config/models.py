@@ -157,12 +157,32 @@ class ItemBase(Model):
     timeout_s: TimeoutSeconds = 10.0
 
 
+class Auth(Model):
+    """The credentials a request carries, by logical secret name: `bearer` is sent as
+    `Authorization: Bearer <secret>` (a JWT: Supabase's anon or service_role key, what an edge
+    function's gateway verifies), `apikey` as the `apikey` header (any key, the
+    `sb_publishable_…` / `sb_secret_…` keys included, which are not JWTs). Either or both."""
+
+    bearer: Slug | None = None
+    apikey: Slug | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> "Auth":
+        if self.bearer is None and self.apikey is None:
+            raise ValueError("set bearer, apikey or both (logical secret names)")
+        return self
+
+    def secret_names(self) -> list[str]:
+        return [name for name in (self.bearer, self.apikey) if name is not None]
+
+
 class HttpItem(ItemBase):
     kind: Literal["http"]
     method: Literal["GET", "POST", "HEAD", "PUT"] = "GET"
     url: NonEmpty
     # Header name -> logical secret name, e.g. { apikey = "supabase_api_key" }.
     secret_headers: dict[str, Slug] = Field(default_factory=dict)
+    auth: Auth | None = None
     json_body: dict[str, object] | None = None
     expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1)
     max_latency_ms: Annotated[float, Field(gt=0)] | None = None
@@ -203,6 +223,9 @@ class TokenZombieItem(ItemBase):
     rotate_url: NonEmpty  # POST with Bearer token -> rotates; the old token is now a zombie
     probe_url: str = ""  # where the zombie is presented; defaults to rotate_url
     api_key_secret: Slug
+    # Sent with every request of the test: `apikey` on all of them, `bearer` on the issue
+    # request only (rotate and present carry the token itself as the bearer).
+    auth: Auth | None = None
     # A rotated-out token kept in an environment variable, for environments where the probe
     # must not mint one; when set, issue/rotate are skipped.
     zombie_token_secret: Slug | None = None
@@ -256,12 +279,16 @@ class CorsItem(ItemBase):
     url: NonEmpty
     foreign_origin: NonEmpty = "https://attacker.invalid"
     allowed_origin: str | None = None
+    auth: Auth | None = None  # sent with the GET (never with the preflights, which carry none)
 
 
 class RateLimitItem(ItemBase):
     kind: Literal["rate_limit"]
     url: NonEmpty
     secret_headers: dict[str, Slug] = Field(default_factory=dict)
+    # Give the burst a key of its own (a client identity of its own at the limiter), so that
+    # it uses up its own limit and never the one the other probes share.
+    auth: Auth | None = None
     # Send at most this many requests; a 429 must come before the last one.
     burst: Annotated[int, Field(ge=2, le=1000)] = 100
     # Bursting a production API is itself a risk: refused there unless allowed here.
