@@ -224,7 +224,7 @@ class ProbeContext:
             purpose=PG_PURPOSE,
             connect_timeout_s=POOL_CONNECT_TIMEOUT_S,
             statement_timeout_s=statement_timeout_s,
-            transaction_pooler=self.loaded.environment.transaction_pooler,
+            transaction_pooler=self.loaded.environment.statement_cache_off,
             idle_in_transaction_timeout_s=max(statement_timeout_s * 2, 10.0),
         )
         return await asyncio.wait_for(

@@ -105,9 +105,32 @@ class Environment(Model):
     # The previous stable version of this environment, when it is known here (e.g. from the
     # CD system); wins over [rollback.previous_version] of the runbook. Empty: that finds it.
     previous_version: str = ""
-    # True when this environment's database DSNs go through a transaction pooler (pgbouncer,
-    # Supavisor in transaction mode): prepared statements are then not cached.
+    # What the database DSNs go through: "transaction" (pgbouncer, Supavisor in transaction
+    # mode, Supabase's port 6543): consecutive statements may reach different server
+    # connections, so asyncpg's statement cache is off; "session" (Supavisor in session mode,
+    # port 5432 of the pooler) or "none" (a direct connection): prepared statements work.
+    pooler: Literal["transaction", "session", "none"] = "none"
+    # The older spelling of pooler = "transaction"; kept as an alias.
     transaction_pooler: bool = False
+
+    @model_validator(mode="after")
+    def _pooler_alias(self) -> "Environment":
+        if self.transaction_pooler and self.pooler == "session":
+            raise ValueError('transaction_pooler = true contradicts pooler = "session" (set only pooler)')
+        if self.transaction_pooler or self.pooler == "transaction":  # one truth for both spellings
+            object.__setattr__(self, "pooler", "transaction")
+            object.__setattr__(self, "transaction_pooler", True)
+        return self
+
+    @property
+    def statement_cache_off(self) -> bool:
+        """Transaction mode (either spelling): no prepared statement may be cached."""
+        return self.pooler == "transaction" or self.transaction_pooler
+
+    @property
+    def pooler_chosen(self) -> bool:
+        """Whether the config says what its DSNs go through (either spelling)."""
+        return bool({"pooler", "transaction_pooler"} & self.model_fields_set)
 
     @model_validator(mode="after")
     def _deploy_secrets_are_declared(self) -> "Environment":
