@@ -25,6 +25,7 @@ from controlroom.release.engine import ReleaseEngine
 from controlroom.release.steps import StepRunner
 
 from probe_support import make_loaded
+from test_config_validation import MINIMAL_RUNBOOK
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -225,9 +226,10 @@ def test_port_6543_without_a_pooler_gets_a_clear_hint() -> None:
 
 def test_validate_and_check_say_so(tmp_path: Path) -> None:
     runbook = tmp_path / "runbook.toml"
-    runbook.write_text(RUNBOOK_WITH_ONE_DATABASE)
+    runbook.write_text(MINIMAL_RUNBOOK)  # one database, "main", whose DSN is database_dsn
     config = tmp_path / "c.toml"
-    config.write_text(f'runbook = "{runbook}"\n[environment]\nname = "e"\nsecrets = {{ dsn = "POOLED_DSN" }}\n')
+    config.write_text(f'runbook = "{runbook}"\n[environment]\nname = "e"\nurls = {{ supabase = "https://x.supabase.co" }}\n'
+                      'secrets = { database_dsn = "POOLED_DSN" }\n')
     env = {**os.environ, "POOLED_DSN": "postgresql://u:p@127.0.0.1:6543/db"}  # validate connects to nothing
     done = subprocess.run([sys.executable, "-m", "controlroom", "validate", str(config)],
                           capture_output=True, text=True, env=env, timeout=60)
@@ -237,39 +239,3 @@ def test_validate_and_check_say_so(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "controlroom", "validate", str(config)],
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0 and "warning" not in done.stdout, done.stdout
-
-
-RUNBOOK_WITH_ONE_DATABASE = """\
-name = "pooled"
-[databases]
-main = "dsn"
-[[checklist.sections]]
-id = "s"
-title = "S"
-[[checklist.sections.items]]
-id = "q"
-title = "Q"
-kind = "sql"
-query = "SELECT 1 WHERE false"
-[[deployment.phases]]
-id = "p"
-title = "P"
-minutes = 5
-[[deployment.phases.steps]]
-id = "s1"
-title = "S1"
-action = { kind = "manual" }
-[[rollback.plans]]
-id = "r"
-title = "R"
-target_minutes = 5
-[[rollback.plans.steps]]
-id = "r1"
-title = "R1"
-action = { kind = "manual" }
-[[escalation.levels]]
-level = 1
-title = "L1"
-from_minutes = 0
-contacts = ["someone"]
-"""
