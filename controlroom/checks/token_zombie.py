@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from controlroom.checks.base import (
+    NoRetryTransport,
     Outcome,
     ProbeContext,
     ProbeError,
@@ -64,7 +65,7 @@ class CountingTransport(httpx.AsyncBaseTransport):
     """Counts every request that reaches the wire. No retries of its own (retries=0)."""
 
     def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport(retries=0)
+        self._inner = NoRetryTransport()
         self.requests = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
