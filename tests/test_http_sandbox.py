@@ -22,7 +22,7 @@ from controlroom.sandbox.http.middleware import FixedWindowRateLimiter, RequestM
 from controlroom.sandbox.http.server import HttpServerProcess, HttpServerStartError, HttpSettings, sign_jwt
 from controlroom.sandbox.pg.postgres import EmbeddedPostgres, free_port
 
-from http_fixtures import ORIGIN, bearer, create_database, issue_token, make_zombie, start_server
+from http_fixtures import ORIGIN, bearer, create_database, issue_token, make_zombie, server, shared_dsn, start_server  # noqa: F401 - fixtures
 
 ROTATE = "/functions/v1/pos-credentials-rotation"
 
@@ -30,19 +30,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 # -- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-async def shared_dsn(pg: EmbeddedPostgres) -> str:
-    return await create_database(pg)
-
-
-@pytest.fixture(scope="module")
-async def server(shared_dsn: str) -> AsyncIterator[HttpServerProcess]:
-    # A high limit: the tests share one client IP and must not throttle each other.
-    process = await start_server(HttpSettings(dsn=shared_dsn, rate_limit=10_000))
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,27 +15,14 @@ import pytest
 from controlroom.checks import ProbeContext, run_probe
 from controlroom.config.loader import load_default_runbook
 from controlroom.sandbox.http.app import FUNCTION_HEADER
-from controlroom.sandbox.http.server import HttpServerProcess, HttpSettings, sign_jwt
-from controlroom.sandbox.pg.postgres import EmbeddedPostgres
+from controlroom.sandbox.http.server import HttpServerProcess, sign_jwt
 
-from http_fixtures import bearer, create_database, make_zombie, start_server
+from http_fixtures import bearer, make_zombie, server, shared_dsn  # noqa: F401 - fixtures
 from probe_support import make_loaded
 
 ROTATE = "/functions/v1/pos-credentials-rotation"
 OTHER_PROJECT_SECRET = "another project's JWT secret, 32 bytes or more"
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-async def dsn(pg: EmbeddedPostgres) -> str:
-    return await create_database(pg)
-
-
-@pytest.fixture(scope="module")
-async def server(dsn: str) -> AsyncIterator[HttpServerProcess]:
-    process = await start_server(HttpSettings(dsn=dsn, rate_limit=10_000))
-    yield process
-    process.stop()
 
 
 @pytest.fixture
@@ -119,16 +106,16 @@ async def zombie_probe(server: HttpServerProcess, dsn: str, **changes: Any):  # 
         return await run_probe(loaded.runbook.items()[0][1], ctx)
 
 
-async def test_the_probe_passes_on_the_functions_own_401(server: HttpServerProcess, dsn: str) -> None:
-    result = await zombie_probe(server, dsn)
+async def test_the_probe_passes_on_the_functions_own_401(server: HttpServerProcess, shared_dsn: str) -> None:
+    result = await zombie_probe(server, shared_dsn)
     assert result.status == "pass", result.evidence
     assert result.measured["http_status"] == 401 and result.measured["function_reached"] is True
 
 
-async def test_the_probe_errs_on_a_gateway_only_401(server: HttpServerProcess, dsn: str) -> None:
+async def test_the_probe_errs_on_a_gateway_only_401(server: HttpServerProcess, shared_dsn: str) -> None:
     """A zombie the gateway refuses (signed by another project) never reaches the function:
     fast, one attempt, nothing rotated — and still not a pass."""
-    result = await zombie_probe(server, dsn, zombie=sign_jwt(OTHER_PROJECT_SECRET, "authenticated", sub="x"))
+    result = await zombie_probe(server, shared_dsn, zombie=sign_jwt(OTHER_PROJECT_SECRET, "authenticated", sub="x"))
     assert result.status == "error", result.evidence
     assert "the gateway refused the request; the function was never reached" in result.evidence
     assert result.measured["http_status"] == 401 and result.measured["function_reached"] is False
