@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import httpx
+import pytest
 
 from controlroom.sandbox.http.server import HttpServerProcess, HttpSettings
 from controlroom.sandbox.pg.postgres import EmbeddedPostgres
@@ -58,3 +60,21 @@ async def make_zombie(client: httpx.AsyncClient, settings: HttpSettings, locatio
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# Fixtures a test module takes by importing them (`from http_fixtures import server, shared_dsn`).
+
+
+@pytest.fixture(scope="module")
+async def shared_dsn(pg: EmbeddedPostgres) -> str:
+    """The module's own database (create_database)."""
+    return await create_database(pg)
+
+
+@pytest.fixture(scope="module")
+async def server(shared_dsn: str) -> AsyncIterator[HttpServerProcess]:
+    """A healthy sandbox server on it. A high limit: the tests share one client IP and must
+    not throttle each other."""
+    process = await start_server(HttpSettings(dsn=shared_dsn, rate_limit=10_000))
+    yield process
+    process.stop()

@@ -35,6 +35,9 @@ class Behaviour:
     health_delay_s: float = 0.0
     accept_swapped_keys: bool = False  # the defect the Token Zombie test is there to catch
     keys: dict[str, str] = field(default_factory=dict)  # key -> "active" | "swapped"
+    # A proxy in front of the key service refuses swapped-out keys itself, with a 401 that
+    # does not carry the service's MARKER_HEADER: the service is never asked.
+    gateway_refuses_swapped: bool = False
 
 
 class OtherTeamServer:
@@ -131,6 +134,9 @@ class OtherTeamServer:
                     return
                 key = (self.headers.get("authorization") or "").removeprefix("Bearer ")
                 state = keys.get(key)
+                if state == "swapped" and server.behaviour.gateway_refuses_swapped:
+                    self._send(401, {"message": "Unauthorized"}, marked=False)
+                    return
                 if state == "active" or (state == "swapped" and server.behaviour.accept_swapped_keys):
                     keys[key] = "swapped"
                     server.record_swap(key, site)

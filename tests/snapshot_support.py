@@ -85,6 +85,7 @@ def config_toml(*, name: str = "staging", production: bool = False) -> str:
         [environment.secrets]
         database_dsn = "CR_DATABASE_DSN"
         supabase_api_key = "SUPABASE_ANON_KEY"
+        burst_api_key = "SUPABASE_BURST_KEY"
         slack_webhook_url = "SLACK_WEBHOOK_URL"
         pagerduty_routing_key = "PAGERDUTY_ROUTING_KEY"
         """)

@@ -28,6 +28,7 @@ pagerduty = "https://events.pagerduty.com"
 [environment.secrets]
 database_dsn = "CR_DATABASE_DSN"
 supabase_api_key = "SUPABASE_ANON_KEY"
+burst_api_key = "SUPABASE_BURST_KEY"
 slack_webhook_url = "SLACK_WEBHOOK_URL"
 pagerduty_routing_key = "PAGERDUTY_ROUTING_KEY"
 """
@@ -216,6 +217,14 @@ BAD_FILES = [
     ("a report metric naming no item", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
      MINIMAL_RUNBOOK + '[report]\nmetrics = [{ title = "MTTR", item = "mttr" }]\n',
      ["report.metrics", "'mttr'"]),
+    ("auth naming a secret the environment lacks", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK.replace('url = "{urls.supabase}/health"', 'url = "{urls.supabase}/health"\nauth = { bearer = "service_key" }'),
+     ["environment.secrets.service_key", "required by the runbook", "checklist item api, auth"]),
+    ("auth with neither bearer nor apikey", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK.replace('url = "{urls.supabase}/health"', 'url = "{urls.supabase}/health"\nauth = {}'),
+     ["items[0](id=api).auth", "bearer, apikey or both"]),
+    ("the burst's own key missing from the environment", GOOD_CONFIG.replace('burst_api_key = "SUPABASE_BURST_KEY"\n', ""), None,
+     ["environment.secrets.burst_api_key", "required by the runbook", "rate-limits"]),
     ("a view without its query", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
      MINIMAL_RUNBOOK + '[views.breakers]\npoll_s = 5\n', ["views.breakers.query", "is required"]),
 ]

@@ -19,10 +19,10 @@ import pytest
 
 from controlroom.sandbox.http.app import create_app, fingerprint
 from controlroom.sandbox.http.middleware import FixedWindowRateLimiter, RequestMetrics
-from controlroom.sandbox.http.server import HttpServerProcess, HttpServerStartError, HttpSettings
+from controlroom.sandbox.http.server import HttpServerProcess, HttpServerStartError, HttpSettings, sign_jwt
 from controlroom.sandbox.pg.postgres import EmbeddedPostgres, free_port
 
-from http_fixtures import ORIGIN, bearer, create_database, issue_token, make_zombie, start_server
+from http_fixtures import ORIGIN, bearer, create_database, issue_token, make_zombie, server, shared_dsn, start_server  # noqa: F401 - fixtures
 
 ROTATE = "/functions/v1/pos-credentials-rotation"
 
@@ -30,19 +30,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 # -- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-async def shared_dsn(pg: EmbeddedPostgres) -> str:
-    return await create_database(pg)
-
-
-@pytest.fixture(scope="module")
-async def server(shared_dsn: str) -> AsyncIterator[HttpServerProcess]:
-    # A high limit: the tests share one client IP and must not throttle each other.
-    process = await start_server(HttpSettings(dsn=shared_dsn, rate_limit=10_000))
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +110,13 @@ async def test_token_issue_records_an_active_token(
 # -- rotation and zombie tokens ------------------------------------------------------------
 
 
-async def test_rotation_test_call_writes_nothing(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+async def test_rotation_test_call_writes_nothing(client: httpx.AsyncClient, server: HttpServerProcess,
+                                                 db: asyncpg.Connection) -> None:
     before = await db.fetchval("SELECT count(*) FROM pos_rotation_metrics")
-    response = await client.post(ROTATE, json={"test": True})  # the seed's curl: no auth
+    # The seed's curl, without credentials: the functions' gateway refuses it.
+    refused = await client.post(ROTATE, json={"test": True})
+    assert refused.status_code == 401 and refused.json() == {"code": 401, "message": "Missing authorization header"}
+    response = await client.post(ROTATE, json={"test": True}, headers=bearer(server.settings.anon_key))
     assert response.status_code == 200
     assert response.json() == {"ok": True, "test": True, "rotation_capable": True}
     assert await db.fetchval("SELECT count(*) FROM pos_rotation_metrics") == before
@@ -165,9 +156,14 @@ async def test_zombie_token_gets_401_fast_and_changes_nothing(
     assert rest.status_code == 401 and rest.json() == {"error": "token_revoked"}
 
 
-async def test_unknown_or_missing_token_is_invalid(client: httpx.AsyncClient) -> None:
+async def test_unknown_or_missing_token_is_invalid(client: httpx.AsyncClient, server: HttpServerProcess) -> None:
+    # Not a JWT: the gateway refuses it. A validly signed one the platform never issued: the
+    # function does.
+    unknown = sign_jwt(server.settings.jwt_secret, "authenticated", sub="loc-x")
     for path in (ROTATE, "/functions/v1/pos-maxirest/validate"):
         response = await client.post(path, headers=bearer("made-up"), json={})
+        assert response.status_code == 401 and response.json() == {"code": 401, "message": "Invalid JWT"}
+        response = await client.post(path, headers=bearer(unknown), json={})
         assert response.status_code == 401 and response.json() == {"error": "invalid_token"}
     assert (await client.post(ROTATE, json={})).status_code == 401
 
@@ -190,19 +186,21 @@ async def test_zombie_scenario_accepts_old_tokens_slowly_and_rotates(
 # -- validate functions --------------------------------------------------------------------
 
 
-async def test_validate_functions(client: httpx.AsyncClient) -> None:
+async def test_validate_functions(client: httpx.AsyncClient, server: HttpServerProcess) -> None:
+    anon = bearer(server.settings.anon_key)
     for provider, count in (("fudo", 2), ("maxirest", 1), ("bistrsoft", 1)):
-        response = await client.get(f"/functions/v1/pos-{provider}/validate")
+        response = await client.get(f"/functions/v1/pos-{provider}/validate", headers=anon)
         assert response.status_code == 200
         assert response.json() == {"provider": provider, "status": "ok", "locations": count}
-    assert (await client.post("/functions/v1/pos-fudo/validate")).status_code == 200
-    assert (await client.get("/functions/v1/pos-toast/validate")).status_code == 404
+        assert response.headers["x-pos-function"] == f"pos-{provider}"
+    assert (await client.post("/functions/v1/pos-fudo/validate", headers=anon)).status_code == 200
+    assert (await client.get("/functions/v1/pos-toast/validate", headers=anon)).status_code == 404
 
 
 async def test_degraded_provider_is_slow_and_says_so(loose_server: HttpServerProcess) -> None:
     async with httpx.AsyncClient(base_url=loose_server.base_url, timeout=5) as http:
         started = time.perf_counter()
-        response = await http.get("/functions/v1/pos-bistrsoft/validate")
+        response = await http.get("/functions/v1/pos-bistrsoft/validate", headers=bearer(loose_server.settings.anon_key))
         assert time.perf_counter() - started >= 0.65
         assert response.status_code == 200 and response.json()["status"] == "degraded"
 
@@ -378,7 +376,7 @@ async def test_fudo_outage_deploy_and_rollback(pg: EmbeddedPostgres) -> None:
     dsn = await create_database(pg)
     server = await start_server(HttpSettings(dsn=dsn, scenario="fudo-outage", rate_limit=10_000))
     try:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as http:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=5, headers=bearer(server.settings.anon_key)) as http:
             await _outage_story(http, server, dsn)
     finally:
         server.stop()
@@ -428,8 +426,8 @@ async def prom_value(http: httpx.AsyncClient, name: str) -> str:
     return value
 
 
-async def test_metrics_shape(client: httpx.AsyncClient) -> None:
-    await client.get("/functions/v1/pos-fudo/validate")
+async def test_metrics_shape(client: httpx.AsyncClient, server: HttpServerProcess) -> None:
+    await client.get("/functions/v1/pos-fudo/validate", headers=bearer(server.settings.anon_key))
     assert float(await prom_value(client, "api_latency_p95_ms")) > 0
     assert 0 <= float(await prom_value(client, "api_error_rate_percent")) <= 100
     assert float(await prom_value(client, "api_requests_total")) >= 1

@@ -90,6 +90,16 @@ secrets = {{ ops_dsn = "ROBOTS_OPS_DSN", api_key = "ROBOTS_API_KEY" }}
     return path
 
 
+def run_check(dsn: str, server: OtherTeamServer, directory: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """`controlroom check --json` (the real CLI) on the team's config; its run and report."""
+    config = write_config(directory, server.url)
+    env = {**os.environ, "ROBOTS_OPS_DSN": dsn, "ROBOTS_API_KEY": API_KEY}
+    result = subprocess.run([sys.executable, "-m", "controlroom", "check", "--config", str(config), "--json"],
+                            capture_output=True, text=True, timeout=60, env=env, cwd=directory)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result, json.loads(result.stdout)
+
+
 @pytest.fixture
 def server_for() -> Iterator[Any]:
     servers: list[OtherTeamServer] = []
@@ -111,13 +121,7 @@ async def test_check_gives_the_verdict_on_another_teams_platform(situation: str,
                                                                  tmp_path: Path) -> None:
     extra_sql, behaviour, verdict, named = SITUATIONS[situation]
     dsn = await team_database(pg, extra_sql)
-    server = server_for(dsn, **behaviour)
-    config = write_config(tmp_path, server.url)
-    env = {**os.environ, "ROBOTS_OPS_DSN": dsn, "ROBOTS_API_KEY": API_KEY}
-    result = subprocess.run([sys.executable, "-m", "controlroom", "check", "--config", str(config), "--json"],
-                            capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
-    assert "Traceback" not in result.stderr, result.stderr
-    report = json.loads(result.stdout)
+    result, report = run_check(dsn, server_for(dsn, **behaviour), tmp_path)
     checks = {check["id"]: check for check in report["checks"]}
     assert report["verdict"] == verdict, report["reasons"]
     assert result.returncode == EXIT[verdict]
@@ -135,6 +139,19 @@ async def test_check_gives_the_verdict_on_another_teams_platform(situation: str,
     if situation == "slow api":
         assert checks["api-health"]["status"] == "warn" and checks["api-health"]["measured"]["latency_ms"] > 300
     assert API_KEY not in result.stdout and dsn.split("@")[0] not in result.stdout
+
+
+async def test_a_gateways_401_without_the_services_mark_is_an_error(pg: EmbeddedPostgres, server_for: Any,
+                                                                    tmp_path: Path) -> None:
+    """The runbook's function_marker (x-robots-keys): a 401 a proxy gives in front of the key
+    service looks like a pass, but the service never judged the key: an error, not a pass."""
+    dsn = await team_database(pg, "")
+    _, report = run_check(dsn, server_for(dsn, gateway_refuses_swapped=True), tmp_path)
+    stale = {check["id"]: check for check in report["checks"]}["stale-key"]
+    assert stale["status"] == "error", stale
+    assert "the gateway refused the request; the function was never reached" in stale["evidence"]
+    assert stale["measured"]["http_status"] == 401 and stale["measured"]["function_reached"] is False
+    assert report["verdict"] != "GO"
 
 
 async def test_the_views_show_the_teams_data(pg: EmbeddedPostgres, server_for: Any, tmp_path: Path,

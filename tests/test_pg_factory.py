@@ -5,7 +5,10 @@ rollback's provider query really connect through it."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,13 +18,14 @@ import pytest
 
 from controlroom.checks import ProbeContext, run_probe
 from controlroom.config.loader import LoadedConfig
-from controlroom.config.models import Step
-from controlroom.infra.pg import PgSettings
+from controlroom.config.models import Environment, Step
+from controlroom.infra.pg import PgSettings, dsn_ports, pooler_warnings
 from controlroom.live.sources import Feeds
 from controlroom.release.engine import ReleaseEngine
 from controlroom.release.steps import StepRunner
 
 from probe_support import make_loaded
+from test_config_validation import MINIMAL_RUNBOOK
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,9 +39,17 @@ def settings(**overrides: object) -> PgSettings:
     return PgSettings(**{**values, **overrides})  # type: ignore[arg-type]
 
 
-def loaded_for(dsn: str, *, transaction_pooler: bool = False, **runbook_changes: object) -> LoadedConfig:
+# pooler as the config spells it -> whether the statement cache is off
+POOLERS = {"none": False, "session": False, "transaction": True, "transaction_pooler = true": True}
+
+
+def loaded_for(dsn: str, *, pooler: str = "none", **runbook_changes: object) -> LoadedConfig:
+    """A config whose environment says `pooler` (or the older transaction_pooler = true),
+    validated as the loader validates it."""
     loaded = make_loaded([{"id": "on-call", "title": "On-call", "kind": "manual"}], secrets={"database_dsn": dsn})
-    environment = loaded.environment.model_copy(update={"transaction_pooler": transaction_pooler})
+    spelled = {"transaction_pooler": True} if pooler.startswith("transaction_pooler") else {"pooler": pooler}
+    environment = Environment.model_validate(
+        {"name": loaded.environment.name, "secrets": dict(loaded.environment.secrets), **spelled})
     runbook = loaded.runbook.model_copy(update=runbook_changes)
     return dataclasses.replace(loaded, environment=environment, runbook=runbook)
 
@@ -120,11 +132,12 @@ async def test_pooler_mode_leaves_no_prepared_statement_on_the_server(
         await conn.close()
 
 
-# -- the callers go through it (and honour the environment's transaction_pooler) -------------
+# -- the callers go through it (and honour the environment's pooler) -----------------------
 
 
-@pytest.mark.parametrize("transaction_pooler", [False, True])
-async def test_a_probe_connects_through_the_factory(db_dsn: str, transaction_pooler: bool) -> None:
+@pytest.mark.parametrize("pooler", list(POOLERS))
+async def test_a_probe_connects_through_the_factory(db_dsn: str, pooler: str) -> None:
+    transaction_pooler = POOLERS[pooler]
     # Any row fails the probe, and its evidence shows what the session really was.
     item = {
         "id": "who", "title": "Who am I", "kind": "sql", "timeout_s": 4,
@@ -132,7 +145,7 @@ async def test_a_probe_connects_through_the_factory(db_dsn: str, transaction_poo
                  "WHERE current_setting('application_name') <> 'controlroom/probes' "
                  "OR current_setting('statement_timeout') <> '4s'",
     }
-    loaded = loaded_for(db_dsn, transaction_pooler=transaction_pooler)
+    loaded = loaded_for(db_dsn, pooler=pooler)
     loaded = dataclasses.replace(loaded, runbook=make_loaded([item]).runbook)
     async with ProbeContext(loaded) as ctx:
         result = await run_probe(loaded.runbook.items()[0][1], ctx)
@@ -143,9 +156,10 @@ async def test_a_probe_connects_through_the_factory(db_dsn: str, transaction_poo
     assert (cached == 0) is transaction_pooler  # the probe's own query is cached too, unless pooled
 
 
-@pytest.mark.parametrize("transaction_pooler", [False, True])
-async def test_live_panels_connect_through_the_factory(db_dsn: str, transaction_pooler: bool) -> None:
-    feeds = Feeds(loaded_for(db_dsn, transaction_pooler=transaction_pooler))
+@pytest.mark.parametrize("pooler", list(POOLERS))
+async def test_live_panels_connect_through_the_factory(db_dsn: str, pooler: str) -> None:
+    transaction_pooler = POOLERS[pooler]
+    feeds = Feeds(loaded_for(db_dsn, pooler=pooler))
     try:
         database = feeds.databases["main"]
         rows = await database.fetch("SELECT current_setting('application_name'), current_setting('statement_timeout')")
@@ -156,9 +170,10 @@ async def test_live_panels_connect_through_the_factory(db_dsn: str, transaction_
         await feeds.close()
 
 
-@pytest.mark.parametrize("transaction_pooler", [False, True])
-async def test_an_sql_step_connects_through_the_factory(db_dsn: str, transaction_pooler: bool) -> None:
-    runner = StepRunner(loaded_for(db_dsn, transaction_pooler=transaction_pooler))
+@pytest.mark.parametrize("pooler", list(POOLERS))
+async def test_an_sql_step_connects_through_the_factory(db_dsn: str, pooler: str) -> None:
+    transaction_pooler = POOLERS[pooler]
+    runner = StepRunner(loaded_for(db_dsn, pooler=pooler))
     outcome = await runner.run(sql_step(
         "SELECT current_setting('application_name'), current_setting('statement_timeout'), "
         "(SELECT count(*) FROM pg_prepared_statements)", timeout_s=7))
@@ -177,3 +192,50 @@ async def test_the_rollback_provider_query_connects_through_the_factory(db_dsn: 
     finally:
         session.close()
     assert choices == [("controlroom/steps 10s", None)]
+
+
+# -- pooler mode: the alias, and the hint for Supabase's transaction-pooler port ------------
+
+
+def test_transaction_pooler_is_an_alias_of_pooler_transaction() -> None:
+    alias = Environment.model_validate({"name": "e", "transaction_pooler": True})
+    assert alias.pooler == "transaction" and alias.statement_cache_off
+    assert Environment.model_validate({"name": "e", "pooler": "transaction"}).transaction_pooler
+    assert not Environment.model_validate({"name": "e", "pooler": "session"}).statement_cache_off
+    with pytest.raises(ValueError, match="contradicts"):
+        Environment.model_validate({"name": "e", "pooler": "session", "transaction_pooler": True})
+
+
+@pytest.mark.parametrize(("dsn", "ports"), [
+    ("postgresql://u:p@aws-0-eu.pooler.supabase.com:6543/postgres", [6543]),
+    ("postgres://u:p@db.example.supabase.co/postgres", []),
+    ("postgresql://u:p@h1:5432,h2:6543/db?sslmode=require", [5432, 6543]),
+    ("host=pooler.supabase.com port=6543 dbname=postgres", [6543]),
+    ("not a dsn", []),
+])
+def test_the_ports_a_dsn_names(dsn: str, ports: list[int]) -> None:
+    assert dsn_ports(dsn) == ports
+
+
+def test_port_6543_without_a_pooler_gets_a_clear_hint() -> None:
+    dsns = {"main": "postgresql://u:p@aws-0-eu.pooler.supabase.com:6543/postgres", "other": "postgresql://u:p@h/db"}
+    (warning,) = pooler_warnings(False, dsns)
+    assert "'main'" in warning and 'port 6543 is Supabase\'s transaction pooler: set pooler = "transaction"' in warning
+    assert pooler_warnings(True, dsns) == []  # the environment said what its DSNs go through
+
+
+def test_validate_and_check_say_so(tmp_path: Path) -> None:
+    runbook = tmp_path / "runbook.toml"
+    runbook.write_text(MINIMAL_RUNBOOK)  # one database, "main", whose DSN is database_dsn
+    config = tmp_path / "c.toml"
+    config.write_text(f'runbook = "{runbook}"\n[environment]\nname = "e"\nurls = {{ supabase = "https://x.supabase.co" }}\n'
+                      'secrets = { database_dsn = "POOLED_DSN" }\n')
+    env = {**os.environ, "POOLED_DSN": "postgresql://u:p@127.0.0.1:6543/db"}  # validate connects to nothing
+    done = subprocess.run([sys.executable, "-m", "controlroom", "validate", str(config)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert 'warning: database \'main\': port 6543 is Supabase\'s transaction pooler: set pooler = "transaction"' in done.stdout
+    config.write_text(config.read_text().replace('name = "e"', 'name = "e"\npooler = "transaction"'))
+    done = subprocess.run([sys.executable, "-m", "controlroom", "validate", str(config)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0 and "warning" not in done.stdout, done.stdout

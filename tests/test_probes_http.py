@@ -445,7 +445,8 @@ async def test_a_burst_at_an_api_that_did_not_answer_is_not_sent() -> None:
     app = Starlette(routes=[Route("/health", api.hang), Route("/rest", api.hang)])
     async with serve(app) as url:
         loaded = make_loaded(
-            [http_item("/health", timeout_s=1), burst_item("/rest", burst=5, timeout_s=1)],
+            # The burst shares the health probe's key: it waits for the first pass.
+            [http_item("/health", timeout_s=1, secret_headers={"apikey": "api_key"}), burst_item("/rest", burst=5, timeout_s=1)],
             urls={"api": url},
             secrets={"api_key": API_KEY},
         )
@@ -461,6 +462,26 @@ async def test_a_burst_at_an_api_that_did_not_answer_is_not_sent() -> None:
     assert results["r"].evidence == f"skipped: {url} did not answer in the first pass (h); the burst was not sent"
     assert api.hits == {"/health": 1}  # not one request of the burst was sent
     assert elapsed < 1.8, f"the check took {elapsed:.2f} s: the hung API cost two timeouts"
+
+
+@pytest.mark.parametrize(("http_key", "burst_key", "alongside"), [
+    (None, "api_key", True),            # the burst's key is its own: it runs with the others
+    ("api_key", "api_key", False),      # shared with another probe: it waits for the first pass
+    (None, None, False),                # no key: counted by address with everyone else
+])
+async def test_a_burst_with_an_identity_of_its_own_runs_alongside_the_others(
+    base_url: str, http_key: str | None, burst_key: str | None, alongside: bool
+) -> None:
+    slow_item = http_item("/slow?ms=400", **({"auth": {"apikey": http_key}} if http_key else {}))
+    burst = burst_item(f"/limited-5?k=alongside-{alongside}-{http_key}", burst=20, secret_headers={})
+    if burst_key:
+        burst["auth"] = {"apikey": burst_key}
+    loaded = make_loaded([slow_item, burst], urls={"api": base_url}, secrets={"api_key": API_KEY})
+    report = await run_checklist(loaded)
+    h, r = report.results["h"], report.results["r"]
+    assert h.status == "pass" and r.status == ("pass" if burst_key else "error"), (h.evidence, r.evidence)  # no key: 401
+    h_done = h.started_at.timestamp() + h.duration_ms / 1000
+    assert (r.started_at.timestamp() < h_done - 0.2) is alongside
 
 
 async def test_a_burst_still_runs_when_another_origin_did_not_answer(base_url: str) -> None:

@@ -98,6 +98,9 @@ class Platform:
         match self.mode:
             case "revoke":
                 return revoked
+            case "marked401":  # the function's own refusal, with its mark
+                return JSONResponse({"error": "token_revoked", "function": "rotation"}, status_code=401,
+                                    headers={"x-pos-function": "pos-credentials-rotation"})
             case "accept":
                 return JSONResponse({"ok": True})
             case "slow401":
@@ -217,6 +220,26 @@ async def test_revoked_zombie_passes(fake_url: str, platform_db: str) -> None:
     assert result.evidence.endswith("0 retries, no rotation, breakers unchanged")
     assert result.measured["attempts"] == 1 and result.measured["location_id"] == LOCATION
     assert PLATFORM.zombie_requests == 1
+
+
+MARKER = {"header": "x-pos-function", "value": "pos-credentials-rotation"}
+
+
+async def test_a_marked_401_passes_and_an_unmarked_one_is_the_gateways(fake_url: str, platform_db: str) -> None:
+    marked = await with_mode("marked401", fake_url, platform_db, function_marker=MARKER)
+    assert marked.status == "pass", marked.evidence
+    assert marked.measured["function_reached"] is True
+    # The same 401 without the header: nothing says the function gave it.
+    gateway = await with_mode("revoke", fake_url, platform_db, function_marker=MARKER)
+    assert gateway.status == "error", gateway.evidence
+    assert "the gateway refused the request; the function was never reached" in gateway.evidence
+    assert "header x-pos-function: pos-credentials-rotation" in gateway.evidence
+    assert gateway.measured["function_reached"] is False
+    # A marker in the JSON body works the same way.
+    by_json = await with_mode("marked401", fake_url, platform_db, function_marker={"json": "function", "value": "rotation"})
+    assert by_json.status == "pass", by_json.evidence
+    wrong = await with_mode("marked401", fake_url, platform_db, function_marker={"json": "function", "value": "other"})
+    assert wrong.status == "error"
 
 
 async def test_accepted_zombie_fails(fake_url: str, platform_db: str) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ssl
 import contextvars
 import math
 import os
@@ -28,13 +30,15 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import asyncpg
+import certifi
+import httpcore  # noqa: F401 - httpx imports it on the first client (~30 ms); here, at start-up
 import httpx
 
 from controlroom.infra.identity import current_operator
 from controlroom.infra.pg import PgSettings
 from controlroom.config.loader import LoadedConfig
 from controlroom.config.placeholders import MissingValue
-from controlroom.config.models import ChecklistItem
+from controlroom.config.models import Auth, ChecklistItem
 from controlroom.config.secrets import MissingSecret
 
 Status = Literal["pass", "fail", "warn", "error", "pending", "skipped"]
@@ -132,6 +136,36 @@ class ProbeError(Exception):
 # -- context -------------------------------------------------------------------------------
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context (certifi's roots, as httpx's default) for every probe client of the
+    process: building one reads the whole CA bundle (~30 ms), so it is built once, and only
+    when a probe first speaks https."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+class NoRetryTransport(httpx.AsyncBaseTransport):
+    """No retries of its own (retries=0, made explicit). Plain http:// goes through a
+    transport that never needs certificates; https:// through one verifying with
+    _tls_context(), made on the first https request."""
+
+    def __init__(self) -> None:
+        self._plain = httpx.AsyncHTTPTransport(retries=0, verify=False)  # only ever sees http://
+        self._tls: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme != "https":
+            return await self._plain.handle_async_request(request)
+        if self._tls is None:
+            self._tls = httpx.AsyncHTTPTransport(retries=0, verify=_tls_context())
+        return await self._tls.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._plain.aclose()
+        if self._tls is not None:
+            await self._tls.aclose()
+
+
 class ProbeContext:
     """The shared resources of one run of probes. Use as an async context manager, or call
     aclose(). Pools are created on first use and closed at the end; a database that cannot
@@ -152,7 +186,7 @@ class ProbeContext:
         self.environ = dict(os.environ if environ is None else environ)
         # No retries (transport retries=0 is the default, made explicit), no redirects.
         self.http = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(retries=0),
+            transport=NoRetryTransport(),
             follow_redirects=False,
             timeout=10.0,
             headers={"User-Agent": "controlroom-probe"},
@@ -224,7 +258,7 @@ class ProbeContext:
             purpose=PG_PURPOSE,
             connect_timeout_s=POOL_CONNECT_TIMEOUT_S,
             statement_timeout_s=statement_timeout_s,
-            transaction_pooler=self.loaded.environment.transaction_pooler,
+            transaction_pooler=self.loaded.environment.statement_cache_off,
             idle_in_transaction_timeout_s=max(statement_timeout_s * 2, 10.0),
         )
         return await asyncio.wait_for(
@@ -510,11 +544,19 @@ async def request_within_deadline(client: httpx.AsyncClient, method: str, url: s
         raise ProbeError(f"{method} {url}: timeout after {time.perf_counter() - began:.1f} s waiting for {phase}") from None
 
 
-def secret_headers(ctx: ProbeContext, mapping: Mapping[str, str]) -> dict[str, str]:
-    """Header name -> secret value; ProbeError naming the variable when one is not set."""
-    headers: dict[str, str] = {}
-    for header, logical in mapping.items():
-        if not ctx.secrets.has(logical):
-            raise ProbeError(f"secret {logical!r} is not set: export {ctx.secrets.variable(logical)}=...")
-        headers[header] = ctx.secrets.get(logical)
+def secret_headers(ctx: ProbeContext, mapping: Mapping[str, str], auth: Auth | None = None) -> dict[str, str]:
+    """Header name -> secret value, plus the item's `auth` (`apikey`, `Authorization: Bearer`);
+    ProbeError naming the variable when a secret is not set."""
+    headers = {header: _secret(ctx, logical) for header, logical in mapping.items()}
+    if auth is not None:
+        if auth.apikey is not None:
+            headers["apikey"] = _secret(ctx, auth.apikey)
+        if auth.bearer is not None:
+            headers["Authorization"] = f"Bearer {_secret(ctx, auth.bearer)}"
     return headers
+
+
+def _secret(ctx: ProbeContext, logical: str) -> str:
+    if not ctx.secrets.has(logical):
+        raise ProbeError(f"secret {logical!r} is not set: export {ctx.secrets.variable(logical)}=...")
+    return ctx.secrets.get(logical)

@@ -12,19 +12,20 @@ import time
 
 import httpx
 
-from controlroom.checks.base import Outcome, ProbeContext, describe_exception, ms, request_within_deadline
+from controlroom.checks.base import Outcome, ProbeContext, describe_exception, ms, request_within_deadline, secret_headers
 from controlroom.config.models import CorsItem
 
 
 async def probe(item: CorsItem, ctx: ProbeContext) -> Outcome:
     url = ctx.url(item.url)
     foreign = item.foreign_origin
+    credentials = secret_headers(ctx, {}, item.auth)
     began = time.perf_counter()
     try:
         # Three requests, one deadline between them (the probe's timeout_s).
         preflight = await request_within_deadline(ctx.http, "OPTIONS", url, headers=_preflight(foreign),
                                                   timeout=item.timeout_s)
-        simple = await request_within_deadline(ctx.http, "GET", url, headers={"Origin": foreign}, timeout=item.timeout_s)
+        simple = await request_within_deadline(ctx.http, "GET", url, headers={**credentials, "Origin": foreign}, timeout=item.timeout_s)
         own = (
             await request_within_deadline(ctx.http, "OPTIONS", url, headers=_preflight(item.allowed_origin),
                                           timeout=item.timeout_s)

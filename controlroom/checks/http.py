@@ -34,7 +34,7 @@ from controlroom.infra.jsonpath import PathNotFound, resolve
 
 async def probe(item: HttpItem, ctx: ProbeContext) -> Outcome:
     url = ctx.url(item.url)
-    headers = secret_headers(ctx, item.secret_headers)
+    headers = secret_headers(ctx, item.secret_headers, item.auth)
     kwargs: dict[str, Any] = {"headers": headers, "timeout": item.timeout_s}
     if item.json_body is not None:
         kwargs["json"] = ctx.json(item.json_body)

@@ -35,7 +35,7 @@ async def api_get(item: PrometheusItem | AlertRulesItem, ctx: ProbeContext, path
     url = ctx.url(item.url).rstrip("/") + path
     try:
         answer = await polite_request(ctx.http, "GET", url, params=params,
-                                      headers=secret_headers(ctx, item.secret_headers), timeout=item.timeout_s)
+                                      headers=secret_headers(ctx, item.secret_headers, item.auth), timeout=item.timeout_s)
     except httpx.HTTPError as error:
         raise ProbeError(f"GET {url}: {describe_exception(error)}") from None
     response = answer.response

@@ -40,7 +40,7 @@ async def probe(item: RateLimitItem, ctx: ProbeContext) -> Outcome:
             f"attest that rate limits were tested (--attest {item.id})",
         )
     url = ctx.url(item.url)
-    headers = secret_headers(ctx, item.secret_headers)
+    headers = secret_headers(ctx, item.secret_headers, item.auth)
     deadline = time.perf_counter() + item.timeout_s
     began = time.perf_counter()
     announced: str | None = None  # X-RateLimit-Limit, when the server says it

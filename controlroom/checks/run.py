@@ -3,13 +3,15 @@
     report = await run_checklist(load_config(path), {"on-call", "backups"})
     report.verdict.verdict, report.exit_code, report.to_json(), render_report(report)
 
-All probes run concurrently, so a check takes about as long as its slowest probe. The one
-exception: rate-limit bursts run after the others have finished, because a burst exhausts
-the limiter's window for the API key the other probes use too (and would distort their
-latencies); a burst is short (the sandbox answers 429 after ~60 requests, in ~0.1 s) and
-bounded by its timeout_s. A burst against an origin (scheme, host, port) that did not answer
-an HTTP or CORS probe of the first pass is not sent at all: it is an `error` saying so, and
-a hung API costs one timeout, not two.
+All probes run concurrently, so a check takes about as long as its slowest probe. A
+rate-limit burst with a client identity of its own (its credentials — `auth`,
+`secret_headers` — name secrets no other probe sends) runs with the others: it exhausts only
+its own limit. A burst that shares credentials with another probe, or sends none (the
+limiter then counts it by address, with everyone else), runs after the others have
+finished, because it would exhaust the limiter's window for them too and distort their
+latencies; such a burst is short and bounded by its timeout_s. A deferred burst against an
+origin (scheme, host, port) that did not answer an HTTP or CORS probe of the first pass is
+not sent at all: it is an `error` saying so, and a hung API costs one timeout, not two.
 """
 
 from __future__ import annotations
@@ -172,8 +174,11 @@ async def run_checklist(
     items = loaded.runbook.items()
     results: dict[str, ProbeResult] = {}
     async with ProbeContext(loaded, attestations=attestations, environ=environ) as ctx:
-        first = [item for _, item in items if item.kind != "rate_limit"]
-        bursts = [item for _, item in items if item.kind == "rate_limit"]
+        bursts = [item for _, item in items if isinstance(item, RateLimitItem) and not has_own_identity(item, loaded)]
+        # A burst that runs with the others is often the slowest probe: it starts first, before
+        # the others' synchronous set-up (each runs until its first await) delays it.
+        first = [item for _, item in items if isinstance(item, RateLimitItem) and item not in bursts]
+        first += [item for _, item in items if not isinstance(item, RateLimitItem)]
         for result in await asyncio.gather(*(run_probe(item, ctx) for item in first)):
             results[result.item_id] = result
         silent = _silent_origins(first, results, loaded)
@@ -195,6 +200,25 @@ async def run_checklist(
         started_at=started_at,
         duration_ms=duration_ms,
     )
+
+
+def _credentials(item: ChecklistItem) -> set[str]:
+    """The logical secrets an item's HTTP requests carry (who it is to a rate limiter)."""
+    names = set(getattr(item, "secret_headers", {}).values())
+    auth = getattr(item, "auth", None)
+    if auth is not None:
+        names.update(auth.secret_names())
+    if isinstance(item, TokenZombieItem):
+        names.add(item.api_key_secret)
+    return names
+
+
+def has_own_identity(burst: RateLimitItem, loaded: LoadedConfig) -> bool:
+    """Whether the burst's credentials are its own: it sends some, and no other item sends
+    any of them, so it uses up no one else's limit and can run with the others."""
+    mine = _credentials(burst)
+    others = set().union(*(_credentials(item) for _, item in loaded.runbook.items() if item.id != burst.id))
+    return bool(mine) and not mine & others
 
 
 def _origin(url: str) -> tuple[str, str, int | None] | None:

@@ -16,7 +16,8 @@ knows a schema.
    the zombie (POST probe_url or rotate_url, Bearer zombie, {"location_id": ...}) with a
    client that does no transport retries and follows no redirects, counting the requests
    that actually go on the wire;
-4. pass only if: 401, in under max_latency_ms (the whole exchange), within max_attempts
+4. pass only if: 401 (carrying the item's function_marker when one is set: a 401 without it
+   came from a gateway in front of the function, an error), in under max_latency_ms (the whole exchange), within max_attempts
    (1 = 0 retries; with more, the probe itself retries only after a 5xx / 429 / network
    error and counts it), no new rotation row with the zombie's fingerprint, breakers as
    they were.
@@ -32,6 +33,7 @@ from typing import Any
 import httpx
 
 from controlroom.checks.base import (
+    NoRetryTransport,
     Outcome,
     ProbeContext,
     ProbeError,
@@ -40,9 +42,10 @@ from controlroom.checks.base import (
     ms,
     own_timing,
     polite_request,
+    secret_headers,
 )
 from controlroom.checks.sql import fetch
-from controlroom.config.models import Environment, TokenZombieItem
+from controlroom.config.models import Environment, FunctionMarker, TokenZombieItem
 from controlroom.infra.tokens import token_fingerprint
 
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
@@ -62,7 +65,7 @@ class CountingTransport(httpx.AsyncBaseTransport):
     """Counts every request that reaches the wire. No retries of its own (retries=0)."""
 
     def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport(retries=0)
+        self._inner = NoRetryTransport()
         self.requests = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -87,6 +90,8 @@ class Presentation:
     body: str
     error: str | None = None
     timed_out: bool = False
+    # Whether the answer carries the item's function_marker; None: no marker configured.
+    marked: bool | None = None
 
 
 async def probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
@@ -145,14 +150,17 @@ async def _probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
 
 
 async def _make_zombie(item: TokenZombieItem, ctx: ProbeContext, client: httpx.AsyncClient, location_id: str) -> str:
-    api_key = ctx.secrets.get(item.api_key_secret)
+    issue_headers = {"apikey": ctx.secrets.get(item.api_key_secret), **secret_headers(ctx, {}, item.auth)}
     issue_url, rotate_url = ctx.url(item.issue_url), ctx.url(item.rotate_url)
     body = {"location_id": location_id}
-    old = await _token_from(client, "issue a token", issue_url, ctx.redact, headers={"apikey": api_key}, json=body)
-    await _token_from(
-        client, "rotate the token", rotate_url, ctx.redact, headers={"Authorization": f"Bearer {old}"}, json=body
-    )
+    old = await _token_from(client, "issue a token", issue_url, ctx.redact, headers=issue_headers, json=body)
+    await _token_from(client, "rotate the token", rotate_url, ctx.redact, headers=_as_bearer(item, ctx, old), json=body)
     return old
+
+
+def _as_bearer(item: TokenZombieItem, ctx: ProbeContext, token: str) -> dict[str, str]:
+    """The item's auth headers with `token` as the bearer (rotate and present)."""
+    return {**secret_headers(ctx, {}, item.auth), "Authorization": f"Bearer {token}"}
 
 
 async def _warm_up(item: TokenZombieItem, ctx: ProbeContext, client: httpx.AsyncClient) -> None:
@@ -193,7 +201,7 @@ async def _present(
     location_id: str,
 ) -> Presentation:
     url = ctx.url(item.probe_url or item.rotate_url)
-    headers = {"Authorization": f"Bearer {zombie}"}
+    headers = _as_bearer(item, ctx, zombie)
     began = time.perf_counter()
     response: httpx.Response | None = None
     error: str | None = None
@@ -210,7 +218,21 @@ async def _present(
     latency = (time.perf_counter() - began) * 1000.0
     if response is None:
         return Presentation(None, latency, transport.requests, "", error=f"POST {url}: {error}", timed_out=timed_out)
-    return Presentation(response.status_code, latency, transport.requests, body_snippet(response, ctx.redact, 80))
+    return Presentation(response.status_code, latency, transport.requests, body_snippet(response, ctx.redact, 80),
+                        marked=carries_marker(item.function_marker, response))
+
+
+def carries_marker(marker: FunctionMarker | None, response: httpx.Response) -> bool | None:
+    """Whether `response` is marked as the function's own answer (None: no marker set)."""
+    if marker is None:
+        return None
+    if marker.header is not None:
+        return response.headers.get(marker.header) == marker.value
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get(marker.json_field) == marker.value
 
 
 async def _rotations(item: TokenZombieItem, ctx: ProbeContext, database: str, zombie_fp: str) -> int:
@@ -306,6 +328,14 @@ def judge(
             parts[-1] += f" ({changed} other breaker change{'s' if changed > 1 else ''} meanwhile, not this token's)"
 
     evidence = ", ".join(parts)
+    if presented.status == 401 and presented.marked is False:
+        # Looks like the function's refusal, but nothing says the function gave it.
+        marker = item.function_marker.describe() if item.function_marker else ""
+        measured["function_reached"] = False
+        return Outcome("error", f"401 without the function's mark ({marker}): the gateway refused the request; "
+                                f"the function was never reached ({evidence})", measured)
+    if presented.marked is not None:
+        measured["function_reached"] = presented.marked
     if presented.status is None and not presented.timed_out:
         return Outcome("error", evidence, measured)  # refused / reset: we could not verify
     # A zombie left unanswered until the timeout is certainly not "401 in < 100 ms".

@@ -35,4 +35,6 @@ async def run_check(config_path: Path | None, scenario: str | None, *, as_json: 
 
 async def _check(config_path: Path, attest: tuple[str, ...]) -> CheckReport:
     loaded = load_config(config_path)
+    for warning in loaded.pooler_warnings():
+        print(f"controlroom: warning: {warning}", file=sys.stderr, flush=True)
     return await run_checklist(loaded, attest)

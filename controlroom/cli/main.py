@@ -223,6 +223,8 @@ def validate(config_file: Path | None, config_path: Path | None) -> None:
     missing = [f"{name} (${loaded.secrets.variable(name)})" for name in environment.secrets if not loaded.secrets.has(name)]
     if missing:
         click.echo(f"  secrets not set: {', '.join(missing)}")
+    for warning in loaded.pooler_warnings():
+        click.echo(f"  warning: {warning}")
 
 
 def main(argv: list[str] | None = None) -> None:

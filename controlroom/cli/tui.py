@@ -45,6 +45,8 @@ def run_app(config_path: str | Path, write: bool = False) -> None:
     """Open the control room on the environment in `config_path`. Raises ConfigError on a
     bad config (the CLI prints it as one line)."""
     config = load_config(config_path)
+    for warning in config.pooler_warnings():
+        print(f"controlroom: warning: {warning}", file=sys.stderr, flush=True)
     _guarded(lambda guard: _run(guard, config, write))
 
 

@@ -35,6 +35,15 @@ class LoadedConfig:
     runbook: Runbook
     secrets: SecretStore
 
+    def pooler_warnings(self) -> list[str]:
+        """Hints about the databases' pooler mode (port 6543 without `pooler` set), for the
+        DSNs whose secrets are set; shown by `validate` and when the control room starts."""
+        from controlroom.infra.pg import pooler_warnings
+
+        dsns = {name: self.secrets.get(secret) for name, secret in self.runbook.databases.items()
+                if self.secrets.has(secret)}
+        return pooler_warnings(self.environment.pooler_chosen, dsns)
+
     def values(self, values: Mapping[str, str] | None = None) -> dict[str, str]:
         """The placeholder values known here: {environment}, and those given ({version},
         {provider})."""
@@ -234,6 +243,8 @@ def _secret_references(runbook: Runbook) -> list[tuple[str, str]]:
         where = f"checklist item {item.id}"
         for secret in getattr(item, "secret_headers", {}).values():
             refs.append((where, secret))
+        if getattr(item, "auth", None) is not None:
+            refs += [(f"{where}, auth", secret) for secret in item.auth.secret_names()]
         for attribute in ("api_key_secret", "zombie_token_secret"):
             if getattr(item, attribute, None):
                 refs.append((where, getattr(item, attribute)))

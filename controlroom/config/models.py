@@ -105,9 +105,32 @@ class Environment(Model):
     # The previous stable version of this environment, when it is known here (e.g. from the
     # CD system); wins over [rollback.previous_version] of the runbook. Empty: that finds it.
     previous_version: str = ""
-    # True when this environment's database DSNs go through a transaction pooler (pgbouncer,
-    # Supavisor in transaction mode): prepared statements are then not cached.
+    # What the database DSNs go through: "transaction" (pgbouncer, Supavisor in transaction
+    # mode, Supabase's port 6543): consecutive statements may reach different server
+    # connections, so asyncpg's statement cache is off; "session" (Supavisor in session mode,
+    # port 5432 of the pooler) or "none" (a direct connection): prepared statements work.
+    pooler: Literal["transaction", "session", "none"] = "none"
+    # The older spelling of pooler = "transaction"; kept as an alias.
     transaction_pooler: bool = False
+
+    @model_validator(mode="after")
+    def _pooler_alias(self) -> "Environment":
+        if self.transaction_pooler and self.pooler == "session":
+            raise ValueError('transaction_pooler = true contradicts pooler = "session" (set only pooler)')
+        if self.transaction_pooler or self.pooler == "transaction":  # one truth for both spellings
+            object.__setattr__(self, "pooler", "transaction")
+            object.__setattr__(self, "transaction_pooler", True)
+        return self
+
+    @property
+    def statement_cache_off(self) -> bool:
+        """Transaction mode (either spelling): no prepared statement may be cached."""
+        return self.pooler == "transaction" or self.transaction_pooler
+
+    @property
+    def pooler_chosen(self) -> bool:
+        """Whether the config says what its DSNs go through (either spelling)."""
+        return bool({"pooler", "transaction_pooler"} & self.model_fields_set)
 
     @model_validator(mode="after")
     def _deploy_secrets_are_declared(self) -> "Environment":
@@ -168,12 +191,32 @@ class Judged(Model):
     when_null: Literal["pass", "warn", "fail"] = "warn"
 
 
+class Auth(Model):
+    """The credentials a request carries, by logical secret name: `bearer` is sent as
+    `Authorization: Bearer <secret>` (a JWT: Supabase's anon or service_role key, what an edge
+    function's gateway verifies), `apikey` as the `apikey` header (any key, the
+    `sb_publishable_…` / `sb_secret_…` keys included, which are not JWTs). Either or both."""
+
+    bearer: Slug | None = None
+    apikey: Slug | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> "Auth":
+        if self.bearer is None and self.apikey is None:
+            raise ValueError("set bearer, apikey or both (logical secret names)")
+        return self
+
+    def secret_names(self) -> list[str]:
+        return [name for name in (self.bearer, self.apikey) if name is not None]
+
+
 class HttpItem(ItemBase, Judged):
     kind: Literal["http"]
     method: Literal["GET", "POST", "HEAD", "PUT"] = "GET"
     url: NonEmpty
     # Header name -> logical secret name, e.g. { apikey = "supabase_api_key" }.
     secret_headers: dict[str, Slug] = Field(default_factory=dict)
+    auth: Auth | None = None
     json_body: dict[str, object] | None = None
     expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1)
     max_latency_ms: Annotated[float, Field(gt=0)] | None = None
@@ -213,6 +256,7 @@ class PrometheusItem(ItemBase, Judged):
     # Several series answered: reduced this way; without it, several series are an error.
     reduce: Literal["max", "min", "sum", "avg"] | None = None
     secret_headers: dict[str, Slug] = Field(default_factory=dict)
+    auth: Auth | None = None
 
     @model_validator(mode="after")
     def _needs_threshold(self) -> "PrometheusItem":
@@ -230,6 +274,28 @@ class AlertRulesItem(ItemBase):
     rules: list[NonEmpty] = Field(min_length=1)
     firing: Literal["fail", "warn"] = "fail"
     secret_headers: dict[str, Slug] = Field(default_factory=dict)
+    auth: Auth | None = None
+
+
+class FunctionMarker(Model):
+    """What marks an answer as the function's own, not a gateway's in front of it: a header
+    (`{ header = "x-pos-function", value = "pos-credentials-rotation" }`) or a top-level JSON
+    field of the body (`{ json = "function", value = "..." }`) with this value."""
+
+    header: str | None = Field(default=None, min_length=1)
+    json_field: str | None = Field(default=None, alias="json", min_length=1)
+    value: NonEmpty
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> "FunctionMarker":
+        if (self.header is None) == (self.json_field is None):
+            raise ValueError("set exactly one of header or json (where the function's mark is)")
+        return self
+
+    def describe(self) -> str:
+        return f"header {self.header}: {self.value}" if self.header else f'JSON "{self.json_field}": {self.value}'
 
 
 class TokenZombieItem(ItemBase):
@@ -241,6 +307,9 @@ class TokenZombieItem(ItemBase):
     rotate_url: NonEmpty  # POST with Bearer token -> rotates; the old token is now a zombie
     probe_url: str = ""  # where the zombie is presented; defaults to rotate_url
     api_key_secret: Slug
+    # Sent with every request of the test: `apikey` on all of them, `bearer` on the issue
+    # request only (rotate and present carry the token itself as the bearer).
+    auth: Auth | None = None
     # A rotated-out token kept in an environment variable, for environments where the probe
     # must not mint one; when set, issue/rotate are skipped.
     zombie_token_secret: Slug | None = None
@@ -261,6 +330,10 @@ class TokenZombieItem(ItemBase):
     # Minting a zombie rotates a real location's token: against production the probe does not
     # mint (without zombie_token_secret it is skipped, to be attested) unless allowed here.
     allow_mint_in_production: bool = False
+    # What marks the function's own answer; a 401 without it came from a gateway in front of
+    # the function (e.g. Supabase's JWT check) and is an error, never a pass. Without a
+    # marker any 401 counts, which cannot tell the two apart.
+    function_marker: FunctionMarker | None = None
 
 
 class SqlItem(ItemBase, Judged):
@@ -285,12 +358,16 @@ class CorsItem(ItemBase):
     url: NonEmpty
     foreign_origin: NonEmpty = "https://attacker.invalid"
     allowed_origin: str | None = None
+    auth: Auth | None = None  # sent with the GET (never with the preflights, which carry none)
 
 
 class RateLimitItem(ItemBase):
     kind: Literal["rate_limit"]
     url: NonEmpty
     secret_headers: dict[str, Slug] = Field(default_factory=dict)
+    # Give the burst a key of its own (a client identity of its own at the limiter), so that
+    # it uses up its own limit and never the one the other probes share.
+    auth: Auth | None = None
     # Send at most this many requests; a 429 must come before the last one.
     burst: Annotated[int, Field(ge=2, le=1000)] = 100
     # Bursting a production API is itself a risk: refused there unless allowed here.

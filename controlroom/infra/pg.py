@@ -13,12 +13,16 @@ on another one does not exist: there asyncpg's statement cache is off.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
 APPLICATION_PREFIX = "controlroom/"
+SUPABASE_TRANSACTION_POOLER_PORT = 6543
 # Without a command timeout of its own, the client waits this much longer than the server's
 # statement_timeout, so the server's clearer "canceling statement" error arrives first.
 CLIENT_GRACE_S = 1.0
@@ -79,3 +83,26 @@ class PgSettings:
 
 def _milliseconds(seconds: float) -> str:
     return str(int(seconds * 1000))
+
+
+def dsn_ports(dsn: str) -> list[int]:
+    """The ports a DSN names (a URL, with several hosts or one, or key=value words); [] when
+    it names none (the default 5432) or cannot be read."""
+    if "://" in dsn:
+        netloc = urlsplit(dsn).netloc.rpartition("@")[2]
+        return [int(port) for port in re.findall(r":(\d+)(?=,|$)", netloc)]
+    return [int(port) for port in re.findall(r"(?:^|\s)port\s*=\s*'?(\d+)", dsn)]
+
+
+def pooler_warnings(pooler_chosen: bool, dsns: Mapping[str, str]) -> list[str]:
+    """A hint for each database whose DSN uses Supabase's transaction-pooler port while the
+    environment does not say what its DSNs go through (prepared statements would fail)."""
+    if pooler_chosen:
+        return []
+    return [
+        f"database {name!r}: port {SUPABASE_TRANSACTION_POOLER_PORT} is Supabase's transaction pooler: "
+        f'set pooler = "transaction" in [environment] (prepared statements fail behind it), '
+        f'or pooler = "session" / "none" if this one is not'
+        for name, dsn in dsns.items()
+        if SUPABASE_TRANSACTION_POOLER_PORT in dsn_ports(dsn)
+    ]

@@ -436,7 +436,7 @@ class Feeds:
                 self.databases[name] = Database(
                     config.secrets.get(secret),
                     statement_timeout_s=statement_timeout_s,
-                    transaction_pooler=config.environment.transaction_pooler,
+                    transaction_pooler=config.environment.statement_cache_off,
                 )
             else:
                 self.database_errors[name] = f"secret {secret!r} is not set: export {config.secrets.variable(secret)}"

@@ -447,7 +447,7 @@ class StepRunner:
             purpose=PG_PURPOSE,
             connect_timeout_s=CONNECT_TIMEOUT_S,
             statement_timeout_s=timeout_s,
-            transaction_pooler=self.loaded.environment.transaction_pooler,
+            transaction_pooler=self.loaded.environment.statement_cache_off,
         )
         return await settings.connect(self.loaded.secrets.get(secret))
 

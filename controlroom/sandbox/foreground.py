@@ -47,6 +47,8 @@ def _announce(sandbox: Sandbox, as_json: bool) -> None:
             "base_url": sandbox.base_url,
             "config": str(sandbox.config_path),
             "env_file": str(sandbox.env_path),
+            # The variables sandbox.env sets, by the config's secret names (never values).
+            "secrets": dict(SECRET_VARIABLES),
             "startup_s": round(sandbox.timings.total_s, 3) if sandbox.timings else None,
         }), nl=True)
         return
@@ -67,6 +69,7 @@ Try, in another terminal:
   psql "{sandbox.dsn}" -c "SELECT provider, count(*) FROM pos_integrations_location GROUP BY provider"
   set -a; . {env_file}; set +a
   curl -H "apikey: ${api_key}" "{sandbox.base_url}/rest/v1/pos_integrations_location?select=location_id&limit=1"
+  curl -X POST -H "Authorization: Bearer ${api_key}" -d '{{"test": true}}' "{sandbox.base_url}/functions/v1/pos-credentials-rotation"
   controlroom validate --config {sandbox.config_path}
 
 Ctrl-C stops the sandbox and removes everything it made.""")

@@ -42,7 +42,11 @@ MAX_LOCATIONS = 20_000
 # are in sandbox.env beside it (mode 0600); an exported variable of the same name wins.
 SECRET_VARIABLES = {
     "database_dsn": "CONTROLROOM_SANDBOX_DSN",
+    # The anon key (a JWT: role anon), in `apikey` and as the functions' bearer.
     "supabase_api_key": "CONTROLROOM_SANDBOX_API_KEY",
+    # A publishable key (sb_publishable_…, not a JWT) of the rate-limit burst's own, so the
+    # burst uses up its own limit, never the other probes'.
+    "burst_api_key": "CONTROLROOM_SANDBOX_BURST_API_KEY",
     "slack_webhook_url": "CONTROLROOM_SANDBOX_SLACK_WEBHOOK_URL",
     "pagerduty_routing_key": "CONTROLROOM_SANDBOX_PAGERDUTY_ROUTING_KEY",
     "sandbox_admin_token": "CONTROLROOM_SANDBOX_ADMIN_TOKEN",
@@ -201,6 +205,7 @@ class Sandbox:
         values = {
             "database_dsn": self.dsn,
             "supabase_api_key": settings.anon_key,
+            "burst_api_key": settings.burst_key,
             "slack_webhook_url": f"{self.base_url}/sinks/slack/{self._slack_hook_id}",
             "pagerduty_routing_key": settings.pagerduty_routing_key,
             "sandbox_admin_token": settings.admin_token,

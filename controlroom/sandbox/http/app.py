@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import jwt
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -43,10 +44,12 @@ from controlroom.sandbox.http.middleware import (
 from controlroom.sandbox.world.scenarios import PROVIDERS, Scenario, get_scenario
 from controlroom.sandbox.http.sinks import SinkFault, SinkRecorder, fault_response, redact_pd, validate_pd_event
 from controlroom.infra.tokens import token_fingerprint
+from controlroom.sandbox.http.server import sign_jwt
 
 if TYPE_CHECKING:
     from controlroom.sandbox.http.server import HttpSettings
 
+LOCATION_TOKEN_LIFETIME_S = 3600.0
 QUERY_TIMEOUT_S = 3.0          # every query; the sandbox must never hang on its database
 STATE_CACHE_TTL_S = 0.4        # a deploy by the simulator shows up within this
 
@@ -121,6 +124,10 @@ READABLE_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _one_of(presented: str, keys: tuple[str, ...]) -> bool:
+    return bool(presented) and any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys)
+
+
 def _jsonable(value: Any) -> Any:
     return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
@@ -175,20 +182,29 @@ class Platform:
 
     # -- keys and tokens --
 
+    def _api_keys(self) -> tuple[str, ...]:
+        """Every key the project accepts in `apikey`: the legacy JWTs and the new keys."""
+        s = self.settings
+        return tuple(k for k in (s.anon_key, s.service_key, s.publishable_key, s.secret_key, s.burst_key) if k)
+
     def _api_key_ok(self, request: Request) -> bool:
         presented = request.headers.get("apikey") or _bearer(request) or ""
-        keys = (self.settings.anon_key, self.settings.service_key)
-        return any(hmac.compare_digest(presented.encode(), k.encode()) for k in keys if k)
+        return _one_of(presented, self._api_keys())
 
     def _privileged(self, request: Request) -> bool:
-        """The service key, in apikey or as the bearer."""
-        service = self.settings.service_key
-        presented = [request.headers.get("apikey") or "", _bearer(request) or ""]
-        return bool(service) and any(hmac.compare_digest(p.encode(), service.encode()) for p in presented if p)
+        """The service_role JWT or the secret key, in apikey (or the JWT as the bearer)."""
+        keys = tuple(k for k in (self.settings.service_key, self.settings.secret_key) if k)
+        return any(_one_of(p, keys) for p in (request.headers.get("apikey") or "", _bearer(request) or "") if p)
 
     def _is_api_key(self, token: str) -> bool:
-        keys = (self.settings.anon_key, self.settings.service_key)
-        return any(hmac.compare_digest(token.encode(), k.encode()) for k in keys if k)
+        return _one_of(token, self._api_keys())
+
+    def verified_jwt(self, token: str) -> dict[str, Any] | None:
+        """The claims of a JWT signed with the project's secret and not expired, else None."""
+        try:
+            return jwt.decode(token, self.settings.jwt_secret, algorithms=["HS256"], options={"require": ["exp", "role"]})
+        except jwt.PyJWTError:
+            return None
 
     async def _lookup(self, token: str) -> TokenRow | None:
         row = await self.db.fetchrow(
@@ -220,7 +236,10 @@ class Platform:
         return gate if isinstance(gate, Response) else None
 
     async def _issue(self, conn: asyncpg.Connection | asyncpg.Pool, location_id: str) -> str:
-        token = secrets.token_urlsafe(32)
+        # A signed JWT, as the platform's auth issues: a rotated-out one still passes the
+        # functions' gateway, and only the function itself can refuse it.
+        token = sign_jwt(self.settings.jwt_secret, "authenticated", lifetime_s=LOCATION_TOKEN_LIFETIME_S,
+                         sub=location_id, jti=secrets.token_urlsafe(12))
         await conn.execute(
             "INSERT INTO sandbox.api_tokens (fingerprint, location_id, status) VALUES ($1, $2, 'active')",
             fingerprint(token),
@@ -587,6 +606,29 @@ def _admin_only(platform: Platform, handler: Callable[[Request], Awaitable[Respo
     return guarded
 
 
+FUNCTION_HEADER = "x-pos-function"  # on every answer a function itself gives, never the gateway's
+
+
+def _edge_function(platform: Platform, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """An edge function as the platform runs it. Its gateway first verifies a JWT (Supabase's
+    default, verify_jwt): no Authorization → 401 "Missing authorization header", one that is
+    not a JWT signed with the project's secret (or has expired) → 401 "Invalid JWT"; those
+    answers are the gateway's and carry no mark. Everything the function itself answers, its
+    own 401 for a rotated-out token included, carries its name in FUNCTION_HEADER."""
+
+    async def function(request: Request) -> Response:
+        if "authorization" not in request.headers:
+            return _error(401, code=401, message="Missing authorization header")
+        token = _bearer(request)
+        if token is None or platform.verified_jwt(token) is None:
+            return _error(401, code=401, message="Invalid JWT")
+        response = await handler(request)
+        response.headers[FUNCTION_HEADER] = request.url.path.split("/")[3]
+        return response
+
+    return function
+
+
 def create_app(settings: HttpSettings) -> Starlette:
     """The sandbox app for `settings`; the asyncpg pool opens in the app's lifespan."""
     platform = Platform(settings, get_scenario(settings.scenario))
@@ -597,8 +639,8 @@ def create_app(settings: HttpSettings) -> Starlette:
         Route("/rest/v1", platform.rest_without_slash, methods=["GET"]),
         Route("/rest/v1/{table}", platform.rest_table, methods=["GET"]),
         Route("/auth/v1/token", platform.issue_token, methods=["POST"]),
-        Route("/functions/v1/pos-credentials-rotation", platform.rotate, methods=["POST"]),
-        Route("/functions/v1/pos-{provider}/validate", platform.validate, methods=["GET", "POST"]),
+        Route("/functions/v1/pos-credentials-rotation", _edge_function(platform, platform.rotate), methods=["POST"]),
+        Route("/functions/v1/pos-{provider}/validate", _edge_function(platform, platform.validate), methods=["GET", "POST"]),
         Route("/sinks/slack/{hook_id:path}", platform.slack, methods=["POST"]),
         Route("/sinks/pagerduty/v2/enqueue", platform.pagerduty, methods=["POST"]),
         Route("/_sandbox/sinks/faults", admin(platform.sink_faults), methods=["POST"]),

@@ -68,7 +68,7 @@ class FixedWindowRateLimiter:
 
 
 class RateLimitMiddleware:
-    """Applies the limiter to the platform's API paths; the key is the apikey, else the IP."""
+    """Applies the limiter to the platform's API paths, per client (see _client_key)."""
 
     def __init__(self, app: ASGIApp, limiter: FixedWindowRateLimiter) -> None:
         self.app = app
@@ -89,9 +89,14 @@ class RateLimitMiddleware:
 
 
 def _client_key(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"apikey" and value:
-            return "key:" + value.decode("latin-1")
+    """Who a request counts against: its apikey, else its bearer token, else its address (so
+    two clients with keys of their own never share a limit)."""
+    headers = dict(scope["headers"])
+    if headers.get(b"apikey"):
+        return "key:" + headers[b"apikey"].decode("latin-1")
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return "bearer:" + token.strip()
     client = scope.get("client")
     return "ip:" + (client[0] if client else "unknown")
 

@@ -48,14 +48,46 @@ def _random_secret() -> str:
     return secrets.token_urlsafe(24)
 
 
+JWT_ISSUER = "supabase"  # as the platform's own API keys say
+API_KEY_LIFETIME_S = 10 * 365 * 24 * 3600  # the platform's anon and service_role keys last years
+
+
+def sign_jwt(secret: str, role: str, *, lifetime_s: float = API_KEY_LIFETIME_S, **claims: object) -> str:
+    """An HS256 JWT as the platform issues them: role, iss, iat, exp (and any extra claims)."""
+    import jwt  # PyJWT
+
+    now = int(time.time())
+    payload = {"iss": JWT_ISSUER, "role": role, "iat": now, "exp": now + int(lifetime_s), **claims}
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def _publishable() -> str:
+    return "sb_publishable_" + secrets.token_urlsafe(18)
+
+
+def _secret_key() -> str:
+    return "sb_secret_" + secrets.token_urlsafe(18)
+
+
 @dataclass(frozen=True)
 class HttpSettings:
     """What the sandbox server needs. Secrets are left out of repr()."""
 
     dsn: str = field(repr=False)
     scenario: str = "healthy"
-    anon_key: str = field(default_factory=_random_secret, repr=False)
-    service_key: str = field(default_factory=_random_secret, repr=False)
+    # The project's JWT secret: anon and service_role keys and location tokens are signed with
+    # it, and the functions' gateway verifies with it.
+    jwt_secret: str = field(default_factory=_random_secret, repr=False)
+    # Legacy API keys: JWTs (role anon / service_role), usable in `apikey` and as the bearer.
+    # Empty: signed with jwt_secret.
+    anon_key: str = field(default="", repr=False)
+    service_key: str = field(default="", repr=False)
+    # The new API keys: not JWTs, for the `apikey` header only (publishable = anon's rights,
+    # secret = service_role's). The burst key is a second publishable key, so a rate-limit
+    # burst has a client identity of its own and cannot use up anyone else's limit.
+    publishable_key: str = field(default_factory=_publishable, repr=False)
+    secret_key: str = field(default_factory=_secret_key, repr=False)
+    burst_key: str = field(default_factory=_publishable, repr=False)
     admin_token: str = field(default_factory=_random_secret, repr=False)
     pagerduty_routing_key: str = field(default_factory=_random_secret, repr=False)
     allowed_origins: tuple[str, ...] = ("https://app.posplatform.example",)
@@ -63,15 +95,26 @@ class HttpSettings:
     rate_limit: int = 60
     rate_window_s: float = 1.0
 
+    def __post_init__(self) -> None:
+        if not self.anon_key:
+            object.__setattr__(self, "anon_key", sign_jwt(self.jwt_secret, "anon"))
+        if not self.service_key:
+            object.__setattr__(self, "service_key", sign_jwt(self.jwt_secret, "service_role"))
+
     def secret_values(self) -> tuple[str, ...]:
-        return (self.dsn, self.anon_key, self.service_key, self.admin_token, self.pagerduty_routing_key)
+        return (self.dsn, self.jwt_secret, self.anon_key, self.service_key, self.publishable_key, self.secret_key,
+                self.burst_key, self.admin_token, self.pagerduty_routing_key)
 
     def to_env(self) -> dict[str, str]:
         return {
             ENV_PREFIX + "DSN": self.dsn,
             ENV_PREFIX + "SCENARIO": self.scenario,
+            ENV_PREFIX + "JWT_SECRET": self.jwt_secret,
             ENV_PREFIX + "ANON_KEY": self.anon_key,
             ENV_PREFIX + "SERVICE_KEY": self.service_key,
+            ENV_PREFIX + "PUBLISHABLE_KEY": self.publishable_key,
+            ENV_PREFIX + "SECRET_KEY": self.secret_key,
+            ENV_PREFIX + "BURST_KEY": self.burst_key,
             ENV_PREFIX + "ADMIN_TOKEN": self.admin_token,
             ENV_PREFIX + "PAGERDUTY_ROUTING_KEY": self.pagerduty_routing_key,
             ENV_PREFIX + "ALLOWED_ORIGINS": ",".join(self.allowed_origins),
@@ -92,8 +135,12 @@ class HttpSettings:
         return cls(
             dsn=get("DSN") or "",
             scenario=get("SCENARIO") or defaults.scenario,
-            anon_key=get("ANON_KEY") or defaults.anon_key,
-            service_key=get("SERVICE_KEY") or defaults.service_key,
+            jwt_secret=get("JWT_SECRET") or defaults.jwt_secret,
+            anon_key=get("ANON_KEY") or "",
+            service_key=get("SERVICE_KEY") or "",
+            publishable_key=get("PUBLISHABLE_KEY") or defaults.publishable_key,
+            secret_key=get("SECRET_KEY") or defaults.secret_key,
+            burst_key=get("BURST_KEY") or defaults.burst_key,
             admin_token=get("ADMIN_TOKEN") or defaults.admin_token,
             pagerduty_routing_key=get("PAGERDUTY_ROUTING_KEY") or defaults.pagerduty_routing_key,
             allowed_origins=tuple(o for o in origins.split(",") if o) if origins is not None else defaults.allowed_origins,

@@ -15,9 +15,12 @@ REQUEST_TIMEOUT_S = 5.0
 
 
 async def generate_traffic(base_url: str, api_key: str, *, interval_s: float = 2.0) -> None:
-    """Until cancelled: each tick, the REST root twice and every provider's validate once."""
-    paths = ["/rest/v1/", "/rest/v1/"] + [f"/functions/v1/pos-{provider}/validate" for provider in PROVIDERS]
-    async with httpx.AsyncClient(base_url=base_url, headers={"apikey": api_key}, timeout=REQUEST_TIMEOUT_S) as client:
+    """Until cancelled: each tick, a REST read twice and every provider's validate once, with
+    the anon key in `apikey` and as the bearer (as supabase-js sends it)."""
+    read = "/rest/v1/pos_integrations_location?select=location_id&limit=1"
+    paths = [read, read] + [f"/functions/v1/pos-{provider}/validate" for provider in PROVIDERS]
+    headers = {"apikey": api_key, "Authorization": f"Bearer {api_key}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT_S) as client:
         while True:
             results = await asyncio.gather(*(client.get(path) for path in paths), return_exceptions=True)
             for path, result in zip(paths, results):
