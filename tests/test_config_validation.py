@@ -211,6 +211,10 @@ BAD_FILES = [
      ["report.metrics", "'mttr'"]),
     ("a view without its query", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
      MINIMAL_RUNBOOK + '[views.breakers]\npoll_s = 5\n', ["views.breakers.query", "is required"]),
+    ("a shared journal on an undefined database", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK + '[journal]\nstore = "postgres"\ndatabase = "control"\n', ["journal.database", "'control'"]),
+    ("an unknown journal store", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
+     MINIMAL_RUNBOOK + '[journal]\nstore = "s3"\n', ["journal.store"]),
 ]
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from controlroom.release.journal import Journal, read_records, verify_chain
+from controlroom.release.journal import Journal, new_record, read_records, verify_chain
 from controlroom.release.pg_journal import (SCHEMA_VERSION, PgJournal, StoreRefused, ensure_schema,
                                             refuse_pooler)
 
@@ -59,12 +60,18 @@ async def test_append_read_verify_and_mirror(db_dsn: str, tmp_path: Path) -> Non
 
 async def test_conflicting_append_rechains(db_dsn: str) -> None:
     b = await PgJournal.open(db_dsn, operator=BOB)
+    prev_ts = "2026-12-06T10:00:00+00:00"
 
     class Racing(PgJournal):
         async def _next(self, release_id: str) -> tuple[int, str]:
             seq, prev = await super()._next(release_id)
-            if self.conflicts == 0 and seq == 2:  # bob takes seq 2 between alice's read and insert
-                await b.append(release_id, "bob_first")
+            if self.conflicts == 0 and seq == 2:
+                # bob (a writer that does not queue on the release row) takes seq 2 between
+                # alice's read of the tail and her insert
+                bob = new_record(2, prev_ts, "bob_first", BOB, {}, prev)
+                await b.conn.execute(
+                    "INSERT INTO controlroom.release_events VALUES ($1, 2, $2, $3, $4::jsonb, 'b', $5, '{}', $6)",
+                    release_id, bob.prev, bob.hash, json.dumps(BOB), bob.kind, bob.ts)
             return seq, prev
 
     plain = await PgJournal.open(db_dsn, operator=ALICE)

@@ -574,6 +574,14 @@ class Views(Model):
 # -- the runbook -----------------------------------------------------------------------
 
 
+class JournalStore(Model):
+    """Where the release journal lives: the local file (default, no database), or the shared
+    Postgres store on one of the [databases] (each record mirrored to the local file)."""
+
+    store: Literal["file", "postgres"] = "file"
+    database: Slug | None = None
+
+
 class Runbook(Model):
     name: NonEmpty
     version: str = ""
@@ -591,6 +599,7 @@ class Runbook(Model):
     escalation: Escalation
     notifications: Notifications = Field(default_factory=Notifications)
     report: Report = Field(default_factory=Report)
+    journal: JournalStore = Field(default_factory=JournalStore)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> "Runbook":
@@ -606,6 +615,8 @@ class Runbook(Model):
         databases += [(f"views.{name}", view.database) for name, view in self.defined_views().items()]
         if self.rollback.providers_query:
             databases.append(("rollback.providers_query", self.rollback.providers_database))
+        if self.journal.store == "postgres":
+            databases.append(("journal.database (store = \"postgres\")", self.journal.database))
         for where, database in databases:
             self.database(database, where=where)
         for step in steps:

@@ -131,14 +131,9 @@ class PgJournal:
                      mirror: Journal | None = None) -> Record:
         """Chain one record after the release's last and commit it; mirror it to `mirror`."""
         for _ in range(APPEND_ATTEMPTS):
-            seq, prev = await self._next(release_id)
-            record = new_record(seq, self.clock().isoformat(), kind, self.operator, data or {}, prev, self.redact)
             try:
-                await self.conn.execute(
-                    f"INSERT INTO {SCHEMA}.release_events (release_id, seq, prev_hash, hash, operator, host, kind, "
-                    "data, at) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb, $9)",
-                    release_id, record.seq, record.prev, record.hash, json.dumps(record.operator),
-                    record.operator.get("host", ""), record.kind, json.dumps(record.data), record.ts)
+                async with self.conn.transaction():
+                    record = await self._append_locked(release_id, kind, data or {})
             except asyncpg.UniqueViolationError:
                 self.conflicts += 1
                 continue  # someone appended this seq meanwhile: re-read the tail, re-chain
@@ -147,6 +142,21 @@ class PgJournal:
             return record
         raise SessionError(f"the shared journal's release {release_id}: {APPEND_ATTEMPTS} appends in a row lost "
                            "the race for the next record")
+
+    async def _append_locked(self, release_id: str, kind: str, data: dict[str, Any]) -> Record:
+        # Appenders of one release queue on its row, so 50 writers do not starve each other
+        # re-chaining; the unique (release_id, seq) still catches any writer that did not.
+        if await self.conn.fetchval(f"SELECT 1 FROM {SCHEMA}.releases WHERE release_id = $1 FOR NO KEY UPDATE",
+                                    release_id) is None:
+            raise SessionError(f"the shared journal has no release {release_id}")
+        seq, prev = await self._next(release_id)
+        record = new_record(seq, self.clock().isoformat(), kind, self.operator, data, prev, self.redact)
+        await self.conn.execute(
+            f"INSERT INTO {SCHEMA}.release_events (release_id, seq, prev_hash, hash, operator, host, kind, "
+            "data, at) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb, $9)",
+            release_id, record.seq, record.prev, record.hash, json.dumps(record.operator),
+            record.operator.get("host", ""), record.kind, json.dumps(record.data), record.ts)
+        return record
 
     async def _next(self, release_id: str) -> tuple[int, str]:
         """The seq and prev hash the next record of the release takes."""
