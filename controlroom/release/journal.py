@@ -317,6 +317,24 @@ class Journal:
             _fsync_directory(self.path.parent)
         return record
 
+    def mirror(self, record: Record) -> Record:
+        """Write a record another store chained (the shared Postgres journal) as it is: same
+        seq, same hashes, so this file verifies on its own and equals the store."""
+        with open(self.path, "ab") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            self._catch_up(handle)
+            if record.seq != len(self.records) + 1 or record.prev != self.last_hash:
+                raise JournalRefused(f"record {record.seq} does not follow this file's record {len(self.records)}")
+            body = record_body(record)
+            line = (json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+            self._size += len(line)
+            _write_head(self.path, record.seq, record.hash)
+            self.records.append(record)
+        return record
+
     def _catch_up(self, handle: Any, kind: str = "") -> bool:
         """Under the lock: re-read the file when another process appended to it."""
         if os.fstat(handle.fileno()).st_size == self._size:
@@ -466,6 +484,37 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def record_body(record: Record) -> dict[str, Any]:
+    return {"seq": record.seq, "ts": record.ts, "kind": record.kind, "operator": record.operator,
+            "data": record.data, "prev": record.prev, "hash": record.hash}
+
+
+def new_record(seq: int, ts: str, kind: str, operator: dict[str, str], data: dict[str, Any], prev: str,
+               redact: Callable[[str], str] = lambda text: text) -> Record:
+    """A record chained after `prev`, hashed exactly as the file journal hashes its own."""
+    body: dict[str, Any] = {"seq": seq, "ts": ts, "kind": kind, "operator": operator,
+                            "data": _redact_values(data, redact), "prev": prev}
+    body["hash"] = _digest(body)
+    return Record(**body)
+
+
+def verify_chain(records: list[Record]) -> list[str]:
+    """Problems of a chain of records (empty: it verifies)."""
+    problems: list[str] = []
+    prev = GENESIS
+    for index, record in enumerate(records, start=1):
+        body = record_body(record)
+        claimed = body.pop("hash")
+        if record.seq != index:
+            problems.append(f"record {record.seq} is at position {index}")
+        if _digest(body) != claimed:
+            problems.append(f"record {record.seq} ({record.kind}) was edited")
+        elif record.prev != prev:
+            problems.append(f"record {record.seq} does not follow the record before it")
+        prev = record.hash
+    return problems
 
 
 def _digest(body: dict[str, Any]) -> str:
