@@ -33,7 +33,7 @@ from controlroom.screens.base import ControlScreen
 from controlroom.screens.breakers import BreakersScreen
 from controlroom.screens.checklist import ChecklistScreen
 from controlroom.screens.deploy import DeployScreen
-from controlroom.screens.dialogs import ConfirmDialog
+from controlroom.screens.dialogs import ConfirmDialog, TypedConfirmDialog
 from controlroom.screens.help import HelpScreen
 from controlroom.screens.kpis import KpisScreen
 from controlroom.screens.pos_health import PosHealthScreen
@@ -70,6 +70,7 @@ from controlroom.widgets.messages import (
     StepOutput,
     VerifyRollback,
 )
+from controlroom.widgets.crew_banner import CrewBanner
 from controlroom.widgets.status_bar import StatusBar
 
 # Main views: mode name -> (key, title, screen). The first is where the app opens.
@@ -105,6 +106,9 @@ class ControlRoomApp(App[None]):
         Binding("r", "refresh_all", "Refresh", show=False, id="app.refresh"),
         Binding("ctrl+r", "report", "Report", show=False, tooltip="Write the post-deployment report next to the journal, "
                 "and show it", id="app.report"),
+        Binding("T", "take_over", "Take over", show=False, tooltip="Take over the shared release whose driver's "
+                "control room is gone, or continue offline while the shared journal is unreachable (typed "
+                "confirmation, journaled)", id="app.take_over"),
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.quit_ctrl_c"),
         Binding("ctrl+p", "command_palette", "Commands", show=False, id="app.palette"),
@@ -169,6 +173,12 @@ class ControlRoomApp(App[None]):
         session = self.session
         if session is None:
             return
+        crew = session.crew()
+        bar.crew = crew.headline() if crew is not None else None
+        if crew is not None:
+            banners = bar.screen.query(CrewBanner)
+            if banners:
+                banners.first().show_banner(*crew.banner())
         bar.verdict = session.verdict.verdict if session.verdict else None
         if session.state.started_at is not None:
             clock = session.deploy_clock()
@@ -207,7 +217,7 @@ class ControlRoomApp(App[None]):
         deadline = loop.time() + 1.0
         def busy() -> bool:
             polling = any(poller.running for poller in self.pollers.values())
-            return polling or any(w.group != "pollers" and w.is_running for w in self.workers)
+            return polling or any(w.group not in ("pollers", "shared-journal") and w.is_running for w in self.workers)
 
         while busy() and loop.time() < deadline:
             await asyncio.sleep(0.02)
@@ -271,6 +281,9 @@ class ControlRoomApp(App[None]):
 
     def _begin_session(self) -> None:
         env = self.config.environment
+        if self.config.journal.shared:  # the environment's shared release is joined, never offered
+            self._open_session(None)
+            return
         path = find_resumable(env.name, self.journal_dir, config_path=self.config.config_path) if self.offer_resume else None
         if path is None:
             self._open_session(None)
@@ -301,17 +314,49 @@ class ControlRoomApp(App[None]):
             self.session = ReleaseEngine.open(self.config, write=self.write, journal_path=path,
                                         journal_dir=self.journal_dir, clock=self.now)
         except Exception as error:  # noqa: BLE001 - shown, the rest of the app keeps working
+            if self.config.journal.shared:  # without its release the control room has nothing to show
+                self.exit(return_code=2, message=f"controlroom: error: cannot open the shared journal: {error}")
+                return
             self.notify(f"cannot open the journal: {error}", severity="error", timeout=10)
             return
-        for problem in self.session.journal.problems:
+        session = self.session
+        for problem in session.journal.problems:
             self.notify(f"journal: {problem}", severity="warning", timeout=10)
-        if self.session.journal.other_holder is not None:
-            self._warn_shared_journal(self.session.journal.other_holder)
-        if self.session.resumed:
-            self.notify(f"Resumed the deployment of {self.session.state.version}", timeout=4)
+        if session.journal.other_holder is not None:
+            self._warn_shared_journal(session.journal.other_holder)
+        crew = session.crew()
+        if crew is not None:
+            self._watch_shared_journal()
+            if not crew.driving:
+                driver = f", driven by {plain(crew.driver.label, limit=40)}" if crew.driver else "; nobody drives it"
+                what = f"the deployment of {session.state.version}" if session.state.started_at else "this release"
+                self.notify(f"You watch {plain(what, limit=60)}{driver}", timeout=6)
+            elif session.resumed:
+                self.notify(f"You drive the deployment of {session.state.version}", timeout=4)
+        elif session.resumed:
+            self.notify(f"Resumed the deployment of {session.state.version}", timeout=4)
         self.session_changed()
-        if self.check_on_start:
+        if self.check_on_start and not session.watching:
             self.call_after_refresh(self._run_checks)  # after the first frame is up
+
+    @work(group="shared-journal", exit_on_error=False)
+    async def _watch_shared_journal(self) -> None:
+        """A shared release: what other control rooms journal, who joins, leaves or takes over,
+        and the store's link, shown as it happens (the store's thread wakes this)."""
+        engine = self._engine()
+        journal = engine.journal
+        changed = getattr(journal, "changed")
+        was_online = True
+        while True:
+            await changed()
+            engine.refresh()
+            crew = engine.crew()
+            for notice in engine.take_notices():
+                self.notify(plain(notice, limit=300), severity="warning", timeout=10)
+            if crew is not None and was_online and not crew.online:
+                self.bell()  # the driver must look up: decisions are refused from now on
+            was_online = crew.online if crew is not None else True
+            self.session_changed()
 
     def _warn_shared_journal(self, holder: Holder) -> None:
         """Another live control room has this journal open (a second window, or one whose
@@ -618,6 +663,41 @@ class ControlRoomApp(App[None]):
             self.notify("Report written again", timeout=2)
         else:
             self.push_screen(ReportScreen(path, text))  # shows the path: no toast over the report
+
+    # -- several control rooms on one release ------------------------------------------
+
+    def action_take_over(self) -> None:
+        """T: take over the shared release whose driver is gone, or (the driver, the store
+        being away) continue offline; a typed confirmation first, journaled."""
+        session = self.session
+        refusal = "the journal is not open yet" if session is None else session.take_over_refusal()
+        if refusal or session is None:
+            self.notify(plain(refusal or "", limit=300), severity="error", timeout=8)
+            return
+        words = session.take_over_words()
+        crew = session.crew()
+        body = Text()
+        if crew is not None and not crew.online:
+            body.append("The shared journal is unreachable. Continuing offline, you decide here: every record is "
+                        "journaled on this machine and goes to the shared journal when it is back — unless someone "
+                        "else drove meanwhile, and then yours are kept as a branch, shown in the report.\n")
+        else:
+            last = f"{crew.last_driver}'s" if crew is not None and crew.last_driver else "its driver's"
+            body.append(f"Nobody drives this release: {plain(last, limit=40)} control room is gone. You become its "
+                        "driver, journaled and shown to every window. A step it left running shows as ")
+            body.append("outcome unknown", style="bold")
+            body.append(": check what happened, then mark it done (m) or skip it (z); nothing re-runs by itself.\n")
+        dialog = TypedConfirmDialog(Text("Continue offline?" if words == "offline" else "Take over this release?"),
+                                    body, words, confirm_label="Continue offline" if words == "offline" else "Take over")
+        self.push_screen(dialog, lambda ok: self._take_over(words) if ok else None)
+
+    @work(group="take-over", exclusive=True, exit_on_error=False)
+    async def _take_over(self, words: str) -> None:
+        engine = self._engine()
+        engine.take_over(words)
+        self.notify("You continue offline (journaled)" if words == "offline" else "You drive this release now",
+                    timeout=5)
+        self.session_changed()
 
     # -- actions -----------------------------------------------------------------------
 

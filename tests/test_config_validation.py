@@ -3,6 +3,7 @@ stderr naming the file, the key path and what was expected, and exit code 2."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -227,7 +228,31 @@ BAD_FILES = [
      ["environment.secrets.burst_api_key", "required by the runbook", "rate-limits"]),
     ("a view without its query", GOOD_CONFIG.replace('"default"', '"runbook.toml"'),
      MINIMAL_RUNBOOK + '[views.breakers]\npoll_s = 5\n', ["views.breakers.query", "is required"]),
+    ("a shared journal on a database the runbook lacks", GOOD_CONFIG + '[journal]\nstore = "postgres"\ndatabase = "control"\n',
+     None, ["journal.database", "'control'", "defined: main"]),
+    ("a shared journal on a secret the environment lacks", GOOD_CONFIG + '[journal]\nstore = "postgres"\ndsn_secret = "control_dsn"\n',
+     None, ["journal.dsn_secret", "'control_dsn' is not in [environment.secrets]"]),
+    ("a shared journal with two databases", GOOD_CONFIG + '[journal]\nstore = "postgres"\ndatabase = "main"\ndsn_secret = "database_dsn"\n',
+     None, ["journal", "database or dsn_secret, not both"]),
+    ("an unknown journal store", GOOD_CONFIG + '[journal]\nstore = "s3"\n', None, ["journal.store", "'file' or 'postgres'"]),
+    ("a shared journal behind a transaction pooler", GOOD_CONFIG.replace("production = false", 'production = false\npooler = "transaction"')
+     + '[journal]\nstore = "postgres"\n', None,
+     ["journal.store", "use session mode (port 5432) or a direct connection", 'pooler = "transaction"']),
 ]
+
+
+def test_a_shared_journal_on_the_transaction_pooler_port_is_refused_in_one_line(tmp_path: Path) -> None:
+    config = GOOD_CONFIG.replace('runbook = "default"', 'runbook = "default"\nenv_file = "secrets.env"')
+    path = write(tmp_path, config + '[journal]\nstore = "postgres"\n', None)
+    (tmp_path / "secrets.env").write_text("CR_DATABASE_DSN=postgresql://postgres.abc:pw@aws-0.pooler.supabase.com:6543/postgres\n")
+    for command in (["validate", "--config", str(path)], ["--config", str(path), "--write"], ["status", "--config", str(path)]):
+        result = subprocess.run([sys.executable, "-m", "controlroom", *command], capture_output=True, text=True,
+                                timeout=60, env={k: v for k, v in os.environ.items() if k != "CR_DATABASE_DSN"})
+        assert result.returncode == 2, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "port 6543, Supabase's transaction pooler" in lines[0], lines
+        assert "use session mode (port 5432) or a direct connection" in lines[0]
+        assert "pw@" not in result.stderr  # the DSN is a secret
 
 
 @pytest.mark.parametrize("name, config, runbook, fragments", BAD_FILES, ids=[case[0] for case in BAD_FILES])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -23,10 +24,27 @@ async def test_schema_created_once_under_concurrency(db_dsn: str) -> None:
     try:
         versions = await asyncio.gather(*(ensure_schema(c) for c in conns))
         assert versions == [SCHEMA_VERSION] * 5
-        assert await conns[0].fetchval("SELECT count(*) FROM controlroom.schema_version") == 1
+        # one row per migration, each applied once whatever the number of control rooms starting
+        assert await conns[0].fetchval("SELECT count(*) FROM controlroom.schema_version") == SCHEMA_VERSION
     finally:
         for c in conns:
             await c.close()
+
+
+async def test_a_newer_controlroom_upgrades_an_older_schema_keeping_its_releases(db_dsn: str) -> None:
+    conn = await asyncpg.connect(db_dsn, timeout=10)
+    try:
+        assert await ensure_schema(conn, known=1) == 1  # as the controlroom of schema 1 left it
+        old = PgJournal(conn, ALICE, lambda: datetime.now(UTC), lambda text: text)
+        await old.create_release("r0", "staging", "1")
+        await old.append("r0", "session_opened")
+        assert await ensure_schema(conn) == SCHEMA_VERSION
+        assert [v for v in await conn.fetchval("SELECT array_agg(version ORDER BY version) FROM controlroom.schema_version")] \
+            == list(range(1, SCHEMA_VERSION + 1))
+        assert [r.kind for r in await old.read("r0")] == ["session_opened"]
+        assert await old.members("r0") == []  # the sessions table a version-2 store adds
+    finally:
+        await conn.close()
 
 
 async def test_older_controlroom_refuses_newer_schema(db_dsn: str) -> None:
@@ -34,7 +52,7 @@ async def test_older_controlroom_refuses_newer_schema(db_dsn: str) -> None:
     try:
         await ensure_schema(conn)
         await conn.execute("INSERT INTO controlroom.schema_version VALUES (7)")
-        with pytest.raises(StoreRefused, match="schema is version 7; this controlroom knows up to 1: upgrade"):
+        with pytest.raises(StoreRefused, match=f"schema is version 7; this controlroom knows up to {SCHEMA_VERSION}: upgrade"):
             await ensure_schema(conn)
     finally:
         await conn.close()

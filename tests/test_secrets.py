@@ -34,6 +34,10 @@ def test_short_values_are_not_scrubbed_from_ordinary_words() -> None:
 
 
 def test_operator_is_the_real_user_with_the_ssh_address() -> None:
-    operator = current_operator({"USER": "mallory", "SSH_CLIENT": "192.0.2.4 5000 22"}, uid=0)
+    operator = current_operator({"USER": "mallory", "SSH_CLIENT": "192.0.2.4 5000 22",
+                                 "CONTROLROOM_HOST": "bastion 2\x1b[31m"}, uid=0)
     assert operator.user == "root" and operator.address == "192.0.2.4"
-    assert operator.as_record() == {"user": "root", "ssh_client": "192.0.2.4"}
+    # The host label is printable, without spaces: what other operators see as root@bastion2[31m.
+    assert operator.as_record() == {"user": "root", "ssh_client": "192.0.2.4", "host": "bastion2[31m"}
+    assert str(operator) == "root@bastion2[31m"
+    assert current_operator({}, uid=0).host  # the machine's own name by default

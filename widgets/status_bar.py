@@ -1,5 +1,5 @@
 """The header line every screen shows: environment (production unmistakable), READ-ONLY or
-WRITE, the verdict and the deploy clock, and where you are."""
+WRITE, the verdict and the deploy clock, who drives a shared release, and where you are."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ VERDICT_STYLES = {
     "PENDING": "bold black on cyan",
 }
 DEPLOY_LEVEL_STYLES = {"ok": "bold", "amber": "bold black on yellow", "red": "bold white on red"}
+CREW_STYLES = {
+    "driving": "bold black on green",
+    "watching": "bold white on magenta",
+    "nobody": "bold black on yellow",
+    "offline": "bold white on red",
+}
 
 
 class StatusBar(Widget):
@@ -31,6 +37,9 @@ class StatusBar(Widget):
     deploy_level: reactive[str] = reactive("ok")  # ok | amber | red (deployment.Level)
     where: reactive[str] = reactive("")
     stale: reactive[int] = reactive(0)  # how many sources are stale
+    # The shared release's crew, set by the app: (text, level) with level one of CREW_STYLES
+    # ("driving", "watching", "nobody", "offline"); None with a file journal.
+    crew: reactive[tuple[str, str] | None] = reactive(None)
 
     def render(self) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -51,6 +60,10 @@ class StatusBar(Widget):
         text.append(" ")
         clock_style = DEPLOY_LEVEL_STYLES.get(self.deploy_level, "bold") if self.deploy_clock else "dim"
         text.append(f"deploy {self.deploy_clock or '—'}", style=clock_style)
+        if self.crew is not None:
+            label, level = self.crew
+            text.append(" ")
+            text.append(f" {plain(label, limit=40)} ", style=CREW_STYLES.get(level, "bold"))
         if self.stale:
             text.append(f"  {self.stale} stale", style="bold yellow")
         text.append(f"  {self.where}", style="bold")

@@ -34,6 +34,25 @@ locations_option = click.option(
     show_default=True,
     help="How many restaurant locations the sandbox's fleet has.",
 )
+host_option = click.option(
+    "--host",
+    metavar="LABEL",
+    help="How other operators of a shared release see this machine (default: its host name), e.g. bastion-2.",
+)
+
+
+def _set_host(host: str | None) -> None:
+    if host is not None:
+        import os
+
+        from controlroom.infra.identity import HOST_VARIABLE
+
+        label = host.strip()
+        if not label or not label.isprintable():
+            raise click.BadParameter("give a label of printable characters", param_hint="--host")
+        os.environ[HOST_VARIABLE] = label
+
+
 config_option = click.option(
     "--config",
     "config_path",
@@ -45,16 +64,18 @@ config_option = click.option(
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
 @click.option("--write", is_flag=True, help="Allow modifying actions (read-only by default).")
+@host_option
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 @click.version_option(__version__, "--version", prog_name="controlroom")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, write: bool, debug: bool) -> None:
+def cli(ctx: click.Context, config_path: Path | None, write: bool, host: str | None, debug: bool) -> None:
     """A terminal control room for production releases.
 
     Without a subcommand, opens the control room against the environment and runbook in
     --config FILE. Start with `controlroom demo`, which needs nothing else installed.
     """
     ctx.obj = {"debug": debug}
+    _set_host(host)
     if ctx.invoked_subcommand is not None:
         return
     if config_path is None:
@@ -68,14 +89,25 @@ def cli(ctx: click.Context, config_path: Path | None, write: bool, debug: bool) 
 @scenario_option
 @locations_option
 @click.option("--write", is_flag=True, help="Allow modifying actions (read-only by default).")
-def demo(scenario: str, locations: int, write: bool) -> None:
+@click.option("--join", is_flag=True,
+              help="Open the control room on the demo (or sandbox) already running in another terminal: "
+                   "a second operator of the same release.")
+@host_option
+@click.pass_context
+def demo(ctx: click.Context, scenario: str, locations: int, write: bool, join: bool, host: str | None) -> None:
     """Start the sandbox and open the control room against it.
 
     Needs nothing else installed; quitting stops the sandbox and removes what it made.
+    The control rooms on one sandbox share its release: the first with --write drives,
+    the others (`controlroom demo --join`, in other terminals) watch it live.
     """
     from controlroom.cli.tui import run_demo
 
-    run_demo(scenario, locations, write=write)
+    for option in ("scenario", "locations"):
+        if join and ctx.get_parameter_source(option) is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"--join opens the running demo, whose {option} is already chosen: drop --{option}")
+    _set_host(host)
+    run_demo(scenario, locations, write=write, join=join)
 
 
 @cli.command()
@@ -128,14 +160,31 @@ def check(ctx: click.Context, config_path: Path | None, scenario: str | None, as
 @cli.command()
 @click.argument("journal", required=False, type=click.Path(path_type=Path))
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the Markdown here instead of stdout.")
-def report(journal: Path | None, output: Path | None) -> None:
+@config_option
+@click.option("--release", "release_id", metavar="ID",
+              help="With --config on the shared journal store: this release instead of the newest.")
+def report(journal: Path | None, output: Path | None, config_path: Path | None, release_id: str | None) -> None:
     """Render the post-deployment report (Markdown) from a deployment journal.
 
-    JOURNAL defaults to the newest journal in the user's data directory.
+    JOURNAL defaults to the newest journal in the user's data directory. With --config
+    whose [journal] is the shared store (and no JOURNAL), the environment's newest release
+    is read from the store; a mirrored file of it gives the same report.
     """
     from controlroom.report.render import report_command
 
-    markdown = report_command(journal, output)
+    if journal is not None and (config_path is not None or release_id is not None):
+        raise click.UsageError("give a JOURNAL file, or --config (and --release) for the shared store, not both")
+    if release_id is not None and config_path is None:
+        raise click.UsageError("--release goes with --config")
+    loaded = None
+    if config_path is not None:
+        from controlroom.config.loader import load_config
+
+        loaded = load_config(config_path)
+        if not loaded.journal.shared:
+            raise click.UsageError(f"{config_path}: its journal is a file ([journal] store = \"file\"): "
+                                   "name the JOURNAL file instead")
+    markdown = report_command(journal, output, loaded=loaded, release_id=release_id)
     if output is None:
         click.echo(markdown)
     else:
@@ -202,6 +251,7 @@ def status(ctx: click.Context, config_path: Path | None, journal_path: Path | No
 def validate(config_file: Path | None, config_path: Path | None) -> None:
     """Check a config file and its runbook, and summarise them."""
     from controlroom.config.loader import load_config
+    from controlroom.release.journal import journal_directory
 
     if (config_file is None) == (config_path is None):
         raise click.UsageError("give the config file, as an argument or with --config")
@@ -223,6 +273,12 @@ def validate(config_file: Path | None, config_path: Path | None) -> None:
     missing = [f"{name} (${loaded.secrets.variable(name)})" for name in environment.secrets if not loaded.secrets.has(name)]
     if missing:
         click.echo(f"  secrets not set: {', '.join(missing)}")
+    if loaded.journal.shared:
+        database = loaded.journal.dsn_secret or loaded.runbook.database(loaded.journal.database)
+        click.echo(f"  journal      shared store (Postgres, {'DSN secret ' if loaded.journal.dsn_secret else 'database '}"
+                   f"{database}); a copy of each release in {journal_directory()}")
+    else:
+        click.echo(f"  journal      a file per release in {journal_directory()}")
     for warning in loaded.pooler_warnings():
         click.echo(f"  warning: {warning}")
 

@@ -2,6 +2,7 @@
 
     run_app(config_path, write=False)          # `controlroom --config FILE [--write]`
     run_demo(scenario, locations, write=False) # `controlroom demo [--scenario NAME]`
+    run_demo(join=True, write=True)            # `controlroom demo --join --write`: a second operator
 
 Textual is imported only when these run, so the core stays importable without it.
 SIGHUP (a dropped SSH session), SIGTERM and the loss of the terminal close the app the way
@@ -21,7 +22,7 @@ from controlroom.infra.shutdown import ExitGuard, run_guarded
 from controlroom.config.loader import LoadedConfig, load_config
 
 
-async def _run(guard: ExitGuard, config: LoadedConfig, write: bool, *, offer_resume: bool = True) -> None:
+async def _run(guard: ExitGuard, config: LoadedConfig, write: bool, *, offer_resume: bool = True) -> int | None:
     from controlroom.screens.app import make_app
 
     app = make_app(config, write=write, offer_resume=offer_resume)
@@ -29,13 +30,14 @@ async def _run(guard: ExitGuard, config: LoadedConfig, write: bool, *, offer_res
     guard.graceful = app.exit  # while the app runs, a close signal is a `q` without questions
     try:
         if guard.closing:  # the signal came while we were starting: do not open at all
-            return
+            return None
         await app.run_async()
     finally:
         guard.graceful = before
+    return app.return_code or None  # e.g. 2: the shared journal could not be opened (said on exit)
 
 
-def _guarded(main: Callable[[ExitGuard], Awaitable[None]]) -> None:
+def _guarded(main: Callable[[ExitGuard], Awaitable[int | None]]) -> None:
     code = run_guarded(main)
     if code is not None:  # closed by a signal, or the terminal went away
         sys.exit(code)
@@ -50,19 +52,29 @@ def run_app(config_path: str | Path, write: bool = False) -> None:
     _guarded(lambda guard: _run(guard, config, write))
 
 
-async def _demo(guard: ExitGuard, scenario: str, locations: int, write: bool) -> None:
+async def _demo(guard: ExitGuard, scenario: str, locations: int, write: bool) -> int | None:
+    from controlroom.sandbox.joining import advertised
     from controlroom.sandbox.runner import Sandbox
 
     print(f"starting the sandbox ({scenario}, {locations} locations)…", file=sys.stderr, flush=True)
-    sandbox = Sandbox(scenario, locations=locations)
+    # The shared journal store on the sandbox's Postgres: `controlroom demo --join` in another
+    # terminal opens the same release (one drives, the other watches).
+    sandbox = Sandbox(scenario, locations=locations, journal_store="postgres")
     try:
         await sandbox.start()
-        # Every demo is a brand-new sandbox: an older demo's deployment is not to be resumed.
-        await _run(guard, load_config(sandbox.config_path), write, offer_resume=False)
+        with advertised(sandbox.config_path):
+            # Every demo is a brand-new sandbox: an older demo's deployment is not to be resumed.
+            return await _run(guard, load_config(sandbox.config_path), write, offer_resume=False)
     finally:
         await sandbox.stop()
 
 
-def run_demo(scenario: str = "healthy", locations: int = 300, write: bool = False) -> None:
-    """Start the sandbox, open the control room on it, stop the sandbox on quit."""
+def run_demo(scenario: str = "healthy", locations: int = 300, write: bool = False, join: bool = False) -> None:
+    """Start the sandbox, open the control room on it, stop the sandbox on quit; with `join`,
+    open the control room on the demo already running in another terminal instead."""
+    if join:
+        from controlroom.sandbox.joining import running_sandbox_config
+
+        run_app(running_sandbox_config(), write=write)
+        return
     _guarded(lambda guard: _demo(guard, scenario, locations, write))

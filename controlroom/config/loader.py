@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from controlroom.errors import ConfigError
-from controlroom.config.models import ConfigFile, Environment, Runbook, url_problem
+from controlroom.config.models import ConfigFile, Environment, JournalStore, Runbook, url_problem
 from controlroom.config.placeholders import URL_PREFIX, fill, names_in, template_problem, url_quote
 from controlroom.config.secrets import SecretStore, read_env_file
 
@@ -34,6 +34,30 @@ class LoadedConfig:
     environment: Environment
     runbook: Runbook
     secrets: SecretStore
+    journal: JournalStore = JournalStore()
+
+    def journal_dsn_secret(self) -> str:
+        """The secret holding the shared journal store's DSN (store = "postgres")."""
+        journal = self.journal
+        if journal.dsn_secret is not None:
+            return journal.dsn_secret
+        return self.runbook.databases[self.runbook.database(journal.database, where="journal.database")]
+
+    def journal_behind_transaction_pooler(self) -> str | None:
+        """Why the shared store cannot work on its DSN (a transaction-mode pooler: neither
+        advisory locks nor LISTEN/NOTIFY), or None. From the config and the DSN's port; the
+        store also probes the connection itself when it opens."""
+        from controlroom.infra.pg import SUPABASE_TRANSACTION_POOLER_PORT, dsn_ports
+
+        if not self.journal.shared:
+            return None
+        secret = self.journal_dsn_secret()
+        if self.journal.dsn_secret is None and self.environment.statement_cache_off:
+            return (f'[environment] pooler = "transaction", and the shared journal uses database '
+                    f"{self.runbook.database(self.journal.database)!r} through it")
+        if self.secrets.has(secret) and SUPABASE_TRANSACTION_POOLER_PORT in dsn_ports(self.secrets.get(secret)):
+            return f"its DSN ({secret}) uses port {SUPABASE_TRANSACTION_POOLER_PORT}, Supabase's transaction pooler"
+        return None
 
     def pooler_warnings(self) -> list[str]:
         """Hints about the databases' pooler mode (port 6543 without `pooler` set), for the
@@ -96,7 +120,28 @@ def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> L
         except (UnicodeDecodeError, ValueError):
             raise ConfigError(config_path, "env_file", f"{env_path} is not UTF-8 KEY=VALUE text") from None
     secrets = SecretStore(config.environment.secrets, dict(os.environ if environ is None else environ), file_values)
-    return LoadedConfig(config_path, runbook_source, config.environment, runbook, secrets)
+    loaded = LoadedConfig(config_path, runbook_source, config.environment, runbook, secrets, config.journal)
+    _check_journal(loaded)
+    return loaded
+
+
+def _check_journal(loaded: LoadedConfig) -> None:
+    """[journal] store = "postgres": its database is defined, and not behind a transaction pooler."""
+    from controlroom.infra.pg import TRANSACTION_POOLER_REFUSAL
+
+    journal = loaded.journal
+    if not journal.shared:
+        return
+    if journal.dsn_secret is not None and journal.dsn_secret not in loaded.environment.secrets:
+        raise ConfigError(loaded.config_path, "journal.dsn_secret",
+                          f"{journal.dsn_secret!r} is not in [environment.secrets]")
+    try:
+        loaded.journal_dsn_secret()
+    except ValueError as error:
+        raise ConfigError(loaded.config_path, "journal.database", str(error)) from None
+    why = loaded.journal_behind_transaction_pooler()
+    if why:
+        raise ConfigError(loaded.config_path, "journal.store", f"{TRANSACTION_POOLER_REFUSAL} ({why})")
 
 
 def load_default_runbook() -> Runbook:

@@ -149,6 +149,30 @@ class Environment(Model):
         return {name: value.rstrip("/") for name, value in urls.items()}
 
 
+class JournalStore(Model):
+    """Where a release's journal lives. "file" (the default): a file on this machine, no
+    database needed. "postgres": the shared store, one journal per release for every control
+    room open on the environment, from any machine (one drives, the others watch live); each
+    record is mirrored to the local file as well."""
+
+    store: Literal["file", "postgres"] = "file"
+    # The database the shared store lives in: a runbook [databases] name (the platform's own
+    # database; optional when the runbook defines exactly one), or instead `dsn_secret`, a
+    # secret of [environment.secrets] holding the DSN of a separate control database.
+    database: Slug | None = None
+    dsn_secret: Slug | None = None
+
+    @model_validator(mode="after")
+    def _one_database(self) -> "JournalStore":
+        if self.database is not None and self.dsn_secret is not None:
+            raise ValueError("give database or dsn_secret, not both")
+        return self
+
+    @property
+    def shared(self) -> bool:
+        return self.store == "postgres"
+
+
 class ConfigFile(Model):
     """The file given to `controlroom --config`."""
 
@@ -159,6 +183,7 @@ class ConfigFile(Model):
     # the process environment; the real environment wins.
     env_file: str | None = None
     environment: Environment
+    journal: JournalStore = Field(default_factory=JournalStore)
 
 
 # -- checklist items -------------------------------------------------------------------

@@ -37,6 +37,9 @@ class PgSettings:
     transaction_pooler: bool = False
     read_only: bool = False
     idle_in_transaction_timeout_s: float | None = None
+    # The server probes an idle client this often (s) and drops it after 3 unanswered probes:
+    # a control room whose network went away releases its locks in ~3× this, not hours later.
+    keepalive_s: int | None = None
 
     @property
     def application_name(self) -> str:
@@ -52,6 +55,9 @@ class PgSettings:
             server_settings["default_transaction_read_only"] = "on"
         if self.idle_in_transaction_timeout_s is not None:
             server_settings["idle_in_transaction_session_timeout"] = _milliseconds(self.idle_in_transaction_timeout_s)
+        if self.keepalive_s is not None:
+            server_settings |= {"tcp_keepalives_idle": str(self.keepalive_s),
+                                "tcp_keepalives_interval": str(self.keepalive_s), "tcp_keepalives_count": "3"}
         command_timeout_s = self.command_timeout_s
         if command_timeout_s is None:
             command_timeout_s = self.statement_timeout_s + CLIENT_GRACE_S
@@ -83,6 +89,10 @@ class PgSettings:
 
 def _milliseconds(seconds: float) -> str:
     return str(int(seconds * 1000))
+
+
+TRANSACTION_POOLER_REFUSAL = ("the shared journal needs advisory locks and LISTEN/NOTIFY, which a transaction-mode "
+                              "pooler does not support: use session mode (port 5432) or a direct connection")
 
 
 def dsn_ports(dsn: str) -> list[int]:

@@ -56,6 +56,7 @@ from controlroom.release.escalation import EscalationStatus, escalation_status, 
 from controlroom.release.incident import Incident
 from controlroom.release.journal import Journal, JournalRefused, Record, journal_directory, read_records
 from controlroom.release.rollback import RollbackPlans
+from controlroom.release.shared_journal import OFFLINE_WORDS, TAKE_OVER_WORDS, Crew, SharedJournal, store_dsn
 from controlroom.release.rules import Command, Situation
 from controlroom.release.state import Clock, DeploymentState, Stage, clock, replay
 from controlroom.release.steps import DryRun, OutputCallback, StepOutcome, StepRefused, StepRunner, is_modifying
@@ -103,13 +104,32 @@ def _customer_impact(kpi: Kpi, reading: KpiReading | str | None) -> dict[str, An
             "error": why}
 
 
+def joinable(records: list[Record], live: int) -> bool:
+    """Whether a control room opening on an environment joins its newest shared release:
+    while a control room is open on it, or its deployment (or rollback) is not finished.
+    Otherwise it opens a new release."""
+    return live > 0 or replay(records).unfinished
+
+
+def _open_shared(loaded: LoadedConfig, *, write: bool, journal_dir: Path, clock: Now,
+                 operator: dict[str, str] | None, opened: dict[str, Any]) -> SharedJournal:
+    from controlroom.release.journal import operator_identity
+
+    slug = environment_slug(loaded.environment.name)
+    return SharedJournal.open(
+        store_dsn(loaded), environment=loaded.environment.name, write=write, journal_dir=journal_dir,
+        operator=operator or operator_identity(), opened=opened,
+        new_release_id=lambda: f"{slug}-{clock().astimezone(UTC):%Y%m%dT%H%M%SZ}", joinable=joinable,
+        clock=clock, redact=loaded.secrets.redact)
+
+
 class ReleaseEngine:
     """One environment's release. Use ReleaseEngine.open()."""
 
     def __init__(
         self,
         loaded: LoadedConfig,
-        journal: Journal,
+        journal: Journal | SharedJournal,
         *,
         write: bool,
         clock: Now,
@@ -128,7 +148,7 @@ class ReleaseEngine:
         self.state: DeploymentState = replay(journal.records)
         self.resumed = self.state.unfinished
         self.plans = RollbackPlans(loaded)
-        self.incident = Incident(loaded, journal)
+        self.incident = Incident(loaded, journal)  # type: ignore[arg-type] - a journal either way
 
     @classmethod
     def open(
@@ -142,9 +162,24 @@ class ReleaseEngine:
         environ: Mapping[str, str] | None = None,
         operator: dict[str, str] | None = None,
     ) -> "ReleaseEngine":
-        """Open a new journal (in journal_dir), or the one at journal_path (resuming it)."""
+        """Open a new journal (in journal_dir), or the one at journal_path (resuming it). With
+        the shared store ([journal] store = "postgres"), join the environment's release (or
+        open a new one) as its driver, or as a watcher when another control room drives it;
+        the local copy goes to journal_dir."""
         clock = clock or (lambda: datetime.now(UTC))
         write = write or loaded.environment.write_by_default
+        opened = {
+            "environment": loaded.environment.name,
+            "runbook": loaded.runbook_source,  # a path, or "default (built in)"
+            "runbook_name": loaded.runbook.name,
+            "config": str(loaded.config_path.resolve()),
+        }
+        if loaded.journal.shared:
+            shared = _open_shared(loaded, write=write, journal_dir=journal_dir or journal_directory(), clock=clock,
+                                  operator=operator, opened=opened)
+            session = cls(loaded, shared, write=write, clock=clock, environ=environ)
+            session._replay()
+            return session
         if journal_path is None:
             directory = journal_dir or journal_directory()
             stamp = clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -157,21 +192,68 @@ class ReleaseEngine:
         session = cls(loaded, journal, write=write, clock=clock, environ=environ)
         shared = {"also_open_in": str(journal.other_holder)} if journal.other_holder else {}
         if not journal.records or journal.records[0].kind != "session_opened":
-            journal.append("session_opened", {
-                "environment": loaded.environment.name,
-                "runbook": loaded.runbook_source,  # a path, or "default (built in)"
-                "runbook_name": loaded.runbook.name,
-                "config": str(loaded.config_path.resolve()),
-                **shared,
-            })
+            journal.append("session_opened", {**opened, **shared})
         else:
             journal.append("session_resumed", {"write": write, "problems": [str(p) for p in journal.problems], **shared})
         session._replay()
         return session
 
     def close(self) -> None:
-        """The window closes: give up the claim on the journal."""
+        """The window closes: give up the claim on the journal (the shared release: this
+        control room's session, and the driver's lock with it)."""
         self.journal.close()
+
+    # -- several control rooms on one release (the shared store) ------------------------
+
+    @property
+    def shared(self) -> bool:
+        return isinstance(self.journal, SharedJournal)
+
+    @property
+    def watching(self) -> bool:
+        """Another control room drives this shared release: this one shows what it journals."""
+        return isinstance(self.journal, SharedJournal) and not self.journal.can_append
+
+    def _refuse_if_watching(self) -> None:
+        """A watcher's checklist is the driver's (its journaled results): it probes nothing."""
+        if self.watching:
+            control = self.journal.decision_refusal() or "another control room drives this release"
+            raise SessionError(f"you watch this release: its checklist shows what the driver measured ({control})")
+
+    def crew(self) -> Crew | None:
+        """Who drives the shared release and who watches (None: a file journal)."""
+        return self.journal.crew() if isinstance(self.journal, SharedJournal) else None
+
+    def take_notices(self) -> list[str]:
+        """What happened to the crew or the shared journal's link since the last call."""
+        return self.journal.take_notices() if isinstance(self.journal, SharedJournal) else []
+
+    def take_over_words(self) -> str:
+        """What the operator types to confirm T: take over, or (the store being away, as the
+        driver) continue offline."""
+        crew = self.crew()
+        return OFFLINE_WORDS if crew is not None and not crew.online and crew.driving else TAKE_OVER_WORDS
+
+    def take_over_refusal(self) -> str | None:
+        if not isinstance(self.journal, SharedJournal):
+            return ("this release's journal is a file on this machine ([journal] store = \"file\"): "
+                    "there is no driver to take over from")
+        return self.journal.take_over_refusal()
+
+    def take_over(self, typed: str, reason: str = "") -> Record:
+        """T: become the driver of the shared release whose driver's control room is gone
+        (journaled, shown to every window), or, the store being away, continue offline
+        (journaled here). `typed` must be take_over_words()."""
+        refusal = self.take_over_refusal()
+        if refusal:
+            raise SessionError(refusal)
+        words = self.take_over_words()
+        if typed.strip().lower() != words:
+            raise SessionError(f"type {words!r} to confirm")
+        assert isinstance(self.journal, SharedJournal)
+        record = self.journal.take_over(reason.strip() or typed.strip())
+        self._replay()
+        return record
 
     # -- derived state -----------------------------------------------------------------
 
@@ -219,7 +301,8 @@ class ReleaseEngine:
     # -- the rules (controlroom.release.rules decides; this only asks) -------------------
 
     def situation(self) -> Situation:
-        return Situation(self.state, self.write, self.running_step, self.deployment)
+        return Situation(self.state, self.write, self.running_step, self.deployment,
+                         control=self.journal.decision_refusal())
 
     @property
     def stage(self) -> Stage:
@@ -281,6 +364,32 @@ class ReleaseEngine:
 
     def _replay(self) -> None:
         self.state = replay(self.journal.records)
+        if isinstance(self.journal, SharedJournal):
+            # A step whose intent the live driver journaled is running there, not unknown.
+            live = self.journal.live_driver_session()
+            rollback_steps = self.state.rollback.steps if self.state.rollback else {}
+            for step in [*self.state.steps.values(), *rollback_steps.values()]:
+                if live and step.status == "unknown" and step.session == live:
+                    step.status = "running"
+            if self.watching:
+                self._show_journaled_results()
+
+    def _show_journaled_results(self) -> None:
+        """A watcher shows what the driver measured and attested: each item's latest
+        journaled result, the journal's attestations, the verdict decided from them."""
+        results: dict[str, ProbeResult] = {}
+        for record in self.journal.of_kind("check"):
+            for item in record.data.get("results", []):
+                try:
+                    results[str(item["id"])] = ProbeResult(
+                        str(item["id"]), item["status"], str(item.get("evidence", "")),
+                        float(item.get("duration_ms", 0.0)), record.at, measured=dict(item.get("measured") or {}))
+                except (KeyError, TypeError, ValueError):
+                    continue
+        for item_id, attestation in self.attestations().items():
+            results[item_id] = self._attested_result(item_id, attestation, results.get(item_id))
+        self.results = self._failing_attestations(dict(results))
+        self.verdict = decide(self.loaded.runbook, self.results) if self.results else None
 
     def _append(self, kind: str, data: dict[str, Any], *, unless: Callable[[], str | None] | None = None) -> None:
         """Journal a record. `unless` decides, under the journal's lock and on every record on
@@ -300,6 +409,7 @@ class ReleaseEngine:
 
     async def run_checks(self) -> CheckReport:
         """Run every checklist item; journal the results and the verdict (when it changed)."""
+        self._refuse_if_watching()
         self.checks_running = True
         try:
             report = await run_checklist(self.loaded, self.attestations(), environ=self.environ)
@@ -313,6 +423,7 @@ class ReleaseEngine:
 
     async def run_item(self, item_id: str) -> ProbeResult:
         """Run one checklist item again and update the verdict."""
+        self._refuse_if_watching()
         items = {item.id: item for _, item in self.loaded.runbook.items()}
         if item_id not in items:
             raise SessionError(f"no checklist item {item_id!r}")
@@ -333,21 +444,24 @@ class ReleaseEngine:
         self._allow(Command.ATTEST)
         if item_id not in self.attestable():
             raise SessionError(f"{item_id!r} cannot be attested; only {', '.join(self.attestable())} can")
-        self._append("attested", {"item_id": item_id, "outcome": "pass", "note": note})
-        attestation = self.attestations()[item_id]
-        previous = self.results.get(item_id)
-        item = next(i for _, i in self.loaded.runbook.items() if i.id == item_id)
-        if item.kind == "manual":
-            result = ProbeResult(item_id, "pass", attestation.describe(), 0.0, attestation.at,
-                                 attested_by=attestation.by, attested_at=attestation.at)
-        elif previous is not None:
-            result = with_attestation(previous, attestation, self.loaded.secrets.redact)
-        else:
-            result = ProbeResult(item_id, "skipped", attestation.describe(), 0.0, attestation.at,
-                                 attested_by=attestation.by, attested_at=attestation.at)
+        self._append("attested", {"item_id": item_id, "outcome": "pass", "note": note},
+                     unless=lambda: self.command_refusal(Command.ATTEST))
+        result = self._attested_result(item_id, self.attestations()[item_id], self.results.get(item_id))
         self.results[item_id] = result
         self._decide()
         return result
+
+    def _attested_result(self, item_id: str, attestation: ProbeAttestation, previous: ProbeResult | None) -> ProbeResult:
+        """An attested item's result: a manual item passes; a probed one keeps its measurement,
+        with the attestation."""
+        item = next(i for _, i in self.loaded.runbook.items() if i.id == item_id)
+        if item.kind == "manual":
+            return ProbeResult(item_id, "pass", attestation.describe(), 0.0, attestation.at,
+                               attested_by=attestation.by, attested_at=attestation.at)
+        if previous is not None:
+            return with_attestation(previous, attestation, self.loaded.secrets.redact)
+        return ProbeResult(item_id, "skipped", attestation.describe(), 0.0, attestation.at,
+                           attested_by=attestation.by, attested_at=attestation.at)
 
     def attest_failing(self, item_id: str, reason: str) -> ProbeResult:
         """The operator records that a manual item does NOT hold (on-call unavailable, a
@@ -359,7 +473,8 @@ class ReleaseEngine:
         reason = reason.strip()
         if len(reason) < 3:
             raise SessionError("recording an item as not met needs a reason")
-        self._append("attested", {"item_id": item_id, "outcome": "fail", "note": reason})
+        self._append("attested", {"item_id": item_id, "outcome": "fail", "note": reason},
+                     unless=lambda: self.command_refusal(Command.ATTEST_FAILING))
         result = self._failing_attestations({item_id: self.results.get(item_id)})[item_id]
         self.results[item_id] = result
         self._journal_checks([result])
@@ -380,6 +495,8 @@ class ReleaseEngine:
         return out
 
     def _journal_checks(self, results: list[ProbeResult]) -> None:
+        if not self.journal.can_append:
+            return  # a watcher: the driver journals what it measures
         sections = {item.id: (section, item) for section, item in self.loaded.runbook.items()}
         self.journal.append("check", {"results": [
             {
@@ -408,7 +525,7 @@ class ReleaseEngine:
         if kpi is not None:
             data["customer_impact"] = _customer_impact(kpi, impact)
         last = next((r for r in reversed(self.journal.records) if r.kind == "pos_health"), None)
-        if last is None or last.data != data:
+        if (last is None or last.data != data) and self.journal.can_append:
             self._append("pos_health", data)
 
     async def measure_pos_health(self, timeout_s: float = POS_HEALTH_TIMEOUT_S) -> None:
@@ -438,6 +555,8 @@ class ReleaseEngine:
         return verdict
 
     def _journal_verdict(self) -> None:
+        if not self.journal.can_append:
+            return
         verdict = self.verdict or decide(self.loaded.runbook, self.results)
         self._append("verdict", {
             "verdict": verdict.verdict,
@@ -513,8 +632,9 @@ class ReleaseEngine:
         runner = self.runner()
         intent = secrets.token_hex(8)  # ties the outcome to this one run of the step
         try:
+            session = {"session": self.journal.session_key} if isinstance(self.journal, SharedJournal) else {}
             self._append("step_intent", {"step_id": step.id, **where, "action": step.action.kind,
-                                         "detail": runner.describe(step, values), "intent_id": intent},
+                                         "detail": runner.describe(step, values), "intent_id": intent, **session},
                          unless=lambda: self.rollback_refusal(step.id) if "plan_id" in where else self.refusal(step.id))
         except JournalRefused as refused:  # another window took it between our check and our record
             raise StepRefused(str(refused)) from None

@@ -276,6 +276,13 @@ class Journal:
             _fsync_directory(path.parent)
         return journal
 
+    # What the engine asks of any journal (the shared one answers differently): a file
+    # journal is written by whoever has it open, and decides nobody's right to decide.
+    can_append = True
+
+    def decision_refusal(self) -> str | None:
+        return None
+
     def close(self) -> None:
         """Give up this process's claim; records already appended stay where they are."""
         if self._claim is not None:
@@ -319,10 +326,15 @@ class Journal:
 
     def mirror(self, record: Record) -> Record:
         """Write a record another store chained (the shared Postgres journal) as it is: same
-        seq, same hashes, so this file verifies on its own and equals the store."""
+        seq, same hashes, so this file verifies on its own and equals the store. A record the
+        file already has (another control room on this machine mirrored it) is not written
+        twice."""
+        created = not self.path.exists()
         with open(self.path, "ab") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             self._catch_up(handle)
+            if record.seq <= len(self.records) and self.records[record.seq - 1].hash == record.hash:
+                return record
             if record.seq != len(self.records) + 1 or record.prev != self.last_hash:
                 raise JournalRefused(f"record {record.seq} does not follow this file's record {len(self.records)}")
             body = record_body(record)
@@ -333,6 +345,8 @@ class Journal:
             self._size += len(line)
             _write_head(self.path, record.seq, record.hash)
             self.records.append(record)
+        if created:
+            _fsync_directory(self.path.parent)
         return record
 
     def _catch_up(self, handle: Any, kind: str = "") -> bool:
@@ -500,11 +514,11 @@ def new_record(seq: int, ts: str, kind: str, operator: dict[str, str], data: dic
     return Record(**body)
 
 
-def verify_chain(records: list[Record]) -> list[str]:
-    """Problems of a chain of records (empty: it verifies)."""
+def verify_chain(records: list[Record], *, prev: str = GENESIS, first_seq: int = 1) -> list[str]:
+    """Problems of a chain of records (empty: it verifies): from the start of a journal, or
+    a run that should follow the record whose hash is `prev` (seq `first_seq` - 1)."""
     problems: list[str] = []
-    prev = GENESIS
-    for index, record in enumerate(records, start=1):
+    for index, record in enumerate(records, start=first_seq):
         body = record_body(record)
         claimed = body.pop("hash")
         if record.seq != index:

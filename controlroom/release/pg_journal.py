@@ -1,10 +1,20 @@
-"""The shared journal store: one release's hash-chained records in Postgres (issue 11, item 1).
+"""The shared journal store: releases' hash-chained records in Postgres, and who is on them.
 
 Records are chained and hashed exactly as the file journal chains them (journal.new_record),
-so the same records verify in both. An append is one transaction: read the release's tail,
-insert seq+1; a concurrent appender that took seq+1 first makes the insert a unique
-violation, and the append re-reads the tail and re-chains (a bounded number of times). Each
-record the store accepts is mirrored, as it is, to the local file journal (Journal.mirror).
+so the same records verify in both. An append is one transaction: queue on the release's row,
+read its tail, insert seq+1 and `NOTIFY` the environment's channel with the release id and the
+seq (delivered at commit, so a watcher never fetches a record that is not there); a concurrent
+appender that took seq+1 first makes the insert a unique violation, and the append re-reads
+the tail and re-chains. Each record the store accepts is mirrored, as it is, to the local file
+journal (Journal.mirror).
+
+Who is on a release, and who drives it, are session-level advisory locks on the one dedicated
+connection each control room keeps (a lock is gone the moment its connection is, kill -9 and
+a dropped network included):
+
+- every control room open on a release holds (SESSION_LOCKS, its session key) and has a row
+  in `sessions` saying who it is; a row whose lock nobody holds is a control room gone;
+- the driver holds (DRIVER_LOCKS, the release's key); `pg_locks` says which session that is.
 
 The schema lives in its own Postgres schema (`controlroom`) and carries a version: a newer
 control room migrates an older schema, an older one refuses a newer schema. Creating or
@@ -12,13 +22,17 @@ migrating it takes a transaction-scoped advisory lock, so two processes starting
 are safe.
 
 Transaction-mode poolers (Supavisor/pgbouncer on port 6543) support neither advisory locks
-nor LISTEN/NOTIFY, which the shared store relies on: `refuse_pooler` says so in one line.
+nor LISTEN/NOTIFY: `refuse_pooler` says so in one line from the settings, and
+`probe_session_mode` finds a pooler that hands consecutive statements to other backends.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,15 +40,20 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from controlroom.errors import SessionError
-from controlroom.infra.pg import PgSettings
-from controlroom.release.journal import GENESIS, Journal, Record, new_record, verify_chain
+from controlroom.infra.pg import TRANSACTION_POOLER_REFUSAL, PgSettings
+from controlroom.release.journal import GENESIS, Journal, JournalRefused, Record, new_record, verify_chain
 
 SCHEMA = "controlroom"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPEND_ATTEMPTS = 20
 SCHEMA_LOCK_KEY = 0x636F6E74726F6C  # "control": one advisory lock for creating/migrating
+# Two-key advisory locks (pg_locks: classid = namespace, objid = key, objsubid = 2).
+SESSION_LOCKS = 0x43520001  # a control room open on a release
+DRIVER_LOCKS = 0x43520002  # the driver of a release
+RELEASE_LOCKS = 0x43520003  # transaction-scoped: finding or creating an environment's release
+MAX_NOTIFY_BYTES = 7999  # NOTIFY's payload must stay under 8000 bytes
 
-SETTINGS = PgSettings(purpose="journal", connect_timeout_s=5, statement_timeout_s=5)
+SETTINGS = PgSettings(purpose="journal", connect_timeout_s=5, statement_timeout_s=5, keepalive_s=5)
 
 # version -> the statements that bring the schema from version-1 to it
 MIGRATIONS: dict[int, list[str]] = {
@@ -57,11 +76,28 @@ MIGRATIONS: dict[int, list[str]] = {
             at text NOT NULL,
             UNIQUE (release_id, seq))""",
     ],
+    2: [
+        f"CREATE INDEX IF NOT EXISTS releases_by_environment ON {SCHEMA}.releases (environment, created_at DESC)",
+        # One row per control room open on a release; alive while it holds (SESSION_LOCKS, session_key).
+        f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.sessions (
+            session_key integer PRIMARY KEY,
+            release_id text NOT NULL REFERENCES {SCHEMA}.releases (release_id),
+            operator jsonb NOT NULL,
+            label text NOT NULL,
+            write boolean NOT NULL,
+            opened_at timestamptz NOT NULL DEFAULT now(),
+            driving_since timestamptz)""",
+        f"CREATE INDEX IF NOT EXISTS sessions_by_release ON {SCHEMA}.sessions (release_id)",
+    ],
 }
 
 
 class StoreRefused(SessionError):
     """The shared store cannot be used (a newer schema, a transaction pooler)."""
+
+
+class NotDriving(JournalRefused):
+    """An append by a control room that does not hold the release's driver lock."""
 
 
 def refuse_pooler(dsn: str, *, transaction_pooler: bool = False, pooler: str | None = None) -> None:
@@ -71,8 +107,30 @@ def refuse_pooler(dsn: str, *, transaction_pooler: bool = False, pooler: str | N
     except ValueError:
         port = None
     if transaction_pooler or pooler == "transaction" or port == 6543:
-        raise StoreRefused("the shared journal needs advisory locks and LISTEN/NOTIFY, which a transaction-mode "
-                           "pooler does not support: use session mode (port 5432) or a direct connection")
+        raise StoreRefused(TRANSACTION_POOLER_REFUSAL)
+
+
+async def probe_session_mode(conn: asyncpg.Connection) -> None:
+    """Refuse a connection whose statements do not all reach one server session (a
+    transaction-mode pooler): a session-level advisory lock taken by one statement must be
+    seen as ours by the next, and LISTEN must be accepted."""
+    key = secrets.randbelow(2**31 - 1) + 1
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
+    got = await conn.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)", RELEASE_LOCKS, key)
+    try:
+        held = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1::int::oid "
+            "AND objid = $2::int::oid AND objsubid = 2 AND pid = $3", RELEASE_LOCKS, key, backend)
+        same = await conn.fetchval("SELECT pg_backend_pid()") == backend
+    finally:
+        if got:
+            await conn.fetchval("SELECT pg_advisory_unlock($1::int, $2::int)", RELEASE_LOCKS, key)
+    if not got or not held or not same:
+        raise StoreRefused(TRANSACTION_POOLER_REFUSAL + " (its statements reached different server sessions)")
+    try:
+        await conn.execute("LISTEN controlroom_probe; UNLISTEN controlroom_probe")
+    except asyncpg.PostgresError as error:
+        raise StoreRefused(f"{TRANSACTION_POOLER_REFUSAL} (LISTEN was refused: {error})") from None
 
 
 async def ensure_schema(conn: asyncpg.Connection, known: int = SCHEMA_VERSION) -> int:
@@ -92,9 +150,49 @@ async def ensure_schema(conn: asyncpg.Connection, known: int = SCHEMA_VERSION) -
         return max(current, known)
 
 
+def release_key(release_id: str) -> int:
+    """The release's advisory-lock key: 31 bits of its id's hash (never 0)."""
+    return int.from_bytes(hashlib.sha256(release_id.encode("utf-8")).digest()[:4], "big") & 0x7FFFFFFF or 1
+
+
+def channel_of(environment: str) -> str:
+    """The NOTIFY channel of an environment: an identifier Postgres takes as it is."""
+    return "controlroom_" + hashlib.sha256(environment.encode("utf-8")).hexdigest()[:24]
+
+
+def notification_payload(release_id: str, seq: int) -> str:
+    """Ids only, never the record: a watcher fetches records by seq."""
+    payload = json.dumps({"release": release_id, "seq": seq}, separators=(",", ":"))
+    if len(payload.encode("utf-8")) > MAX_NOTIFY_BYTES:
+        raise SessionError(f"release id too long for a notification ({len(release_id)} characters)")
+    return payload
+
+
 def _record(row: asyncpg.Record) -> Record:
     return Record(seq=row["seq"], ts=row["at"], kind=row["kind"], operator=json.loads(row["operator"]),
                   data=json.loads(row["data"]), prev=row["prev_hash"], hash=row["hash"])
+
+
+@dataclass(frozen=True)
+class Member:
+    """One control room open on a release, as the others see it."""
+
+    session_key: int
+    label: str  # alice@bastion-2
+    write: bool
+    opened_at: datetime
+    drives: bool
+    driving_since: datetime | None
+
+    def __str__(self) -> str:
+        return self.label
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    release_id: str
+    environment: str
+    created_at: datetime
 
 
 class PgJournal:
@@ -122,18 +220,58 @@ class PgJournal:
     async def close(self) -> None:
         await self.conn.close()
 
+    # -- releases ----------------------------------------------------------------------
+
     async def create_release(self, release_id: str, environment: str, version: str) -> None:
         await self.conn.execute(
             f"INSERT INTO {SCHEMA}.releases (release_id, environment, version) VALUES ($1, $2, $3) "
             "ON CONFLICT (release_id) DO NOTHING", release_id, environment, version)
 
+    async def newest_release(self, environment: str) -> ReleaseRow | None:
+        row = await self.conn.fetchrow(
+            f"SELECT release_id, environment, created_at FROM {SCHEMA}.releases WHERE environment = $1 "
+            "ORDER BY created_at DESC, release_id DESC LIMIT 1", environment)
+        return ReleaseRow(row["release_id"], row["environment"], row["created_at"]) if row else None
+
+    async def release_exists(self, release_id: str) -> bool:
+        return bool(await self.conn.fetchval(f"SELECT 1 FROM {SCHEMA}.releases WHERE release_id = $1", release_id))
+
+    async def find_or_create(self, environment: str, new_id: Callable[[], str], opened: dict[str, Any],
+                             joinable: Callable[[list[Record], int], bool]) -> tuple[str, bool]:
+        """The environment's release to join (its newest, when `joinable(records, live
+        control rooms)` says so), or a new one whose first record is `session_opened` with
+        `opened`: one transaction, under a lock of the environment's, so two control rooms
+        opening at once join the same release."""
+        async with self.conn.transaction():
+            await self.conn.execute("SELECT pg_advisory_xact_lock($1::int, hashtext($2))", RELEASE_LOCKS, environment)
+            newest = await self.newest_release(environment)
+            if newest is not None:
+                records = await self.read(newest.release_id)
+                if joinable(records, len(await self.members(newest.release_id))):
+                    return newest.release_id, False
+            release_id = new_id()
+            while await self.release_exists(release_id):
+                release_id = f"{new_id()}-{secrets.token_hex(2)}"
+            await self.create_release(release_id, environment, "")
+            await self._insert(release_id, new_record(1, self.clock().isoformat(), "session_opened", self.operator,
+                                                      opened, GENESIS, self.redact), channel_of(environment))
+            return release_id, True
+
+    # -- appending ---------------------------------------------------------------------
+
     async def append(self, release_id: str, kind: str, data: dict[str, Any] | None = None, *,
-                     mirror: Journal | None = None) -> Record:
-        """Chain one record after the release's last and commit it; mirror it to `mirror`."""
+                     mirror: Journal | None = None, channel: str | None = None,
+                     unless: Callable[[list[Record]], str | None] | None = None,
+                     known: list[Record] | None = None, fence: int | None = None) -> Record:
+        """Chain one record after the release's last and commit it (with a NOTIFY on
+        `channel`); mirror it to `mirror`. `unless` is asked inside the transaction, with every
+        record of the release (`known`, the caller's, and any appended since): a reason refuses
+        the append (JournalRefused). With `fence` (the release's lock key) the append is
+        refused unless this connection holds the driver's lock (NotDriving)."""
         for _ in range(APPEND_ATTEMPTS):
             try:
                 async with self.conn.transaction():
-                    record = await self._append_locked(release_id, kind, data or {})
+                    record = await self._append_locked(release_id, kind, data or {}, channel, unless, known, fence)
             except asyncpg.UniqueViolationError:
                 self.conflicts += 1
                 continue  # someone appended this seq meanwhile: re-read the tail, re-chain
@@ -143,20 +281,57 @@ class PgJournal:
         raise SessionError(f"the shared journal's release {release_id}: {APPEND_ATTEMPTS} appends in a row lost "
                            "the race for the next record")
 
-    async def _append_locked(self, release_id: str, kind: str, data: dict[str, Any]) -> Record:
+    async def _append_locked(self, release_id: str, kind: str, data: dict[str, Any], channel: str | None,
+                             unless: Callable[[list[Record]], str | None] | None, known: list[Record] | None,
+                             fence: int | None) -> Record:
         # Appenders of one release queue on its row, so 50 writers do not starve each other
         # re-chaining; the unique (release_id, seq) still catches any writer that did not.
         if await self.conn.fetchval(f"SELECT 1 FROM {SCHEMA}.releases WHERE release_id = $1 FOR NO KEY UPDATE",
                                     release_id) is None:
             raise SessionError(f"the shared journal has no release {release_id}")
+        if fence is not None and not await self.holds_driver_lock(fence):
+            raise NotDriving("this control room no longer holds the release's driver lock")
         seq, prev = await self._next(release_id)
+        if unless is not None:
+            records = list(known or [])
+            if len(records) < seq - 1 or (records and records[-1].hash != prev):
+                records = await self.read(release_id)
+            reason = unless(records)
+            if reason:
+                raise JournalRefused(reason)
         record = new_record(seq, self.clock().isoformat(), kind, self.operator, data, prev, self.redact)
+        await self._insert(release_id, record, channel)
+        return record
+
+    async def _insert(self, release_id: str, record: Record, channel: str | None) -> None:
         await self.conn.execute(
             f"INSERT INTO {SCHEMA}.release_events (release_id, seq, prev_hash, hash, operator, host, kind, "
             "data, at) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb, $9)",
             release_id, record.seq, record.prev, record.hash, json.dumps(record.operator),
             record.operator.get("host", ""), record.kind, json.dumps(record.data), record.ts)
-        return record
+        if channel is not None:
+            await self.conn.execute("SELECT pg_notify($1, $2)", channel, notification_payload(release_id, record.seq))
+
+    async def insert_records(self, release_id: str, records: list[Record], channel: str | None, *,
+                             fence: int | None = None) -> bool:
+        """Add records chained elsewhere (journaled offline), as they are, if they follow the
+        release's last record; False (nothing added) when the store moved on meanwhile."""
+        if not records:
+            return True
+        async with self.conn.transaction():
+            await self.conn.fetchval(f"SELECT 1 FROM {SCHEMA}.releases WHERE release_id = $1 FOR NO KEY UPDATE",
+                                     release_id)
+            if fence is not None and not await self.holds_driver_lock(fence):
+                return False
+            seq, prev = await self._next(release_id)
+            if records[0].seq != seq or records[0].prev != prev or verify_chain(records, prev=prev, first_seq=seq):
+                return False
+            for record in records:
+                await self._insert(release_id, record, None)
+            if channel is not None:
+                await self.conn.execute("SELECT pg_notify($1, $2)", channel,
+                                        notification_payload(release_id, records[-1].seq))
+        return True
 
     async def _next(self, release_id: str) -> tuple[int, str]:
         """The seq and prev hash the next record of the release takes."""
@@ -185,3 +360,106 @@ class PgJournal:
 
     async def verify(self, release_id: str) -> list[str]:
         return verify_chain(await self.read(release_id))
+
+    # -- who is on a release -----------------------------------------------------------
+
+    async def join(self, release_id: str, label: str, write: bool) -> int:
+        """Say this connection's control room is open on the release: take a session lock of
+        its own (held until the connection ends), then its row. Returns its session key."""
+        while True:
+            key = secrets.randbelow(2**31 - 1) + 1
+            if await self.conn.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)", SESSION_LOCKS, key):
+                break
+        # A row whose lock nobody holds is a control room gone: its key may be ours now.
+        await self.conn.execute(f"DELETE FROM {SCHEMA}.sessions WHERE session_key = $1", key)
+        await self.conn.execute(
+            f"INSERT INTO {SCHEMA}.sessions (session_key, release_id, operator, label, write) "
+            "VALUES ($1, $2, $3::jsonb, $4, $5)", key, release_id, json.dumps(self.operator), label, write)
+        return key
+
+    async def try_drive(self, release_id: str, session_key: int) -> bool:
+        """Take the release's driver lock if nobody holds it; True when this connection has it."""
+        key = release_key(release_id)
+        if await self.holds_driver_lock(key):
+            return True
+        if not await self.conn.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)", DRIVER_LOCKS, key):
+            return False
+        await self.conn.execute(f"UPDATE {SCHEMA}.sessions SET driving_since = now() WHERE session_key = $1",
+                                session_key)
+        return True
+
+    async def stop_driving(self, release_id: str, session_key: int) -> None:
+        await self.conn.fetchval("SELECT pg_advisory_unlock($1::int, $2::int)", DRIVER_LOCKS, release_key(release_id))
+        await self.conn.execute(f"UPDATE {SCHEMA}.sessions SET driving_since = NULL WHERE session_key = $1",
+                                session_key)
+
+    async def holds_driver_lock(self, key: int) -> bool:
+        return bool(await self.conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1::int::oid "
+            "AND objid = $2::int::oid AND objsubid = 2 AND pid = pg_backend_pid())", DRIVER_LOCKS, key))
+
+    async def members(self, release_id: str) -> list[Member]:
+        """The control rooms open on the release now (their session lock is held), the driver
+        first; rows of control rooms gone are left out."""
+        rows = await self.conn.fetch(
+            f"""SELECT s.session_key, s.label, s.write, s.opened_at, s.driving_since,
+                       EXISTS (SELECT 1 FROM pg_locks d WHERE d.locktype = 'advisory' AND d.granted
+                               AND d.classid = $2::int::oid AND d.objid = $3::int::oid AND d.objsubid = 2
+                               AND d.pid = l.pid) AS drives
+                FROM {SCHEMA}.sessions s
+                JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.classid = $4::int::oid
+                                   AND l.objid = s.session_key::oid AND l.objsubid = 2
+                WHERE s.release_id = $1
+                ORDER BY drives DESC, s.opened_at""",
+            release_id, DRIVER_LOCKS, release_key(release_id), SESSION_LOCKS)
+        return [Member(row["session_key"], row["label"], row["write"], row["opened_at"], row["drives"],
+                       row["driving_since"] if row["drives"] else None) for row in rows]
+
+
+
+READER_SETTINGS = PgSettings(purpose="journal-reader", connect_timeout_s=5, statement_timeout_s=5, read_only=True)
+
+
+@dataclass(frozen=True)
+class StoredRelease:
+    """One release as the shared store holds it, for `status` and `report`."""
+
+    release_id: str
+    environment: str
+    records: list[Record]
+    members: list[Member]  # the control rooms open on it now, the driver first
+
+    @property
+    def driver(self) -> Member | None:
+        return next((m for m in self.members if m.drives), None)
+
+    @property
+    def watchers(self) -> list[Member]:
+        return [m for m in self.members if not m.drives]
+
+
+async def read_release(dsn: str, environment: str, release_id: str | None = None, *,
+                       settings: PgSettings = READER_SETTINGS) -> StoredRelease | None:
+    """The environment's newest release (or `release_id`) with who is on it, read without
+    changing anything; None when the store holds none."""
+    conn = await settings.connect(dsn)
+    try:
+        if await conn.fetchval("SELECT to_regclass($1)", f"{SCHEMA}.schema_version") is None:
+            return None
+        version = await conn.fetchval(f"SELECT max(version) FROM {SCHEMA}.schema_version") or 0
+        if version > SCHEMA_VERSION:
+            raise StoreRefused(f"the shared journal's schema is version {version}; this controlroom knows up to "
+                               f"{SCHEMA_VERSION}: upgrade controlroom")
+        reader = PgJournal(conn, {}, lambda: datetime.now(UTC), lambda text: text)
+        if release_id is None:
+            newest = await reader.newest_release(environment)
+            if newest is None:
+                return None
+            release_id = newest.release_id
+        row = await conn.fetchrow(f"SELECT environment FROM {SCHEMA}.releases WHERE release_id = $1", release_id)
+        if row is None:
+            return None
+        members = await reader.members(release_id) if version >= 2 else []
+        return StoredRelease(release_id, row["environment"], await reader.read(release_id), members)
+    finally:
+        await conn.close()

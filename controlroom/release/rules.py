@@ -71,6 +71,9 @@ class Situation:
     write: bool
     running_step: str | None = None
     deployment: Deployment | None = None  # the runbook's phases: what "complete" means
+    # Why this window may not decide at all now, whatever the stage (None: it may): another
+    # control room drives the shared release, or the shared journal is unreachable.
+    control: str | None = None
 
     @property
     def stage(self) -> Stage:
@@ -110,6 +113,8 @@ def refusal(command: Command, situation: Situation, *, outcome: str | None = Non
     """None when `command` may go ahead now, else why not."""
     if command not in OBSERVATIONS and not situation.write:
         return f"READ-ONLY: {command.value} is a decision and changes the release; open the control room with --write"
+    if command not in OBSERVATIONS and situation.control:
+        return situation.control
     stage = situation.stage
     if command not in ALLOWED[stage]:
         return _stage_refusal(command, situation, stage)

@@ -69,6 +69,7 @@ class StepState:
     reason: str = ""
     at: datetime | None = None
     by: str = ""  # who started it (for an outcome unknown)
+    session: int = 0  # the shared journal's session that started it (0: a file journal's window)
 
 
 @dataclass
@@ -248,7 +249,8 @@ def _step_map(state: DeploymentState, data: dict[str, Any]) -> dict[str, StepSta
 def _step_intent(state: DeploymentState, record: Record, data: dict[str, Any]) -> None:
     state.ran_ever.append(f"{data.get('plan_id', '')}:{data['step_id']}")
     _step_map(state, data)[data["step_id"]] = StepState(status="running", at=record.at,
-                                                        by=record.operator.get("user", ""))
+                                                        by=record.operator.get("user", ""),
+                                                        session=int(data.get("session") or 0))
 
 
 def _step_outcome(state: DeploymentState, record: Record, data: dict[str, Any]) -> None:

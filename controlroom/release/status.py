@@ -19,8 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from controlroom.infra.identity import operator_label
 from controlroom.release.state import DeploymentState, format_duration, replay, stage_of
-from controlroom.release.journal import JournalClaim, JournalReadError, Record, journal_directory, read_records
+from controlroom.release.journal import (JournalClaim, JournalReadError, Record, journal_directory, read_records,
+                                         verify_chain)
 from controlroom.config.loader import LoadedConfig
 from controlroom.errors import ControlRoomError
 from controlroom.config.models import Deployment
@@ -37,6 +39,23 @@ class StatusError(ControlRoomError):
 
 
 @dataclass(frozen=True)
+class Crew:
+    """Who is on a shared release, as the store says (for status)."""
+
+    release_id: str
+    driver: str  # the label of the control room holding the driver's lock, "" when none
+    driving_since: datetime | None
+    watchers: list[str]
+    last_driver: str  # who drove last, as the journal says
+
+    def to_json(self) -> dict[str, Any]:
+        return {"release_id": self.release_id,
+                "driver": ({"label": self.driver, "since": self.driving_since.isoformat() if self.driving_since else None}
+                           if self.driver else None),
+                "watchers": self.watchers, "last_driver": self.last_driver or None}
+
+
+@dataclass(frozen=True)
 class ReleaseStatus:
     journal: Path | None
     state: DeploymentState
@@ -44,6 +63,7 @@ class ReleaseStatus:
     deployment: Deployment | None
     problems: list[str]
     open_in: str  # the live control room that has the journal open, "" when none
+    crew: Crew | None = None  # the shared store's release: who drives, who watches
 
     @property
     def phase(self) -> str | None:
@@ -84,6 +104,7 @@ class ReleaseStatus:
             "rollback": ({"plan": state.rollback.plan_id, "verified": state.rollback.verified}
                          if state.rollback is not None else None),
             "open_in": self.open_in or None,
+            **({"shared": self.crew.to_json()} if self.crew is not None else {}),
             "problems": self.problems,
             "last_events": [_event(record) for record in self.records[-LAST_EVENTS:]],
         }
@@ -91,9 +112,9 @@ class ReleaseStatus:
 
 def _event(record: Record) -> dict[str, Any]:
     data = record.data
-    detail = next((str(data[key]) for key in ("step_id", "phase_id", "version", "outcome", "verdict", "item_id")
-                   if data.get(key)), "")
-    return {"seq": record.seq, "at": record.ts, "kind": record.kind, "by": record.operator.get("user", ""),
+    detail = next((str(data[key]) for key in ("step_id", "phase_id", "version", "outcome", "verdict", "item_id",
+                                              "driver") if data.get(key)), "")
+    return {"seq": record.seq, "at": record.ts, "kind": record.kind, "by": operator_label(record.operator),
             "detail": detail}
 
 
@@ -117,6 +138,8 @@ def newest_journal(loaded: LoadedConfig | None, directory: Path | None = None) -
 
 
 def release_status(loaded: LoadedConfig | None, journal: Path | None = None) -> ReleaseStatus:
+    if journal is None and loaded is not None and loaded.journal.shared:
+        return asyncio.run(shared_status(loaded))
     path = journal or newest_journal(loaded)
     deployment = loaded.runbook.deployment if loaded is not None else None
     if path is None:
@@ -132,6 +155,23 @@ def release_status(loaded: LoadedConfig | None, journal: Path | None = None) -> 
     holder = JournalClaim.holder_of(path)
     return ReleaseStatus(path, replay(records), records, deployment, [str(p) for p in problems],
                          str(holder) if holder else "")
+
+
+async def shared_status(loaded: LoadedConfig) -> ReleaseStatus:
+    """The environment's newest release in the shared store, with its driver and watchers."""
+    from controlroom.release.shared_journal import read_shared_release
+
+    deployment = loaded.runbook.deployment
+    stored = await read_shared_release(loaded)
+    if stored is None:
+        return ReleaseStatus(None, DeploymentState(), [], deployment, [], "")
+    problems = verify_chain(stored.records)
+    driver = stored.driver
+    last = next((r for r in reversed(stored.records) if r.kind == "driver_changed"), None)
+    crew = Crew(stored.release_id, driver.label if driver else "", driver.driving_since if driver else None,
+                [m.label for m in stored.watchers], str(last.data.get("driver", "")) if last else "")
+    return ReleaseStatus(None, replay(stored.records), stored.records, deployment, problems,
+                         driver.label if driver else "", crew)
 
 
 def render(status: ReleaseStatus, now: datetime) -> str:
@@ -151,7 +191,16 @@ def render(status: ReleaseStatus, now: datetime) -> str:
     if state.rollback is not None:
         verified = {True: "verified", False: "not verified", None: "in progress"}[state.rollback.verified]
         lines.append(f"rollback: {state.rollback.plan_id} ({verified})")
-    if status.open_in:
+    crew = status.crew
+    if crew is not None:
+        lines.append(f"shared:  release {crew.release_id}")
+        if crew.driver:
+            since = f" since {crew.driving_since.astimezone(UTC):%H:%M:%S} UTC" if crew.driving_since else ""
+            lines.append(f"driver:  {crew.driver}{since}")
+        else:
+            lines.append("driver:  nobody" + (f" (last: {crew.last_driver}, gone)" if crew.last_driver else ""))
+        lines.append(f"watchers: {len(crew.watchers)}" + (f" ({', '.join(crew.watchers)})" if crew.watchers else ""))
+    elif status.open_in:
         lines.append(f"open in: {status.open_in}")
     for problem in status.problems:
         lines.append(f"journal problem: {problem}")

@@ -37,17 +37,21 @@ are removed, and each value stays on its line.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controlroom.release.state import format_duration, replay
 from controlroom.errors import ConfigError, ControlRoomError
 from controlroom.release.journal import JournalProblem, Record, journal_directory, read_records
 from controlroom.config.models import ReportMetric, Runbook, SqlAction, TokenZombieItem
+
+if TYPE_CHECKING:
+    from controlroom.config.loader import LoadedConfig
 
 OK, BAD, WARN = "✅", "❌", "⚠️"
 STATUS_ICONS = {"pass": OK, "fail": BAD, "error": BAD, "warn": WARN, "pending": WARN, "skipped": WARN}
@@ -82,9 +86,16 @@ def latest_journal(directory: Path | None = None) -> Path | None:
     return max(candidates, key=lambda path: (path.stat().st_mtime_ns, path.name))
 
 
-def report_command(journal_path: Path | None, output: Path | None) -> str:
-    """Render the report of `journal_path` (default: the newest journal) and return it; also
-    write it to `output` when given. Never modifies the journal. Raises ReportError (exit 2)."""
+def report_command(journal_path: Path | None, output: Path | None, *, loaded: "LoadedConfig | None" = None,
+                   release_id: str | None = None) -> str:
+    """Render the report of `journal_path` (default: the newest journal; with a config whose
+    journal is the shared store, its newest release there, or `release_id`) and return it;
+    also write it to `output` when given. Never modifies the journal. Raises ReportError (exit 2)."""
+    if journal_path is None and loaded is not None and loaded.journal.shared:
+        records, source = asyncio.run(_stored_records(loaded, release_id))
+        text = render_report(records, loaded.runbook, source=source)
+        _write(text, output)
+        return text
     if journal_path is None:
         directory = journal_directory()
         journal_path = latest_journal(directory)
@@ -106,12 +117,28 @@ def report_command(journal_path: Path | None, output: Path | None) -> str:
     warnings: list[str] = []
     runbook = _runbook_of(records, warnings)
     text = render_report(records, runbook, problems=problems, warnings=warnings, source=journal_path)
+    _write(text, output)
+    return text
+
+
+def _write(text: str, output: Path | None) -> None:
     if output is not None:
         try:
             output.expanduser().write_text(text, encoding="utf-8")
         except OSError as error:
             raise ReportError(f"{output}: cannot write the report: {error.strerror or error}") from None
-    return text
+
+
+async def _stored_records(loaded: "LoadedConfig", release_id: str | None) -> tuple[list[Record], str]:
+    """A release's records from the shared store, and the name its mirrors have (so the
+    report of the store and the report of a mirrored file are the same)."""
+    from controlroom.release.shared_journal import read_shared_release
+
+    stored = await read_shared_release(loaded, release_id)
+    if stored is None or not stored.records:
+        what = f"release {release_id!r}" if release_id else f"a release of {loaded.environment.name!r}"
+        raise ReportError(f"the shared journal holds no {what}")
+    return stored.records, f"{stored.release_id}.jsonl"
 
 
 def _runbook_of(records: Sequence[Record], warnings: list[str]) -> Runbook:

@@ -11,6 +11,7 @@ import shlex
 import click
 
 from controlroom.infra.shutdown import ExitGuard
+from controlroom.sandbox.joining import advertised
 from controlroom.sandbox.runner import SECRET_VARIABLES, Sandbox
 
 
@@ -18,7 +19,7 @@ async def run_foreground(guard: ExitGuard, scenario: str, *, locations: int, see
                          as_json: bool) -> None:
     stop = asyncio.Event()
     guard.graceful = stop.set  # a close signal stops the sandbox, as Ctrl-C does
-    sandbox = Sandbox(scenario, locations=locations, seed=seed, simulate=simulate)
+    sandbox = Sandbox(scenario, locations=locations, seed=seed, simulate=simulate, journal_store="postgres")
     try:
         if not as_json:
             click.echo(f"Starting the sandbox (scenario {scenario}, {locations} locations)...", err=True)
@@ -31,7 +32,8 @@ async def run_foreground(guard: ExitGuard, scenario: str, *, locations: int, see
             return
         starting.result()
         _announce(sandbox, as_json)
-        await stopping
+        with advertised(sandbox.config_path):  # `controlroom demo --join` opens on it
+            await stopping
     finally:
         await sandbox.stop()
         if not as_json:
@@ -71,5 +73,10 @@ Try, in another terminal:
   curl -H "apikey: ${api_key}" "{sandbox.base_url}/rest/v1/pos_integrations_location?select=location_id&limit=1"
   curl -X POST -H "Authorization: Bearer ${api_key}" -d '{{"test": true}}' "{sandbox.base_url}/functions/v1/pos-credentials-rotation"
   controlroom validate --config {sandbox.config_path}
+
+Open the control room on it (several terminals share one release: the first with --write
+drives, the others watch live):
+  controlroom --config {sandbox.config_path} --write --host bastion-1
+  controlroom demo --join --host bastion-2
 
 Ctrl-C stops the sandbox and removes everything it made.""")

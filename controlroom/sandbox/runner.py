@@ -84,6 +84,7 @@ class Sandbox:
         seed: int = 7,
         simulate: bool = True,
         tick_s: float = 2.0,
+        journal_store: str = "file",
     ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else get_scenario(scenario)
         if not 1 <= locations <= MAX_LOCATIONS:
@@ -92,6 +93,12 @@ class Sandbox:
         self.seed = seed
         self.simulate = simulate
         self.tick_s = tick_s
+        if journal_store not in ("file", "postgres"):
+            raise ValueError(f"journal_store is 'file' or 'postgres', not {journal_store!r}")
+        # "postgres": the control rooms opened on this sandbox's config share one release in
+        # the shared journal store, on the sandbox's own Postgres (what `controlroom sandbox`
+        # and `controlroom demo` do); "file": each has a journal file of its own.
+        self.journal_store = journal_store
         self.postgres: EmbeddedPostgres | None = None
         self.http: HttpServerProcess | None = None
         self.simulator: Simulator | None = None
@@ -265,4 +272,15 @@ sandbox = "{url}"
 
 [environment.secrets]
 {secrets_table}
+{self._journal_toml()}"""
+
+    def _journal_toml(self) -> str:
+        if self.journal_store == "file":
+            return ""
+        return """
+# Every control room opened on this config shares one release, in the shared journal store
+# on the sandbox's own Postgres: the first with --write drives, the others watch live.
+[journal]
+store = "postgres"
+database = "main"
 """

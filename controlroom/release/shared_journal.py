@@ -1,0 +1,799 @@
+"""The shared journal, as the release engine uses it: one release's journal in Postgres for
+every control room open on an environment, from any machine. One of them drives (it holds
+the release's driver lock); the others watch live; every record is mirrored to the local
+file journal, so each bastion keeps its own copy.
+
+    journal = SharedJournal.open(loaded, write=True, journal_dir=..., opened={...})
+    journal.crew()            # who drives, who watches, whether the store is reachable
+    journal.append("attested", {...}, unless=guard)   # as the file journal's
+    journal.take_over("the driver's laptop died")     # when the driver's control room is gone
+    await journal.changed()   # on the app's loop: a record, a member or the link changed
+
+The engine calls a journal synchronously, as it calls the file journal. The store's one
+connection (its locks, its LISTEN, its queries) lives on an event loop in a thread of its
+own (`StoreThread`): an append blocks the caller only for the store's round trip, and a
+notification reaches a watcher while its app is busy drawing.
+
+Who may write: only the driver appends (decisions, and the observations a window journals:
+checks, verdicts); a watcher's commands are refused before they reach the journal, with
+who drives. A record is built here, seq and hashes included, and inserted only if it follows
+the store's last record; the same record is what the mirror gets, so the store and every
+mirror hold identical bytes.
+
+When the store goes away (a restart, the network): the driver keeps journaling here, in its
+file, and decisions are refused until the operator types that they continue offline
+(`continue_offline`, journaled). When the store is back, what was journaled offline goes to
+it as it is, if nobody else journaled meanwhile; otherwise it is kept as a branch: an
+`offline_branch` record in the store carries the records, the local file is set aside
+(renamed, its chain intact, with a last record saying where the branch went) and a new
+mirror is made from the store. This control room then watches. Nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import asyncpg
+
+from controlroom.errors import ControlRoomError, SessionError
+from controlroom.infra.identity import operator_label
+from controlroom.infra.logs import logger
+from controlroom.release.journal import (GENESIS, Journal, JournalProblem, JournalRefused, Record, head_path,
+                                         new_record, read_records, record_body)
+from controlroom.release.pg_journal import (SETTINGS, Member, NotDriving, PgJournal, StoredRelease, channel_of,
+                                            probe_session_mode, read_release, release_key)
+
+if TYPE_CHECKING:
+    from controlroom.config.loader import LoadedConfig
+
+T = TypeVar("T")
+
+APPEND_DEADLINE_S = 3.0  # one append's round trip; past it the store counts as unreachable
+OPEN_DEADLINE_S = 15.0
+PRESENCE_POLL_S = 1.0  # who is on the release, and whether the store still answers
+PRESENCE_DEADLINE_S = 2.0
+RECONNECT_S = 1.0
+CLOSE_DEADLINE_S = 3.0
+TAKE_OVER_WORDS = "take over"
+OFFLINE_WORDS = "offline"
+
+
+class StoreUnavailable(ControlRoomError):
+    """The shared store cannot be read: its DSN is not set, or it does not answer (exit 2)."""
+
+    exit_code = 2
+
+
+def store_dsn(loaded: "LoadedConfig") -> str:
+    """The shared journal store's DSN, from the secret the config names."""
+    secret = loaded.journal_dsn_secret()
+    if not loaded.secrets.has(secret):
+        raise StoreUnavailable(f"the shared journal's DSN is not set: ${loaded.secrets.variable(secret)} ({secret})")
+    return loaded.secrets.get(secret)
+
+
+async def read_shared_release(loaded: "LoadedConfig", release_id: str | None = None) -> StoredRelease | None:
+    """The environment's newest release in the shared store (or `release_id`), with who is
+    on it; StoreUnavailable, in one line, when the store cannot be read."""
+    try:
+        return await read_release(store_dsn(loaded), loaded.environment.name, release_id)
+    except Exception as error:
+        if is_unreachable(error):
+            raise StoreUnavailable(f"cannot reach the shared journal: {loaded.secrets.redact(describe(error))}") from None
+        raise
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """The store did not answer (refused, reset, restarted, timed out), as opposed to an
+    answer that says no."""
+    return isinstance(error, (OSError, TimeoutError, ConnectionError, asyncpg.InterfaceError,
+                              asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+                              asyncpg.exceptions.QueryCanceledError))
+
+
+def describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:160]
+
+
+class StoreThread:
+    """An event loop in a thread of its own, where the store's connection lives."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="controlroom-journal-store", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
+        """Run `coro` there and wait for its answer, at most `timeout_s`."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout_s)
+        except FutureTimeout:
+            future.cancel()
+            raise TimeoutError(f"the shared journal did not answer within {timeout_s:g} s") from None
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self) -> None:
+        if not self.loop.is_running():
+            return
+
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(CLOSE_DEADLINE_S)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(CLOSE_DEADLINE_S)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+@dataclass(frozen=True)
+class Crew:
+    """Who is on the release, as this control room sees it now."""
+
+    me: str  # alice@bastion-2
+    write: bool
+    driving: bool  # this control room drives (or drove when the store went away)
+    driver: Member | None  # the driver the store knows (None: nobody drives now)
+    members: tuple[Member, ...]  # every control room open on the release, this one included
+    online: bool
+    offline_since: datetime | None = None
+    offline_error: str = ""
+    offline_continued: bool = False
+    last_driver: str = ""  # who drove last, as the journal says (the driver's label when it is gone)
+
+    @property
+    def watchers(self) -> int:
+        """The control rooms on the release that do not drive (this one included)."""
+        return sum(1 for member in self.members if not member.drives)
+
+    def headline(self) -> tuple[str, str]:
+        """For the header: ('YOU DRIVE +2 watch', 'driving'), ('WATCHING alice@bastion-2',
+        'watching'), ('NO DRIVER', 'nobody') or ('JOURNAL OFFLINE', 'offline')."""
+        if not self.online:
+            return "JOURNAL OFFLINE" + (" · DRIVING HERE" if self.driving and self.offline_continued else ""), "offline"
+        if self.driving:
+            return "YOU DRIVE" + (f" +{self.watchers} watch" if self.watchers else ""), "driving"
+        if self.driver is not None:
+            return f"WATCHING {self.driver.label}", "watching"
+        return "NO DRIVER", "nobody"
+
+    def banner(self) -> tuple[str, str]:
+        """The loud line the operator must read, with its level, or ('', '')."""
+        since = f"{self.offline_since.astimezone(UTC):%H:%M:%S} UTC" if self.offline_since else "now"
+        if not self.online:
+            if self.driving and not self.offline_continued:
+                return (f"SHARED JOURNAL UNREACHABLE since {since} ({self.offline_error}): decisions are refused — "
+                        "T continues offline (journaled), or wait for it to come back", "offline")
+            if self.driving:
+                return (f"OFFLINE since {since}: journaling on this machine only; it goes to the shared journal "
+                        "when that is back", "offline")
+            return (f"SHARED JOURNAL UNREACHABLE since {since} ({self.offline_error}): showing what was journaled "
+                    "until then; reconnecting", "offline")
+        if self.driver is None and not self.driving:
+            gone = f"{self.last_driver}'s" if self.last_driver else "its driver's"
+            return (f"Nobody drives this release ({gone} control room is gone) — "
+                    + ("T takes over" if self.write else "a --write control room can take over (T)"), "nobody")
+        return "", ""
+
+
+class SharedJournal:
+    """One release's journal in the shared store, as one control room sees it. Use open()."""
+
+    other_holder = None  # the file journal's "open in another window": here, the crew says it
+
+    def __init__(self, *, dsn: str, environment: str, write: bool, journal_dir: Path, operator: dict[str, str],
+                 clock: Callable[[], datetime], redact: Callable[[str], str]) -> None:
+        self._dsn = dsn
+        self.environment = environment
+        self.write = write
+        self.journal_dir = journal_dir
+        self.operator = operator
+        self.clock = clock
+        self.redact = redact
+        self.label = operator_label(operator)
+        self.channel = channel_of(environment)
+        self.release_id = ""
+        self.created = False  # this control room created the release
+        self.records: list[Record] = []  # the engine's view: a prefix of the mirror's records
+        self.problems: list[JournalProblem] = []
+        self._thread = StoreThread()
+        self._pg: PgJournal | None = None
+        self._conn_lock: asyncio.Lock | None = None  # one statement at a time on the connection
+        self._mirror: Journal | None = None
+        self._session_key = 0
+        self._synced = 0  # records known to be in the store (the rest were journaled offline)
+        self._driving = False
+        self._members: tuple[Member, ...] = ()
+        self._offline_since: datetime | None = None
+        self._offline_error = ""
+        self._offline_continued = False
+        self._closing = False
+        self._catching_up = False
+        self._catch_up_again = False
+        self._changed = threading.Event()  # something the engine does not see in `records`
+        self._notices: deque[str] = deque()
+        self._state = threading.Lock()
+        self._main_loop: asyncio.AbstractEventLoop | None = None
+        self._main_event: asyncio.Event | None = None
+        self._supervisor: Future[Any] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- opening and closing -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, dsn: str, *, environment: str, write: bool, journal_dir: Path, operator: dict[str, str],
+             opened: dict[str, Any], new_release_id: Callable[[], str],
+             joinable: Callable[[list[Record], int], bool],
+             clock: Callable[[], datetime] | None = None,
+             redact: Callable[[str], str] | None = None) -> "SharedJournal":
+        """Join the environment's release (or create it, its first record `opened`), as its
+        driver when `write` and nobody drives it, else as a watcher."""
+        journal = cls(dsn=dsn, environment=environment, write=write, journal_dir=journal_dir, operator=operator,
+                      clock=clock or (lambda: datetime.now(UTC)), redact=redact or (lambda text: text))
+        try:
+            journal._thread.call(journal._open(opened, new_release_id, joinable), OPEN_DEADLINE_S)
+        except TimeoutError:
+            journal._thread.stop()
+            raise SessionError(f"the shared journal did not answer within {OPEN_DEADLINE_S:g} s") from None
+        except BaseException as error:
+            journal._thread.stop()
+            if is_unreachable(error):
+                raise SessionError(f"cannot reach the shared journal: {describe(error)}") from None
+            raise
+        journal.records = list(journal._mirror.records) if journal._mirror else []
+        journal._supervisor = journal._thread.spawn(journal._supervise())
+        return journal
+
+    async def _open(self, opened: dict[str, Any], new_release_id: Callable[[], str],
+                    joinable: Callable[[list[Record], int], bool]) -> None:
+        self._conn_lock = asyncio.Lock()
+        pg = await PgJournal.open(self._dsn, operator=self.operator, clock=self.clock, redact=self.redact,
+                                  settings=SETTINGS)
+        try:
+            await probe_session_mode(pg.conn)
+            self.release_id, self.created = await pg.find_or_create(self.environment, new_release_id, opened,
+                                                                    joinable)
+            await self._attach(pg, returning=False)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                pg.conn.terminate()
+            raise
+        if self._driving:
+            await self._append_online("driver_changed", {"driver": self.label, "how": "opened",
+                                                         "from": self._last_driver()}, None)
+
+    async def _attach(self, pg: PgJournal, *, returning: bool) -> None:
+        """Be on the release through `pg`: a session of ours, our LISTEN, the mirror and the
+        store made one (and with it whether we drive); then `pg` is the connection."""
+        self._session_key = await pg.join(self.release_id, self.label, self.write)
+        await pg.conn.add_listener(self.channel, self._on_notify)
+        pg.conn.add_termination_listener(self._on_terminated)
+        await self._sync(pg, returning=returning)
+        self._members = tuple(await pg.members(self.release_id))
+        self._pg = pg
+        await self._catch_up_now()  # a NOTIFY that came while syncing found no connection yet
+
+    def close(self) -> None:
+        """Leave the release: the driver's lock and this control room's session end with the
+        connection; the mirror stays on disk."""
+        if self._closing:
+            return
+        self._closing = True
+        with contextlib.suppress(Exception):
+            self._thread.call(self._close(), CLOSE_DEADLINE_S)
+        self._thread.stop()
+
+    async def _close(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        pg, self._pg = self._pg, None
+        if pg is not None:
+            with contextlib.suppress(Exception):
+                await pg.conn.execute("DELETE FROM controlroom.sessions WHERE session_key = $1", self._session_key)
+            with contextlib.suppress(Exception):
+                await pg.conn.close(timeout=2)
+
+    # -- what the engine reads -----------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The local mirror of the release's journal."""
+        assert self._mirror is not None
+        return self._mirror.path
+
+    @property
+    def last_hash(self) -> str:
+        return self.records[-1].hash if self.records else GENESIS
+
+    def of_kind(self, *kinds: str) -> Iterator[Record]:
+        return (record for record in self.records if record.kind in kinds)
+
+    @property
+    def session_key(self) -> int:
+        return self._session_key
+
+    def crew(self) -> Crew:
+        members = self._members
+        driver = next((m for m in members if m.drives), None)
+        return Crew(self.label, self.write, self._driving, driver, members, self._pg is not None,
+                    self._offline_since, self._offline_error, self._offline_continued, self._last_driver())
+
+    def live_driver_session(self) -> int | None:
+        """The session key of the control room that drives now, when it is not this one."""
+        driver = next((m for m in self._members if m.drives), None)
+        return driver.session_key if driver is not None and driver.session_key != self._session_key else None
+
+    @property
+    def can_append(self) -> bool:
+        """Whether this control room journals: the driver does (offline too, in its file)."""
+        return self._driving
+
+    def decision_refusal(self) -> str | None:
+        """Why this control room may not decide now (it watches; the store is unreachable),
+        or None."""
+        if self._pg is None:
+            since = f"{self._offline_since:%H:%M:%S} UTC" if self._offline_since else "now"
+            if not self._driving:
+                return (f"the shared journal is unreachable since {since} ({self._offline_error}): "
+                        "reconnecting; you watch")
+            if not self._offline_continued:
+                return (f"the shared journal is unreachable since {since} ({self._offline_error}): decisions are "
+                        f"refused until it is back, or until you type that you continue offline (T)")
+            return None
+        if self._driving:
+            return None
+        driver = next((m for m in self._members if m.drives), None)
+        if driver is not None:
+            since = f" since {driver.driving_since.astimezone(UTC):%H:%M} UTC" if driver.driving_since else ""
+            return f"driven by {driver.label}{since} — T takes over"
+        last = self._last_driver()
+        gone = f" ({last}'s control room is gone)" if last else ""
+        return f"nobody drives this release{gone} — T takes over"
+
+    def take_over_refusal(self) -> str | None:
+        """Why T would be refused now (before asking anything), or None."""
+        if not self.write:
+            return "READ-ONLY: taking over is a decision; open the control room with --write"
+        if self._pg is None:
+            if not self._driving:
+                return f"the shared journal is unreachable ({self._offline_error}): nobody can take over until it is back"
+            if self._offline_continued:
+                return "you already continue offline; the journal is synchronised when the store is back"
+            return None  # T: continue offline
+        if self._driving:
+            return "you drive this release already"
+        driver = next((m for m in self._members if m.drives), None)
+        if driver is not None:
+            return (f"{driver.label} still drives: its control room is connected. A takeover needs it gone — they quit "
+                    "(q), or it is killed, or it loses its connection (then T works within seconds)")
+        return None
+
+    def take_notices(self) -> list[str]:
+        """What happened to the crew or the link since the last call, for the operator."""
+        with self._state:
+            notices, self._notices = list(self._notices), deque()
+        return notices
+
+    def refresh(self) -> bool:
+        """Take in what the store thread learned (records, members, the link); True when
+        something changed."""
+        changed = self._changed.is_set()
+        self._changed.clear()
+        with self._state:
+            known = list(self._mirror.records) if self._mirror is not None else []
+        mine = self.records
+        if len(known) < len(mine) or (mine and known[len(mine) - 1].hash != mine[-1].hash):
+            self.records = known  # the mirror was rebuilt (a branch set aside)
+            return True
+        if len(known) > len(mine):
+            self.records = mine + known[len(mine):]
+            return True
+        return changed
+
+    async def changed(self) -> None:
+        """On the app's event loop: wait until a record, a member or the link changes."""
+        if self._main_event is None:
+            self._main_loop = asyncio.get_running_loop()
+            self._main_event = asyncio.Event()
+            if self._changed.is_set():
+                self._main_event.set()
+        await self._main_event.wait()
+        self._main_event.clear()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        loop, event = self._main_loop, self._main_event
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the app's loop has closed
+                loop.call_soon_threadsafe(event.set)
+
+    def _notice(self, text: str) -> None:
+        with self._state:
+            self._notices.append(text)
+        self._wake()
+
+    def _last_driver(self) -> str:
+        """Who drove last, as the journal says (the latest driver_changed record)."""
+        mirror = self._mirror
+        records = mirror.records if mirror is not None else self.records
+        last = next((r for r in reversed(records) if r.kind == "driver_changed"), None)
+        return str(last.data.get("driver", "")) if last is not None else ""
+
+    # -- what the engine writes ----------------------------------------------------------
+
+    def append(self, kind: str, data: dict[str, Any] | None = None, *,
+               unless: Callable[[list[Record]], str | None] | None = None) -> Record:
+        """Journal one record, as the file journal does: `unless` is asked with every record
+        of the release, in the same transaction as the insert."""
+        try:
+            record = self._thread.call(self._append(kind, dict(data or {}), unless), APPEND_DEADLINE_S + 3)
+        except TimeoutError as error:
+            raise JournalRefused(f"{error}: nothing was decided") from None
+        self.refresh()
+        return record
+
+    async def _append(self, kind: str, data: dict[str, Any],
+                      unless: Callable[[list[Record]], str | None] | None) -> Record:
+        if self._pg is not None and self._driving:
+            return await self._append_online(kind, data, unless)
+        if self._pg is None and self._driving:  # the store is away: the driver journals here
+            assert self._mirror is not None
+            return self._mirror.append(kind, data, unless=unless)
+        raise JournalRefused(self.decision_refusal() or "this control room does not drive the release")
+
+    async def _append_online(self, kind: str, data: dict[str, Any],
+                             unless: Callable[[list[Record]], str | None] | None) -> Record:
+        assert self._mirror is not None and self._conn_lock is not None
+        for _ in range(5):
+            pg = self._pg
+            if pg is None:
+                return await self._append(kind, data, unless)
+            known = self._mirror.records
+            record = new_record(len(known) + 1, self.clock().isoformat(), kind, self.operator, data,
+                                known[-1].hash if known else GENESIS, self.redact)
+            try:
+                async with self._conn_lock:
+                    inserted = await asyncio.wait_for(
+                        self._insert(pg, record, unless, known), APPEND_DEADLINE_S)
+            except NotDriving:
+                self._driving = False
+                self._notice("you no longer hold this release's driver lock: you watch now")
+                raise JournalRefused("you no longer drive this release: another control room does") from None
+            except JournalRefused:
+                raise
+            except Exception as error:
+                if not is_unreachable(error):
+                    raise
+                await self._go_offline(error)
+                if unless is not None:
+                    # A decision the store may or may not have taken: nothing acts on it. It
+                    # shows when the store is back if it was taken.
+                    raise JournalRefused(f"the shared journal did not answer ({describe(error)}): nothing was "
+                                         "decided; decisions now need you to continue offline (T)") from None
+                # An outcome or an observation is never lost: the same record, here.
+                self._mirror.mirror(record)
+                return record
+            if inserted:
+                self._mirror.mirror(record)
+                self._synced = record.seq
+                return record
+            await self._catch_up_now()  # someone appended meanwhile (a branch kept): follow it
+        raise SessionError(f"the shared journal's release {self.release_id} kept moving under this append")
+
+    async def _insert(self, pg: PgJournal, record: Record, unless: Callable[[list[Record]], str | None] | None,
+                      known: list[Record]) -> bool:
+        """In one transaction: the record, if it still follows the store's last and `unless`
+        has no reason against it, with its NOTIFY. False when the store moved on."""
+        async with pg.conn.transaction():
+            await pg.conn.fetchval("SELECT 1 FROM controlroom.releases WHERE release_id = $1 FOR NO KEY UPDATE",
+                                   self.release_id)
+            if not await pg.holds_driver_lock(release_key(self.release_id)):
+                raise NotDriving("this control room no longer holds the release's driver lock")
+            seq, prev = await pg._next(self.release_id)
+            if (seq, prev) != (record.seq, record.prev):
+                return False
+            if unless is not None:
+                reason = unless(list(known))
+                if reason:
+                    raise JournalRefused(reason)
+            await pg._insert(self.release_id, record, self.channel)
+        return True
+
+    def take_over(self, reason: str) -> Record:
+        """Become the driver of a release whose driver's control room is gone (journaled,
+        shown to all); or, the store being away, continue offline (journaled here)."""
+        refusal = self.take_over_refusal()
+        if refusal:
+            raise SessionError(refusal)
+        try:
+            record = self._thread.call(self._take_over(reason.strip()), APPEND_DEADLINE_S + 3)
+        except TimeoutError as error:
+            raise SessionError(str(error)) from None
+        self.refresh()
+        return record
+
+    async def _take_over(self, reason: str) -> Record:
+        if self._pg is None:  # the driver, offline: continue here
+            assert self._mirror is not None
+            record = self._mirror.append("offline_continued", {
+                "reason": reason, "since": self._offline_since.isoformat() if self._offline_since else "",
+                "error": self._offline_error})
+            self._offline_continued = True
+            return record
+        refusal = self.take_over_refusal()
+        if refusal:
+            raise SessionError(refusal)
+        pg = self._pg
+        assert self._conn_lock is not None
+        async with self._conn_lock:
+            got = await pg.try_drive(self.release_id, self._session_key)
+        if not got:
+            await self._poll_members()
+            raise SessionError(self.take_over_refusal() or "another control room took the release first")
+        await self._catch_up_now()
+        self._driving = True
+        record = await self._append_online("driver_changed", {"driver": self.label, "how": "took over",
+                                                              "from": self._last_driver(), "reason": reason}, None)
+        await self._poll_members()
+        return record
+
+    # -- the store thread: presence, notifications, the link -------------------------------
+
+    async def _supervise(self) -> None:
+        while not self._closing:
+            try:
+                if self._pg is not None:
+                    await self._poll_members()
+                    await asyncio.sleep(PRESENCE_POLL_S)
+                    continue
+                await asyncio.wait_for(self._reconnect(), OPEN_DEADLINE_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - still away (or a bug): said, and tried again
+                if self._pg is None:
+                    self._offline_error = describe(error)
+                else:
+                    logger.error("shared journal supervisor", exc_info=error)
+                await asyncio.sleep(RECONNECT_S)
+
+    async def _poll_members(self) -> None:
+        pg = self._pg
+        if pg is None or self._conn_lock is None:
+            return
+        try:
+            async with self._conn_lock:
+                members = tuple(await asyncio.wait_for(pg.members(self.release_id), PRESENCE_DEADLINE_S))
+        except Exception as error:
+            if is_unreachable(error):
+                await self._go_offline(error)
+                return
+            raise
+        self._set_members(members)
+
+    def _set_members(self, members: tuple[Member, ...]) -> None:
+        before = self._members
+        if [(m.session_key, m.drives) for m in before] == [(m.session_key, m.drives) for m in members]:
+            return
+        old_driver = next((m for m in before if m.drives), None)
+        new_driver = next((m for m in members if m.drives), None)
+        self._members = members
+        if before and old_driver is not None and new_driver is None and old_driver.session_key != self._session_key:
+            self._notice(f"{old_driver.label}'s control room is gone: nobody drives"
+                         + (" — T takes over" if self.write else ""))
+        self._wake()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            note = json.loads(payload)
+        except ValueError:
+            return
+        if note.get("release") != self.release_id:
+            return
+        if isinstance(note.get("seq"), int) and note["seq"] <= self._synced:
+            return  # our own append, or one we have
+        self._spawn(self._catch_up())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # a task nobody references may be collected before it runs
+        task.add_done_callback(self._tasks.discard)
+
+    async def _catch_up(self) -> None:
+        """Fetch the records after the last we have (coalesced: one fetch at a time, again if
+        more arrived meanwhile)."""
+        if self._catching_up:
+            self._catch_up_again = True
+            return
+        self._catching_up = True
+        try:
+            while True:
+                self._catch_up_again = False
+                try:
+                    await self._catch_up_now()
+                except Exception as error:  # noqa: BLE001 - the link's problem, shown on the banner
+                    if is_unreachable(error):
+                        await self._go_offline(error)
+                    return
+                if not self._catch_up_again:
+                    return
+        finally:
+            self._catching_up = False
+
+    async def _catch_up_now(self) -> None:
+        pg = self._pg
+        if pg is None or self._conn_lock is None or self._mirror is None:
+            return
+        if len(self._mirror.records) > self._synced:
+            return  # records journaled offline: the reconnection decides about them
+        async with self._conn_lock:
+            new = await asyncio.wait_for(pg.read_after(self.release_id, self._synced), PRESENCE_DEADLINE_S)
+        if not new:
+            return
+        for record in new:
+            self._mirror.mirror(record)
+        self._synced = new[-1].seq
+        self._wake()
+
+    def _on_terminated(self, conn: object) -> None:
+        pg = self._pg
+        if self._closing or pg is None or pg.conn is not conn:
+            return
+        self._spawn(self._go_offline(ConnectionError("the connection was closed")))
+
+    async def _go_offline(self, error: BaseException) -> None:
+        pg, self._pg = self._pg, None
+        if pg is None:
+            return
+        self._offline_since = self.clock()
+        self._offline_error = describe(error)
+        self._offline_continued = False
+        with contextlib.suppress(Exception):
+            pg.conn.terminate()
+        what = ("decisions are refused until it is back, or until you continue offline (T)" if self._driving
+                else "showing what was journaled until now; reconnecting")
+        self._notice(f"the shared journal is unreachable ({self._offline_error}): {what}")
+
+    async def _reconnect(self) -> None:
+        pg = await PgJournal.open(self._dsn, operator=self.operator, clock=self.clock, redact=self.redact,
+                                  settings=SETTINGS)
+        try:
+            await self._attach(pg, returning=True)
+        except BaseException:
+            self._pg = None
+            with contextlib.suppress(Exception):
+                pg.conn.terminate()
+            raise
+        self._offline_since = None
+        self._offline_error = ""
+        self._offline_continued = False
+        self._wake()
+
+    # -- the mirror and the store, made one ---------------------------------------------
+
+    async def _sync(self, pg: PgJournal, *, returning: bool) -> None:
+        """Make the mirror and the store agree, and decide whether this control room drives.
+        The store's records the mirror lacks are mirrored. Records the mirror has beyond the
+        store (journaled offline, by this control room or by one killed before it could send
+        them) go to the store as they are when nobody journaled meanwhile and this one drives;
+        otherwise they are kept as a branch. Opening, a --write window drives when nobody does;
+        coming back, the driver drives on only if nobody journaled meanwhile."""
+        store = await pg.read(self.release_id)
+        if self._mirror is None:
+            self._mirror = self._open_mirror(store)
+        local = self._mirror.records
+        common = 0
+        while common < min(len(local), len(store)) and local[common].hash == store[common].hash:
+            common += 1
+        extra, missing = local[common:], store[common:]
+        was_driving = self._driving
+        if not self.write:
+            may_drive = False
+        elif returning:
+            may_drive = was_driving and not missing
+        else:
+            may_drive = not (extra and missing)
+        self._driving = may_drive and await pg.try_drive(self.release_id, self._session_key)
+        if returning and was_driving and not self._driving:
+            self._notice("someone else drove this release while the shared journal was unreachable: you watch now")
+        if extra and self._driving and not missing and await pg.insert_records(
+                self.release_id, extra, self.channel, fence=release_key(self.release_id)):
+            back = await pg.append(self.release_id, "store_back", {
+                "offline_records": len(extra), "from_seq": extra[0].seq, "to_seq": extra[-1].seq},
+                channel=self.channel, fence=release_key(self.release_id))
+            self._mirror.mirror(back)
+            self._synced = back.seq
+            self._notice(f"the shared journal is back: the {len(extra)} record(s) journaled here meanwhile are in it")
+            return
+        if extra:
+            await self._keep_branch(pg, extra)
+            return
+        for record in missing:
+            self._mirror.mirror(record)
+        self._synced = len(store)
+        if returning:
+            self._notice("the shared journal is back" + ("; you drive" if self._driving else ""))
+
+    def _open_mirror(self, store: list[Record]) -> Journal:
+        """This release's file here; one that is damaged, or is another chain, is set aside
+        (kept, renamed) and a new one made from the store."""
+        path = self.journal_dir / f"{self.release_id}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            local, problems, torn = read_records(path)
+        except OSError as error:
+            local, problems, torn = [], [JournalProblem(1, "unreadable", str(error))], None
+        diverges = bool(local) and bool(store) and local[0].hash != store[0].hash
+        if problems or torn is not None or diverges:
+            aside = self._set_aside(path, "damaged")
+            self.problems.append(JournalProblem(1, "set_aside", f"the local copy {path.name} did not match the shared "
+                                                f"journal ({problems[0] if problems else 'another chain'}); kept as "
+                                                f"{aside.name}, and a new copy made from the store"))
+        return Journal.open(path, redact=self.redact, clock=self.clock, operator=self.operator)
+
+    def _set_aside(self, path: Path, why: str) -> Path:
+        stamp = self.clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = path.with_name(f"{path.stem}.{why}-{stamp}.jsonl")
+        suffix = 1
+        while aside.exists():
+            suffix += 1
+            aside = path.with_name(f"{path.stem}.{why}-{stamp}-{suffix}.jsonl")
+        if path.exists():
+            os.replace(path, aside)
+        if head_path(path).exists():
+            os.replace(head_path(path), head_path(aside))
+        return aside
+
+    async def _keep_branch(self, pg: PgJournal, extra: list[Record]) -> None:
+        """Records journaled here that the store cannot take (someone else journaled
+        meanwhile): kept, whole, in the store as an `offline_branch` record and in the set-aside
+        local file, which ends with a record saying where they went; the mirror starts again
+        from the store. This control room watches from now on."""
+        assert self._mirror is not None
+        data = {"records": [record_body(r) for r in extra], "from_seq": extra[0].seq, "to_seq": extra[-1].seq,
+                "journaled_by": self.label, "first_at": extra[0].ts, "last_at": extra[-1].ts,
+                "why": "someone else journaled this release while these records were journaled offline"}
+        record = await pg.append(self.release_id, "offline_branch", data, channel=self.channel)
+        if self._driving:
+            await pg.stop_driving(self.release_id, self._session_key)
+            self._driving = False
+        stored = await pg.read(self.release_id)
+        path = self._mirror.path
+        aside = self._set_aside(path, "offline-branch")
+        branch = Journal.open(aside, redact=self.redact, clock=self.clock, operator=self.operator)
+        branch.append("offline_branch_kept", {"release": self.release_id, "store_seq": record.seq,
+                                              "why": data["why"]})
+        mirror = Journal.open(path, redact=self.redact, clock=self.clock, operator=self.operator)
+        for one in stored:
+            mirror.mirror(one)
+        with self._state:
+            self._mirror = mirror
+            self._synced = len(stored)
+        self._notice(f"someone else drove this release while the shared journal was unreachable: the {len(extra)} "
+                     f"record(s) journaled here are kept as a branch (record {record.seq} of the shared journal, and "
+                     f"{aside.name}); you watch now")
