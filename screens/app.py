@@ -127,6 +127,7 @@ class ControlRoomApp(App[None]):
         journal_dir: Path | None = None,
         check_on_start: bool = True,
         offer_resume: bool = True,
+        operator: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -143,6 +144,7 @@ class ControlRoomApp(App[None]):
         self.journal_dir = journal_dir
         self.check_on_start = check_on_start
         self.offer_resume = offer_resume
+        self.operator = operator  # who is at the keyboard (None: this process's user and host)
         self.session: ReleaseEngine | None = None  # the release engine, once its journal is open
         self._origins: dict[Worker[Any], MessagePump] = {}  # the screen each command's answers go to
         self.log_path: Path | None = None
@@ -312,7 +314,7 @@ class ControlRoomApp(App[None]):
     def _open_session(self, path: Path | None) -> None:
         try:
             self.session = ReleaseEngine.open(self.config, write=self.write, journal_path=path,
-                                        journal_dir=self.journal_dir, clock=self.now)
+                                              journal_dir=self.journal_dir, clock=self.now, operator=self.operator)
         except Exception as error:  # noqa: BLE001 - shown, the rest of the app keeps working
             if self.config.journal.shared:  # without its release the control room has nothing to show
                 self.exit(return_code=2, message=f"controlroom: error: cannot open the shared journal: {error}")

@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from controlroom.infra.identity import operator_label
 from controlroom.release.state import format_duration, replay
 from controlroom.errors import ConfigError, ControlRoomError
 from controlroom.release.journal import JournalProblem, Record, journal_directory, read_records
@@ -209,6 +210,7 @@ def render_report(
     lines += _metrics(records, runbook, latest)
     lines += _rollbacks(records, runbook, issues)
     lines += _notifications(records, issues)
+    lines += _operators(records, issues)
     lines += _issues(records, runbook, started, problems, issues)
     lines += ["## Post-Deployment Actions"]
     actions = [f"- [ ] {_text(action)}" for action in runbook.report.post_actions]
@@ -517,6 +519,56 @@ def _notifications(records: list[Record], issues: list[str]) -> list[str]:
                 f"{BAD} Notification {head} at {_clock(record.at)} failed{tries}: {_text(data.get('error', '')) or 'no detail'}"
             )
     return lines + [""]
+
+
+def _operators(records: list[Record], issues: list[str]) -> list[str]:
+    """A shared release: who drove when (opened, took over), the shared journal's outages
+    and what was journaled offline, and any offline branch, kept whole but not applied."""
+    lines: list[str] = []
+    branches: list[Record] = []
+    for record in records:
+        data = record.data
+        if record.kind == "driver_changed":
+            driver = _text(data.get("driver", ""))
+            if data.get("how") == "took over":
+                came_from = _text(data.get("from", "")) or "nobody"
+                reason = _text(data.get("reason", ""))
+                lines.append(f"- {_clock(record.at)} {driver} took over from {came_from} (its control room was gone)"
+                             + (f": {reason}" if reason and reason != "take over" else ""))
+            else:
+                lines.append(f"- {_clock(record.at)} {driver} drove")
+        elif record.kind == "offline_continued":
+            who = _text(operator_label(record.operator))
+            lines.append(f"- {_clock(record.at)} the shared journal was unreachable ({_text(data.get('error', ''))}); "
+                         f"{who} continued offline: {_text(data.get('reason', ''))}")
+        elif record.kind == "store_back":
+            lines.append(f"- {_clock(record.at)} the shared journal was back: the {_text(data.get('offline_records', '?'))} "
+                         "record(s) journaled offline are in it")
+        elif record.kind == "offline_branch":
+            branches.append(record)
+    if not lines and not branches:
+        return []
+    out = ["## Operators", *(lines or ["- One control room drove this release"]), ""]
+    for branch in branches:
+        data = branch.data
+        bodies = [body for body in data.get("records", []) or [] if isinstance(body, dict)]
+        who = _text(data.get("journaled_by", "")) or _text(operator_label(branch.operator))
+        out += [f"### Offline branch (not applied): {len(bodies)} record(s) by {who}",
+                f"Journaled while the shared journal was unreachable, and someone else drove meanwhile: kept whole "
+                f"here (record {branch.seq}) and in {who}'s local copy, but not part of this release's course.", ""]
+        for body in bodies:
+            detail_data = body.get("data", {}) if isinstance(body.get("data"), dict) else {}
+            detail = " ".join(_text(detail_data[key]) for key in ("step_id", "status", "item_id", "reason", "summary")
+                              if detail_data.get(key))
+            try:
+                at = _clock(datetime.fromisoformat(str(body.get("ts"))))
+            except ValueError:
+                at = "?"
+            out.append(f"- {at} {_text(body.get('kind', '?'))}" + (f" — {detail}" if detail else ""))
+        out.append("")
+        issues.append(f"{WARN} {len(bodies)} record(s) journaled offline by {who} were kept as a branch, not applied "
+                      f"(record {branch.seq})")
+    return out
 
 
 def _issues(

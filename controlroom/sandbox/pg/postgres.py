@@ -310,6 +310,25 @@ class EmbeddedPostgres:
         self._emergency = None
         atexit.unregister(self.stop)
 
+    def halt(self) -> None:
+        """Stop the server (fast shutdown) but keep its data and its port: the first half of a
+        restart, as a database restart or failover looks to its clients."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            process.wait(timeout=10)
+
+    def resume(self) -> None:
+        """Start a halted server again on the same port, with the same data."""
+        assert self.workdir is not None and self.port is not None, "never started"
+        if self.is_running():
+            return
+        self._launch()
+        assert self._process is not None
+        stop_reaper(self._reaper)  # the new server's process group is the one to stop if we die
+        self._reaper = spawn_reaper(kill_groups=[self._process.pid], remove=[self.workdir],
+                                    as_user=self.user.name if self.user else None)
+
     def _kill_now(self) -> None:
         """The emergency stop: no waiting, nothing left."""
         if self._process is not None:
