@@ -707,8 +707,8 @@ class ControlRoomApp(App[None]):
         """What quitting now would interrupt (a deployment in progress, a running step), as
         the confirmation's body; None when nothing is in progress and q may quit at once."""
         session = self.session
-        if session is None:
-            return None
+        if session is None or session.watching:
+            return None  # a watcher's quitting interrupts nothing: the driver drives on
         state = session.state
         running = session.running_step
         rolling_back = session.rollback_in_progress()  # also after the deployment finished: the watch
@@ -749,6 +749,13 @@ class ControlRoomApp(App[None]):
         if running:
             text.append("Quitting cancels it" + ("" if running == "verify" else "; the step is journaled as failed: "
                         "cancelled") + ".\n", style="bold")
+        crew = session.crew()
+        if crew is not None:  # the shared release goes on without a driver until one takes over
+            watchers = [m.label for m in crew.members if not m.drives]
+            text.append("The shared journal keeps everything; " + (
+                f"{plain(', '.join(watchers), limit=80)} can take over (T), or you, reopening."
+                if watchers else "reopening, you (or another operator) drive it again."))
+            return text
         resumable = (state.in_progress or rolling_back) and self.offer_resume  # a demo's sandbox ends with it
         text.append("The journal keeps everything" + ("; reopening resumes it." if resumable else "."))
         return text

@@ -11,6 +11,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from controlroom.widgets.row_table import RowTable
+from controlroom.widgets.changes import set_cell, set_content
 from controlroom.checks.run import STATUS_STYLES, VERDICT_STYLES
 from controlroom.live.polling import format_age
 from controlroom.screens.base import ControlScreen
@@ -60,7 +62,7 @@ class ChecklistScreen(ControlScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static(Text("verdict: running the checklist…", style="dim"), id="verdict-banner")
-        table: DataTable[Any] = DataTable(id="checklist-table", cursor_type="row", zebra_stripes=False)
+        table: DataTable[Any] = RowTable(id="checklist-table", cursor_type="row", zebra_stripes=False)
         yield table
         yield Static("", id="check-detail")
 
@@ -114,8 +116,8 @@ class ChecklistScreen(ControlScreen):
                 status = Text(STATUS_LABELS.get(result.status, result.status.upper()), style=STATUS_STYLES.get(result.status, ""))
                 first = result.evidence.strip().splitlines()[0] if result.evidence.strip() else ""
                 evidence = Text(clip(plain(first), EVIDENCE_WIDTH))
-            table.update_cell(item.id, "status", status)
-            table.update_cell(item.id, "evidence", evidence)
+            set_cell(table, item.id, "status", status)
+            set_cell(table, item.id, "evidence", evidence)
         self._render_ages()
         self._render_detail()
 
@@ -127,13 +129,13 @@ class ChecklistScreen(ControlScreen):
         now = datetime.now(UTC)
         for item_id, result in session.results.items():
             age = max(0.0, (now - result.started_at).total_seconds())
-            table.update_cell(item_id, "age", Text(format_age(age), style="dim"))
+            set_cell(table, item_id, "age", Text(format_age(age), style="dim"))
 
     def _render_banner(self, session: Any) -> None:
         banner = self.query_one("#verdict-banner", Static)
         if session is None or session.verdict is None:
             running = session is not None and session.checks_running
-            banner.update(Text("verdict: running the checklist…" if running or session is None else "verdict: not decided yet",
+            set_content(banner, Text("verdict: running the checklist…" if running or session is None else "verdict: not decided yet",
                                style="dim"))
             return
         verdict = session.verdict
@@ -148,7 +150,7 @@ class ChecklistScreen(ControlScreen):
             text.append(clip(plain(reason, limit=400), 76))
         if len(reasons) > REASONS_SHOWN:
             text.append(f"  (+{len(reasons) - REASONS_SHOWN} more)", style="dim")
-        banner.update(text)
+        set_content(banner, text)
         banner.set_classes(f"verdict-{verdict.verdict.lower()}")
 
     def _render_detail(self) -> None:
@@ -156,7 +158,7 @@ class ChecklistScreen(ControlScreen):
         item_id = self.selected_item()
         session = self.session
         if item_id is None or session is None:
-            detail.update("")
+            set_content(detail, "")
             return
         result = session.results.get(item_id)
         item = next(i for _, i in self.room.config.runbook.items() if i.id == item_id)
@@ -168,7 +170,7 @@ class ChecklistScreen(ControlScreen):
             text.append(plain(result.evidence, limit=300))
             if item.kind == "manual" and result.status == "pending":
                 text.append("  — a to attest, n for the next one", style="bold cyan")
-        detail.update(text)
+        set_content(detail, text)
 
     def selected_item(self) -> str | None:
         table = self.query_one("#checklist-table", DataTable)

@@ -14,6 +14,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from controlroom.widgets.row_table import RowTable
+from controlroom.widgets.changes import set_cell, set_content
 from controlroom.config.models import Deployment
 from controlroom.release.rules import Command
 from controlroom.release.state import Clock, format_duration
@@ -123,7 +125,7 @@ class DeployScreen(ControlScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="deploy-clocks")
-        yield DataTable(id="deploy-steps", cursor_type="row")
+        yield RowTable(id="deploy-steps", cursor_type="row")
         yield StepLog(DEPLOY_PLACEHOLDER, id="deploy-log")
 
     def on_mount(self) -> None:
@@ -170,7 +172,7 @@ class DeployScreen(ControlScreen):
         header = self.query_one("#deploy-clocks", Static)
         table = self.query_one("#deploy-steps", DataTable)
         if session is None:
-            header.update(Text("opening the session…", style="dim"))
+            set_content(header, Text("opening the session…", style="dim"))
             return
         state = session.state
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -204,7 +206,7 @@ class DeployScreen(ControlScreen):
                 text.append_text(clock_text(phase_clock))
             elif state.ended_at is None:
                 text.append("no phase running", style="dim")
-        header.update(text)
+        set_content(header, text)
 
         current = session.current_phase()
         for phase in self.deployment.phases:
@@ -222,19 +224,19 @@ class DeployScreen(ControlScreen):
                 marker = Text("✓", style="bold green")
             else:
                 marker = Text("")
-            table.update_cell(f"phase:{phase.id}", "status", marker)
-            table.update_cell(f"phase:{phase.id}", "time", when)
+            set_cell(table, f"phase:{phase.id}", "status", marker)
+            set_cell(table, f"phase:{phase.id}", "time", when)
             for step in phase.steps:
                 step_state = state.steps.get(step.id)
                 status = step_state.status if step_state else "todo"
                 if session.running_step == step.id:
                     status = "running"
                 label, style = STEP_STYLES.get(status, (status.upper(), ""))
-                table.update_cell(step.id, "status", Text(label, style=style))
+                set_cell(table, step.id, "status", Text(label, style=style))
                 when = Text("")
                 if step_state and step_state.at and status in ("done", "failed", "skipped") and state.started_at:
                     when = Text(f"at +{format_duration((step_state.at - state.started_at).total_seconds())}", style="dim")
-                table.update_cell(step.id, "time", when)
+                set_cell(table, step.id, "time", when)
         if session.resumed and state.in_progress and not self._resume_cursor_placed:
             self._resume_cursor_placed = True  # once: from then on the operator moves it
             self.select_next_open_step()

@@ -41,6 +41,15 @@ class HelpScreen(ModalScreen[None]):
         text.append("  N data sources whose last poll failed or whose last value is too old "
                     f"(older than {STALE_INTERVALS:g} poll intervals); the KPIs, POS and Breakers screens show "
                     "which and why.\n")
+        text.append("  YOU DRIVE", style="bold black on green")
+        text.append(" / ")
+        text.append("WATCHING alice@bastion-2", style="bold white on magenta")
+        text.append("  a release shared by several control rooms ([journal] store = \"postgres\"): the one that "
+                    "drives decides, the others watch it live and are refused every decision. ")
+        text.append("NO DRIVER", style="bold black on yellow")
+        text.append(": the driver's control room is gone, T takes over. ")
+        text.append("JOURNAL OFFLINE", style="bold white on red")
+        text.append(": the shared journal is unreachable; the driver continues only after typing so (T).\n")
         text.append("\n  esc / ? / q  close this help", style="dim")
         with VerticalScroll():
             yield Static(text)

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Label
 
+from controlroom.widgets.row_table import RowTable
 from controlroom.config.models import HealthView, Threshold
 from controlroom.live.polling import PollState, format_age
 from controlroom.screens.base import ControlScreen
@@ -56,7 +57,7 @@ class PosHealthScreen(ControlScreen):
         self._shown: dict[str, tuple[str, ...]] = {}
 
     def compose_body(self) -> ComposeResult:
-        table: DataTable[Text] = DataTable(cursor_type="none", id="health-table")  # nothing to select; a cursor would hide the colours
+        table: DataTable[Text] = RowTable(cursor_type="none", id="health-table")  # nothing to select; a cursor would hide the colours
         yield table
         yield Label("waiting for the first reading…", id="health-status")
 

@@ -17,6 +17,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from controlroom.widgets.row_table import RowTable
+from controlroom.widgets.changes import set_cell, set_content
 from controlroom.release.state import format_duration
 from controlroom.config.models import RollbackPlan, Step
 from controlroom.release.rules import ROLLBACK, Command
@@ -94,7 +96,7 @@ class RollbackScreen(ControlScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="rb-header")
-        yield DataTable(id="rb-steps", cursor_type="row", show_header=False)
+        yield RowTable(id="rb-steps", cursor_type="row", show_header=False)
         yield Static("", id="rb-escalation")
         yield StepLog(ROLLBACK_PLACEHOLDER, id="rb-log")
 
@@ -145,7 +147,7 @@ class RollbackScreen(ControlScreen):
             self.select_next_open_step()
         header = self.query_one("#rb-header", Static)
         if session is None:
-            header.update(Text("opening the session…", style="dim"))
+            set_content(header, Text("opening the session…", style="dim"))
             return
         state = session.state
         rollback = state.rollback
@@ -182,7 +184,7 @@ class RollbackScreen(ControlScreen):
                 text.append(f"  {state.notifications_failed} notification(s) FAILED", style="bold white on red")
             elif rollback.reason:
                 text.append("  why: " + plain(rollback.reason, limit=60), style="dim")
-        header.update(text)
+        set_content(header, text)
         self._render_steps(session)
         self._render_escalation(session)
         self._show_selected_outcome()
@@ -200,24 +202,24 @@ class RollbackScreen(ControlScreen):
                 marker = Text("✓", style="bold green")
             else:  # abandoned: the deployment was finished as failed with this rollback open
                 marker = Text("✗", style="bold red")
-            table.update_cell(f"plan:{plan.id}", "status", marker)
+            set_cell(table, f"plan:{plan.id}", "status", marker)
             if active and rollback.ended_at is not None and not rollback.verified:
-                table.update_cell(f"plan:{plan.id}", "time", Text("abandoned", style="bold red"))
+                set_cell(table, f"plan:{plan.id}", "time", Text("abandoned", style="bold red"))
             elif active:
-                table.update_cell(f"plan:{plan.id}", "time", clock_text(session.rollback_clock()))
+                set_cell(table, f"plan:{plan.id}", "time", clock_text(session.rollback_clock()))
             else:
-                table.update_cell(f"plan:{plan.id}", "time", Text(format_duration(plan.target_minutes * 60), style="dim"))
+                set_cell(table, f"plan:{plan.id}", "time", Text(format_duration(plan.target_minutes * 60), style="dim"))
             for step in plan.steps:
                 step_state = rollback.steps.get(step.id) if active else None
                 status = step_state.status if step_state else "todo"
                 if active and session.running_step == step.id:
                     status = "running"
                 label, style = STEP_STYLES.get(status, (status.upper(), ""))
-                table.update_cell(f"{plan.id}:{step.id}", "status", Text(label, style=style))
+                set_cell(table, f"{plan.id}:{step.id}", "status", Text(label, style=style))
                 when = Text("")
                 if step_state and step_state.at and status in ("done", "failed", "skipped"):
                     when = Text(f"+{format_duration((step_state.at - rollback.started_at).total_seconds())}", style="dim")
-                table.update_cell(f"{plan.id}:{step.id}", "time", when)
+                set_cell(table, f"{plan.id}:{step.id}", "time", when)
 
     def _render_escalation(self, session: Any) -> None:
         panel = self.query_one("#rb-escalation", Static)
@@ -231,7 +233,7 @@ class RollbackScreen(ControlScreen):
             else:
                 text.append("No incident. ", style="dim")
                 text.append("Escalation starts at the first failure or rollback.", style="dim")
-            panel.update(text)
+            set_content(panel, text)
             return
         width = max(20, self.size.width - 3)  # one line each, never wrapped
         text.append("ESCALATION ", style="bold")
@@ -249,7 +251,7 @@ class RollbackScreen(ControlScreen):
         text.append(line)
         if status.channels and len(line) + 4 < width:
             text.append(" · " + plain(", ".join(status.channels), limit=width - len(line) - 3), style="dim")
-        panel.update(text)
+        set_content(panel, text)
 
     def log_line(self, line: str) -> None:
         self.query_one(StepLog).add_line(line)

@@ -27,6 +27,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Static
 
+from controlroom.widgets.changes import same
+
 KEY = "bold reverse"
 KEY_DISABLED = "dim reverse"
 VIEW_KEY = "bold"
@@ -150,5 +152,7 @@ class KeyBar(Static):
             if candidate.cell_len <= width:
                 text = candidate
                 break
+        if same(text, self.shown) and self.shown.plain:
+            return  # unchanged: no layout, no frame
         self.shown = text  # what is on the line, for tests and the curious
         self.update(text)

@@ -145,6 +145,9 @@ class ReleaseEngine:
         self.verdict: Verdict | None = None
         self.checks_running = False
         self.running_step: str | None = None
+        # A watcher's checklist: the latest journaled result per item, and how far it has read.
+        self._journaled_results: dict[str, ProbeResult] = {}
+        self._checks_read: tuple[int, str] = (0, "")
         self.state: DeploymentState = replay(journal.records)
         self.resumed = self.state.unfinished
         self.plans = RollbackPlans(loaded)
@@ -376,16 +379,24 @@ class ReleaseEngine:
 
     def _show_journaled_results(self) -> None:
         """A watcher shows what the driver measured and attested: each item's latest
-        journaled result, the journal's attestations, the verdict decided from them."""
-        results: dict[str, ProbeResult] = {}
-        for record in self.journal.of_kind("check"):
+        journaled result, the journal's attestations, the verdict decided from them. Only the
+        records it has not read yet are read (a long release has thousands)."""
+        records = self.journal.records
+        read, last_hash = self._checks_read
+        if read > len(records) or (read and records[read - 1].hash != last_hash):
+            read, self._journaled_results = 0, {}  # the journal was rebuilt (a branch set aside)
+        for record in records[read:]:
+            if record.kind != "check":
+                continue
             for item in record.data.get("results", []):
                 try:
-                    results[str(item["id"])] = ProbeResult(
+                    self._journaled_results[str(item["id"])] = ProbeResult(
                         str(item["id"]), item["status"], str(item.get("evidence", "")),
                         float(item.get("duration_ms", 0.0)), record.at, measured=dict(item.get("measured") or {}))
                 except (KeyError, TypeError, ValueError):
                     continue
+        self._checks_read = (len(records), records[-1].hash if records else "")
+        results = dict(self._journaled_results)
         for item_id, attestation in self.attestations().items():
             results[item_id] = self._attested_result(item_id, attestation, results.get(item_id))
         self.results = self._failing_attestations(dict(results))

@@ -1,0 +1,93 @@
+"""A watcher's control room at 80×24, on the sandbox's shared store: its screens follow the
+driver's actions within a second, its header says who drives, its decision keys are refused
+with the driver's name before any dialog, and when the driver's control room is gone a typed
+T makes it the driver."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlroom.config.loader import load_config
+from controlroom.release.engine import ReleaseEngine
+from controlroom.release.rules import Command
+from controlroom.sandbox.runner import Sandbox
+from controlroom.screens.app import make_app
+from controlroom.screens.deploy import DeployScreen
+from controlroom.screens.dialogs import TypedConfirmDialog
+from controlroom.widgets.crew_banner import CrewBanner
+from controlroom.widgets.status_bar import StatusBar
+from pilot_support import wait_for
+from shared_support import ALICE, BOB, environment_config
+
+
+@pytest.fixture(scope="module")
+async def sandbox() -> AsyncIterator[Sandbox]:
+    async with Sandbox("healthy", locations=30, simulate=False, journal_store="postgres") as running:
+        yield running
+
+
+def notifications(app: Any) -> list[str]:
+    return [str(n.message) for n in app._notifications]
+
+
+async def test_a_watchers_screen_follows_the_driver_and_takes_over_when_it_is_gone(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    config = environment_config(sandbox.config_path, tmp_path, "shared ui")
+    alice = ReleaseEngine.open(load_config(config), write=True, journal_dir=tmp_path / "bastion-1", operator=ALICE)
+    app = make_app(load_config(config), write=True, start_polling=False, check_on_start=False,
+                   journal_dir=tmp_path / "bastion-2", operator=BOB)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(lambda: app.session is not None, pilot)
+            assert any("You watch this release, driven by alice@bastion-1" in n for n in notifications(app))
+            await pilot.press("d")
+            await wait_for(lambda: isinstance(app.screen, DeployScreen), pilot)
+            bar = app.screen.query_one(StatusBar)
+            assert bar.crew == ("WATCHING alice@bastion-1", "watching")
+
+            # The driver acts; the watcher's Deploy screen shows it within a second.
+            await alice.start_deploy("v2.15.0", override_reason="ui test")
+            outcome = await alice.run_step("env-health")
+            done_at = time.monotonic()
+            table = app.screen.query_one("#deploy-steps")
+            await wait_for(lambda: table.get_row("env-health")[0].plain == "DONE", pilot, timeout=5,
+                           what="the watcher shows the driver's step")
+            shown_after = time.monotonic() - done_at
+            print(f"\ndriver's step outcome -> the watcher's screen: {shown_after * 1000:.0f} ms")
+            assert outcome.status == "done" and shown_after < 1.0
+            assert bar.deploy_clock is not None and "/15:00" in bar.deploy_clock
+
+            # A decision key: refused up front, with who drives; no dialog opens.
+            await pilot.press("x")
+            await wait_for(lambda: any(n.startswith("driven by alice@bastion-1 since") for n in notifications(app)),
+                           pilot)
+            assert isinstance(app.screen, DeployScreen)
+            await pilot.press("T")  # alice is still connected: not yet
+            await wait_for(lambda: any(n.startswith("alice@bastion-1 still drives") for n in notifications(app)),
+                           pilot)
+            assert isinstance(app.screen, DeployScreen)
+
+            # alice's control room goes away: the banner says so; T, typed, makes bob the driver.
+            alice.close()
+            banner = app.screen.query_one(CrewBanner)
+            await wait_for(lambda: "alice@bastion-1's control room is gone" in banner.shown_text, pilot, timeout=5,
+                           what="the banner")
+            assert bar.crew == ("NO DRIVER", "nobody")
+            await pilot.press("T")
+            await wait_for(lambda: isinstance(app.screen, TypedConfirmDialog), pilot)
+            await pilot.press(*"take over", "enter")
+            await wait_for(lambda: app.session is not None and app.session.crew().driving, pilot, timeout=5,
+                           what="bob drives")
+            await wait_for(lambda: bar.crew == ("YOU DRIVE", "driving"), pilot)
+            assert banner.shown_text == "" and not banner.display
+            assert app.session.command_refusal(Command.RUN_STEP) is None  # type: ignore[union-attr]
+            await pilot.press("q")
+    finally:
+        alice.close()
+        await asyncio.sleep(0)
