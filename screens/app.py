@@ -25,6 +25,7 @@ from textual.message_pump import MessagePump
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from controlroom.infra.identity import operator_label
 from controlroom.release.state import format_duration
 from controlroom.release.journal import Holder
 from controlroom.live.polling import Poller, PollState
@@ -317,7 +318,7 @@ class ControlRoomApp(App[None]):
                                               journal_dir=self.journal_dir, clock=self.now, operator=self.operator)
         except Exception as error:  # noqa: BLE001 - shown, the rest of the app keeps working
             if self.config.journal.shared:  # without its release the control room has nothing to show
-                self.exit(return_code=2, message=f"controlroom: error: cannot open the shared journal: {error}")
+                self.exit(return_code=2, message=f"controlroom: error: {error}")
                 return
             self.notify(f"cannot open the journal: {error}", severity="error", timeout=10)
             return
@@ -351,7 +352,9 @@ class ControlRoomApp(App[None]):
         was_online = True
         while True:
             await changed()
+            seen = len(journal.records)
             engine.refresh()
+            self._show_what_others_journaled(journal.records[seen:])
             crew = engine.crew()
             for notice in engine.take_notices():
                 self.notify(plain(notice, limit=300), severity="warning", timeout=10)
@@ -390,6 +393,30 @@ class ControlRoomApp(App[None]):
             bars = screen.query(StatusBar)
             if bars:
                 self._session_status(bars.first())
+
+    def _show_what_others_journaled(self, records: list[Any]) -> None:
+        """A watcher's step log follows the driver's steps; a takeover is told to every window."""
+        session = self.session
+        if session is None or not records:
+            return
+        screen = self.shown_screen()
+        for record in records:
+            who = operator_label(record.operator)
+            data = record.data
+            if record.kind == "driver_changed" and data.get("how") == "took over":
+                self.notify(plain(f"{who} took over the release from {data.get('from') or 'nobody'}", limit=200),
+                            severity="warning", timeout=10)
+            if not session.watching or record.kind not in ("step_intent", "step_outcome"):
+                continue
+            rollback = bool(data.get("plan_id"))
+            if not isinstance(screen, RollbackScreen if rollback else DeployScreen):
+                continue
+            title = self._step_title(str(data.get("step_id", "")))
+            if record.kind == "step_intent":
+                line = f"── {title}: started by {who}"
+            else:
+                line = f"→ {title}: {str(data.get('status', '')).upper()} — {data.get('summary', '')} ({who})"
+            screen.post_message(StepOutput(plain(line, limit=300)))
 
     # -- rule 6: a key belongs to the screen on top when it is acted on ----------------
     #

@@ -101,6 +101,8 @@ class ControlScreen(Screen[None]):
         self._dialog_expected_at = time.monotonic()
 
     def dialog_opened(self) -> None:
+        if self._dialog_expected_at is not None:
+            self.refresh_bindings()  # the keys hidden while it was awaited are back
         self._dialog_expected_at = None
 
     _dialog_settling = False
@@ -113,6 +115,9 @@ class ControlScreen(Screen[None]):
 
     def _dialog_settled(self) -> None:
         self._dialog_settling = False
+        # While settling, check_action hid every key of the screen: show them again (the key
+        # bar was left with the screen switches alone after a dialog was cancelled).
+        self.refresh_bindings()
 
     @property
     def awaiting_dialog(self) -> bool:
@@ -134,6 +139,11 @@ class ControlScreen(Screen[None]):
         room = self.room
         for source, state in room.poll_states.items():
             self.deliver(source, state)
+        # The release may have moved on while another screen was shown (a watcher's driver
+        # acts at any time): header and body as they are now. Unchanged cells are not redrawn.
+        room.configure_status(self.query_one(StatusBar), self.TITLE_TEXT)
+        if self.session is not None:
+            self.show_session(self.session)
         self.tick(room.clock())
 
     def deliver(self, source: str, state: PollState[Any]) -> None:

@@ -298,9 +298,11 @@ def test_the_fudo_outage_rollback_says_why_and_that_it_was_verified(fudo_release
            in notifications
     issues = section(lines, "## Issues Encountered")
     assert issues[0].startswith("- ❌ 03:06:45 step Run smoke tests (phase deploy) failed: fudo fail: 503 in ")
-    assert issues[1].startswith("- ❌ 03:06:45 verdict changed to NO-GO during the deployment: "
+    # what the smoke test measured is journaled as a check: the failing check, then the verdict
+    assert issues[1].startswith("- ❌ 03:06:45 check Fudo Integration: connectivity verified (`fudo`): fail — 503 in ")
+    assert issues[2].startswith("- ❌ 03:06:45 verdict changed to NO-GO during the deployment: "
                                 "NO-GO: POS integration down: Fudo — fudo: 503 in ")
-    assert issues[2:] == [""]
+    assert issues[3:] == [""]
     # metrics come from the latest results: breakers checked again when the rollback was verified
     assert "- **Circuit Breakers**: 0 open ✅" in lines
 

@@ -56,12 +56,13 @@ async def test_one_drives_the_others_watch_every_record_within_a_second(sandbox:
         assert [e.crew().driving for e in (alice, bob, carol)] == [True, False, False]
         await eventually(lambda: alice.crew().watchers == 2, alice, what="alice sees two watchers")
         assert alice.crew().headline() == ("YOU DRIVE +2 watch", "driving")
-        assert bob.crew().headline() == ("WATCHING alice@bastion-1", "watching")
+        await eventually(lambda: bob.crew().headline() == ("WATCHING alice@bastion-1 · 2 watch", "watching"), bob,
+                         what="bob's header")
 
         # Every decision of a watcher is refused with who drives and since when; read-only first.
         refusal = bob.command_refusal(Command.START)
         assert refusal is not None and refusal.startswith("driven by alice@bastion-1 since ")
-        assert refusal.endswith("UTC — T takes over")
+        assert refusal.endswith("UTC — T takes over when its control room is gone")
         with pytest.raises(SessionError, match="driven by alice@bastion-1"):
             bob.attest("on-call")
         with pytest.raises(SessionError, match="driven by alice@bastion-1"):
@@ -87,6 +88,11 @@ async def test_one_drives_the_others_watch_every_record_within_a_second(sandbox:
                                 what="bob sees the step's outcome")
         assert seen < FAN_OUT_BUDGET_S
         assert bob.stage is Stage.DEPLOYING and bob.state.version == "v2.15.0"
+        # What the step measured is the watchers' too (a failed smoke test turns their verdict).
+        assert outcome.probe_results
+        for result in outcome.probe_results:
+            assert bob.results[result.item_id].evidence == result.evidence
+        assert bob.verdict_name == alice.verdict_name
 
         # One chain: the store's, and each bastion's mirror holds exactly the same records.
         await eventually(lambda: len(carol.journal.records) == len(alice.journal.records), carol, bob)
@@ -371,3 +377,79 @@ def replay_steps(records: list) -> dict[str, str]:  # type: ignore[type-arg]
     from controlroom.release.state import replay
 
     return {step_id: step.status for step_id, step in replay(records).steps.items()}
+
+
+async def test_opened_while_the_store_is_down_a_release_opens_from_this_machines_copy(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """The driver's control room died during a database outage and is opened again before the
+    database is back: it opens the release from this machine's copy, offline; decisions wait for
+    the typed `offline`; when the store is back what it journaled goes there. With no copy of an
+    unfinished release here it cannot open, and says so in one line."""
+    store = EmbeddedPostgres()
+    await asyncio.to_thread(store.start)
+    alice = None
+    try:
+        config = environment_config(sandbox.config_path, tmp_path / "config", "shared cold offline", dsn=store.dsn)
+        alice = open_engine(config, tmp_path, ALICE)
+        await alice.start_deploy("v2.15.0", override_reason="cold offline test")
+        release = alice.journal.release_id
+        await asyncio.to_thread(store.halt)
+        alice.close()  # gone, and opened again while the store is still down
+
+        with pytest.raises(SessionError, match="no unfinished release of 'shared cold offline' has a copy in"):
+            open_engine(config, tmp_path / "elsewhere", BOB)
+        alice = open_engine(config, tmp_path, ALICE)
+        assert alice.journal.release_id == release and alice.stage is Stage.DEPLOYING
+        crew = alice.crew()
+        assert not crew.online and crew.driving and not crew.offline_continued
+        assert any("opened release" in n and "from this machine's copy" in n for n in alice.take_notices())
+        assert alice.command_refusal(Command.MARK_DONE).startswith("the shared journal is unreachable")  # type: ignore[union-attr]
+        alice.take_over("offline")
+        alice.mark_done("env-health", "checked by hand")
+
+        await asyncio.to_thread(store.resume)
+        await eventually(lambda: alice.crew().online, alice, timeout=15, what="alice reconnected")
+        assert alice.crew().driving
+        stored = await read_release(store.dsn, "shared cold offline")
+        assert stored is not None and verify_chain(stored.records) == []
+        assert [r.kind for r in stored.records][-3:] == ["offline_continued", "step_outcome", "store_back"]
+        on_disk, problems, _ = read_records(alice.journal.path)
+        assert problems == [] and on_disk == stored.records
+    finally:
+        if alice is not None:
+            alice.close()
+        await asyncio.to_thread(store.stop)
+
+
+async def test_control_rooms_on_one_machine_share_its_copy_and_keep_following(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Three control rooms on one bastion write the same copy of the release; each still
+    follows every record of the driver's (a watcher once stopped following when another
+    process's lines reached its copy first), and a line torn by a control room killed mid-write
+    is cut off the copy, which stays the store's."""
+    config = environment_config(sandbox.config_path, tmp_path / "config", "shared one machine")
+    journals = tmp_path / "bastion"
+    alice = ReleaseEngine.open(load_config(config), write=True, journal_dir=journals, operator=ALICE)
+    bob = ReleaseEngine.open(load_config(config), write=True, journal_dir=journals, operator=BOB)
+    carol = ReleaseEngine.open(load_config(config), write=False, journal_dir=journals, operator=CAROL)
+    try:
+        assert alice.journal.path == bob.journal.path == carol.journal.path
+        await alice.start_deploy("v2.15.0", override_reason="one machine")
+        for step_id in ("env-health", "breaker-status"):
+            alice.mark_done(step_id, "by hand")
+            await eventually(lambda s=step_id: all(e.state.steps.get(s) is not None for e in (bob, carol)),  # type: ignore[misc]
+                             bob, carol, what=f"the watchers follow {step_id}")
+        with alice.journal.path.open("ab") as copy:  # a control room killed while writing its copy
+            copy.write(b'{"seq": 99, "ts": "2026-')
+        alice.mark_done("rotation-capability", "by hand")
+        alice.next_phase()
+        await eventually(lambda: bob.current_phase() is not None and bob.current_phase().id == "deploy",  # type: ignore[union-attr]
+                         bob, carol, what="the watchers follow into the next phase")
+        await eventually(lambda: len(carol.journal.records) == len(alice.journal.records), carol)
+        stored = await read_release(sandbox.dsn, "shared one machine")
+        assert stored is not None
+        on_disk, problems, torn = read_records(alice.journal.path)
+        assert problems == [] and torn is None and on_disk == stored.records
+        assert not any("could not be written" in n for e in (alice, bob, carol) for n in e.take_notices())
+    finally:
+        for engine in (alice, bob, carol):
+            engine.close()

@@ -21,6 +21,7 @@ from controlroom.screens.app import make_app
 from controlroom.screens.deploy import DeployScreen
 from controlroom.screens.dialogs import TypedConfirmDialog
 from controlroom.widgets.crew_banner import CrewBanner
+from controlroom.widgets.step_log import StepLog
 from controlroom.widgets.status_bar import StatusBar
 from pilot_support import wait_for
 from shared_support import ALICE, BOB, environment_config
@@ -49,7 +50,7 @@ async def test_a_watchers_screen_follows_the_driver_and_takes_over_when_it_is_go
             await pilot.press("d")
             await wait_for(lambda: isinstance(app.screen, DeployScreen), pilot)
             bar = app.screen.query_one(StatusBar)
-            assert bar.crew == ("WATCHING alice@bastion-1", "watching")
+            assert bar.crew == ("WATCHING alice@bastion-1 · 1 watch", "watching")
 
             # The driver acts; the watcher's Deploy screen shows it within a second.
             await alice.start_deploy("v2.15.0", override_reason="ui test")
@@ -61,6 +62,10 @@ async def test_a_watchers_screen_follows_the_driver_and_takes_over_when_it_is_go
             shown_after = time.monotonic() - done_at
             print(f"\ndriver's step outcome -> the watcher's screen: {shown_after * 1000:.0f} ms")
             assert outcome.status == "done" and shown_after < 1.0
+            log = app.screen.query_one(StepLog)
+            await wait_for(lambda: any("started by alice@bastion-1" in line for line in log.lines), pilot)
+            await wait_for(lambda: any(line.startswith("→ Verify environment health") and "DONE" in line
+                                       and line.endswith("(alice@bastion-1)") for line in log.lines), pilot)
             assert bar.deploy_clock is not None and "/15:00" in bar.deploy_clock
 
             # A decision key: refused up front, with who drives; no dialog opens.
@@ -78,7 +83,7 @@ async def test_a_watchers_screen_follows_the_driver_and_takes_over_when_it_is_go
             banner = app.screen.query_one(CrewBanner)
             await wait_for(lambda: "alice@bastion-1's control room is gone" in banner.shown_text, pilot, timeout=5,
                            what="the banner")
-            assert bar.crew == ("NO DRIVER", "nobody")
+            assert bar.crew == ("NO DRIVER · 1 watch", "nobody")
             await pilot.press("T")
             await wait_for(lambda: isinstance(app.screen, TypedConfirmDialog), pilot)
             await pilot.press(*"take over", "enter")

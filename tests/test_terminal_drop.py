@@ -9,84 +9,20 @@ directory it made are gone within 5 seconds.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import random
-import struct
-import subprocess
 import sys
 import tempfile
-import termios
-import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from pty_support import Terminal
+
 EXIT_BUDGET_S = 5.0
 TRIALS = {"start-up": 8, "dialog": 6, "step": 6}  # 20 terminal drops in all
-
-
-class Terminal:
-    """A pseudo-terminal of 80x24 running one command as its session leader."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-        self.output = bytearray()
-        self._lock = threading.Lock()
-        self.process = subprocess.Popen(
-            argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, close_fds=True,
-            start_new_session=True,
-            # The new session takes the terminal as its controlling terminal, as a login does.
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
-        )
-        os.close(slave)
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            with self._lock:
-                self.output += data
-
-    def screen_text(self) -> str:
-        with self._lock:
-            return self.output.decode("utf-8", errors="replace")
-
-    def wait_for_text(self, text: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.screen_text():
-            assert self.process.poll() is None, f"exited early with {self.process.returncode}:\n{self.screen_text()[-2000:]}"
-            assert time.monotonic() < deadline, f"{text!r} never appeared:\n{self.screen_text()[-2000:]}"
-            time.sleep(0.05)
-
-    def type(self, keys: str) -> None:
-        for key in keys:
-            os.write(self.master, key.encode())
-            time.sleep(0.05)
-
-    def family(self) -> list[psutil.Process]:
-        """The command and everything it started (Postgres runs in its own session, but is
-        still its descendant)."""
-        try:
-            root = psutil.Process(self.process.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-        except IndexError:  # psutil read the empty stat of a child being reaped: look again
-            time.sleep(0.05)
-            return self.family()
-
-    def hang_up(self) -> None:
-        os.close(self.master)
 
 
 def temp_dirs() -> set[Path]:

@@ -190,3 +190,20 @@ async def test_keys_typed_in_one_burst_act_in_the_order_they_were_typed(sandbox:
         item = app.screen.selected_item()
         burst(app, "a", "tab", "enter")
         await wait_for(lambda: item in app.session.attestations(), pilot, what="attested by a tab ⏎ burst")
+
+
+async def test_a_cancelled_dialog_gives_the_screen_its_keys_back(sandbox: Sandbox, tmp_path: Path) -> None:
+    """While a dialog closes the screen's keys are held back (rule 6); afterwards the key bar
+    shows them again (it used to keep only the screen switches after esc)."""
+    app = make_app(load_config(sandbox.config_path), write=True, start_polling=False, check_on_start=False,
+                   journal_dir=tmp_path / "journal")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: app.session is not None, pilot)
+        bar = app.screen.query_one(KeyBar)
+        await wait_for(lambda: "a attest" in bar.shown.plain, pilot)
+        await pilot.press("n", "a")
+        await wait_for(lambda: isinstance(app.screen, ConfirmDialog), pilot)
+        await pilot.press("escape")
+        await wait_for(lambda: isinstance(app.screen, ChecklistScreen), pilot)
+        await wait_for(lambda: "a attest" in bar.shown.plain and "n next" in bar.shown.plain, pilot, timeout=3,
+                       what="the checklist's keys back on the key bar")

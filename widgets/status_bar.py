@@ -42,6 +42,12 @@ class StatusBar(Widget):
     crew: reactive[tuple[str, str] | None] = reactive(None)
 
     def render(self) -> Text:
+        text = self._line(full_crew=True)
+        if self.crew is not None and self.size.width and text.cell_len > self.size.width:
+            text = self._line(full_crew=False)  # who drives stays; how many watch goes first
+        return text
+
+    def _line(self, *, full_crew: bool) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
         if self.production:
             text.append(" PRODUCTION ", style="bold white on red")
@@ -55,15 +61,16 @@ class StatusBar(Widget):
         else:
             text.append(" READ-ONLY ", style="bold black on grey70")
         text.append(" ")
+        if self.crew is not None:  # who drives a shared release: right after the mode, never cut first
+            label, level = self.crew
+            label = label if full_crew else label.split(" · ")[0]
+            text.append(f" {plain(label, limit=40)} ", style=CREW_STYLES.get(level, "bold"))
+            text.append(" ")
         verdict = self.verdict
         text.append(f" {verdict or 'verdict —'} ", style=VERDICT_STYLES.get(verdict or "", "dim"))
         text.append(" ")
         clock_style = DEPLOY_LEVEL_STYLES.get(self.deploy_level, "bold") if self.deploy_clock else "dim"
         text.append(f"deploy {self.deploy_clock or '—'}", style=clock_style)
-        if self.crew is not None:
-            label, level = self.crew
-            text.append(" ")
-            text.append(f" {plain(label, limit=40)} ", style=CREW_STYLES.get(level, "bold"))
         if self.stale:
             text.append(f"  {self.stale} stale", style="bold yellow")
         text.append(f"  {self.where}", style="bold")

@@ -62,7 +62,7 @@ async def _demo(guard: ExitGuard, scenario: str, locations: int, write: bool) ->
     sandbox = Sandbox(scenario, locations=locations, journal_store="postgres")
     try:
         await sandbox.start()
-        with advertised(sandbox.config_path):
+        with advertised(sandbox.config_path, scenario):
             # Every demo is a brand-new sandbox: an older demo's deployment is not to be resumed.
             return await _run(guard, load_config(sandbox.config_path), write, offer_resume=False)
     finally:
@@ -73,8 +73,11 @@ def run_demo(scenario: str = "healthy", locations: int = 300, write: bool = Fals
     """Start the sandbox, open the control room on it, stop the sandbox on quit; with `join`,
     open the control room on the demo already running in another terminal instead."""
     if join:
-        from controlroom.sandbox.joining import running_sandbox_config
+        from controlroom.sandbox.joining import running_sandbox
 
-        run_app(running_sandbox_config(), write=write)
+        sandbox, others = running_sandbox()
+        also = f" ({others} other{'s' if others != 1 else ''} running: give --config to choose)" if others else ""
+        print(f"joining {sandbox}{also}", file=sys.stderr, flush=True)
+        run_app(sandbox.config, write=write)
         return
     _guarded(lambda guard: _demo(guard, scenario, locations, write))

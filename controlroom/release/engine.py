@@ -667,6 +667,9 @@ class ReleaseEngine:
         for result in outcome.probe_results:
             self.results[result.item_id] = result
         if outcome.probe_results:
+            # Journaled like any check: the report, and every window watching, see what the
+            # step measured (a failed smoke test turns the verdict NO-GO for all of them).
+            self._journal_checks(list(outcome.probe_results))
             self._decide()
         return outcome
 

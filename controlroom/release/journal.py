@@ -264,14 +264,7 @@ class Journal:
             journal.records, journal.problems, torn = read_records(path, shared_lock=False)
             journal._size = os.fstat(handle.fileno()).st_size
             if torn is not None:
-                # Start the next record on a fresh line, and say on the record what was torn.
-                # A crash right after the newline leaves the torn line last, still torn.
-                if not _ends_with_newline(handle):
-                    handle.write(b"\n")
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                    journal._size += 1
-                journal._append_locked(handle, "torn_tail", {"line": torn[0], "sha256": torn[1]})
+                journal._repair_torn(handle, torn)
         if created:  # the new directory entry must survive a crash too
             _fsync_directory(path.parent)
         return journal
@@ -357,13 +350,19 @@ class Journal:
         self.problems.extend(p for p in problems if p not in self.problems)
         self._size = os.fstat(handle.fileno()).st_size
         if torn is not None and kind != "torn_tail":
-            # That process died mid-write: never glue our record onto its partial line.
-            if not _ends_with_newline(handle):
-                handle.write(b"\n")
-                handle.flush()
-            self._size = os.fstat(handle.fileno()).st_size
-            self._append_locked(handle, "torn_tail", {"line": torn[0], "sha256": torn[1]})
+            self._repair_torn(handle, torn)  # that process died mid-write
         return True
+
+    def _repair_torn(self, handle: Any, torn: tuple[int, str]) -> None:
+        """Under the lock, the last line cut short by a crash: never glue a record onto it;
+        start the next on a fresh line, and say on a record what was torn (a crash right
+        after the newline leaves the torn line last, still torn)."""
+        if not _ends_with_newline(handle):
+            handle.write(b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._size = os.fstat(handle.fileno()).st_size
+        self._append_locked(handle, "torn_tail", {"line": torn[0], "sha256": torn[1]})
 
     def _append_locked(self, handle: Any, kind: str, data: dict[str, Any] | None) -> Record:
         self._catch_up(handle, kind)  # another process appended: continue its chain
@@ -389,6 +388,22 @@ class Journal:
 
     def of_kind(self, *kinds: str) -> Iterator[Record]:
         return (record for record in self.records if record.kind in kinds)
+
+
+class MirrorFile(Journal):
+    """This machine's copy of a release in the shared store: the store's records, byte for
+    byte (see mirror()), in a file several control rooms on the machine may write. A line torn
+    by a control room killed mid-write is cut off, not acknowledged with a record of its own:
+    that record is in the store, and the copy must stay the store's."""
+
+    def _repair_torn(self, handle: Any, torn: tuple[int, str]) -> None:
+        raw = self.path.read_bytes()  # the handle may be open for appending only
+        lines = raw.split(b"\n")
+        keep = sum(len(line) + 1 for line in lines[:torn[0] - 1])
+        os.ftruncate(handle.fileno(), keep)
+        os.fsync(handle.fileno())
+        self._size = keep
+        self.problems = [p for p in self.problems if p.kind != "torn_tail"]
 
 
 def read_records(path: Path, *, shared_lock: bool = True) -> tuple[list[Record], list[JournalProblem], tuple[int, str] | None]:

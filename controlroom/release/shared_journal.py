@@ -50,8 +50,8 @@ import asyncpg
 from controlroom.errors import ControlRoomError, SessionError
 from controlroom.infra.identity import operator_label
 from controlroom.infra.logs import logger
-from controlroom.release.journal import (GENESIS, Journal, JournalProblem, JournalRefused, Record, head_path,
-                                         new_record, read_records, record_body)
+from controlroom.release.journal import (GENESIS, Journal, JournalProblem, JournalRefused, MirrorFile, Record,
+                                         head_path, new_record, read_records, record_body, verify_chain)
 from controlroom.release.pg_journal import (SETTINGS, Member, NotDriving, PgJournal, StoredRelease, channel_of,
                                             probe_session_mode, read_release, release_key)
 
@@ -173,15 +173,15 @@ class Crew:
         return sum(1 for member in self.members if not member.drives)
 
     def headline(self) -> tuple[str, str]:
-        """For the header: ('YOU DRIVE +2 watch', 'driving'), ('WATCHING alice@bastion-2',
-        'watching'), ('NO DRIVER', 'nobody') or ('JOURNAL OFFLINE', 'offline')."""
+        """For the header: ('YOU DRIVE +2 watch', 'driving'), ('WATCHING alice@bastion-2 · 3 watch',
+        'watching'), ('NO DRIVER · 2 watch', 'nobody') or ('JOURNAL OFFLINE', 'offline')."""
         if not self.online:
             return "JOURNAL OFFLINE" + (" · DRIVING HERE" if self.driving and self.offline_continued else ""), "offline"
         if self.driving:
             return "YOU DRIVE" + (f" +{self.watchers} watch" if self.watchers else ""), "driving"
         if self.driver is not None:
-            return f"WATCHING {self.driver.label}", "watching"
-        return "NO DRIVER", "nobody"
+            return f"WATCHING {self.driver.label} · {self.watchers} watch", "watching"
+        return f"NO DRIVER · {self.watchers} watch", "nobody"
 
     def banner(self) -> tuple[str, str]:
         """The loud line the operator must read, with its level, or ('', '')."""
@@ -225,7 +225,15 @@ class SharedJournal:
         self._thread = StoreThread()
         self._pg: PgJournal | None = None
         self._conn_lock: asyncio.Lock | None = None  # one statement at a time on the connection
-        self._mirror: Journal | None = None
+        # One writer at a time: an append, a takeover, or a reconnection making file and store one.
+        self._write_lock = asyncio.Lock()
+        # The release's records this control room knows, in order: the store's, then any
+        # journaled here while the store was away (the first `_synced` are in the store). The
+        # engine's view comes from here; the mirror file is this machine's copy of them, which
+        # other control rooms on the machine write too.
+        self._known: list[Record] = []
+        self._mirror: MirrorFile | None = None
+        self._copy_failed = False
         self._session_key = 0
         self._synced = 0  # records known to be in the store (the rest were journaled offline)
         self._driving = False
@@ -233,6 +241,7 @@ class SharedJournal:
         self._offline_since: datetime | None = None
         self._offline_error = ""
         self._offline_continued = False
+        self._opened_offline = False  # opened from the local copy, the store being away
         self._closing = False
         self._catching_up = False
         self._catch_up_again = False
@@ -258,15 +267,18 @@ class SharedJournal:
                       clock=clock or (lambda: datetime.now(UTC)), redact=redact or (lambda text: text))
         try:
             journal._thread.call(journal._open(opened, new_release_id, joinable), OPEN_DEADLINE_S)
-        except TimeoutError:
-            journal._thread.stop()
-            raise SessionError(f"the shared journal did not answer within {OPEN_DEADLINE_S:g} s") from None
         except BaseException as error:
-            journal._thread.stop()
-            if is_unreachable(error):
-                raise SessionError(f"cannot reach the shared journal: {describe(error)}") from None
-            raise
-        journal.records = list(journal._mirror.records) if journal._mirror else []
+            # The store is away: an unfinished release this machine has a copy of opens from
+            # that copy, offline (the driver's control room died during the outage, say).
+            local = journal._local_release(joinable) if is_unreachable(error) else None
+            if local is None:
+                journal._thread.stop()
+                if is_unreachable(error):
+                    raise SessionError(f"cannot reach the shared journal ({journal.redact(describe(error))}), and no "
+                                       f"unfinished release of {environment!r} has a copy in {journal_dir}") from None
+                raise
+            journal._open_offline(local, error)
+        journal.records = list(journal._known)
         journal._supervisor = journal._thread.spawn(journal._supervise())
         return journal
 
@@ -287,6 +299,40 @@ class SharedJournal:
         if self._driving:
             await self._append_online("driver_changed", {"driver": self.label, "how": "opened",
                                                          "from": self._last_driver()}, None)
+
+    def _local_release(self, joinable: Callable[[list[Record], int], bool]) -> Path | None:
+        """This machine's copy of the environment's newest unfinished release, if any."""
+        try:
+            copies = sorted((p for p in self.journal_dir.glob("*.jsonl")
+                             if ".offline-branch-" not in p.name and ".damaged-" not in p.name),
+                            key=lambda p: p.stat().st_mtime_ns, reverse=True)[:200]
+        except OSError:
+            return None
+        for path in copies:
+            try:
+                records, _, _ = read_records(path)
+            except OSError:
+                continue
+            first = records[0] if records else None
+            if first is not None and first.kind == "session_opened" and first.data.get("environment") == self.environment:
+                return path if joinable(records, 0) else None
+        return None
+
+    def _open_offline(self, path: Path, error: BaseException) -> None:
+        """Open the release from this machine's copy while the store is away: a --write window
+        may decide once its operator types that it continues offline; when the store is back
+        the copy and the store are made one (`_sync`)."""
+        self._mirror = MirrorFile.open(path, redact=self.redact, clock=self.clock, operator=self.operator)
+        self._known = list(self._mirror.records)
+        self._synced = len(self._known)  # until the store says otherwise (`_sync`)
+        self.release_id = path.stem
+        self._conn_lock = asyncio.Lock()
+        self._driving = self.write
+        self._opened_offline = True
+        self._offline_since = self.clock()
+        self._offline_error = self.redact(describe(error))
+        self._notice(f"the shared journal is unreachable ({self._offline_error}): opened release {self.release_id} "
+                     f"from this machine's copy; reconnecting")
 
     async def _attach(self, pg: PgJournal, *, returning: bool) -> None:
         """Be on the release through `pg`: a session of ours, our LISTEN, the mirror and the
@@ -358,7 +404,7 @@ class SharedJournal:
         """Why this control room may not decide now (it watches; the store is unreachable),
         or None."""
         if self._pg is None:
-            since = f"{self._offline_since:%H:%M:%S} UTC" if self._offline_since else "now"
+            since = f"{self._offline_since.astimezone(UTC):%H:%M:%S} UTC" if self._offline_since else "now"
             if not self._driving:
                 return (f"the shared journal is unreachable since {since} ({self._offline_error}): "
                         "reconnecting; you watch")
@@ -371,7 +417,7 @@ class SharedJournal:
         driver = next((m for m in self._members if m.drives), None)
         if driver is not None:
             since = f" since {driver.driving_since.astimezone(UTC):%H:%M} UTC" if driver.driving_since else ""
-            return f"driven by {driver.label}{since} — T takes over"
+            return f"driven by {driver.label}{since} — T takes over when its control room is gone"
         last = self._last_driver()
         gone = f" ({last}'s control room is gone)" if last else ""
         return f"nobody drives this release{gone} — T takes over"
@@ -406,10 +452,10 @@ class SharedJournal:
         changed = self._changed.is_set()
         self._changed.clear()
         with self._state:
-            known = list(self._mirror.records) if self._mirror is not None else []
+            known = list(self._known)
         mine = self.records
         if len(known) < len(mine) or (mine and known[len(mine) - 1].hash != mine[-1].hash):
-            self.records = known  # the mirror was rebuilt (a branch set aside)
+            self.records = known  # made anew from the store (a branch set aside)
             return True
         if len(known) > len(mine):
             self.records = mine + known[len(mine):]
@@ -440,8 +486,7 @@ class SharedJournal:
 
     def _last_driver(self) -> str:
         """Who drove last, as the journal says (the latest driver_changed record)."""
-        mirror = self._mirror
-        records = mirror.records if mirror is not None else self.records
+        records = self._known or self.records
         last = next((r for r in reversed(records) if r.kind == "driver_changed"), None)
         return str(last.data.get("driver", "")) if last is not None else ""
 
@@ -460,12 +505,47 @@ class SharedJournal:
 
     async def _append(self, kind: str, data: dict[str, Any],
                       unless: Callable[[list[Record]], str | None] | None) -> Record:
+        async with self._write_lock:  # never in the middle of a reconnection's sync, or a takeover
+            return await self._append_now(kind, data, unless)
+
+    async def _append_now(self, kind: str, data: dict[str, Any],
+                          unless: Callable[[list[Record]], str | None] | None) -> Record:
         if self._pg is not None and self._driving:
             return await self._append_online(kind, data, unless)
         if self._pg is None and self._driving:  # the store is away: the driver journals here
-            assert self._mirror is not None
-            return self._mirror.append(kind, data, unless=unless)
+            return self._append_here(kind, data, unless)
         raise JournalRefused(self.decision_refusal() or "this control room does not drive the release")
+
+    def _append_here(self, kind: str, data: dict[str, Any],
+                     unless: Callable[[list[Record]], str | None] | None) -> Record:
+        """Journal a record in this machine's file only (the store is away), chained after
+        what this control room knows; the file must hold exactly that."""
+        assert self._mirror is not None
+        self._mirror.refresh()
+        if [r.hash for r in self._mirror.records] != [r.hash for r in self._known]:
+            raise JournalRefused(f"this machine's copy of the release ({self._mirror.path.name}) does not hold what "
+                                 "this control room knows, so nothing can be journaled offline: wait for the shared "
+                                 "journal")
+        record = self._mirror.append(kind, data, unless=unless)
+        with self._state:
+            self._known.append(record)
+        return record
+
+    def _copy(self) -> None:
+        """Bring this machine's copy up to the records the store holds (another control room
+        on the machine may have written some already). A copy that cannot be written is said
+        once (and logged); the control room goes on with the store."""
+        assert self._mirror is not None
+        try:
+            self._mirror.refresh()
+            for record in self._known[len(self._mirror.records):self._synced]:
+                self._mirror.mirror(record)
+        except (OSError, JournalRefused) as error:
+            logger.error("the local copy of release %s: %s", self.release_id, error)
+            if not self._copy_failed:
+                self._copy_failed = True
+                self._notice(f"this machine's copy of the release ({self._mirror.path.name}) could not be written "
+                             f"({describe(error)}); the shared journal holds every record")
 
     async def _append_online(self, kind: str, data: dict[str, Any],
                              unless: Callable[[list[Record]], str | None] | None) -> Record:
@@ -473,8 +553,8 @@ class SharedJournal:
         for _ in range(5):
             pg = self._pg
             if pg is None:
-                return await self._append(kind, data, unless)
-            known = self._mirror.records
+                return await self._append_now(kind, data, unless)
+            known = self._known
             record = new_record(len(known) + 1, self.clock().isoformat(), kind, self.operator, data,
                                 known[-1].hash if known else GENESIS, self.redact)
             try:
@@ -494,14 +574,25 @@ class SharedJournal:
                 if unless is not None:
                     # A decision the store may or may not have taken: nothing acts on it. It
                     # shows when the store is back if it was taken.
-                    raise JournalRefused(f"the shared journal did not answer ({describe(error)}): nothing was "
+                    raise JournalRefused(f"the shared journal did not answer ({self.redact(describe(error))}): nothing was "
                                          "decided; decisions now need you to continue offline (T)") from None
-                # An outcome or an observation is never lost: the same record, here.
-                self._mirror.mirror(record)
+                # An outcome or an observation is never lost: the same record, in this machine's
+                # file (the store may have it too: the same bytes, so the two agree when it is back).
+                with self._state:
+                    self._known.append(record)
+                try:
+                    self._mirror.mirror(record)
+                except (OSError, JournalRefused) as failure:
+                    logger.error("the local copy of release %s: %s", self.release_id, failure)
+                    self._notice(f"the shared journal did not answer and this machine's copy could not be written "
+                                 f"({describe(failure)}): record {record.seq} ({kind}) is only in this control room "
+                                 "until the store is back")
                 return record
             if inserted:
-                self._mirror.mirror(record)
+                with self._state:
+                    self._known.append(record)
                 self._synced = record.seq
+                self._copy()
                 return record
             await self._catch_up_now()  # someone appended meanwhile (a branch kept): follow it
         raise SessionError(f"the shared journal's release {self.release_id} kept moving under this append")
@@ -539,11 +630,14 @@ class SharedJournal:
         return record
 
     async def _take_over(self, reason: str) -> Record:
+        async with self._write_lock:
+            return await self._take_over_now(reason)
+
+    async def _take_over_now(self, reason: str) -> Record:
         if self._pg is None:  # the driver, offline: continue here
-            assert self._mirror is not None
-            record = self._mirror.append("offline_continued", {
+            record = self._append_here("offline_continued", {
                 "reason": reason, "since": self._offline_since.isoformat() if self._offline_since else "",
-                "error": self._offline_error})
+                "error": self._offline_error}, None)
             self._offline_continued = True
             return record
         refusal = self.take_over_refusal()
@@ -577,7 +671,7 @@ class SharedJournal:
                 raise
             except Exception as error:  # noqa: BLE001 - still away (or a bug): said, and tried again
                 if self._pg is None:
-                    self._offline_error = describe(error)
+                    self._offline_error = self.redact(describe(error))
                 else:
                     logger.error("shared journal supervisor", exc_info=error)
                 await asyncio.sleep(RECONNECT_S)
@@ -649,16 +743,20 @@ class SharedJournal:
         pg = self._pg
         if pg is None or self._conn_lock is None or self._mirror is None:
             return
-        if len(self._mirror.records) > self._synced:
+        if len(self._known) > self._synced:
             return  # records journaled offline: the reconnection decides about them
         async with self._conn_lock:
-            new = await asyncio.wait_for(pg.read_after(self.release_id, self._synced), PRESENCE_DEADLINE_S)
+            new = await asyncio.wait_for(pg.read_after(self.release_id, len(self._known)), PRESENCE_DEADLINE_S)
         if not new:
             return
-        for record in new:
-            self._mirror.mirror(record)
-        self._synced = new[-1].seq
+        problems = verify_chain(new, prev=self._known[-1].hash if self._known else GENESIS, first_seq=len(self._known) + 1)
+        if problems:  # cannot happen with one chain per release; never show a broken one
+            raise SessionError(f"the shared journal's records do not follow this control room's: {problems[0]}")
+        with self._state:
+            self._known.extend(new)
+        self._synced = len(self._known)
         self._wake()
+        self._copy()
 
     def _on_terminated(self, conn: object) -> None:
         pg = self._pg
@@ -671,7 +769,7 @@ class SharedJournal:
         if pg is None:
             return
         self._offline_since = self.clock()
-        self._offline_error = describe(error)
+        self._offline_error = self.redact(describe(error))
         self._offline_continued = False
         with contextlib.suppress(Exception):
             pg.conn.terminate()
@@ -683,7 +781,8 @@ class SharedJournal:
         pg = await PgJournal.open(self._dsn, operator=self.operator, clock=self.clock, redact=self.redact,
                                   settings=SETTINGS)
         try:
-            await self._attach(pg, returning=True)
+            async with self._write_lock:  # no append lands in the file while it is made one with the store
+                await self._attach(pg, returning=True)
         except BaseException:
             self._pg = None
             with contextlib.suppress(Exception):
@@ -706,7 +805,8 @@ class SharedJournal:
         store = await pg.read(self.release_id)
         if self._mirror is None:
             self._mirror = self._open_mirror(store)
-        local = self._mirror.records
+            self._known = list(self._mirror.records)
+        local = list(self._known)
         common = 0
         while common < min(len(local), len(store)) and local[common].hash == store[common].hash:
             common += 1
@@ -714,10 +814,11 @@ class SharedJournal:
         was_driving = self._driving
         if not self.write:
             may_drive = False
-        elif returning:
-            may_drive = was_driving and not missing
-        else:
+        elif returning and not (self._opened_offline and not extra):
+            may_drive = was_driving and not missing  # back: only if nobody journaled meanwhile
+        else:  # opening (or opened offline and journaled nothing): drive if nobody does
             may_drive = not (extra and missing)
+        self._opened_offline = False
         self._driving = may_drive and await pg.try_drive(self.release_id, self._session_key)
         if returning and was_driving and not self._driving:
             self._notice("someone else drove this release while the shared journal was unreachable: you watch now")
@@ -726,35 +827,39 @@ class SharedJournal:
             back = await pg.append(self.release_id, "store_back", {
                 "offline_records": len(extra), "from_seq": extra[0].seq, "to_seq": extra[-1].seq},
                 channel=self.channel, fence=release_key(self.release_id))
-            self._mirror.mirror(back)
+            with self._state:
+                self._known = [*local, back]
             self._synced = back.seq
+            self._copy()
             self._notice(f"the shared journal is back: the {len(extra)} record(s) journaled here meanwhile are in it")
             return
         if extra:
             await self._keep_branch(pg, extra)
             return
-        for record in missing:
-            self._mirror.mirror(record)
+        with self._state:
+            self._known = list(store)
         self._synced = len(store)
+        self._copy()
         if returning:
             self._notice("the shared journal is back" + ("; you drive" if self._driving else ""))
 
-    def _open_mirror(self, store: list[Record]) -> Journal:
+    def _open_mirror(self, store: list[Record]) -> MirrorFile:
         """This release's file here; one that is damaged, or is another chain, is set aside
         (kept, renamed) and a new one made from the store."""
         path = self.journal_dir / f"{self.release_id}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            local, problems, torn = read_records(path)
+            local, problems, _ = read_records(path)
         except OSError as error:
-            local, problems, torn = [], [JournalProblem(1, "unreadable", str(error))], None
+            local, problems = [], [JournalProblem(1, "unreadable", str(error))]
+        problems = [p for p in problems if p.kind != "torn_tail"]  # cut off when it opens (MirrorFile)
         diverges = bool(local) and bool(store) and local[0].hash != store[0].hash
-        if problems or torn is not None or diverges:
+        if problems or diverges:
             aside = self._set_aside(path, "damaged")
             self.problems.append(JournalProblem(1, "set_aside", f"the local copy {path.name} did not match the shared "
                                                 f"journal ({problems[0] if problems else 'another chain'}); kept as "
                                                 f"{aside.name}, and a new copy made from the store"))
-        return Journal.open(path, redact=self.redact, clock=self.clock, operator=self.operator)
+        return MirrorFile.open(path, redact=self.redact, clock=self.clock, operator=self.operator)
 
     def _set_aside(self, path: Path, why: str) -> Path:
         stamp = self.clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -788,12 +893,12 @@ class SharedJournal:
         branch = Journal.open(aside, redact=self.redact, clock=self.clock, operator=self.operator)
         branch.append("offline_branch_kept", {"release": self.release_id, "store_seq": record.seq,
                                               "why": data["why"]})
-        mirror = Journal.open(path, redact=self.redact, clock=self.clock, operator=self.operator)
-        for one in stored:
-            mirror.mirror(one)
+        mirror = MirrorFile.open(path, redact=self.redact, clock=self.clock, operator=self.operator)
         with self._state:
             self._mirror = mirror
+            self._known = list(stored)
             self._synced = len(stored)
+        self._copy()
         self._notice(f"someone else drove this release while the shared journal was unreachable: the {len(extra)} "
                      f"record(s) journaled here are kept as a branch (record {record.seq} of the shared journal, and "
                      f"{aside.name}); you watch now")

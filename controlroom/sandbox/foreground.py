@@ -32,7 +32,7 @@ async def run_foreground(guard: ExitGuard, scenario: str, *, locations: int, see
             return
         starting.result()
         _announce(sandbox, as_json)
-        with advertised(sandbox.config_path):  # `controlroom demo --join` opens on it
+        with advertised(sandbox.config_path, sandbox.scenario.name):  # `controlroom demo --join` opens on it
             await stopping
     finally:
         await sandbox.stop()

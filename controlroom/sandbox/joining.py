@@ -2,8 +2,9 @@
 `controlroom demo --join` (or `controlroom --config` with the path `controlroom sandbox`
 prints).
 
-A running demo or sandbox writes `sandbox.json` (its config file and its pid) in the user's
-state directory, and removes it when it stops; the newest one wins.
+Each running demo or sandbox writes `<pid>.json` (its config file, scenario and start time) in
+the user's state directory (`sandboxes/`, or $CONTROLROOM_SANDBOX_DIR) and removes it when it
+stops; `--join` opens the newest one still running, and says which.
 """
 
 from __future__ import annotations
@@ -12,57 +13,92 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import platformdirs
 
 from controlroom.errors import ControlRoomError
 
-POINTER_VARIABLE = "CONTROLROOM_SANDBOX_POINTER"  # tests point it elsewhere
+DIRECTORY_VARIABLE = "CONTROLROOM_SANDBOX_DIR"  # tests point it elsewhere
 
 
 class NoSandboxRunning(ControlRoomError):
     exit_code = 2
 
 
-def pointer_path() -> Path:
-    override = os.environ.get(POINTER_VARIABLE)
-    return Path(override) if override else Path(platformdirs.user_state_dir("controlroom")) / "sandbox.json"
+@dataclass(frozen=True)
+class RunningSandbox:
+    config: Path
+    pid: int
+    scenario: str
+    started: datetime
+
+    def __str__(self) -> str:
+        return f"the {self.scenario} sandbox started at {self.started.astimezone(UTC):%H:%M:%S} UTC (pid {self.pid})"
+
+
+def pointers_dir() -> Path:
+    override = os.environ.get(DIRECTORY_VARIABLE)
+    return Path(override) if override else Path(platformdirs.user_state_dir("controlroom")) / "sandboxes"
 
 
 @contextlib.contextmanager
-def advertised(config_path: Path) -> Iterator[None]:
-    """While the block runs, `running_sandbox_config()` finds `config_path`."""
-    path = pointer_path()
-    me = {"config": str(config_path), "pid": os.getpid()}
+def advertised(config_path: Path, scenario: str) -> Iterator[None]:
+    """While the block runs, `running_sandboxes()` lists this sandbox."""
+    path = pointers_dir() / f"{os.getpid()}.json"
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(me), encoding="utf-8")
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps({"config": str(config_path), "pid": os.getpid(), "scenario": scenario,
+                                         "started": datetime.now(UTC).isoformat()}), encoding="utf-8")
         temporary.chmod(0o600)
         os.replace(temporary, path)
     try:
         yield
     finally:
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(path.read_text(encoding="utf-8")) == me:  # a newer sandbox's stays
-                path.unlink()
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
-def running_sandbox_config() -> Path:
-    """The config file of the newest demo or sandbox still running for this user."""
-    hint = "start one in another terminal: controlroom demo --write (or controlroom sandbox)"
-    try:
-        data = json.loads(pointer_path().read_text(encoding="utf-8"))
-        config, pid = Path(str(data["config"])), int(data["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise NoSandboxRunning(f"no demo or sandbox is running for this user: {hint}") from None
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        raise NoSandboxRunning(f"the last demo or sandbox (pid {pid}) has stopped: {hint}") from None
+        return False
     except PermissionError:
-        pass  # alive, another user's process: its config will tell
-    if not config.is_file():
-        raise NoSandboxRunning(f"the running sandbox's config {config} is gone: {hint}")
-    return config
+        return True
+    return True
+
+
+def running_sandboxes() -> list[RunningSandbox]:
+    """The demos and sandboxes running for this user, newest first (pointers left by one
+    that was killed are removed)."""
+    found: list[RunningSandbox] = []
+    try:
+        pointers = list(pointers_dir().glob("*.json"))
+    except OSError:
+        return []
+    for pointer in pointers:
+        try:
+            data = json.loads(pointer.read_text(encoding="utf-8"))
+            sandbox = RunningSandbox(Path(str(data["config"])), int(data["pid"]), str(data.get("scenario", "?")),
+                                     datetime.fromisoformat(str(data["started"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not _alive(sandbox.pid) or not sandbox.config.is_file():
+            with contextlib.suppress(OSError):
+                pointer.unlink()
+            continue
+        found.append(sandbox)
+    return sorted(found, key=lambda s: s.started, reverse=True)
+
+
+def running_sandbox() -> tuple[RunningSandbox, int]:
+    """The newest demo or sandbox running for this user, and how many others run."""
+    running = running_sandboxes()
+    if not running:
+        raise NoSandboxRunning("no demo or sandbox is running for this user: start one in another terminal: "
+                               "controlroom sandbox (or controlroom demo --write)")
+    return running[0], len(running) - 1
