@@ -60,6 +60,8 @@ class TcpProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.partitioned = False
+        self.server_notices_after_s = 0.0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
@@ -76,6 +78,9 @@ class TcpProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.partitioned:
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -83,15 +88,29 @@ class TcpProxy:
             return
         self._writers |= {writer, up_writer}
 
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, upstream: bool) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await source.read(65536):
+                    while self.partitioned:  # nothing crosses a partition
+                        await asyncio.sleep(0.05)
                     sink.write(data)
                     await sink.drain()
+            if upstream:  # the client went: across a partition the server learns it only later
+                while self.partitioned:
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(self.server_notices_after_s)
             with contextlib.suppress(OSError):
                 sink.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+
+    def partition(self, on: bool, server_notices_after_s: float = 0.0) -> None:
+        """A partition: while it lasts nothing crosses and nothing is closed; once healed, the
+        server learns that a client closed its connection meanwhile only after
+        `server_notices_after_s` (its next keepalive), so its session — and its locks — outlive
+        the client's network for a while."""
+        self.server_notices_after_s = server_notices_after_s
+        self.partitioned = on
 
     def cut(self) -> None:
         """The network goes away: connections reset, new ones refused."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from controlroom.release.journal import Journal, new_record, read_records, verify_chain
+from controlroom.release.journal import GENESIS, Journal, new_record, read_records, verify_chain
 from controlroom.release.pg_journal import (SCHEMA_VERSION, PgJournal, StoreRefused, ensure_schema,
                                             refuse_pooler)
 
@@ -35,14 +35,20 @@ async def test_a_newer_controlroom_upgrades_an_older_schema_keeping_its_releases
     conn = await asyncpg.connect(db_dsn, timeout=10)
     try:
         assert await ensure_schema(conn, known=1) == 1  # as the controlroom of schema 1 left it
-        old = PgJournal(conn, ALICE, lambda: datetime.now(UTC), lambda text: text)
-        await old.create_release("r0", "staging", "1")
-        await old.append("r0", "session_opened")
+        first = new_record(1, "2026-12-06T10:00:00+00:00", "session_opened", ALICE, {"n": 1}, GENESIS)
+        await conn.execute("INSERT INTO controlroom.releases (release_id, environment, version) VALUES ('r0', 's', '1')")
+        await conn.execute(  # what a controlroom of schema 1 wrote: no body column yet
+            "INSERT INTO controlroom.release_events (release_id, seq, prev_hash, hash, operator, host, kind, data, at) "
+            "VALUES ('r0', 1, $1, $2, $3::jsonb, 'h', 'session_opened', $4::jsonb, $5)",
+            first.prev, first.hash, json.dumps(ALICE), json.dumps(first.data), first.ts)
         assert await ensure_schema(conn) == SCHEMA_VERSION
         assert [v for v in await conn.fetchval("SELECT array_agg(version ORDER BY version) FROM controlroom.schema_version")] \
             == list(range(1, SCHEMA_VERSION + 1))
-        assert [r.kind for r in await old.read("r0")] == ["session_opened"]
-        assert await old.members("r0") == []  # the sessions table a version-2 store adds
+        newer = PgJournal(conn, BOB, lambda: datetime.now(UTC), lambda text: text)
+        assert await newer.read("r0") == [first]  # read back from its columns, and it verifies
+        second = await newer.append("r0", "attested", {"item_id": "on-call"})
+        assert verify_chain(await newer.read("r0")) == [] and second.prev == first.hash
+        assert await newer.members("r0") == []  # the sessions table a version-2 store adds
     finally:
         await conn.close()
 
@@ -144,5 +150,29 @@ async def test_fifty_appender_processes_one_linear_chain(db_dsn: str) -> None:
         assert len(records) == workers * count
         assert verify_chain(records) == []
         assert {(r.data["worker"], r.data["n"]) for r in records} == {(w, n) for w in range(workers) for n in range(count)}
+    finally:
+        await store.close()
+
+
+async def test_values_jsonb_would_change_come_back_exact_and_the_chain_verifies(db_dsn: str, tmp_path: Path) -> None:
+    """jsonb gives -0.0 back as 0, rounds floats past 2**53, and refuses NaN and NUL: the store
+    keeps each record's text as it was hashed, so what is read back is what was written."""
+    store = await PgJournal.open(db_dsn, operator=ALICE)
+    try:
+        await store.create_release("odd", "staging", "1")
+        awkward = {"minus_zero": -0.0, "big": 1e16, "huge": 2.0**60 + 0.5, "nan": float("nan"),
+                   "inf": float("inf"), "nul": "a\x00b", "nested": [{"k\x00": -0.0}]}
+        written = await store.append("odd", "check", awkward)
+        read = (await store.read("odd"))[0]
+        assert read.hash == written.hash and verify_chain([read]) == []
+        assert str(read.data["minus_zero"]) == "-0.0" and read.data["nul"] == "a\x00b"
+        assert read.data["nan"] != read.data["nan"]  # NaN, as written
+        mirror = Journal.open(tmp_path / "odd.jsonl", operator=ALICE)
+        mirror.mirror(read)
+        on_disk, problems, _ = read_records(tmp_path / "odd.jsonl")
+        assert problems == [] and on_disk[0].hash == written.hash
+        # the queryable copy stays queryable
+        assert await store.conn.fetchval("SELECT data->>'nan' FROM controlroom.release_events "
+                                         "WHERE release_id = 'odd'") == "nan"
     finally:
         await store.close()

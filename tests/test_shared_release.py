@@ -22,7 +22,7 @@ from controlroom.config.loader import load_config
 from controlroom.errors import SessionError
 from controlroom.release.engine import ReleaseEngine
 from controlroom.release.journal import read_records, verify_chain
-from controlroom.release.pg_journal import read_release
+from controlroom.release.pg_journal import PgJournal, read_release
 from controlroom.release.rules import Command
 from controlroom.release.state import Stage
 from controlroom.release.steps import StepRefused
@@ -89,9 +89,9 @@ async def test_one_drives_the_others_watch_every_record_within_a_second(sandbox:
         assert seen < FAN_OUT_BUDGET_S
         assert bob.stage is Stage.DEPLOYING and bob.state.version == "v2.15.0"
         # What the step measured is the watchers' too (a failed smoke test turns their verdict).
-        assert outcome.probe_results
-        for result in outcome.probe_results:
-            assert bob.results[result.item_id].evidence == result.evidence
+        assert outcome.probe_results  # journaled right after the step's outcome
+        await eventually(lambda: all(r.item_id in bob.results and bob.results[r.item_id].evidence == r.evidence
+                                     for r in outcome.probe_results), bob, what="bob shows what the step measured")
         assert bob.verdict_name == alice.verdict_name
 
         # One chain: the store's, and each bastion's mirror holds exactly the same records.
@@ -391,10 +391,21 @@ async def test_opened_while_the_store_is_down_a_release_opens_from_this_machines
     try:
         config = environment_config(sandbox.config_path, tmp_path / "config", "shared cold offline", dsn=store.dsn)
         alice = open_engine(config, tmp_path, ALICE)
+        bob = open_engine(config, tmp_path, BOB)  # watches: bastion-2 has a copy too
         await alice.start_deploy("v2.15.0", override_reason="cold offline test")
         release = alice.journal.release_id
+        await eventually(lambda: bob.stage is Stage.DEPLOYING, bob)
         await asyncio.to_thread(store.halt)
         alice.close()  # gone, and opened again while the store is still down
+        bob.close()
+
+        # bob did not drive it last: opened offline he watches, so two drivers cannot run a step twice.
+        bob = open_engine(config, tmp_path, BOB)
+        assert bob.journal.release_id == release and not bob.crew().driving
+        assert any("alice@bastion-1 drove it last: you watch" in n for n in bob.take_notices())
+        assert "reconnecting; you watch" in bob.command_refusal(Command.MARK_DONE)  # type: ignore[operator]
+        assert bob.take_over_refusal().startswith("the shared journal is unreachable")  # type: ignore[union-attr]
+        bob.close()
 
         with pytest.raises(SessionError, match="no unfinished release of 'shared cold offline' has a copy in"):
             open_engine(config, tmp_path / "elsewhere", BOB)
@@ -402,7 +413,7 @@ async def test_opened_while_the_store_is_down_a_release_opens_from_this_machines
         assert alice.journal.release_id == release and alice.stage is Stage.DEPLOYING
         crew = alice.crew()
         assert not crew.online and crew.driving and not crew.offline_continued
-        assert any("opened release" in n and "from this machine's copy" in n for n in alice.take_notices())
+        assert any("opened release" in n and "you drove it last: T continues offline" in n for n in alice.take_notices())
         assert alice.command_refusal(Command.MARK_DONE).startswith("the shared journal is unreachable")  # type: ignore[union-attr]
         alice.take_over("offline")
         alice.mark_done("env-health", "checked by hand")
@@ -453,3 +464,77 @@ async def test_control_rooms_on_one_machine_share_its_copy_and_keep_following(sa
     finally:
         for engine in (alice, bob, carol):
             engine.close()
+
+
+async def test_a_driver_back_from_a_short_partition_drives_on_with_its_offline_records(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """A partition between the driver and the store: the server still holds the driver's old
+    session (and the driver's lock) when the network is back. Nobody else drove: the driver ends
+    its own old session, keeps its session, sends what it journaled offline and drives on — not
+    a branch, not "someone else drove"."""
+    proxy = TcpProxy(sandbox.postgres.port).start()  # type: ignore[union-attr]
+    alice = bob = None
+    try:
+        alice = open_engine(environment_config(sandbox.config_path, tmp_path / "a", "shared partition",
+                                               dsn=proxy.dsn(sandbox.dsn)), tmp_path, ALICE)
+        bob = open_engine(environment_config(sandbox.config_path, tmp_path / "b", "shared partition"), tmp_path, BOB)
+        await alice.start_deploy("v2.15.0", override_reason="partition test")
+        session = alice.journal.session_key
+
+        proxy.partition(True, server_notices_after_s=10.0)
+        await eventually(lambda: not alice.crew().online, alice, what="alice offline")
+        assert bob.take_over_refusal().startswith("alice@bastion-1 still drives")  # type: ignore[union-attr]
+        alice.take_over("offline")
+        alice.mark_done("env-health", "checked by hand during the partition")
+        proxy.partition(False, server_notices_after_s=10.0)
+
+        await eventually(lambda: alice.crew().online, alice, timeout=10, what="alice back")
+        crew = alice.crew()
+        assert crew.driving and alice.journal.session_key == session
+        notices = " ".join(alice.take_notices())
+        assert "journaled here meanwhile are in it" in notices and "someone else" not in notices
+        stored = await read_release(sandbox.dsn, "shared partition")
+        assert stored is not None and verify_chain(stored.records) == []
+        assert [r.kind for r in stored.records][-3:] == ["offline_continued", "step_outcome", "store_back"]
+        assert not any(r.kind == "offline_branch" for r in stored.records)
+        await eventually(lambda: bob.state.steps.get("env-health") is not None
+                         and bob.crew().driver is not None and bob.crew().driver.label == "alice@bastion-1",  # type: ignore[union-attr]
+                         bob, what="bob sees alice drive on")
+    finally:
+        for engine in (alice, bob):
+            if engine is not None:
+                engine.close()
+        proxy.stop()
+
+
+async def test_an_outcome_journaled_while_the_driver_reconnects_slowly_is_not_lost(
+        sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store is back but reconnecting takes long (a slow server): an action's outcome
+    journaled meanwhile lands (here, then in the store), never "nothing was decided"."""
+    store = EmbeddedPostgres()
+    await asyncio.to_thread(store.start)
+    alice = None
+    try:
+        config = environment_config(sandbox.config_path, tmp_path / "config", "shared slow reconnect", dsn=store.dsn)
+        alice = open_engine(config, tmp_path, ALICE)
+        await alice.start_deploy("v2.15.0", override_reason="slow reconnect test")
+        await asyncio.to_thread(store.halt)
+        await eventually(lambda: not alice.crew().online, alice, what="alice offline")
+        slow_join = PgJournal.join
+
+        async def join_slowly(self: PgJournal, *args: object, **kwargs: object) -> int:
+            await asyncio.sleep(4.0)
+            return await slow_join(self, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(PgJournal, "join", join_slowly)
+        await asyncio.to_thread(store.resume)
+        await asyncio.sleep(1.5)  # the reconnection has begun, and waits in join
+        outcome = alice.journal.append("step_outcome", {"step_id": "env-health", "phase_id": "pre",
+                                                        "status": "done", "summary": "ran before the outage"})
+        await eventually(lambda: alice.crew().online, alice, timeout=15, what="alice back")
+        stored = await read_release(store.dsn, "shared slow reconnect")
+        assert stored is not None and outcome in stored.records and verify_chain(stored.records) == []
+    finally:
+        if alice is not None:
+            alice.close()
+        await asyncio.to_thread(store.stop)

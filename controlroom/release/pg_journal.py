@@ -28,6 +28,7 @@ nor LISTEN/NOTIFY: `refuse_pooler` says so in one line from the settings, and
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -41,7 +42,8 @@ import asyncpg
 
 from controlroom.errors import SessionError
 from controlroom.infra.pg import TRANSACTION_POOLER_REFUSAL, PgSettings
-from controlroom.release.journal import GENESIS, Journal, JournalRefused, Record, new_record, verify_chain
+from controlroom.release.journal import (GENESIS, Journal, JournalRefused, Record, new_record, record_body,
+                                         verify_chain)
 
 SCHEMA = "controlroom"
 SCHEMA_VERSION = 2
@@ -88,6 +90,10 @@ MIGRATIONS: dict[int, list[str]] = {
             opened_at timestamptz NOT NULL DEFAULT now(),
             driving_since timestamptz)""",
         f"CREATE INDEX IF NOT EXISTS sessions_by_release ON {SCHEMA}.sessions (release_id)",
+        # The record as it was hashed, to the byte: jsonb does not give every value back as it
+        # was written (-0.0, floats past 2**53, NaN, "\u0000"), and the hash is of the text.
+        # `operator` and `data` stay jsonb, for queries; `body` is what records are read from.
+        f"ALTER TABLE {SCHEMA}.release_events ADD COLUMN IF NOT EXISTS body text",
     ],
 }
 
@@ -169,8 +175,30 @@ def notification_payload(release_id: str, seq: int) -> str:
 
 
 def _record(row: asyncpg.Record) -> Record:
+    if row["body"] is not None:
+        return Record(**json.loads(row["body"]))
+    # Written by a controlroom of schema 1, which had no body: jsonb as it gives it back.
     return Record(seq=row["seq"], ts=row["at"], kind=row["kind"], operator=json.loads(row["operator"]),
                   data=json.loads(row["data"]), prev=row["prev_hash"], hash=row["hash"])
+
+
+def record_text(record: Record) -> str:
+    """The record as the file journal writes it (and as it is hashed): exact."""
+    return json.dumps(record_body(record), ensure_ascii=False, separators=(",", ":"))
+
+
+def _queryable(value: Any) -> Any:
+    """A value jsonb accepts, for the queryable copy of a record's data (NaN, infinities and
+    NUL characters become text); the record itself is kept exact in `body`."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000")
+    if isinstance(value, dict):
+        return {str(key).replace("\x00", "\\u0000"): _queryable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_queryable(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -306,9 +334,10 @@ class PgJournal:
     async def _insert(self, release_id: str, record: Record, channel: str | None) -> None:
         await self.conn.execute(
             f"INSERT INTO {SCHEMA}.release_events (release_id, seq, prev_hash, hash, operator, host, kind, "
-            "data, at) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb, $9)",
-            release_id, record.seq, record.prev, record.hash, json.dumps(record.operator),
-            record.operator.get("host", ""), record.kind, json.dumps(record.data), record.ts)
+            "data, at, body) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb, $9, $10)",
+            release_id, record.seq, record.prev, record.hash, json.dumps(_queryable(record.operator)),
+            str(record.operator.get("host", "")).replace("\x00", ""), record.kind,
+            json.dumps(_queryable(record.data)), record.ts, record_text(record))
         if channel is not None:
             await self.conn.execute("SELECT pg_notify($1, $2)", channel, notification_payload(release_id, record.seq))
 
@@ -354,7 +383,7 @@ class PgJournal:
     async def read_after(self, release_id: str, seq: int) -> list[Record]:
         """The release's records after `seq`, in order (a watcher's catch-up)."""
         rows = await self.conn.fetch(
-            f"SELECT seq, prev_hash, hash, operator, kind, data, at FROM {SCHEMA}.release_events "
+            f"SELECT seq, prev_hash, hash, operator, kind, data, at, body FROM {SCHEMA}.release_events "
             "WHERE release_id = $1 AND seq > $2 ORDER BY seq", release_id, seq)
         return [_record(row) for row in rows]
 
@@ -363,15 +392,22 @@ class PgJournal:
 
     # -- who is on a release -----------------------------------------------------------
 
-    async def join(self, release_id: str, label: str, write: bool) -> int:
+    async def join(self, release_id: str, label: str, write: bool, key: int | None = None) -> int:
         """Say this connection's control room is open on the release: take a session lock of
-        its own (held until the connection ends), then its row. Returns its session key."""
-        while True:
-            key = secrets.randbelow(2**31 - 1) + 1
-            if await self.conn.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)", SESSION_LOCKS, key):
-                break
-        # A row whose lock nobody holds is a control room gone: its key may be ours now.
-        await self.conn.execute(f"DELETE FROM {SCHEMA}.sessions WHERE session_key = $1", key)
+        its own (held until the connection ends; `key` again when it comes back), then its
+        row. Returns its session key."""
+        if not key or not await self.conn.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)",
+                                                   SESSION_LOCKS, key):
+            while True:
+                key = secrets.randbelow(2**31 - 1) + 1
+                if await self.conn.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)", SESSION_LOCKS, key):
+                    break
+        # Rows whose lock nobody holds are control rooms gone (and a key of theirs may be ours now).
+        await self.conn.execute(
+            f"""DELETE FROM {SCHEMA}.sessions s WHERE (s.session_key = $1 OR s.release_id = $2) AND NOT EXISTS (
+                    SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $3::int::oid
+                    AND l.objid = s.session_key::oid AND l.objsubid = 2 AND l.pid <> pg_backend_pid())""",
+            key, release_id, SESSION_LOCKS)
         await self.conn.execute(
             f"INSERT INTO {SCHEMA}.sessions (session_key, release_id, operator, label, write) "
             "VALUES ($1, $2, $3::jsonb, $4, $5)", key, release_id, json.dumps(self.operator), label, write)
@@ -392,6 +428,26 @@ class PgJournal:
         await self.conn.fetchval("SELECT pg_advisory_unlock($1::int, $2::int)", DRIVER_LOCKS, release_key(release_id))
         await self.conn.execute(f"UPDATE {SCHEMA}.sessions SET driving_since = NULL WHERE session_key = $1",
                                 session_key)
+
+    async def lock_holder(self, namespace: int, key: int) -> int | None:
+        """The backend pid holding a two-key advisory lock, or None."""
+        return await self.conn.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1::int::oid "
+            "AND objid = $2::int::oid AND objsubid = 2 LIMIT 1", namespace, key)
+
+    async def end_backend(self, pid: int, timeout_s: float = 3.0) -> bool:
+        """End a server session of ours left behind (our connection's network went away and
+        the server has not noticed yet): its locks go with it. False when not allowed."""
+        try:
+            if not await self.conn.fetchval("SELECT pg_terminate_backend($1)", pid):
+                return False
+        except asyncpg.InsufficientPrivilegeError:
+            return False
+        for _ in range(int(timeout_s / 0.05)):
+            if not await self.conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", pid):
+                return True
+            await asyncio.sleep(0.05)
+        return False
 
     async def holds_driver_lock(self, key: int) -> bool:
         return bool(await self.conn.fetchval(

@@ -52,18 +52,18 @@ from controlroom.infra.identity import operator_label
 from controlroom.infra.logs import logger
 from controlroom.release.journal import (GENESIS, Journal, JournalProblem, JournalRefused, MirrorFile, Record,
                                          head_path, new_record, read_records, record_body, verify_chain)
-from controlroom.release.pg_journal import (SETTINGS, Member, NotDriving, PgJournal, StoredRelease, channel_of,
-                                            probe_session_mode, read_release, release_key)
+from controlroom.release.pg_journal import (DRIVER_LOCKS, SESSION_LOCKS, SETTINGS, Member, NotDriving, PgJournal,
+                                            StoredRelease, channel_of, probe_session_mode, read_release, release_key)
 
 if TYPE_CHECKING:
     from controlroom.config.loader import LoadedConfig
 
 T = TypeVar("T")
 
-APPEND_DEADLINE_S = 3.0  # one append's round trip; past it the store counts as unreachable
+APPEND_DEADLINE_S = 2.0  # one append's round trip; past it the store counts as unreachable
 OPEN_DEADLINE_S = 15.0
 PRESENCE_POLL_S = 1.0  # who is on the release, and whether the store still answers
-PRESENCE_DEADLINE_S = 2.0
+PRESENCE_DEADLINE_S = 1.5
 RECONNECT_S = 1.0
 CLOSE_DEADLINE_S = 3.0
 TAKE_OVER_WORDS = "take over"
@@ -108,6 +108,11 @@ def describe(error: BaseException) -> str:
         return "no answer in time"
     text = " ".join(str(error).split()) or type(error).__name__
     return text[:160]
+
+
+class StaleSession(ConnectionError):
+    """Our previous server session (our network went, the server has not noticed yet) still
+    holds our locks: not back yet, try again shortly."""
 
 
 class StoreThread:
@@ -235,6 +240,7 @@ class SharedJournal:
         self._mirror: MirrorFile | None = None
         self._copy_failed = False
         self._session_key = 0
+        self._backend_pid = 0  # our server session's pid: ours to end if it outlives our network
         self._synced = 0  # records known to be in the store (the rest were journaled offline)
         self._driving = False
         self._members: tuple[Member, ...] = ()
@@ -291,11 +297,13 @@ class SharedJournal:
             await probe_session_mode(pg.conn)
             self.release_id, self.created = await pg.find_or_create(self.environment, new_release_id, opened,
                                                                     joinable)
+            await self._join(pg)
             await self._attach(pg, returning=False)
         except BaseException:
             with contextlib.suppress(Exception):
                 pg.conn.terminate()
             raise
+        await self._catch_up_now()  # a NOTIFY that came while syncing found no connection yet
         if self._driving:
             await self._append_online("driver_changed", {"driver": self.label, "how": "opened",
                                                          "from": self._last_driver()}, None)
@@ -327,23 +335,41 @@ class SharedJournal:
         self._synced = len(self._known)  # until the store says otherwise (`_sync`)
         self.release_id = path.stem
         self._conn_lock = asyncio.Lock()
-        self._driving = self.write
+        # Only the control room that drove last may continue offline: another may be driving
+        # it now, and two drivers would run the same steps.
+        self._driving = self.write and self._last_driver() == self.label
         self._opened_offline = True
         self._offline_since = self.clock()
         self._offline_error = self.redact(describe(error))
+        what = ("you drove it last: T continues offline" if self._driving
+                else f"{self._last_driver() or 'another control room'} drove it last: you watch until the store is back")
         self._notice(f"the shared journal is unreachable ({self._offline_error}): opened release {self.release_id} "
-                     f"from this machine's copy; reconnecting")
+                     f"from this machine's copy; {what}")
 
-    async def _attach(self, pg: PgJournal, *, returning: bool) -> None:
-        """Be on the release through `pg`: a session of ours, our LISTEN, the mirror and the
-        store made one (and with it whether we drive); then `pg` is the connection."""
-        self._session_key = await pg.join(self.release_id, self.label, self.write)
+    async def _join(self, pg: PgJournal) -> None:
+        """Be on the release through `pg`: the session of ours (the same key when coming back,
+        our old server session ended if it outlived our network), our LISTEN."""
+        if self._backend_pid and self._session_key:
+            holder = await pg.lock_holder(SESSION_LOCKS, self._session_key)
+            if holder == self._backend_pid and not await pg.end_backend(holder):
+                raise StaleSession("this control room's previous connection is still open on the server")
+        self._session_key = await pg.join(self.release_id, self.label, self.write, key=self._session_key or None)
+        self._backend_pid = await pg.conn.fetchval("SELECT pg_backend_pid()")
+        pg.operator = self._record_operator()
         await pg.conn.add_listener(self.channel, self._on_notify)
         pg.conn.add_termination_listener(self._on_terminated)
+
+    async def _attach(self, pg: PgJournal, *, returning: bool) -> None:
+        """Make the copy and the store one (and with it decide whether we drive); then `pg`
+        is the connection. Under the write lock when coming back: no append meanwhile."""
         await self._sync(pg, returning=returning)
         self._members = tuple(await pg.members(self.release_id))
         self._pg = pg
-        await self._catch_up_now()  # a NOTIFY that came while syncing found no connection yet
+
+    def _record_operator(self) -> dict[str, Any]:
+        """Who journals, as records carry it: the operator, and this control room's session
+        (so a record of ours that reached the store late is known as ours)."""
+        return {**self.operator, "session": self._session_key} if self._session_key else dict(self.operator)
 
     def close(self) -> None:
         """Leave the release: the driver's lock and this control room's session end with the
@@ -361,7 +387,12 @@ class SharedJournal:
         pg, self._pg = self._pg, None
         if pg is not None:
             with contextlib.suppress(Exception):
-                await pg.conn.execute("DELETE FROM controlroom.sessions WHERE session_key = $1", self._session_key)
+                assert self._conn_lock is not None
+                await asyncio.wait_for(self._conn_lock.acquire(), 1.0)  # an append or a poll finishes first
+                try:
+                    await pg.conn.execute("DELETE FROM controlroom.sessions WHERE session_key = $1", self._session_key)
+                finally:
+                    self._conn_lock.release()
             with contextlib.suppress(Exception):
                 await pg.conn.close(timeout=2)
 
@@ -496,10 +527,14 @@ class SharedJournal:
                unless: Callable[[list[Record]], str | None] | None = None) -> Record:
         """Journal one record, as the file journal does: `unless` is asked with every record
         of the release, in the same transaction as the insert."""
+        # A decision waits for one append at most; an outcome or an observation is never
+        # dropped, so it may also wait out a reconnection in progress (it then lands here or there).
+        deadline = APPEND_DEADLINE_S + 2 if unless is not None else OPEN_DEADLINE_S + APPEND_DEADLINE_S + 2
         try:
-            record = self._thread.call(self._append(kind, dict(data or {}), unless), APPEND_DEADLINE_S + 3)
-        except TimeoutError as error:
-            raise JournalRefused(f"{error}: nothing was decided") from None
+            record = self._thread.call(self._append(kind, dict(data or {}), unless), deadline)
+        except TimeoutError:
+            logger.error("shared journal: no answer to an append of %s within %s s", kind, deadline)
+            raise JournalRefused(f"the shared journal did not answer within {deadline:g} s: nothing was decided") from None
         self.refresh()
         return record
 
@@ -526,6 +561,7 @@ class SharedJournal:
             raise JournalRefused(f"this machine's copy of the release ({self._mirror.path.name}) does not hold what "
                                  "this control room knows, so nothing can be journaled offline: wait for the shared "
                                  "journal")
+        self._mirror.operator = self._record_operator()
         record = self._mirror.append(kind, data, unless=unless)
         with self._state:
             self._known.append(record)
@@ -554,11 +590,13 @@ class SharedJournal:
             pg = self._pg
             if pg is None:
                 return await self._append_now(kind, data, unless)
-            known = self._known
-            record = new_record(len(known) + 1, self.clock().isoformat(), kind, self.operator, data,
-                                known[-1].hash if known else GENESIS, self.redact)
+            record: Record | None = None
             try:
                 async with self._conn_lock:
+                    # Built under the lock: no catch-up extends what it follows meanwhile.
+                    known = self._known
+                    record = new_record(len(known) + 1, self.clock().isoformat(), kind, self._record_operator(), data,
+                                        known[-1].hash if known else GENESIS, self.redact)
                     inserted = await asyncio.wait_for(
                         self._insert(pg, record, unless, known), APPEND_DEADLINE_S)
             except NotDriving:
@@ -571,6 +609,7 @@ class SharedJournal:
                 if not is_unreachable(error):
                     raise
                 await self._go_offline(error)
+                assert record is not None
                 if unless is not None:
                     # A decision the store may or may not have taken: nothing acts on it. It
                     # shows when the store is back if it was taken.
@@ -594,7 +633,12 @@ class SharedJournal:
                 self._synced = record.seq
                 self._copy()
                 return record
-            await self._catch_up_now()  # someone appended meanwhile (a branch kept): follow it
+            try:
+                await self._catch_up_now()  # someone appended meanwhile (a branch kept): follow it
+            except Exception as error:
+                if not is_unreachable(error):
+                    raise
+                await self._go_offline(error)  # the next round journals it here
         raise SessionError(f"the shared journal's release {self.release_id} kept moving under this append")
 
     async def _insert(self, pg: PgJournal, record: Record, unless: Callable[[list[Record]], str | None] | None,
@@ -625,13 +669,20 @@ class SharedJournal:
         try:
             record = self._thread.call(self._take_over(reason.strip()), APPEND_DEADLINE_S + 3)
         except TimeoutError as error:
-            raise SessionError(str(error)) from None
+            raise SessionError(f"the shared journal did not answer ({describe(error)}): nothing was taken over") from None
         self.refresh()
         return record
 
     async def _take_over(self, reason: str) -> Record:
         async with self._write_lock:
-            return await self._take_over_now(reason)
+            try:
+                return await self._take_over_now(reason)
+            except Exception as error:
+                if not is_unreachable(error):
+                    raise
+                await self._go_offline(error)
+                raise SessionError(f"the shared journal did not answer ({self.redact(describe(error))}): "
+                                   "nothing was taken over") from None
 
     async def _take_over_now(self, reason: str) -> Record:
         if self._pg is None:  # the driver, offline: continue here
@@ -650,7 +701,13 @@ class SharedJournal:
         if not got:
             await self._poll_members()
             raise SessionError(self.take_over_refusal() or "another control room took the release first")
-        await self._catch_up_now()
+        try:
+            await self._catch_up_now()
+        except BaseException:
+            with contextlib.suppress(Exception):  # not driving: nobody may hold the lock in our name
+                async with self._conn_lock:
+                    await pg.stop_driving(self.release_id, self._session_key)
+            raise
         self._driving = True
         record = await self._append_online("driver_changed", {"driver": self.label, "how": "took over",
                                                               "from": self._last_driver(), "reason": reason}, None)
@@ -730,9 +787,13 @@ class SharedJournal:
                 self._catch_up_again = False
                 try:
                     await self._catch_up_now()
-                except Exception as error:  # noqa: BLE001 - the link's problem, shown on the banner
+                except Exception as error:  # noqa: BLE001 - said, never silent
                     if is_unreachable(error):
                         await self._go_offline(error)
+                    else:
+                        logger.error("shared journal: following release %s", self.release_id, exc_info=error)
+                        self._notice(f"this control room could not take in the shared journal's records "
+                                     f"({describe(error)}): what it shows may be behind; reopen it")
                     return
                 if not self._catch_up_again:
                     return
@@ -781,8 +842,10 @@ class SharedJournal:
         pg = await PgJournal.open(self._dsn, operator=self.operator, clock=self.clock, redact=self.redact,
                                   settings=SETTINGS)
         try:
+            await self._join(pg)
             async with self._write_lock:  # no append lands in the file while it is made one with the store
                 await self._attach(pg, returning=True)
+            await self._catch_up_now()
         except BaseException:
             self._pg = None
             with contextlib.suppress(Exception):
@@ -803,6 +866,9 @@ class SharedJournal:
         otherwise they are kept as a branch. Opening, a --write window drives when nobody does;
         coming back, the driver drives on only if nobody journaled meanwhile."""
         store = await pg.read(self.release_id)
+        problems = verify_chain(store)
+        if problems:  # never build on, or show, a chain that does not verify
+            raise SessionError(f"the shared journal's release {self.release_id} does not verify: {problems[0]}")
         if self._mirror is None:
             self._mirror = self._open_mirror(store)
             self._known = list(self._mirror.records)
@@ -811,15 +877,22 @@ class SharedJournal:
         while common < min(len(local), len(store)) and local[common].hash == store[common].hash:
             common += 1
         extra, missing = local[common:], store[common:]
+        # Records of ours that reached the store after we stopped hearing from it are not
+        # "someone else journaled meanwhile".
+        others = [r for r in missing if r.operator.get("session") != self._session_key]
         was_driving = self._driving
         if not self.write:
             may_drive = False
         elif returning and not (self._opened_offline and not extra):
-            may_drive = was_driving and not missing  # back: only if nobody journaled meanwhile
+            may_drive = was_driving and not others  # back: only if nobody else journaled meanwhile
         else:  # opening (or opened offline and journaled nothing): drive if nobody does
-            may_drive = not (extra and missing)
-        self._opened_offline = False
+            may_drive = not (extra and others)
         self._driving = may_drive and await pg.try_drive(self.release_id, self._session_key)
+        if may_drive and not self._driving and returning:
+            holder = await pg.lock_holder(DRIVER_LOCKS, release_key(self.release_id))
+            if holder == self._backend_pid:  # unreachable: `_join` ended that session or refused
+                raise StaleSession("this control room's previous connection still holds the driver's lock")
+        self._opened_offline = False
         if returning and was_driving and not self._driving:
             self._notice("someone else drove this release while the shared journal was unreachable: you watch now")
         if extra and self._driving and not missing and await pg.insert_records(
@@ -834,7 +907,7 @@ class SharedJournal:
             self._notice(f"the shared journal is back: the {len(extra)} record(s) journaled here meanwhile are in it")
             return
         if extra:
-            await self._keep_branch(pg, extra)
+            await self._keep_branch(pg, extra, drove_meanwhile=bool(others) or not self._driving)
             return
         with self._state:
             self._known = list(store)
@@ -874,17 +947,19 @@ class SharedJournal:
             os.replace(head_path(path), head_path(aside))
         return aside
 
-    async def _keep_branch(self, pg: PgJournal, extra: list[Record]) -> None:
+    async def _keep_branch(self, pg: PgJournal, extra: list[Record], *, drove_meanwhile: bool = True) -> None:
         """Records journaled here that the store cannot take (someone else journaled
         meanwhile): kept, whole, in the store as an `offline_branch` record and in the set-aside
         local file, which ends with a record saying where they went; the mirror starts again
         from the store. This control room watches from now on."""
         assert self._mirror is not None
+        why = ("someone else journaled this release while these records were journaled offline" if drove_meanwhile
+               else "a record of this control room's reached the shared journal after it stopped answering, and "
+                    "these records, journaled offline after it, cannot follow it")
         data = {"records": [record_body(r) for r in extra], "from_seq": extra[0].seq, "to_seq": extra[-1].seq,
-                "journaled_by": self.label, "first_at": extra[0].ts, "last_at": extra[-1].ts,
-                "why": "someone else journaled this release while these records were journaled offline"}
+                "journaled_by": self.label, "first_at": extra[0].ts, "last_at": extra[-1].ts, "why": why}
         record = await pg.append(self.release_id, "offline_branch", data, channel=self.channel)
-        if self._driving:
+        if self._driving and drove_meanwhile:
             await pg.stop_driving(self.release_id, self._session_key)
             self._driving = False
         stored = await pg.read(self.release_id)
@@ -892,13 +967,14 @@ class SharedJournal:
         aside = self._set_aside(path, "offline-branch")
         branch = Journal.open(aside, redact=self.redact, clock=self.clock, operator=self.operator)
         branch.append("offline_branch_kept", {"release": self.release_id, "store_seq": record.seq,
-                                              "why": data["why"]})
+                                              "why": why})
         mirror = MirrorFile.open(path, redact=self.redact, clock=self.clock, operator=self.operator)
         with self._state:
             self._mirror = mirror
             self._known = list(stored)
             self._synced = len(stored)
         self._copy()
-        self._notice(f"someone else drove this release while the shared journal was unreachable: the {len(extra)} "
-                     f"record(s) journaled here are kept as a branch (record {record.seq} of the shared journal, and "
-                     f"{aside.name}); you watch now")
+        head = ("someone else drove this release while the shared journal was unreachable" if drove_meanwhile
+                else "a record of yours reached the shared journal late")
+        self._notice(f"{head}: the {len(extra)} record(s) journaled here are kept as a branch (record {record.seq} of the "
+                     f"shared journal, and {aside.name}); " + ("you watch now" if not self._driving else "you drive on"))
