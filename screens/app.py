@@ -155,6 +155,12 @@ class ControlRoomApp(App[None]):
         for mode in self.hidden_modes:
             self._modes.pop(mode, None)
 
+    def notify(self, message: str, *, title: str = "", severity: Any = "information", timeout: float | None = None,
+               markup: bool = False) -> None:
+        """Toasts carry data (versions, reasons, other operators' host labels): shown as text,
+        never parsed as markup, which a `[` in a label would break or turn into a link."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
     def get_driver_class(self) -> type[Driver]:
         """On a Unix terminal, the driver that survives the terminal going away."""
         if constants.DRIVER is None and os.name == "posix":
@@ -352,16 +358,22 @@ class ControlRoomApp(App[None]):
         was_online = True
         while True:
             await changed()
-            seen = len(journal.records)
-            engine.refresh()
-            self._show_what_others_journaled(journal.records[seen:])
-            crew = engine.crew()
-            for notice in engine.take_notices():
-                self.notify(plain(notice, limit=300), severity="warning", timeout=10)
-            if crew is not None and was_online and not crew.online:
-                self.bell()  # the driver must look up: decisions are refused from now on
-            was_online = crew.online if crew is not None else True
-            self.session_changed()
+            try:
+                seen = len(journal.records)
+                engine.refresh()
+                self._show_what_others_journaled(journal.records[seen:])
+                crew = engine.crew()
+                for notice in engine.take_notices():
+                    self.notify(plain(notice, limit=300), severity="warning", timeout=10)
+                if crew is not None and was_online and not crew.online:
+                    self.bell()  # the driver must look up: decisions are refused from now on
+                was_online = crew.online if crew is not None else True
+                self.session_changed()
+            except Exception as error:  # noqa: BLE001 - one bad pass must not stop the following
+                logger.error("following the shared journal", exc_info=error)
+                where = f"; traceback in {self.log_path}" if self.log_path else ""
+                self.notify(plain(f"internal error (a bug) following the shared journal: {type(error).__name__}: "
+                                  f"{error}", limit=200) + where, severity="error", timeout=15)
 
     def _warn_shared_journal(self, holder: Holder) -> None:
         """Another live control room has this journal open (a second window, or one whose

@@ -96,3 +96,46 @@ async def test_a_watchers_screen_follows_the_driver_and_takes_over_when_it_is_go
     finally:
         alice.close()
         await asyncio.sleep(0)
+
+
+async def test_a_driver_named_with_markup_is_shown_as_text_and_a_bad_pass_does_not_stop_following(
+        sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other operators' names reach every watcher's toasts and header: a `[` in them is text (it
+    used to end the app with a MarkupError, or make a link). And one pass of the watch loop that
+    fails is logged and said, and the next record is still followed."""
+    config = environment_config(sandbox.config_path, tmp_path, "shared markup")
+    odd = {"user": "al[/x]ice", "host": "[@click=app.quit]b1"}
+    driver = ReleaseEngine.open(load_config(config), write=True, journal_dir=tmp_path / "odd", operator=odd)
+    monkeypatch.setenv("CONTROLROOM_LOG_FILE", str(tmp_path / "log" / "controlroom.log"))
+    app = make_app(load_config(config), write=True, start_polling=False, check_on_start=False,
+                   journal_dir=tmp_path / "bastion-2", operator=BOB)
+    try:
+        async with app.run_test(size=(80, 24), notifications=True) as pilot:
+            await wait_for(lambda: app.session is not None, pilot)
+            await wait_for(lambda: any("driven by al[/x]ice@[@click=app.quit]b1" in n for n in notifications(app)),
+                           pilot)
+            await pilot.press("a")  # refused with the driver's name, as text
+            await wait_for(lambda: any(n.startswith("driven by al[/x]ice") for n in notifications(app)), pilot)
+            await pilot.pause(0.3)
+            assert app.is_running and app.return_code is None
+
+            calls = 0
+            original = type(app)._show_what_others_journaled
+
+            def fails_once(self: Any, records: list[Any]) -> None:
+                nonlocal calls
+                calls += 1
+                if calls == 1:
+                    raise RuntimeError("a bad pass")
+                original(self, records)
+
+            monkeypatch.setattr(type(app), "_show_what_others_journaled", fails_once)
+            await driver.start_deploy("v2.15.0", override_reason="markup test")
+            await wait_for(lambda: any("following the shared journal: RuntimeError: a bad pass" in n
+                                       for n in notifications(app)), pilot)
+            driver.mark_done("env-health", "by hand")
+            await wait_for(lambda: app.session is not None and app.session.state.steps.get("env-health") is not None,
+                           pilot, timeout=5, what="still following after the bad pass")
+            assert "a bad pass" in (tmp_path / "log" / "controlroom.log").read_text()
+    finally:
+        driver.close()

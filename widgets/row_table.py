@@ -18,8 +18,8 @@ from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
 class RowTable(DataTable[Any]):
     def update_cell(self, row_key: RowKey | str, column_key: ColumnKey | str, value: Any, *,
                     update_width: bool = False) -> None:
-        if update_width:  # the columns may move: the whole table changes, Textual's way
-            super().update_cell(row_key, column_key, value, update_width=True)
+        if update_width or self.fixed_rows:  # columns may move / fixed rows render apart: Textual's way
+            super().update_cell(row_key, column_key, value, update_width=update_width)
             return
         row = RowKey(row_key) if isinstance(row_key, str) else row_key
         column = ColumnKey(column_key) if isinstance(column_key, str) else column_key

@@ -6,6 +6,7 @@ printed only for an internal error, and only with --debug.
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import traceback
@@ -48,8 +49,9 @@ def _set_host(host: str | None) -> None:
         from controlroom.infra.identity import HOST_VARIABLE
 
         label = host.strip()
-        if not label or not label.isprintable():
-            raise click.BadParameter("give a label of printable characters", param_hint="--host")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", label):
+            raise click.BadParameter("give a name such as bastion-2: letters, digits, '.', '_', ':' and '-', "
+                                     "at most 64", param_hint="--host")
         os.environ[HOST_VARIABLE] = label
 
 

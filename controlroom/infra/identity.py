@@ -59,11 +59,11 @@ def current_operator(environ: Mapping[str, str] | None = None, *, uid: int | Non
 
 
 def host_label(environ: Mapping[str, str] | None = None) -> str:
-    """$CONTROLROOM_HOST (what `--host` sets), else the machine's host name; printable
-    characters only, at most 64."""
+    """$CONTROLROOM_HOST (what `--host` sets), else the machine's host name: letters, digits,
+    '.', '_', ':' and '-' only (other operators see it), at most 64."""
     env = os.environ if environ is None else environ
     label = env.get(HOST_VARIABLE, "").strip() or socket.gethostname()
-    label = "".join(ch for ch in label if ch.isprintable() and not ch.isspace())
+    label = "".join(ch for ch in label if ch.isalnum() or ch in "._:-")  # shown to other operators
     return label[:MAX_HOST_CHARS] or "unknown-host"
 
 

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controlroom.infra.identity import operator_label
 from controlroom.release.state import DeploymentState, format_duration, replay, stage_of
 from controlroom.release.journal import (JournalClaim, JournalReadError, Record, journal_directory, read_records,
                                          verify_chain)
@@ -114,8 +113,8 @@ def _event(record: Record) -> dict[str, Any]:
     data = record.data
     detail = next((str(data[key]) for key in ("step_id", "phase_id", "version", "outcome", "verdict", "item_id",
                                               "driver") if data.get(key)), "")
-    return {"seq": record.seq, "at": record.ts, "kind": record.kind, "by": operator_label(record.operator),
-            "detail": detail}
+    return {"seq": record.seq, "at": record.ts, "kind": record.kind, "by": record.operator.get("user", ""),
+            "host": record.operator.get("host", ""), "detail": detail}
 
 
 def newest_journal(loaded: LoadedConfig | None, directory: Path | None = None) -> Path | None:
@@ -207,7 +206,8 @@ def render(status: ReleaseStatus, now: datetime) -> str:
     if status.records:
         lines.append("last events:")
         for event in (_event(r) for r in status.records[-LAST_EVENTS:]):
-            lines.append(f"  {event['seq']:>4} {event['at'][11:19]} {event['kind']:<20} {event['detail'][:40]} {event['by']}")
+            by = f"{event['by']}@{event['host']}" if event["host"] else event["by"]
+            lines.append(f"  {event['seq']:>4} {event['at'][11:19]} {event['kind']:<20} {event['detail'][:40]} {by}")
     return "\n".join(lines)
 
 
