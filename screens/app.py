@@ -721,7 +721,10 @@ class ControlRoomApp(App[None]):
         if crew is not None and not crew.online:
             body.append("The shared journal is unreachable. Continuing offline, you decide here: every record is "
                         "journaled on this machine and goes to the shared journal when it is back — unless someone "
-                        "else drove meanwhile, and then yours are kept as a branch, shown in the report.\n")
+                        "else drove meanwhile, and then yours are kept as a branch, shown in the report.\n\n")
+            body.append("Nobody can see what you do until then, and you cannot see them: if another operator may "
+                        "have taken over, ask before you run a step, or it may run twice.", style="bold")
+            body.append("\n")
         else:
             last = f"{crew.last_driver}'s" if crew is not None and crew.last_driver else "its driver's"
             body.append(f"Nobody drives this release: {plain(last, limit=40)} control room is gone. You become its "
