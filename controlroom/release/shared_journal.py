@@ -303,7 +303,12 @@ class SharedJournal:
             with contextlib.suppress(Exception):
                 pg.conn.terminate()
             raise
-        await self._catch_up_now()  # a NOTIFY that came while syncing found no connection yet
+        try:
+            await self._catch_up_now()  # a NOTIFY that came while syncing found no connection yet
+        except Exception as error:
+            if not is_unreachable(error):
+                raise
+            await self._go_offline(error)  # opened, then lost: offline on the release we have
         if self._driving:
             await self._append_online("driver_changed", {"driver": self.label, "how": "opened",
                                                          "from": self._last_driver()}, None)
