@@ -345,7 +345,7 @@ class ControlRoomApp(App[None]):
         elif session.resumed:
             self.notify(f"Resumed the deployment of {session.state.version}", timeout=4)
         self.session_changed()
-        if self.check_on_start and not session.watching:
+        if self.check_on_start and not session.follows_driver:
             self.call_after_refresh(self._run_checks)  # after the first frame is up
 
     @work(group="shared-journal", exit_on_error=False)

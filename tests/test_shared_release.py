@@ -538,3 +538,32 @@ async def test_an_outcome_journaled_while_the_driver_reconnects_slowly_is_not_lo
         if alice is not None:
             alice.close()
         await asyncio.to_thread(store.stop)
+
+
+async def test_a_read_only_window_on_a_release_nobody_drove_checks_for_itself(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The README's first command: a read-only demo, alone on its release. With no driver to
+    follow it probes the checklist itself (journaling nothing) and shows no alarm; once a driver
+    journals what it measured, it shows that instead."""
+    config = environment_config(sandbox.config_path, tmp_path, "shared first look")
+    carol = open_engine(config, tmp_path, CAROL, write=False)
+    alice = None
+    try:
+        assert carol.watching and not carol.follows_driver
+        assert carol.crew().banner() == ("", "") and carol.crew().headline() == ("NO DRIVER · 1 watch", "nobody")
+        before = len(carol.journal.records)
+        await carol.run_checks()
+        assert carol.verdict is not None and carol.results
+        assert len(carol.journal.records) == before  # an observation, kept to itself
+        alice = open_engine(config, tmp_path, ALICE)
+        await alice.run_checks()
+        await eventually(lambda: carol.follows_driver and any(r.kind == "check" for r in carol.journal.records), carol,
+                         what="carol follows alice")
+        with pytest.raises(SessionError, match="you watch this release"):
+            await carol.run_checks()
+        alice.close()
+        await eventually(lambda: carol.crew().driver is None, carol)
+        assert carol.crew().banner()[1] == "nobody"  # a driver went: now it is said
+    finally:
+        carol.close()
+        if alice is not None:
+            alice.close()

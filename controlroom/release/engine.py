@@ -209,17 +209,23 @@ class ReleaseEngine:
     # -- several control rooms on one release (the shared store) ------------------------
 
     @property
-    def shared(self) -> bool:
-        return isinstance(self.journal, SharedJournal)
-
-    @property
     def watching(self) -> bool:
-        """Another control room drives this shared release: this one shows what it journals."""
+        """This control room does not drive the shared release: it journals nothing."""
         return isinstance(self.journal, SharedJournal) and not self.journal.can_append
 
+    @property
+    def follows_driver(self) -> bool:
+        """A watcher whose checklist is the driver's: another control room drives, or has
+        journaled what it measured. (A watcher of a release nobody has driven yet — the
+        read-only demo — probes for itself, and journals nothing.)"""
+        if not self.watching:
+            return False
+        crew = self.crew()
+        return (crew is not None and crew.driver is not None) or any(True for _ in self.journal.of_kind("check"))
+
     def _refuse_if_watching(self) -> None:
-        """A watcher's checklist is the driver's (its journaled results): it probes nothing."""
-        if self.watching:
+        """A watcher that follows a driver probes nothing: its checklist is the driver's."""
+        if self.follows_driver:
             control = self.journal.decision_refusal() or "another control room drives this release"
             raise SessionError(f"you watch this release: its checklist shows what the driver measured ({control})")
 
@@ -374,7 +380,7 @@ class ReleaseEngine:
             for step in [*self.state.steps.values(), *rollback_steps.values()]:
                 if live and step.status == "unknown" and step.session == live:
                     step.status = "running"
-            if self.watching:
+            if self.follows_driver:
                 self._show_journaled_results()
 
     def _show_journaled_results(self) -> None:

@@ -200,9 +200,8 @@ class Crew:
                         "when that is back", "offline")
             return (f"SHARED JOURNAL UNREACHABLE since {since} ({self.offline_error}): showing what was journaled "
                     "until then; reconnecting", "offline")
-        if self.driver is None and not self.driving:
-            gone = f"{self.last_driver}'s" if self.last_driver else "its driver's"
-            return (f"Nobody drives this release ({gone} control room is gone) — "
+        if self.driver is None and not self.driving and self.last_driver:  # a driver went: someone must act
+            return (f"Nobody drives this release ({self.last_driver}'s control room is gone) — "
                     + ("T takes over" if self.write else "a --write control room can take over (T)"), "nobody")
         return "", ""
 
