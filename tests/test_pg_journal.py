@@ -12,8 +12,9 @@ import asyncpg
 import pytest
 
 from controlroom.release.journal import GENESIS, Journal, new_record, read_records, verify_chain
-from controlroom.release.pg_journal import (SCHEMA_VERSION, PgJournal, StoreRefused, ensure_schema,
-                                            refuse_pooler)
+from controlroom.config.loader import load_config
+from controlroom.errors import ConfigError
+from controlroom.release.pg_journal import SCHEMA_VERSION, PgJournal, StoreRefused, ensure_schema
 
 ALICE = {"user": "alice", "host": "bastion-1"}
 BOB = {"user": "bob", "host": "bastion-2"}
@@ -113,13 +114,36 @@ async def test_conflicting_append_rechains(db_dsn: str) -> None:
         await b.close()
 
 
-def test_pooler_refused_in_one_line() -> None:
-    for kwargs in ({"transaction_pooler": True}, {"pooler": "transaction"}):
-        with pytest.raises(StoreRefused, match="use session mode \\(port 5432\\) or a direct connection"):
-            refuse_pooler("postgresql://u@h:5432/db", **kwargs)
-    with pytest.raises(StoreRefused):
-        refuse_pooler("postgresql://u@pooler.supabase.com:6543/postgres")
-    refuse_pooler("postgresql://u@h:5432/db")
+POOLER_CONFIG = """\
+runbook = "default"
+[environment]
+name = "staging"
+{pooler}
+[environment.urls]
+supabase = "https://example.supabase.co"
+metrics = "https://prometheus.example"
+pagerduty = "https://events.pagerduty.com"
+[environment.secrets]
+database_dsn = "CR_DSN"
+supabase_api_key = "K"
+burst_api_key = "K"
+slack_webhook_url = "K"
+pagerduty_routing_key = "K"
+[journal]
+store = "postgres"
+"""
+
+
+def test_pooler_refused_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "controlroom.toml"
+    for pooler in ("transaction_pooler = true", 'pooler = "transaction"'):
+        config.write_text(POOLER_CONFIG.format(pooler=pooler))
+        with pytest.raises(ConfigError, match="use session mode \\(port 5432\\) or a direct connection"):
+            load_config(config, environ={"CR_DSN": "postgresql://u@h:5432/db", "K": "x"})
+    config.write_text(POOLER_CONFIG.format(pooler=""))
+    with pytest.raises(ConfigError, match="port 6543, Supabase's transaction pooler"):
+        load_config(config, environ={"CR_DSN": "postgresql://u@pooler.supabase.com:6543/postgres", "K": "x"})
+    assert load_config(config, environ={"CR_DSN": "postgresql://u@h:5432/db", "K": "x"}).journal.shared
 
 
 def _appender(dsn: str, worker: int, count: int) -> None:

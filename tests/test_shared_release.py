@@ -45,6 +45,25 @@ def open_engine(config: Path, journals: Path, operator: dict[str, str], *, write
                               operator=operator)
 
 
+@contextlib.asynccontextmanager
+async def driver_behind_a_proxy(sandbox: Sandbox, tmp_path: Path,
+                                environment: str) -> AsyncIterator[tuple[TcpProxy, ReleaseEngine, ReleaseEngine]]:
+    """alice, who drives through a proxy the test can cut or partition, and bob, connected
+    to the store directly, on a release of `environment`."""
+    proxy = TcpProxy(sandbox.postgres.port).start()  # type: ignore[union-attr]
+    engines: list[ReleaseEngine] = []
+    try:
+        engines.append(open_engine(environment_config(sandbox.config_path, tmp_path / "a", environment,
+                                                      dsn=proxy.dsn(sandbox.dsn)), tmp_path, ALICE))
+        engines.append(open_engine(environment_config(sandbox.config_path, tmp_path / "b", environment),
+                                   tmp_path, BOB))
+        yield proxy, engines[0], engines[1]
+    finally:
+        for engine in engines:
+            engine.close()
+        proxy.stop()
+
+
 async def test_one_drives_the_others_watch_every_record_within_a_second(sandbox: Sandbox, tmp_path: Path) -> None:
     config = environment_config(sandbox.config_path, tmp_path, "shared three windows")
     alice = open_engine(config, tmp_path, ALICE)
@@ -322,12 +341,7 @@ async def test_a_driver_cut_off_while_another_drove_keeps_its_offline_records_as
     When its network is back its records cannot follow the store's: they are kept whole, as an
     `offline_branch` record in the store and as the set-aside local file (its chain intact,
     ending with where they went); its new local copy is the store's; it watches, and says so."""
-    proxy = TcpProxy(sandbox.postgres.port).start()  # type: ignore[union-attr]
-    alice = bob = None
-    try:
-        alice = open_engine(environment_config(sandbox.config_path, tmp_path / "a", "shared branch",
-                                               dsn=proxy.dsn(sandbox.dsn)), tmp_path, ALICE)
-        bob = open_engine(environment_config(sandbox.config_path, tmp_path / "b", "shared branch"), tmp_path, BOB)
+    async with driver_behind_a_proxy(sandbox, tmp_path, "shared branch") as (proxy, alice, bob):
         await alice.start_deploy("v2.15.0", override_reason="branch test")
         await eventually(lambda: bob.stage is Stage.DEPLOYING, bob)
 
@@ -366,11 +380,6 @@ async def test_a_driver_cut_off_while_another_drove_keeps_its_offline_records_as
 
         report = render_report(stored.records, load_config(sandbox.config_path).runbook)
         assert "Offline branch" in report and "alice@bastion-1" in report and "breaker-status" in report
-    finally:
-        for engine in (alice, bob):
-            if engine is not None:
-                engine.close()
-        proxy.stop()
 
 
 def replay_steps(records: list) -> dict[str, str]:  # type: ignore[type-arg]
@@ -472,12 +481,7 @@ async def test_a_driver_back_from_a_short_partition_drives_on_with_its_offline_r
     session (and the driver's lock) when the network is back. Nobody else drove: the driver ends
     its own old session, keeps its session, sends what it journaled offline and drives on — not
     a branch, not "someone else drove"."""
-    proxy = TcpProxy(sandbox.postgres.port).start()  # type: ignore[union-attr]
-    alice = bob = None
-    try:
-        alice = open_engine(environment_config(sandbox.config_path, tmp_path / "a", "shared partition",
-                                               dsn=proxy.dsn(sandbox.dsn)), tmp_path, ALICE)
-        bob = open_engine(environment_config(sandbox.config_path, tmp_path / "b", "shared partition"), tmp_path, BOB)
+    async with driver_behind_a_proxy(sandbox, tmp_path, "shared partition") as (proxy, alice, bob):
         await alice.start_deploy("v2.15.0", override_reason="partition test")
         session = alice.journal.session_key
 
@@ -500,11 +504,6 @@ async def test_a_driver_back_from_a_short_partition_drives_on_with_its_offline_r
         await eventually(lambda: bob.state.steps.get("env-health") is not None
                          and bob.crew().driver is not None and bob.crew().driver.label == "alice@bastion-1",  # type: ignore[union-attr]
                          bob, what="bob sees alice drive on")
-    finally:
-        for engine in (alice, bob):
-            if engine is not None:
-                engine.close()
-        proxy.stop()
 
 
 async def test_an_outcome_journaled_while_the_driver_reconnects_slowly_is_not_lost(

@@ -22,8 +22,9 @@ migrating it takes a transaction-scoped advisory lock, so two processes starting
 are safe.
 
 Transaction-mode poolers (Supavisor/pgbouncer on port 6543) support neither advisory locks
-nor LISTEN/NOTIFY: `refuse_pooler` says so in one line from the settings, and
-`probe_session_mode` finds a pooler that hands consecutive statements to other backends.
+nor LISTEN/NOTIFY: the config loader refuses them in one line from the settings and the DSN's
+port, and `probe_session_mode` finds a pooler that hands consecutive statements to other
+backends.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -104,16 +104,6 @@ class StoreRefused(SessionError):
 
 class NotDriving(JournalRefused):
     """An append by a control room that does not hold the release's driver lock."""
-
-
-def refuse_pooler(dsn: str, *, transaction_pooler: bool = False, pooler: str | None = None) -> None:
-    """One line when the journal's database is behind a transaction-mode pooler."""
-    try:
-        port = urlsplit(dsn).port
-    except ValueError:
-        port = None
-    if transaction_pooler or pooler == "transaction" or port == 6543:
-        raise StoreRefused(TRANSACTION_POOLER_REFUSAL)
 
 
 async def probe_session_mode(conn: asyncpg.Connection) -> None:
@@ -288,18 +278,17 @@ class PgJournal:
     # -- appending ---------------------------------------------------------------------
 
     async def append(self, release_id: str, kind: str, data: dict[str, Any] | None = None, *,
-                     mirror: Journal | None = None, channel: str | None = None,
-                     unless: Callable[[list[Record]], str | None] | None = None,
-                     known: list[Record] | None = None, fence: int | None = None) -> Record:
+                     mirror: Journal | None = None, channel: str | None = None, fence: int | None = None) -> Record:
         """Chain one record after the release's last and commit it (with a NOTIFY on
-        `channel`); mirror it to `mirror`. `unless` is asked inside the transaction, with every
-        record of the release (`known`, the caller's, and any appended since): a reason refuses
-        the append (JournalRefused). With `fence` (the release's lock key) the append is
+        `channel`); mirror it to `mirror`. With `fence` (the release's lock key) the append is
         refused unless this connection holds the driver's lock (NotDriving)."""
         for _ in range(APPEND_ATTEMPTS):
             try:
                 async with self.conn.transaction():
-                    record = await self._append_locked(release_id, kind, data or {}, channel, unless, known, fence)
+                    seq, prev = await self._lock_tail(release_id, fence)
+                    record = new_record(seq, self.clock().isoformat(), kind, self.operator, data or {}, prev,
+                                        self.redact)
+                    await self._insert(release_id, record, channel)
             except asyncpg.UniqueViolationError:
                 self.conflicts += 1
                 continue  # someone appended this seq meanwhile: re-read the tail, re-chain
@@ -309,27 +298,32 @@ class PgJournal:
         raise SessionError(f"the shared journal's release {release_id}: {APPEND_ATTEMPTS} appends in a row lost "
                            "the race for the next record")
 
-    async def _append_locked(self, release_id: str, kind: str, data: dict[str, Any], channel: str | None,
-                             unless: Callable[[list[Record]], str | None] | None, known: list[Record] | None,
-                             fence: int | None) -> Record:
-        # Appenders of one release queue on its row, so 50 writers do not starve each other
-        # re-chaining; the unique (release_id, seq) still catches any writer that did not.
+    async def insert_next(self, release_id: str, record: Record, channel: str | None, *,
+                          unless: Callable[[list[Record]], str | None] | None, known: list[Record],
+                          fence: int) -> bool:
+        """In one transaction: `record` (chained by the caller), if it still follows the
+        release's last and `unless`, asked with `known` (the caller's records, the store's up to
+        its tail), has no reason against it; NotDriving without the driver's lock. False, nothing
+        written, when the store moved on."""
+        async with self.conn.transaction():
+            if await self._lock_tail(release_id, fence) != (record.seq, record.prev):
+                return False
+            reason = unless(list(known)) if unless is not None else None
+            if reason:
+                raise JournalRefused(reason)
+            await self._insert(release_id, record, channel)
+        return True
+
+    async def _lock_tail(self, release_id: str, fence: int | None) -> tuple[int, str]:
+        """In a transaction: queue on the release's row (so 50 writers do not starve each
+        other re-chaining; the unique (release_id, seq) still catches any that did not), check
+        the fence, and say the seq and prev hash the next record takes."""
         if await self.conn.fetchval(f"SELECT 1 FROM {SCHEMA}.releases WHERE release_id = $1 FOR NO KEY UPDATE",
                                     release_id) is None:
             raise SessionError(f"the shared journal has no release {release_id}")
         if fence is not None and not await self.holds_driver_lock(fence):
             raise NotDriving("this control room no longer holds the release's driver lock")
-        seq, prev = await self._next(release_id)
-        if unless is not None:
-            records = list(known or [])
-            if len(records) < seq - 1 or (records and records[-1].hash != prev):
-                records = await self.read(release_id)
-            reason = unless(records)
-            if reason:
-                raise JournalRefused(reason)
-        record = new_record(seq, self.clock().isoformat(), kind, self.operator, data, prev, self.redact)
-        await self._insert(release_id, record, channel)
-        return record
+        return await self._next(release_id)
 
     async def _insert(self, release_id: str, record: Record, channel: str | None) -> None:
         await self.conn.execute(
@@ -348,11 +342,10 @@ class PgJournal:
         if not records:
             return True
         async with self.conn.transaction():
-            await self.conn.fetchval(f"SELECT 1 FROM {SCHEMA}.releases WHERE release_id = $1 FOR NO KEY UPDATE",
-                                     release_id)
-            if fence is not None and not await self.holds_driver_lock(fence):
+            try:
+                seq, prev = await self._lock_tail(release_id, fence)
+            except NotDriving:
                 return False
-            seq, prev = await self._next(release_id)
             if records[0].seq != seq or records[0].prev != prev or verify_chain(records, prev=prev, first_seq=seq):
                 return False
             for record in records:

@@ -223,7 +223,6 @@ class SharedJournal:
         self.label = operator_label(operator)
         self.channel = channel_of(environment)
         self.release_id = ""
-        self.created = False  # this control room created the release
         self.records: list[Record] = []  # the engine's view: a prefix of the mirror's records
         self.problems: list[JournalProblem] = []
         self._thread = StoreThread()
@@ -294,7 +293,7 @@ class SharedJournal:
                                   settings=SETTINGS)
         try:
             await probe_session_mode(pg.conn)
-            self.release_id, self.created = await pg.find_or_create(self.environment, new_release_id, opened,
+            self.release_id, _ = await pg.find_or_create(self.environment, new_release_id, opened,
                                                                     joinable)
             await self._join(pg)
             await self._attach(pg, returning=False)
@@ -601,8 +600,9 @@ class SharedJournal:
                     known = self._known
                     record = new_record(len(known) + 1, self.clock().isoformat(), kind, self._record_operator(), data,
                                         known[-1].hash if known else GENESIS, self.redact)
-                    inserted = await asyncio.wait_for(
-                        self._insert(pg, record, unless, known), APPEND_DEADLINE_S)
+                    inserted = await asyncio.wait_for(pg.insert_next(
+                        self.release_id, record, self.channel, unless=unless, known=known,
+                        fence=release_key(self.release_id)), APPEND_DEADLINE_S)
             except NotDriving:
                 self._driving = False
                 self._notice("you no longer hold this release's driver lock: you watch now")
@@ -644,25 +644,6 @@ class SharedJournal:
                     raise
                 await self._go_offline(error)  # the next round journals it here
         raise SessionError(f"the shared journal's release {self.release_id} kept moving under this append")
-
-    async def _insert(self, pg: PgJournal, record: Record, unless: Callable[[list[Record]], str | None] | None,
-                      known: list[Record]) -> bool:
-        """In one transaction: the record, if it still follows the store's last and `unless`
-        has no reason against it, with its NOTIFY. False when the store moved on."""
-        async with pg.conn.transaction():
-            await pg.conn.fetchval("SELECT 1 FROM controlroom.releases WHERE release_id = $1 FOR NO KEY UPDATE",
-                                   self.release_id)
-            if not await pg.holds_driver_lock(release_key(self.release_id)):
-                raise NotDriving("this control room no longer holds the release's driver lock")
-            seq, prev = await pg._next(self.release_id)
-            if (seq, prev) != (record.seq, record.prev):
-                return False
-            if unless is not None:
-                reason = unless(list(known))
-                if reason:
-                    raise JournalRefused(reason)
-            await pg._insert(self.release_id, record, self.channel)
-        return True
 
     def take_over(self, reason: str) -> Record:
         """Become the driver of a release whose driver's control room is gone (journaled,

@@ -38,7 +38,7 @@ class StatusError(ControlRoomError):
 
 
 @dataclass(frozen=True)
-class Crew:
+class SharedCrew:
     """Who is on a shared release, as the store says (for status)."""
 
     release_id: str
@@ -62,7 +62,7 @@ class ReleaseStatus:
     deployment: Deployment | None
     problems: list[str]
     open_in: str  # the live control room that has the journal open, "" when none
-    crew: Crew | None = None  # the shared store's release: who drives, who watches
+    crew: SharedCrew | None = None  # the shared store's release: who drives, who watches
 
     @property
     def phase(self) -> str | None:
@@ -167,7 +167,7 @@ async def shared_status(loaded: LoadedConfig) -> ReleaseStatus:
     problems = verify_chain(stored.records)
     driver = stored.driver
     last = next((r for r in reversed(stored.records) if r.kind == "driver_changed"), None)
-    crew = Crew(stored.release_id, driver.label if driver else "", driver.driving_since if driver else None,
+    crew = SharedCrew(stored.release_id, driver.label if driver else "", driver.driving_since if driver else None,
                 [m.label for m in stored.watchers], str(last.data.get("driver", "")) if last else "")
     return ReleaseStatus(None, replay(stored.records), stored.records, deployment, problems,
                          driver.label if driver else "", crew)

@@ -20,6 +20,7 @@ from pathlib import Path
 import platformdirs
 
 from controlroom.errors import ControlRoomError
+from controlroom.sandbox.pg.reaper import process_alive
 
 DIRECTORY_VARIABLE = "CONTROLROOM_SANDBOX_DIR"  # tests point it elsewhere
 
@@ -62,16 +63,6 @@ def advertised(config_path: Path, scenario: str) -> Iterator[None]:
             path.unlink()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running_sandboxes() -> list[RunningSandbox]:
     """The demos and sandboxes running for this user, newest first (pointers left by one
     that was killed are removed)."""
@@ -87,7 +78,7 @@ def running_sandboxes() -> list[RunningSandbox]:
                                      datetime.fromisoformat(str(data["started"])))
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if not _alive(sandbox.pid) or not sandbox.config.is_file():
+        if not process_alive(sandbox.pid) or not sandbox.config.is_file():
             with contextlib.suppress(OSError):
                 pointer.unlink()
             continue

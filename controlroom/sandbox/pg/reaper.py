@@ -58,7 +58,8 @@ def stop_reaper(reaper: subprocess.Popen[bytes] | None) -> None:
         reaper.wait(timeout=5)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (another user's included)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.as_user:
         _become(args.as_user)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the owner stopped cleanly
-    while _alive(args.owner) and Path(f"/proc/{args.owner}").exists():
+    while process_alive(args.owner) and Path(f"/proc/{args.owner}").exists():
         time.sleep(POLL_S)
     _reap(args.kill_group, args.remove)
     return 0
