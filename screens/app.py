@@ -793,10 +793,10 @@ class ControlRoomApp(App[None]):
                         "cancelled") + ".\n", style="bold")
         crew = session.crew()
         if crew is not None:  # the shared release goes on without a driver until one takes over
-            watchers = [m.label for m in crew.members if not m.drives]
+            can_drive = [m.label for m in crew.members if not m.drives and m.write]  # read-only ones cannot
             text.append("The shared journal keeps everything; " + (
-                f"{plain(', '.join(watchers), limit=80)} can take over (T), or you, reopening."
-                if watchers else "reopening, you (or another operator) drive it again."))
+                f"{plain(', '.join(can_drive), limit=80)} can take over (T), or you, reopening."
+                if can_drive else "reopening, you (or another operator with --write) drive it again."))
             return text
         resumable = (state.in_progress or rolling_back) and self.offer_resume  # a demo's sandbox ends with it
         text.append("The journal keeps everything" + ("; reopening resumes it." if resumable else "."))

@@ -139,3 +139,34 @@ async def test_a_driver_named_with_markup_is_shown_as_text_and_a_bad_pass_does_n
             assert "a bad pass" in (tmp_path / "log" / "controlroom.log").read_text()
     finally:
         driver.close()
+
+
+async def test_the_drivers_quit_question_names_who_can_take_over(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Quitting mid-deployment, the driver is told who can take over: watchers with --write,
+    never a read-only one."""
+    config = environment_config(sandbox.config_path, tmp_path, "shared quit")
+    app = make_app(load_config(config), write=True, start_polling=False, check_on_start=False,
+                   journal_dir=tmp_path / "bastion-1", operator=ALICE)
+    carol = None
+    bob = None
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(lambda: app.session is not None, pilot)
+            await app.session.start_deploy("v2.15.0", override_reason="quit test")  # type: ignore[union-attr]
+            carol = ReleaseEngine.open(load_config(config), write=False, journal_dir=tmp_path / "c",
+                                       operator={"user": "carol", "host": "bastion-3"})
+            await wait_for(lambda: app.session is not None and len(app.session.crew().members) == 2,  # type: ignore[union-attr]
+                           pilot, timeout=5)
+            question = app.quit_question()
+            assert question is not None and "carol@bastion-3" not in question.plain
+            assert "another operator with --write" in question.plain
+            bob = ReleaseEngine.open(load_config(config), write=True, journal_dir=tmp_path / "b", operator=BOB)
+            await wait_for(lambda: app.session is not None and len(app.session.crew().members) == 3,  # type: ignore[union-attr]
+                           pilot, timeout=5)
+            question = app.quit_question()
+            assert question is not None and "bob@bastion-2 can take over (T)" in question.plain
+            assert "carol" not in question.plain
+    finally:
+        for engine in (carol, bob):
+            if engine is not None:
+                engine.close()
