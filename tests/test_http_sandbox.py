@@ -20,6 +20,7 @@ import pytest
 from controlroom.sandbox.http.app import create_app, fingerprint
 from controlroom.sandbox.http.middleware import FixedWindowRateLimiter, RequestMetrics
 from controlroom.sandbox.http.server import HttpServerProcess, HttpServerStartError, HttpSettings, sign_jwt
+from controlroom.sandbox.http.sinks import SINKS
 from controlroom.sandbox.pg.postgres import EmbeddedPostgres, free_port
 
 from http_fixtures import ORIGIN, bearer, create_database, issue_token, make_zombie, server, shared_dsn, start_server  # noqa: F401 - fixtures
@@ -343,7 +344,7 @@ async def test_sink_faults(client: httpx.AsyncClient, server: HttpServerProcess)
     bad = await client.post("/_sandbox/sinks/faults", json={"sink": "email", "status": 500}, headers=admin(server))
     assert bad.status_code == 400
     await client.delete("/_sandbox/sinks", headers=admin(server))
-    assert (await client.get("/_sandbox/sinks", headers=admin(server))).json() == {"slack": [], "pagerduty": []}
+    assert (await client.get("/_sandbox/sinks", headers=admin(server))).json() == {sink: [] for sink in SINKS}
 
 
 # -- sandbox control -----------------------------------------------------------------------

@@ -42,7 +42,14 @@ from controlroom.sandbox.http.middleware import (
     RequestMetrics,
 )
 from controlroom.sandbox.world.scenarios import PROVIDERS, Scenario, get_scenario
-from controlroom.sandbox.http.sinks import SinkFault, SinkRecorder, fault_response, redact_pd, validate_pd_event
+from controlroom.sandbox.http.sinks import (
+    SINKS,
+    SinkRecorder,
+    fault_response,
+    redact_pd,
+    validate_pd_change,
+    validate_pd_event,
+)
 from controlroom.infra.tokens import token_fingerprint
 from controlroom.sandbox.http.server import sign_jwt
 
@@ -417,19 +424,35 @@ class Platform:
         return PlainTextResponse("ok")
 
     async def pagerduty(self, request: Request) -> Response:
-        body = await _json_body(request)
-        shown = redact_pd(body)  # the routing key is a secret: never kept
-        fault = self.sinks.take_fault("pagerduty")
-        if fault is not None:
-            self.sinks.record("pagerduty", request, shown, fault.status, "injected fault")
-            return fault_response("pagerduty", fault)
-        errors = validate_pd_event(body, self.settings.pagerduty_routing_key)
-        if errors:
-            self.sinks.record("pagerduty", request, shown, 400, "; ".join(errors))
-            return _error(400, status="invalid event", message="Event object is invalid", errors=errors)
-        dedup_key = body.get("dedup_key") or uuid.uuid4().hex
-        self.sinks.record("pagerduty", request, {**shown, "dedup_key": dedup_key}, 202, None)
+        """An alert event (Events API v2, POST /v2/enqueue)."""
+        accepted = await self._pd_event(request, "pagerduty", validate_pd_event)
+        if isinstance(accepted, Response):
+            return accepted
+        dedup_key = accepted.get("dedup_key") or uuid.uuid4().hex
+        self.sinks.record("pagerduty", request, {**redact_pd(accepted), "dedup_key": dedup_key}, 202, None)
         return JSONResponse({"status": "success", "message": "Event processed", "dedup_key": dedup_key}, status_code=202)
+
+    async def pagerduty_change(self, request: Request) -> Response:
+        """A change event (Events API v2, POST /v2/change/enqueue): a deploy marker."""
+        accepted = await self._pd_event(request, "pagerduty_change", validate_pd_change)
+        if isinstance(accepted, Response):
+            return accepted
+        self.sinks.record("pagerduty_change", request, redact_pd(accepted), 202, None)
+        return JSONResponse({"status": "success", "message": "Change event processed"}, status_code=202)
+
+    async def _pd_event(self, request: Request, sink: str,
+                        validate: Callable[[Any, str], list[str]]) -> dict[str, Any] | Response:
+        """The event when PagerDuty would accept it; else the answer (an injected fault, 400)."""
+        body = await _json_body(request)  # recorded as redact_pd shows it: the routing key is never kept
+        fault = self.sinks.take_fault(sink)
+        if fault is not None:
+            self.sinks.record(sink, request, redact_pd(body), fault.status, "injected fault")
+            return fault_response(sink, fault)
+        errors = validate(body, self.settings.pagerduty_routing_key)
+        if errors:
+            self.sinks.record(sink, request, redact_pd(body), 400, "; ".join(errors))
+            return _error(400, status="invalid event", message="Event object is invalid", errors=errors)
+        return body
 
     # -- endpoints: sandbox control --
 
@@ -438,16 +461,25 @@ class Platform:
         return bool(self.settings.admin_token) and hmac.compare_digest(token.encode(), self.settings.admin_token.encode())
 
     async def sink_faults(self, request: Request) -> Response:
+        """The next `count` requests to `sink` (default 1), or every request for `for_s`
+        seconds, are answered `status` (with Retry-After when `retry_after` is given)."""
         body = await _json_body(request)
-        if not isinstance(body, dict) or body.get("sink") not in ("slack", "pagerduty"):
-            return _error(400, error="sink must be 'slack' or 'pagerduty'")
-        status, count, retry_after = body.get("status"), body.get("count", 1), body.get("retry_after")
-        if not isinstance(status, int) or not 400 <= status <= 599 or not isinstance(count, int) or count < 1:
-            return _error(400, error="status must be 400-599 and count >= 1")
+        if not isinstance(body, dict) or body.get("sink") not in SINKS:
+            return _error(400, error=f"sink must be one of {', '.join(SINKS)}")
+        status, count, for_s, retry_after = body.get("status"), body.get("count"), body.get("for_s"), body.get("retry_after")
+        if not isinstance(status, int) or not 400 <= status <= 599:
+            return _error(400, error="status must be 400-599")
+        if count is not None and for_s is not None:
+            return _error(400, error="give count (requests) or for_s (seconds), not both")
+        if for_s is not None and (isinstance(for_s, bool) or not isinstance(for_s, (int, float)) or not 0 < for_s <= 86400):
+            return _error(400, error="for_s must be seconds, more than 0 and at most 86400")
+        count = 1 if count is None and for_s is None else count
+        if count is not None and (not isinstance(count, int) or count < 1):
+            return _error(400, error="count must be >= 1")
         if retry_after is not None and not isinstance(retry_after, int):
             return _error(400, error="retry_after must be whole seconds")
-        self.sinks.faults[body["sink"]] = SinkFault(status, retry_after, count)
-        return JSONResponse({"sink": body["sink"], "status": status, "count": count, "retry_after": retry_after})
+        self.sinks.add_fault(body["sink"], status, retry_after, count=count, for_s=for_s)
+        return JSONResponse({"sink": body["sink"], "status": status, "count": count, "for_s": for_s, "retry_after": retry_after})
 
     async def sink_records(self, request: Request) -> Response:
         if request.method == "DELETE":
@@ -643,6 +675,7 @@ def create_app(settings: HttpSettings) -> Starlette:
         Route("/functions/v1/pos-{provider}/validate", _edge_function(platform, platform.validate), methods=["GET", "POST"]),
         Route("/sinks/slack/{hook_id:path}", platform.slack, methods=["POST"]),
         Route("/sinks/pagerduty/v2/enqueue", platform.pagerduty, methods=["POST"]),
+        Route("/sinks/pagerduty/v2/change/enqueue", platform.pagerduty_change, methods=["POST"]),
         Route("/_sandbox/sinks/faults", admin(platform.sink_faults), methods=["POST"]),
         Route("/_sandbox/sinks", admin(platform.sink_records), methods=["GET", "DELETE"]),
         Route("/_sandbox/deploy", admin(platform.deploy), methods=["POST"]),

@@ -1,0 +1,169 @@
+"""The sandbox's notification sinks over a real socket, in the server's own process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from controlroom.sandbox.http.server import HttpServerProcess
+from controlroom.sandbox.http.sinks import SINKS
+
+from http_fixtures import bearer, server, shared_dsn  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.timeout(60)
+
+CHANGE = "/sinks/pagerduty/v2/change/enqueue"
+ALERT = "/sinks/pagerduty/v2/enqueue"
+
+
+@pytest.fixture
+async def client(server: HttpServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as http:
+        (await http.delete("/_sandbox/sinks", headers=admin(server))).raise_for_status()  # records and faults
+        yield http
+
+
+def admin(server: HttpServerProcess) -> dict[str, str]:
+    return bearer(server.settings.admin_token)
+
+
+async def records(client: httpx.AsyncClient, server: HttpServerProcess, sink: str) -> list[dict[str, Any]]:
+    response = await client.get("/_sandbox/sinks", headers=admin(server))
+    response.raise_for_status()
+    return response.json()[sink]
+
+
+def change_event(key: str, **details: Any) -> dict[str, Any]:
+    """A change event as the control room sends it at a deployment's milestones."""
+    return {
+        "routing_key": key,
+        "payload": {
+            "summary": "sandbox: deployment of v2.15.0 finished (succeeded)",
+            "source": "controlroom",
+            "timestamp": "2024-01-22T03:12:00.000+0000",
+            "custom_details": {"event": "deploy_finished", "version": "v2.15.0", "phase": "3", "operator": "alice",
+                               "verdict": "GO", "outcome": "succeeded", "environment": "sandbox", **details},
+        },
+        "links": [{"href": "file:///var/lib/controlroom/report.md", "text": "Post-deployment report"}],
+    }
+
+
+# -- PagerDuty -----------------------------------------------------------------------------
+
+
+async def test_change_event_is_validated_and_recorded(client: httpx.AsyncClient, server: HttpServerProcess) -> None:
+    key = server.settings.pagerduty_routing_key
+    event = change_event(key, event="deploy_started", outcome=None)
+    event["links"].append({"href": "https://ci.example/build/7"})  # text is optional
+    event["client"] = "not a change-event field"  # fields the API does not know are ignored
+    accepted = await client.post(CHANGE, json=event)
+    assert accepted.status_code == 202
+    assert accepted.json() == {"status": "success", "message": "Change event processed"}
+    longest = change_event(key)
+    longest["payload"]["summary"] = "x" * 1024
+    assert (await client.post(CHANGE, json=longest)).status_code == 202
+
+    def broken(change: Any) -> dict[str, Any]:
+        bad = change_event(key)
+        change(bad)
+        return bad
+
+    invalid = {
+        "summary of 1025 characters": broken(lambda e: e["payload"].update(summary="x" * 1025)),
+        "no summary": broken(lambda e: e["payload"].pop("summary")),
+        "blank summary": broken(lambda e: e["payload"].update(summary="  ")),
+        "wrong routing key": broken(lambda e: e.update(routing_key="not-the-key")),
+        "no routing key": broken(lambda e: e.pop("routing_key")),
+        "no payload": broken(lambda e: e.pop("payload")),
+        "timestamp not ISO 8601": broken(lambda e: e["payload"].update(timestamp="yesterday")),
+        "source not a string": broken(lambda e: e["payload"].update(source=7)),
+        "custom_details not an object": broken(lambda e: e["payload"].update(custom_details="v2.15.0")),
+        "a link without href": broken(lambda e: e.update(links=[{"text": "report"}])),
+        "links not a list": broken(lambda e: e.update(links={"href": "x"})),
+    }
+    for why, bad in invalid.items():
+        response = await client.post(CHANGE, json=bad)
+        assert response.status_code == 400, why
+        body = response.json()
+        assert body["status"] == "invalid event" and body["message"] == "Event object is invalid" and body["errors"], why
+    assert "1025 characters; at most 1024" in (await client.post(CHANGE, json=invalid["summary of 1025 characters"])).text
+
+    recorded = await records(client, server, "pagerduty_change")
+    assert [r["status"] for r in recorded] == [202, 202] + [400] * (len(invalid) + 1)
+    first = recorded[0]
+    assert first["accepted"] and first["path"] == CHANGE and first["body"]["routing_key"] == "[redacted]"
+    assert first["body"]["payload"]["custom_details"]["event"] == "deploy_started"
+    assert first["body"]["links"][0] == {"href": "file:///var/lib/controlroom/report.md", "text": "Post-deployment report"}
+    assert all(key not in str(r) for r in recorded)  # the routing key is never kept
+    assert await records(client, server, "pagerduty") == []  # change events are a sink of their own
+
+
+async def test_alert_events_carry_links_images_and_context(client: httpx.AsyncClient, server: HttpServerProcess) -> None:
+    key = server.settings.pagerduty_routing_key
+    trigger = {
+        "routing_key": key, "event_action": "trigger", "dedup_key": "release-42",
+        "payload": {"summary": "Fudo failing after v2.15.0", "source": "controlroom", "severity": "critical",
+                    "component": "fudo", "group": "production", "class": "rollback",
+                    "timestamp": "2024-01-22T03:20:00Z", "custom_details": {"version": "v2.15.0"}},
+        "links": [{"href": "https://reports.example/42", "text": "report"}],
+        "images": [{"src": "https://grafana.example/fudo.png", "href": "https://grafana.example", "alt": "Fudo"}],
+        "client": "controlroom", "client_url": "https://controlroom.example",
+    }
+    response = await client.post(ALERT, json=trigger)
+    assert response.status_code == 202 and response.json()["dedup_key"] == "release-42"
+
+    def broken(change: Any) -> dict[str, Any]:
+        bad = {**trigger, "payload": dict(trigger["payload"])}
+        change(bad)
+        return bad
+
+    for why, bad in {
+        "component not a string": broken(lambda e: e["payload"].update(component=["fudo"])),
+        "group not a string": broken(lambda e: e["payload"].update(group=1)),
+        "class not a string": broken(lambda e: e["payload"].update({"class": {}})),
+        "custom_details not an object": broken(lambda e: e["payload"].update(custom_details=[1])),
+        "a link without href": broken(lambda e: e.update(links=[{"text": "report"}])),
+        "an image without src": broken(lambda e: e.update(images=[{"alt": "x"}])),
+        "client_url not a string": broken(lambda e: e.update(client_url=3)),
+        "summary of 1025 characters": broken(lambda e: e["payload"].update(summary="s" * 1025)),
+        "dedup_key of 256 characters": broken(lambda e: e.update(dedup_key="k" * 256)),
+    }.items():
+        answer = await client.post(ALERT, json=bad)
+        assert answer.status_code == 400 and answer.json()["errors"], why
+    recorded = await records(client, server, "pagerduty")
+    assert recorded[0]["body"]["links"] == trigger["links"] and recorded[0]["body"]["payload"]["component"] == "fudo"
+
+
+# -- faults --------------------------------------------------------------------------------
+
+
+async def test_a_sink_that_refuses_for_a_while_then_accepts(client: httpx.AsyncClient, server: HttpServerProcess) -> None:
+    for sink in SINKS:  # every sink takes faults
+        fault = {"sink": sink, "status": 503, "for_s": 60}
+        answer = await client.post("/_sandbox/sinks/faults", json=fault, headers=admin(server))
+        assert answer.status_code == 200 and answer.json()["for_s"] == 60, sink
+    await client.delete("/_sandbox/sinks", headers=admin(server))
+    fault = {"sink": "pagerduty_change", "status": 429, "for_s": 1.0, "retry_after": 120}
+    assert (await client.post("/_sandbox/sinks/faults", json=fault, headers=admin(server))).status_code == 200
+    event = change_event(server.settings.pagerduty_routing_key, event="rollback_started")
+    started = time.monotonic()
+    refused = 0
+    while True:
+        response = await client.post(CHANGE, json=event)
+        if response.status_code == 202:
+            break
+        assert response.status_code == 429 and response.headers["retry-after"] == "120"
+        refused += 1
+        await asyncio.sleep(0.1)
+    assert time.monotonic() - started >= 1.0 and refused >= 5  # every request while it lasted
+    recorded = await records(client, server, "pagerduty_change")
+    assert [r["status"] for r in recorded] == [429] * refused + [202]
+    for bad in ({"sink": "email", "status": 500}, {"sink": "slack", "status": 500, "count": 2, "for_s": 5},
+                {"sink": "slack", "status": 500, "for_s": 0}, {"sink": "slack", "status": 200}):
+        assert (await client.post("/_sandbox/sinks/faults", json=bad, headers=admin(server))).status_code == 400, bad
+
