@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,8 @@ pytestmark = pytest.mark.timeout(60)
 
 CHANGE = "/sinks/pagerduty/v2/change/enqueue"
 ALERT = "/sinks/pagerduty/v2/enqueue"
+POST_MESSAGE = "/sinks/slack-api/chat.postMessage"
+TS = re.compile(r"^\d{10}\.\d{6}$")
 
 
 @pytest.fixture
@@ -137,6 +140,80 @@ async def test_alert_events_carry_links_images_and_context(client: httpx.AsyncCl
         assert answer.status_code == 400 and answer.json()["errors"], why
     recorded = await records(client, server, "pagerduty")
     assert recorded[0]["body"]["links"] == trigger["links"] and recorded[0]["body"]["payload"]["component"] == "fudo"
+
+
+# -- Slack's Web API -----------------------------------------------------------------------
+
+
+async def test_chat_post_message_threads_a_deployment(client: httpx.AsyncClient, server: HttpServerProcess) -> None:
+    bot = bearer(server.settings.slack_bot_token)
+    blocks = [{"type": "header", "text": {"type": "plain_text", "text": "Deploying v2.15.0"}},
+              {"type": "section", "text": {"type": "mrkdwn", "text": "*Verdict* GO &lt;!everyone&gt;"}},
+              {"type": "divider"},
+              {"type": "context", "elements": [{"type": "mrkdwn", "text": "phase 1"}]}]
+    first = await client.post(POST_MESSAGE, headers=bot, json={"channel": "#incidents", "text": "Deploying v2.15.0", "blocks": blocks})
+    assert first.status_code == 200
+    body = first.json()
+    assert body["ok"] is True and body["channel"] == "C0SANDBOX01" and TS.match(body["ts"])
+    assert body["message"]["ts"] == body["ts"] and body["message"]["text"] == "Deploying v2.15.0"
+    assert body["message"]["blocks"] == blocks and "thread_ts" not in body["message"]
+    assert body["warning"] == "missing_charset"  # as Slack answers JSON posted without a charset
+    thread = body["ts"]
+
+    reply = (await client.post(POST_MESSAGE, headers=bot, json={"channel": "incidents", "text": "Phase 2", "thread_ts": thread})).json()
+    assert reply["ok"] and reply["message"]["thread_ts"] == thread and reply["ts"] > thread
+    resolve = (await client.post(POST_MESSAGE, headers={**bot, "Content-Type": "application/json; charset=utf-8"},
+                                 content=f'{{"channel": "C0SANDBOX01", "text": "Resolved", "thread_ts": "{thread}", '
+                                         f'"reply_broadcast": true}}')).json()
+    assert resolve["ok"] and "warning" not in resolve and resolve["ts"] > reply["ts"]
+
+    async def refused(headers: dict[str, str], **args: Any) -> str:
+        response = await client.post(POST_MESSAGE, headers=headers, json={"channel": "#incidents", "text": "x", **args})
+        assert response.status_code == 200  # Slack answers its refusals with 200 and ok: false
+        assert response.json()["ok"] is False
+        return response.json()["error"]
+
+    assert await refused(bot, thread_ts="1700000000.000001") == "thread_not_found"
+    assert await refused(bot, thread_ts=reply["ts"]) == "thread_not_found"  # a reply is no thread
+    assert await refused(bot, thread_ts="yesterday") == "invalid_thread_ts"
+    assert await refused(bearer("xoxb-1-2-wrong")) == "invalid_auth"
+    assert await refused({}) == "not_authed"
+    assert await refused(bot, channel="#general") == "channel_not_found"
+    assert await refused(bot, text="") == "no_text"
+    assert await refused(bot, text="x" * 40_001) == "msg_too_long"
+    assert await refused(bot, reply_broadcast="yes", thread_ts=thread) == "invalid_arguments"
+    too_long = [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}]
+    answer = (await client.post(POST_MESSAGE, headers=bot, json={"channel": "#incidents", "text": "x", "blocks": too_long})).json()
+    assert answer["error"] == "invalid_blocks"
+    assert answer["errors"] == ["must be less than 3001 characters [json-pointer:/blocks/0/text/text]"]
+    assert await refused(bot, blocks=[{"type": "divider"}] * 51) == "invalid_blocks"
+    assert await refused(bot, blocks=[{"type": "banner"}]) == "invalid_blocks"
+
+    recorded = await records(client, server, "slack_api")
+    assert [r["ok"] for r in recorded[:3]] == [True, True, True]
+    assert [r["ts"] for r in recorded[:3]] == [thread, reply["ts"], resolve["ts"]]
+    assert [r["thread_ts"] for r in recorded[:3]] == [None, thread, thread]
+    assert [r["reply_broadcast"] for r in recorded[:3]] == [False, False, True]
+    assert recorded[3]["accepted"] is False and recorded[3]["error"] == "thread_not_found" and recorded[3]["status"] == 200
+    assert len({r["ts"] for r in recorded[:3]}) == 3
+    assert all(server.settings.slack_bot_token not in str(r) for r in recorded)
+    assert await records(client, server, "slack") == []  # the incoming webhook's sink is another
+
+
+async def test_chat_post_message_rate_limited_and_form_encoded(client: httpx.AsyncClient, server: HttpServerProcess) -> None:
+    token = server.settings.slack_bot_token
+    fault = {"sink": "slack_api", "status": 429, "retry_after": 3}
+    assert (await client.post("/_sandbox/sinks/faults", json=fault, headers=admin(server))).status_code == 200
+    limited = await client.post(POST_MESSAGE, headers=bearer(token), json={"channel": "#incidents", "text": "hi"})
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "3"
+    assert limited.json() == {"ok": False, "error": "ratelimited"}
+    # A form body may carry the token itself; it is never recorded.
+    form = await client.post(POST_MESSAGE, data={"token": token, "channel": "incidents", "text": "hi"})
+    assert form.json()["ok"] is True
+    recorded = await records(client, server, "slack_api")
+    assert [r["status"] for r in recorded] == [429, 200] and "token" not in recorded[1]["body"]
+    unknown = await client.post("/sinks/slack-api/chat.delete", headers=bearer(token), json={})
+    assert unknown.status_code == 200 and unknown.json() == {"ok": False, "error": "unknown_method"}
 
 
 # -- faults --------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from controlroom.sandbox.http.sinks import (
     validate_pd_change,
     validate_pd_event,
 )
+from controlroom.sandbox.http.slack_web import SlackWebApi
 from controlroom.infra.tokens import token_fingerprint
 from controlroom.sandbox.http.server import sign_jwt
 
@@ -164,6 +165,7 @@ class Platform:
         self.state = StateCache()
         self.metrics = RequestMetrics(background=Background(scenario.api_p95_ms, scenario.api_error_percent))
         self.sinks = SinkRecorder()
+        self.slack_api = SlackWebApi(self.sinks, settings.slack_bot_token)
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -676,6 +678,7 @@ def create_app(settings: HttpSettings) -> Starlette:
         Route("/sinks/slack/{hook_id:path}", platform.slack, methods=["POST"]),
         Route("/sinks/pagerduty/v2/enqueue", platform.pagerduty, methods=["POST"]),
         Route("/sinks/pagerduty/v2/change/enqueue", platform.pagerduty_change, methods=["POST"]),
+        Route("/sinks/slack-api/{method}", platform.slack_api.method, methods=["POST"]),
         Route("/_sandbox/sinks/faults", admin(platform.sink_faults), methods=["POST"]),
         Route("/_sandbox/sinks", admin(platform.sink_records), methods=["GET", "DELETE"]),
         Route("/_sandbox/deploy", admin(platform.deploy), methods=["POST"]),

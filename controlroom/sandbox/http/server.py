@@ -18,6 +18,7 @@ import os
 import secrets
 import signal
 import socket
+import string
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,16 @@ def _secret_key() -> str:
     return "sb_secret_" + secrets.token_urlsafe(18)
 
 
+def _chars(alphabet: str, n: int) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+def _slack_bot_token() -> str:
+    """Shaped as Slack's bot tokens: xoxb-<team number>-<bot number>-<24 characters>."""
+    digits = string.digits
+    return f"xoxb-{_chars(digits, 12)}-{_chars(digits, 13)}-{_chars(string.ascii_letters + digits, 24)}"
+
+
 @dataclass(frozen=True)
 class HttpSettings:
     """What the sandbox server needs. Secrets are left out of repr()."""
@@ -90,6 +101,8 @@ class HttpSettings:
     burst_key: str = field(default_factory=_publishable, repr=False)
     admin_token: str = field(default_factory=_random_secret, repr=False)
     pagerduty_routing_key: str = field(default_factory=_random_secret, repr=False)
+    # Slack's Web API (chat.postMessage) takes this bot token.
+    slack_bot_token: str = field(default_factory=_slack_bot_token, repr=False)
     allowed_origins: tuple[str, ...] = ("https://app.posplatform.example",)
     cors_allow_any: bool = False  # the wildcard misconfiguration, for probes to catch
     rate_limit: int = 60
@@ -103,7 +116,7 @@ class HttpSettings:
 
     def secret_values(self) -> tuple[str, ...]:
         return (self.dsn, self.jwt_secret, self.anon_key, self.service_key, self.publishable_key, self.secret_key,
-                self.burst_key, self.admin_token, self.pagerduty_routing_key)
+                self.burst_key, self.admin_token, self.pagerduty_routing_key, self.slack_bot_token)
 
     def to_env(self) -> dict[str, str]:
         return {
@@ -117,6 +130,7 @@ class HttpSettings:
             ENV_PREFIX + "BURST_KEY": self.burst_key,
             ENV_PREFIX + "ADMIN_TOKEN": self.admin_token,
             ENV_PREFIX + "PAGERDUTY_ROUTING_KEY": self.pagerduty_routing_key,
+            ENV_PREFIX + "SLACK_BOT_TOKEN": self.slack_bot_token,
             ENV_PREFIX + "ALLOWED_ORIGINS": ",".join(self.allowed_origins),
             ENV_PREFIX + "CORS_ALLOW_ANY": "1" if self.cors_allow_any else "0",
             ENV_PREFIX + "RATE_LIMIT": str(self.rate_limit),
@@ -143,6 +157,7 @@ class HttpSettings:
             burst_key=get("BURST_KEY") or defaults.burst_key,
             admin_token=get("ADMIN_TOKEN") or defaults.admin_token,
             pagerduty_routing_key=get("PAGERDUTY_ROUTING_KEY") or defaults.pagerduty_routing_key,
+            slack_bot_token=get("SLACK_BOT_TOKEN") or defaults.slack_bot_token,
             allowed_origins=tuple(o for o in origins.split(",") if o) if origins is not None else defaults.allowed_origins,
             cors_allow_any=get("CORS_ALLOW_ANY") == "1",
             rate_limit=int(get("RATE_LIMIT") or defaults.rate_limit),
