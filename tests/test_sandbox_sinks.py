@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from controlroom.sandbox.http.server import HttpServerProcess
+from controlroom.sandbox.http.server import STATUSPAGE_PAGE_ID, HttpServerProcess
 from controlroom.sandbox.http.sinks import SINKS
 
 from http_fixtures import bearer, server, shared_dsn  # noqa: F401 - fixtures
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 CHANGE = "/sinks/pagerduty/v2/change/enqueue"
 ALERT = "/sinks/pagerduty/v2/enqueue"
 POST_MESSAGE = "/sinks/slack-api/chat.postMessage"
+PAGE = f"/sinks/statuspage/v1/pages/{STATUSPAGE_PAGE_ID}"
 TS = re.compile(r"^\d{10}\.\d{6}$")
 
 
@@ -214,6 +215,70 @@ async def test_chat_post_message_rate_limited_and_form_encoded(client: httpx.Asy
     assert [r["status"] for r in recorded] == [429, 200] and "token" not in recorded[1]["body"]
     unknown = await client.post("/sinks/slack-api/chat.delete", headers=bearer(token), json={})
     assert unknown.status_code == 200 and unknown.json() == {"ok": False, "error": "unknown_method"}
+
+
+# -- Statuspage ----------------------------------------------------------------------------
+
+
+async def test_statuspage_incident_from_rollback_to_resolved(client: httpx.AsyncClient, server: HttpServerProcess) -> None:
+    key = {"Authorization": f"OAuth {server.settings.statuspage_api_key}"}
+    components = (await client.get(f"{PAGE}/components", headers=key)).json()
+    by_name = {c["name"]: c for c in components}
+    assert set(by_name) == {"Fudo integration", "MaxiRest integration", "BistrSoft integration", "API"}
+    fudo = by_name["Fudo integration"]["id"]
+    assert all(c["status"] == "operational" and c["page_id"] == STATUSPAGE_PAGE_ID for c in components)
+
+    created = await client.post(f"{PAGE}/incidents", headers=key, json={"incident": {
+        "name": "Fudo integration degraded: rolling back to v2.14.0", "status": "investigating",
+        "body": "We are rolling back a release that broke the Fudo integration.",
+        "component_ids": [fudo], "components": {fudo: "major_outage"}, "deliver_notifications": True}})
+    assert created.status_code == 201, created.text
+    incident = created.json()
+    assert re.match(r"^[a-z0-9]{12}$", incident["id"]) and incident["status"] == "investigating"
+    assert incident["impact"] == "critical" and incident["shortlink"].startswith("https://")
+    assert [c["id"] for c in incident["components"]] == [fudo] and incident["components"][0]["status"] == "major_outage"
+    (update,) = incident["incident_updates"]
+    assert update["affected_components"] == [{"code": fudo, "name": "Fudo integration", "old_status": "operational",
+                                              "new_status": "major_outage"}]
+    assert {c["id"]: c["status"] for c in (await client.get(f"{PAGE}/components", headers=key)).json()}[fudo] == "major_outage"
+
+    incident_url = f"{PAGE}/incidents/{incident['id']}"
+    for status, component in (("identified", "partial_outage"), ("monitoring", "degraded_performance")):
+        patched = await client.patch(incident_url, headers=key, json={"incident": {
+            "status": status, "body": f"Rollback {status}.", "components": {fudo: component}}})
+        assert patched.status_code == 200 and patched.json()["status"] == status
+    resolved = await client.put(incident_url, headers=key, json={"incident": {
+        "status": "resolved", "body": "Rollback verified.", "components": {fudo: "operational"}}})
+    assert resolved.status_code == 200
+    done = resolved.json()
+    assert done["status"] == "resolved" and done["resolved_at"] and done["monitoring_at"] and done["impact"] == "none"
+    assert [u["status"] for u in done["incident_updates"]] == ["resolved", "monitoring", "identified", "investigating"]
+    assert (await client.get(incident_url, headers=key)).json() == done
+    assert [i["id"] for i in (await client.get(f"{PAGE}/incidents", headers=key)).json()][0] == incident["id"]
+
+    minimal = {"incident": {"name": "x"}}
+    assert (await client.post(f"{PAGE}/incidents", json=minimal)).status_code == 401
+    assert (await client.post(f"{PAGE}/incidents", json=minimal, headers=bearer(server.settings.statuspage_api_key))).status_code == 401
+    assert (await client.post(f"{PAGE}/incidents", json=minimal, headers={"Authorization": "OAuth wrong"})).json() == \
+        {"message": "Could not authenticate"}
+    assert (await client.post("/sinks/statuspage/v1/pages/nosuchpage01/incidents", json=minimal, headers=key)).status_code == 404
+    assert (await client.get(f"{PAGE}/incidents/nosuchincid1", headers=key)).status_code == 404
+    for why, fields in {
+        "invalid status": {"name": "x", "status": "on_fire"},
+        "unknown component": {"name": "x", "components": {"cmpnosuch001": "major_outage"}},
+        "invalid component status": {"name": "x", "components": {fudo: "down"}},
+        "no name": {"status": "investigating"},
+    }.items():
+        answer = await client.post(f"{PAGE}/incidents", headers=key, json={"incident": fields})
+        assert answer.status_code == 422 and answer.json()["message"], why
+    assert (await client.post(f"{PAGE}/incidents", headers=key, json={"name": "not wrapped"})).status_code == 400
+
+    recorded = await records(client, server, "statuspage")
+    assert [(r["method"], r["status"]) for r in recorded[:6]] == [
+        ("GET", 200), ("POST", 201), ("GET", 200), ("PATCH", 200), ("PATCH", 200), ("PUT", 200)]
+    assert [r["incident_id"] for r in recorded[1:7]] == [incident["id"], None, *[incident["id"]] * 4]
+    assert recorded[1]["body"]["incident"]["components"] == {fudo: "major_outage"}
+    assert all(server.settings.statuspage_api_key not in str(r) for r in recorded)
 
 
 # -- faults --------------------------------------------------------------------------------

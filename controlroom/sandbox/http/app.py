@@ -51,6 +51,7 @@ from controlroom.sandbox.http.sinks import (
     validate_pd_event,
 )
 from controlroom.sandbox.http.slack_web import SlackWebApi
+from controlroom.sandbox.http.statuspage import StatuspageApi
 from controlroom.infra.tokens import token_fingerprint
 from controlroom.sandbox.http.server import sign_jwt
 
@@ -166,6 +167,7 @@ class Platform:
         self.metrics = RequestMetrics(background=Background(scenario.api_p95_ms, scenario.api_error_percent))
         self.sinks = SinkRecorder()
         self.slack_api = SlackWebApi(self.sinks, settings.slack_bot_token)
+        self.statuspage = StatuspageApi(self.sinks, settings.statuspage_api_key)
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -640,6 +642,7 @@ def _admin_only(platform: Platform, handler: Callable[[Request], Awaitable[Respo
     return guarded
 
 
+STATUSPAGE = "/sinks/statuspage/v1/pages/{page_id}"
 FUNCTION_HEADER = "x-pos-function"  # on every answer a function itself gives, never the gateway's
 
 
@@ -679,6 +682,10 @@ def create_app(settings: HttpSettings) -> Starlette:
         Route("/sinks/pagerduty/v2/enqueue", platform.pagerduty, methods=["POST"]),
         Route("/sinks/pagerduty/v2/change/enqueue", platform.pagerduty_change, methods=["POST"]),
         Route("/sinks/slack-api/{method}", platform.slack_api.method, methods=["POST"]),
+        Route(f"{STATUSPAGE}/components", platform.statuspage.components_list, methods=["GET"]),
+        Route(f"{STATUSPAGE}/incidents", platform.statuspage.incidents_list, methods=["GET"]),
+        Route(f"{STATUSPAGE}/incidents", platform.statuspage.incident_create, methods=["POST"]),
+        Route(f"{STATUSPAGE}/incidents/{{incident_id}}", platform.statuspage.incident, methods=["GET", "PATCH", "PUT"]),
         Route("/_sandbox/sinks/faults", admin(platform.sink_faults), methods=["POST"]),
         Route("/_sandbox/sinks", admin(platform.sink_records), methods=["GET", "DELETE"]),
         Route("/_sandbox/deploy", admin(platform.deploy), methods=["POST"]),

@@ -39,6 +39,8 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
 ENV_PREFIX = "CONTROLROOM_HTTP_"
 PARENT_PID_ENV = ENV_PREFIX + "PARENT_PID"
+# The one page of the sandbox's Statuspage (statuspage.py), as Statuspage's ids look.
+STATUSPAGE_PAGE_ID = "sbxpage0cr01"
 
 
 class HttpServerStartError(ControlRoomError):
@@ -80,6 +82,10 @@ def _slack_bot_token() -> str:
     return f"xoxb-{_chars(digits, 12)}-{_chars(digits, 13)}-{_chars(string.ascii_letters + digits, 24)}"
 
 
+def _statuspage_api_key() -> str:
+    return secrets.token_hex(32)
+
+
 @dataclass(frozen=True)
 class HttpSettings:
     """What the sandbox server needs. Secrets are left out of repr()."""
@@ -101,8 +107,9 @@ class HttpSettings:
     burst_key: str = field(default_factory=_publishable, repr=False)
     admin_token: str = field(default_factory=_random_secret, repr=False)
     pagerduty_routing_key: str = field(default_factory=_random_secret, repr=False)
-    # Slack's Web API (chat.postMessage) takes this bot token.
+    # Slack's Web API (chat.postMessage) takes this bot token; Statuspage's API this key.
     slack_bot_token: str = field(default_factory=_slack_bot_token, repr=False)
+    statuspage_api_key: str = field(default_factory=_statuspage_api_key, repr=False)
     allowed_origins: tuple[str, ...] = ("https://app.posplatform.example",)
     cors_allow_any: bool = False  # the wildcard misconfiguration, for probes to catch
     rate_limit: int = 60
@@ -116,7 +123,8 @@ class HttpSettings:
 
     def secret_values(self) -> tuple[str, ...]:
         return (self.dsn, self.jwt_secret, self.anon_key, self.service_key, self.publishable_key, self.secret_key,
-                self.burst_key, self.admin_token, self.pagerduty_routing_key, self.slack_bot_token)
+                self.burst_key, self.admin_token, self.pagerduty_routing_key, self.slack_bot_token,
+                self.statuspage_api_key)
 
     def to_env(self) -> dict[str, str]:
         return {
@@ -131,6 +139,7 @@ class HttpSettings:
             ENV_PREFIX + "ADMIN_TOKEN": self.admin_token,
             ENV_PREFIX + "PAGERDUTY_ROUTING_KEY": self.pagerduty_routing_key,
             ENV_PREFIX + "SLACK_BOT_TOKEN": self.slack_bot_token,
+            ENV_PREFIX + "STATUSPAGE_API_KEY": self.statuspage_api_key,
             ENV_PREFIX + "ALLOWED_ORIGINS": ",".join(self.allowed_origins),
             ENV_PREFIX + "CORS_ALLOW_ANY": "1" if self.cors_allow_any else "0",
             ENV_PREFIX + "RATE_LIMIT": str(self.rate_limit),
@@ -158,6 +167,7 @@ class HttpSettings:
             admin_token=get("ADMIN_TOKEN") or defaults.admin_token,
             pagerduty_routing_key=get("PAGERDUTY_ROUTING_KEY") or defaults.pagerduty_routing_key,
             slack_bot_token=get("SLACK_BOT_TOKEN") or defaults.slack_bot_token,
+            statuspage_api_key=get("STATUSPAGE_API_KEY") or defaults.statuspage_api_key,
             allowed_origins=tuple(o for o in origins.split(",") if o) if origins is not None else defaults.allowed_origins,
             cors_allow_any=get("CORS_ALLOW_ANY") == "1",
             rate_limit=int(get("RATE_LIMIT") or defaults.rate_limit),
