@@ -32,6 +32,7 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "mttr-red": ("NO-GO", {"mttr"}),
     "degraded": ("DELAYED", {"bistrsoft", "mttr"}),
     "fudo-outage": ("GO", set()),
+    "fudo-outage-watch": ("GO", set()),  # healthy through the deployment; Fudo fails during the watch
 }
 EXIT = {"GO": 0, "DELAYED": 3, "NO-GO": 4, "PENDING": 5}
 

@@ -358,6 +358,7 @@ async def test_sandbox_endpoints_need_the_admin_token(client: httpx.AsyncClient)
         ("POST", "/_sandbox/sinks/faults"),
         ("POST", "/_sandbox/deploy"),
         ("POST", "/_sandbox/rollback"),
+        ("POST", "/_sandbox/fail"),
     ]
     for method, path in calls:
         for headers in ({}, bearer("not-the-admin-token")):
@@ -504,8 +505,9 @@ async def test_secrets_stay_out_of_argv(server: HttpServerProcess) -> None:
 
 def test_settings_round_trip_through_env() -> None:
     settings = HttpSettings(dsn="postgresql://x", scenario="degraded", allowed_origins=("https://a", "https://b"),
-                            cors_allow_any=True, rate_limit=7, rate_window_s=2.5)
+                            cors_allow_any=True, rate_limit=7, rate_window_s=2.5, watch_failure_delay_s=0.25)
     assert HttpSettings.from_env(settings.to_env()) == settings
+    assert HttpSettings.from_env(HttpSettings(dsn="x").to_env()).watch_failure_delay_s is None
     assert settings.anon_key not in repr(settings) and "postgresql://x" not in repr(settings)
 
 

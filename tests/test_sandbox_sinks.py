@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from controlroom.sandbox.http.server import STATUSPAGE_PAGE_ID, HttpServerProcess
+from controlroom.sandbox.http.server import STATUSPAGE_PAGE_ID, HttpServerProcess, HttpSettings
 from controlroom.sandbox.http.sinks import SINKS
+from controlroom.sandbox.pg.postgres import EmbeddedPostgres
 
-from http_fixtures import bearer, server, shared_dsn  # noqa: F401 - fixtures
+from http_fixtures import bearer, create_database, server, shared_dsn, start_server  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -308,4 +309,66 @@ async def test_a_sink_that_refuses_for_a_while_then_accepts(client: httpx.AsyncC
     for bad in ({"sink": "email", "status": 500}, {"sink": "slack", "status": 500, "count": 2, "for_s": 5},
                 {"sink": "slack", "status": 500, "for_s": 0}, {"sink": "slack", "status": 200}):
         assert (await client.post("/_sandbox/sinks/faults", json=bad, headers=admin(server))).status_code == 400, bad
+
+
+# -- fudo-outage-watch ---------------------------------------------------------------------
+
+
+async def test_fudo_fails_during_the_watch_after_the_deploy_finished(pg: EmbeddedPostgres) -> None:
+    settings = HttpSettings(dsn=await create_database(pg), scenario="fudo-outage-watch", rate_limit=10_000,
+                            watch_failure_delay_s=0.5)
+    server = await start_server(settings)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=5, headers=bearer(settings.anon_key)) as http:
+            await _watch_story(http, server)
+    finally:
+        server.stop()
+
+
+async def _watch_story(http: httpx.AsyncClient, server: HttpServerProcess) -> None:
+    key, control = server.settings.pagerduty_routing_key, admin(server)
+
+    async def fudo() -> int:
+        return (await http.get("/functions/v1/pos-fudo/validate")).status_code
+
+    async def state() -> dict[str, Any]:
+        return (await http.get("/_sandbox/state", headers=control)).json()
+
+    deployed = await http.post("/_sandbox/deploy", json={"version": "v2.15.0"}, headers=control)
+    assert deployed.json() == {"deployed_version": "v2.15.0", "failing_providers": []}  # healthy through the deploy
+    assert await fudo() == 200
+    for details in ({"event": "deploy_started"}, {"outcome": "failed"}, {"outcome": "aborted"}):
+        assert (await http.post(CHANGE, json=change_event(key, **details))).status_code == 202
+    assert (await state())["pending_failure"] is None
+
+    finished = time.monotonic()
+    assert (await http.post(CHANGE, json=change_event(key))).status_code == 202
+    pending = (await state())["pending_failure"]
+    assert pending["providers"] == ["fudo"] and pending["at"] > time.time()
+    assert (await http.post(CHANGE, json=change_event(key))).status_code == 202  # a resend schedules nothing more
+    assert await fudo() == 200  # not yet: the watch has just started
+    while await fudo() == 200:
+        assert time.monotonic() - finished < 5, "Fudo never failed"
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - finished >= 0.5
+    assert await fudo() == 503 and (await state())["failing_providers"] == ["fudo"]
+    assert (await http.get("/functions/v1/pos-maxirest/validate")).status_code == 200
+
+    rolled = await http.post("/_sandbox/rollback", json={"version": "v2.14.0"}, headers=control)
+    assert rolled.json()["failing_providers"] == [] and await fudo() == 200
+
+    # A rollback before the failure strikes cancels it.
+    assert (await http.post(CHANGE, json=change_event(key))).status_code == 202
+    await http.post("/_sandbox/rollback", json={"version": "v2.14.0"}, headers=control)
+    await asyncio.sleep(1.0)
+    assert await fudo() == 200 and (await state())["pending_failure"] is None
+
+    # Tests and docs make a provider fail at once.
+    failed = await http.post("/_sandbox/fail", json={"providers": ["fudo", "bistrsoft"]}, headers=control)
+    assert failed.json() == {"failing_providers": ["bistrsoft", "fudo"]} and await fudo() == 503
+    for bad in ({"providers": []}, {"providers": ["toast"]}, {"providers": "fudo"}, {}):
+        assert (await http.post("/_sandbox/fail", json=bad, headers=control)).status_code == 400
+    assert (await http.post("/_sandbox/fail", json={"providers": ["fudo"]})).status_code == 401
+    await http.post("/_sandbox/rollback", json={"version": "v2.14.0"}, headers=control)
+    assert await fudo() == 200
 

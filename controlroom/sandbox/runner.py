@@ -85,6 +85,7 @@ class Sandbox:
         simulate: bool = True,
         tick_s: float = 2.0,
         journal_store: str = "file",
+        watch_failure_delay_s: float | None = None,
     ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else get_scenario(scenario)
         if not 1 <= locations <= MAX_LOCATIONS:
@@ -99,6 +100,9 @@ class Sandbox:
         # the shared journal store, on the sandbox's own Postgres (what `controlroom sandbox`
         # and `controlroom demo` do); "file": each has a journal file of its own.
         self.journal_store = journal_store
+        # fudo-outage-watch: seconds from the deploy_finished change event to the failure
+        # (None: the scenario's own); tests shorten it.
+        self.watch_failure_delay_s = watch_failure_delay_s
         self.postgres: EmbeddedPostgres | None = None
         self.http: HttpServerProcess | None = None
         self.simulator: Simulator | None = None
@@ -125,7 +129,8 @@ class Sandbox:
             postgres_done = time.perf_counter()
             await self._load_data()
             seed_done = time.perf_counter()
-            self._settings = HttpSettings(dsn=self.postgres.dsn, scenario=self.scenario.name)
+            self._settings = HttpSettings(dsn=self.postgres.dsn, scenario=self.scenario.name,
+                                          watch_failure_delay_s=self.watch_failure_delay_s)
             self.http = HttpServerProcess(self._settings)
             await _finish_in_thread(self.http.start)
             http_done = time.perf_counter()

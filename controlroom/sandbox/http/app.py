@@ -168,6 +168,9 @@ class Platform:
         self.sinks = SinkRecorder()
         self.slack_api = SlackWebApi(self.sinks, settings.slack_bot_token)
         self.statuspage = StatuspageApi(self.sinks, settings.statuspage_api_key)
+        # The failure a scenario's fail_during_watch has scheduled, and when it strikes.
+        self._pending_failure: asyncio.Task[None] | None = None
+        self._pending_failure_at: float | None = None
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -188,6 +191,7 @@ class Platform:
         try:
             yield
         finally:
+            self._cancel_pending_failure()
             await self.pool.close()
             self.pool = None
 
@@ -437,11 +441,15 @@ class Platform:
         return JSONResponse({"status": "success", "message": "Event processed", "dedup_key": dedup_key}, status_code=202)
 
     async def pagerduty_change(self, request: Request) -> Response:
-        """A change event (Events API v2, POST /v2/change/enqueue): a deploy marker."""
+        """A change event (Events API v2, POST /v2/change/enqueue): a deploy marker. The
+        deployment's finish, succeeded, starts a scenario's failure during the watch."""
         accepted = await self._pd_event(request, "pagerduty_change", validate_pd_change)
         if isinstance(accepted, Response):
             return accepted
         self.sinks.record("pagerduty_change", request, redact_pd(accepted), 202, None)
+        details = accepted["payload"].get("custom_details") or {}
+        if details.get("event") == "deploy_finished" and details.get("outcome") == "succeeded":
+            self._schedule_watch_failure()
         return JSONResponse({"status": "success", "message": "Change event processed"}, status_code=202)
 
     async def _pd_event(self, request: Request, sink: str,
@@ -507,6 +515,7 @@ class Platform:
         version = await self._version(request)
         if version is None:
             return _error(400, error="version is required")
+        self._cancel_pending_failure()  # the version that was to fail is gone
         async with self.db.acquire() as conn, conn.transaction():
             await _set_state(conn, "deployed_version", version)
             await _set_state(conn, "failing_providers", [])
@@ -517,7 +526,48 @@ class Platform:
         rows = await self.db.fetch("SELECT key, value FROM sandbox.state", timeout=QUERY_TIMEOUT_S)
         state: dict[str, Any] = {"scenario": self.scenario.name, "failing_providers": []}
         state.update({row["key"]: json.loads(row["value"]) for row in rows})
+        pending = self._pending_failure is not None and not self._pending_failure.done()
+        state["pending_failure"] = ({"providers": list(self.scenario.fail_during_watch), "at": self._pending_failure_at}
+                                    if pending else None)
         return JSONResponse(state)
+
+    async def fail(self, request: Request) -> Response:
+        """POST /_sandbox/fail {"providers": [...]}: these providers fail now, as a deployment
+        makes them fail in fudo-outage (a rollback clears them)."""
+        body = await _json_body(request)
+        providers = body.get("providers") if isinstance(body, dict) else None
+        if not isinstance(providers, list) or not providers or any(p not in PROVIDERS for p in providers):
+            return _error(400, error=f"providers must be a non-empty list of {', '.join(PROVIDERS)}")
+        return JSONResponse({"failing_providers": await self._fail_providers(providers)})
+
+    async def _fail_providers(self, providers: list[str] | tuple[str, ...]) -> list[str]:
+        async with self.db.acquire() as conn, conn.transaction():
+            raw = await conn.fetchval("SELECT value FROM sandbox.state WHERE key = 'failing_providers' FOR UPDATE",
+                                      timeout=QUERY_TIMEOUT_S)
+            failing = sorted(set(_json_list(raw)) | set(providers))
+            await _set_state(conn, "failing_providers", failing)
+        self.state.invalidate()
+        return failing
+
+    def _schedule_watch_failure(self) -> None:
+        """The scenario's fail_during_watch providers fail after its delay (once: a resent
+        change event schedules nothing more)."""
+        providers = self.scenario.fail_during_watch
+        if not providers or (self._pending_failure is not None and not self._pending_failure.done()):
+            return
+        delay = self.settings.watch_failure_delay_s
+        delay = self.scenario.watch_failure_delay_s if delay is None else delay
+        self._pending_failure_at = time.time() + delay
+        self._pending_failure = asyncio.create_task(self._fail_later(providers, delay), name="sandbox-watch-failure")
+
+    async def _fail_later(self, providers: tuple[str, ...], delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await self._fail_providers(providers)
+
+    def _cancel_pending_failure(self) -> None:
+        pending, self._pending_failure = self._pending_failure, None
+        if pending is not None:
+            pending.cancel()
 
     @staticmethod
     async def _version(request: Request) -> str | None:
@@ -690,6 +740,7 @@ def create_app(settings: HttpSettings) -> Starlette:
         Route("/_sandbox/sinks", admin(platform.sink_records), methods=["GET", "DELETE"]),
         Route("/_sandbox/deploy", admin(platform.deploy), methods=["POST"]),
         Route("/_sandbox/rollback", admin(platform.rollback), methods=["POST"]),
+        Route("/_sandbox/fail", admin(platform.fail), methods=["POST"]),
         Route("/_sandbox/state", admin(platform.sandbox_state), methods=["GET"]),
         Route("/api/v1/query", platform.prom_query, methods=["GET"]),
         Route("/api/v1/query_range", platform.prom_query_range, methods=["GET"]),

@@ -114,6 +114,9 @@ class HttpSettings:
     cors_allow_any: bool = False  # the wildcard misconfiguration, for probes to catch
     rate_limit: int = 60
     rate_window_s: float = 1.0
+    # How long after the deploy_finished change event a scenario's fail_during_watch providers
+    # fail; None: the scenario's own watch_failure_delay_s. Tests shorten it.
+    watch_failure_delay_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.anon_key:
@@ -144,6 +147,7 @@ class HttpSettings:
             ENV_PREFIX + "CORS_ALLOW_ANY": "1" if self.cors_allow_any else "0",
             ENV_PREFIX + "RATE_LIMIT": str(self.rate_limit),
             ENV_PREFIX + "RATE_WINDOW_S": repr(self.rate_window_s),
+            ENV_PREFIX + "WATCH_FAILURE_DELAY_S": "" if self.watch_failure_delay_s is None else repr(self.watch_failure_delay_s),
         }
 
     @classmethod
@@ -172,6 +176,7 @@ class HttpSettings:
             cors_allow_any=get("CORS_ALLOW_ANY") == "1",
             rate_limit=int(get("RATE_LIMIT") or defaults.rate_limit),
             rate_window_s=float(get("RATE_WINDOW_S") or defaults.rate_window_s),
+            watch_failure_delay_s=float(delay) if (delay := get("WATCH_FAILURE_DELAY_S")) else None,
         )
 
 

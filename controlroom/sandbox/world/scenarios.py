@@ -34,6 +34,12 @@ class Scenario:
     # A deployment (POST /_sandbox/deploy) makes these providers fail: validate answers 503,
     # their syncs and rotations fail, their breakers open by the 10-in-15-min rule.
     fail_on_deploy: tuple[str, ...] = ()
+    # The same failure, but during the watch after the deployment: these providers fail
+    # watch_failure_delay_s after the PagerDuty change event that says the deployment finished
+    # and succeeded (custom_details event "deploy_finished", outcome "succeeded"). The server's
+    # settings may shorten the delay (HttpSettings.watch_failure_delay_s).
+    fail_during_watch: tuple[str, ...] = ()
+    watch_failure_delay_s: float = 20.0
     # The platform's other clients (the sandbox's Prometheus counts them with our requests):
     # their p95 latency and share of 5xx answers.
     api_p95_ms: float = 140.0
@@ -85,6 +91,12 @@ SCENARIOS: dict[str, Scenario] = {
             summary="Healthy until the deployment; then Fudo fails and must be rolled back.",
             expected_verdict="GO",
             fail_on_deploy=("fudo",),
+        ),
+        Scenario(
+            name="fudo-outage-watch",
+            summary="Healthy through the deployment; Fudo fails during the watch after it and must be rolled back.",
+            expected_verdict="GO",
+            fail_during_watch=("fudo",),
         ),
     )
 }
