@@ -1,4 +1,7 @@
-"""The sandbox's notification sinks over a real socket, in the server's own process."""
+"""The sandbox's notification sinks over a real socket, in the server's own process: PagerDuty
+change events and alert context, Slack's chat.postMessage with threads, Statuspage incidents,
+faults that last a while, and fudo-outage-watch (Fudo fails after the deploy_finished change
+event)."""
 
 from __future__ import annotations
 
@@ -11,9 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
+from controlroom.config.loader import load_config
 from controlroom.sandbox.http.server import STATUSPAGE_PAGE_ID, HttpServerProcess, HttpSettings
 from controlroom.sandbox.http.sinks import SINKS
 from controlroom.sandbox.pg.postgres import EmbeddedPostgres
+from controlroom.sandbox.runner import Sandbox
 
 from http_fixtures import bearer, create_database, server, shared_dsn, start_server  # noqa: F401 - fixtures
 
@@ -372,3 +377,30 @@ async def _watch_story(http: httpx.AsyncClient, server: HttpServerProcess) -> No
     await http.post("/_sandbox/rollback", json={"version": "v2.14.0"}, headers=control)
     assert await fudo() == 200
 
+
+async def test_the_sandbox_config_points_at_every_sink() -> None:
+    """What `controlroom sandbox --scenario fudo-outage-watch` writes: the urls and secrets a
+    control room needs for change events, Slack's Web API and Statuspage, and a watch delay
+    that reaches the server."""
+    async with Sandbox("fudo-outage-watch", locations=20, simulate=False, watch_failure_delay_s=0.2) as sandbox:
+        loaded = load_config(sandbox.config_path, environ={})
+        urls, secrets = loaded.environment.urls, loaded.secrets
+        assert urls["pagerduty_api"] == f"{sandbox.base_url}/sinks/pagerduty-api"
+        assert urls["statuspage_page"] == f"{sandbox.base_url}{PAGE}"
+        assert secrets.get("slack_bot_token").startswith("xoxb-")
+        assert secrets.variable("statuspage_api_key") == "CONTROLROOM_SANDBOX_STATUSPAGE_API_KEY"
+        async with httpx.AsyncClient(timeout=5) as http:
+            posted = await http.post(f"{urls['slack_api']}/chat.postMessage", json={"channel": "#incidents", "text": "hi"},
+                                     headers=bearer(secrets.get("slack_bot_token")))
+            assert posted.json()["ok"] is True
+            components = await http.get(f"{urls['statuspage_page']}/components",
+                                        headers={"Authorization": f"OAuth {secrets.get('statuspage_api_key')}"})
+            assert components.status_code == 200 and len(components.json()) == 4
+            event = change_event(secrets.get("pagerduty_routing_key"))
+            assert (await http.post(f"{urls['pagerduty']}/v2/change/enqueue", json=event)).status_code == 202
+            validate = f"{sandbox.base_url}/functions/v1/pos-fudo/validate"
+            anon = bearer(sandbox.settings.anon_key)
+            started = time.monotonic()
+            while (await http.get(validate, headers=anon)).status_code == 200:
+                assert time.monotonic() - started < 5, "Fudo never failed"
+                await asyncio.sleep(0.05)

@@ -28,7 +28,7 @@ import asyncpg
 
 from controlroom.infra import shutdown
 from controlroom.sandbox.world.fleet import DEPLOYED_VERSION, seed_fleet
-from controlroom.sandbox.http.server import HttpServerProcess, HttpSettings
+from controlroom.sandbox.http.server import STATUSPAGE_PAGE_ID, HttpServerProcess, HttpSettings
 from controlroom.sandbox.pg.postgres import EmbeddedPostgres
 from controlroom.sandbox.pg.reaper import spawn_reaper, stop_reaper
 from controlroom.sandbox.world.scenarios import Scenario, get_scenario
@@ -49,6 +49,9 @@ SECRET_VARIABLES = {
     "burst_api_key": "CONTROLROOM_SANDBOX_BURST_API_KEY",
     "slack_webhook_url": "CONTROLROOM_SANDBOX_SLACK_WEBHOOK_URL",
     "pagerduty_routing_key": "CONTROLROOM_SANDBOX_PAGERDUTY_ROUTING_KEY",
+    # A Slack bot token (xoxb-…) for the Web API's chat.postMessage, and a Statuspage API key.
+    "slack_bot_token": "CONTROLROOM_SANDBOX_SLACK_BOT_TOKEN",
+    "statuspage_api_key": "CONTROLROOM_SANDBOX_STATUSPAGE_API_KEY",
     "sandbox_admin_token": "CONTROLROOM_SANDBOX_ADMIN_TOKEN",
 }
 
@@ -220,6 +223,8 @@ class Sandbox:
             "burst_api_key": settings.burst_key,
             "slack_webhook_url": f"{self.base_url}/sinks/slack/{self._slack_hook_id}",
             "pagerduty_routing_key": settings.pagerduty_routing_key,
+            "slack_bot_token": settings.slack_bot_token,
+            "statuspage_api_key": settings.statuspage_api_key,
             "sandbox_admin_token": settings.admin_token,
         }
         return {SECRET_VARIABLES[name]: value for name, value in values.items()}
@@ -273,6 +278,10 @@ previous_version = {json.dumps(DEPLOYED_VERSION)}
 supabase = "{url}"
 metrics = "{url}"
 pagerduty = "{url}/sinks/pagerduty"
+# PagerDuty's REST API (on-call schedules), Slack's Web API, and the sandbox's Statuspage page.
+pagerduty_api = "{url}/sinks/pagerduty-api"
+slack_api = "{url}/sinks/slack-api"
+statuspage_page = "{url}/sinks/statuspage/v1/pages/{STATUSPAGE_PAGE_ID}"
 sandbox = "{url}"
 
 [environment.secrets]
