@@ -3,9 +3,11 @@
 It answers the endpoints the release checklist calls (Supabase REST health, the
 `pos-credentials-rotation` edge function, per-provider `validate` functions, token issue
 with zombie-token semantics), a Prometheus-style `/api/v1/query`, `/query_range` and `/rules` for KPIs and alerts, Slack and
-PagerDuty sinks that record what the control room sends, and `/_sandbox/*` controls
-(deploy, rollback, sink faults) for the demo and the tests. The middleware (rate limiting,
-CORS, request timing) lives in `http_middleware.py`, the sink recording in `sinks.py`.
+PagerDuty (alert and change events), Slack Web API and Statuspage sinks that record what the
+control room sends, and `/_sandbox/*` controls (deploy, rollback, fail, sink faults) for the
+demo and the tests. The middleware (rate limiting, CORS, request timing) lives in
+`middleware.py`, the sink recording in `sinks.py`, Slack's Web API in `slack_web.py`,
+Statuspage in `statuspage.py`.
 
 Behaviour per scenario comes from `scenarios.py`; the runtime state shared with the
 simulator (failing providers, deployed version) lives in the `sandbox.state` table.
