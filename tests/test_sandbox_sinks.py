@@ -219,6 +219,7 @@ async def test_chat_post_message_rate_limited_and_form_encoded(client: httpx.Asy
     assert form.json()["ok"] is True
     recorded = await records(client, server, "slack_api")
     assert [r["status"] for r in recorded] == [429, 200] and "token" not in recorded[1]["body"]
+    assert recorded[0]["error"] == "ratelimited" and recorded[0]["ts"] is None and not recorded[0]["accepted"]
     unknown = await client.post("/sinks/slack-api/chat.delete", headers=bearer(token), json={})
     assert unknown.status_code == 200 and unknown.json() == {"ok": False, "error": "unknown_method"}
 

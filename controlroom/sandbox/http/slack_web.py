@@ -63,20 +63,26 @@ class SlackWebApi:
         args, token, warnings = _arguments(request, raw)
         fault = self.recorder.take_fault(SINK)
         if fault is not None:
-            self.recorder.record(SINK, request, _shown(args), fault.status, "injected fault", accepted=False)
-            return fault_response(SINK, fault)
+            response = fault_response(SINK, fault)
+            self._record(request, args, fault.status, json.loads(response.body), "injected fault")
+            return response
         answer = self._post(args, token)
         if warnings:
             answer["warning"] = ",".join(warnings)
             answer.setdefault("response_metadata", {})["warnings"] = warnings
+        self._record(request, args, 200, answer, None if answer["ok"] else answer["error"])
+        return JSONResponse(answer)
+
+    def _record(self, request: Request, args: dict[str, Any] | None, status: int, answer: dict[str, Any],
+                reason: str | None) -> None:
+        """One shape for every call: what was posted (ts, thread) is null unless it was."""
         ok = answer["ok"]
         self.recorder.record(
-            SINK, request, _shown(args), 200, None if ok else answer["error"], accepted=ok,
+            SINK, request, _shown(args), status, reason, accepted=ok,
             ok=ok, error=answer.get("error"), channel=answer.get("channel"), ts=answer.get("ts"),
-            thread_ts=args.get("thread_ts") if ok else None,
-            reply_broadcast=bool(args.get("reply_broadcast")) if ok else None,
+            thread_ts=(args or {}).get("thread_ts") if ok else None,
+            reply_broadcast=bool((args or {}).get("reply_broadcast")) if ok else None,
         )
-        return JSONResponse(answer)
 
     def _post(self, args: dict[str, Any] | None, token: str | None) -> dict[str, Any]:
         if not token:
