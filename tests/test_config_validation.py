@@ -25,6 +25,8 @@ production = false
 supabase = "https://example.supabase.co"
 metrics = "https://prometheus.example"
 pagerduty = "https://events.pagerduty.com"
+slack_api = "https://slack.com/api"
+statuspage_page = "https://api.statuspage.io/v1/pages/kctbh9vrtdwd"
 
 [environment.secrets]
 database_dsn = "CR_DATABASE_DSN"
@@ -32,6 +34,7 @@ supabase_api_key = "SUPABASE_ANON_KEY"
 burst_api_key = "SUPABASE_BURST_KEY"
 slack_webhook_url = "SLACK_WEBHOOK_URL"
 pagerduty_routing_key = "PAGERDUTY_ROUTING_KEY"
+statuspage_api_key = "STATUSPAGE_API_KEY"
 """
 
 MINIMAL_RUNBOOK = """\

@@ -172,7 +172,7 @@ def machine_for(config: LoadedConfig, reached: Counter[str]) -> type[RuleBasedSt
                                for r in self.s.journal.of_kind("notification"))
                 reached.update("a step failed" for r in self.s.journal.of_kind("step_outcome")
                                if r.data.get("status") == "failed" and not r.data.get("plan_id"))
-                self.session.close()
+                self.loop.run_until_complete(self.session.aclose())
             self.loop.close()
             self.fail.unlink(missing_ok=True)
             shutil.rmtree(self.directory, ignore_errors=True)
@@ -210,7 +210,7 @@ def machine_for(config: LoadedConfig, reached: Counter[str]) -> type[RuleBasedSt
         def reopen_window(self, write: bool) -> None:
             """The window closes (or its SSH session drops) and the operator opens another."""
             path = self.s.journal.path
-            self.s.close()
+            self.loop.run_until_complete(self.s.aclose())
             self.session = ReleaseEngine.open(config, write=write, journal_path=path)
 
         @precondition(lambda self: self.session is not None and self.session.state.in_progress)
@@ -229,7 +229,7 @@ def machine_for(config: LoadedConfig, reached: Counter[str]) -> type[RuleBasedSt
                 except (SessionError, StepRefused):
                     pass
             finally:
-                other.close()
+                self.loop.run_until_complete(other.aclose())
 
         @precondition(lambda self: self.fail.exists())
         @rule()

@@ -42,7 +42,7 @@ async def events(admin: httpx.AsyncClient) -> dict[str, list[str]]:
     sinks = (await admin.get("/_sandbox/sinks")).json()
     return {
         "pagerduty": [r["body"]["event_action"] for r in sinks["pagerduty"] if r["accepted"]],
-        "slack": [r["body"]["text"] for r in sinks["slack"] if r["accepted"]],
+        "slack": [r["body"]["text"] for r in sinks["slack_api"] if r["accepted"]],
     }
 
 
@@ -217,7 +217,7 @@ async def test_starting_any_rollback_triggers_and_verifying_resolves_the_same_in
     session = await started(sandbox, tmp_path)
     await session.start_rollback("graceful", "latency after v2.15.0", version="v2.14.0")
     triggered = session.triggered_channels()
-    assert sorted(triggered) == ["pagerduty", "slack"]
+    assert sorted(triggered) == ["pagerduty", "slack", "statuspage"]
     assert (await events(admin))["pagerduty"] == ["trigger"]
     for step_id in session.open_rollback_steps():
         session.skip_rollback_step(step_id, "rules test: done by hand")
@@ -231,9 +231,9 @@ async def test_starting_any_rollback_triggers_and_verifying_resolves_the_same_in
 
 async def test_no_resolve_for_an_incident_that_was_never_triggered(sandbox: Sandbox, tmp_path: Path,
                                                                     admin: httpx.AsyncClient) -> None:
-    """The trigger could not be delivered (both sinks answer 400, which is final): verifying
+    """The trigger could not be delivered (every sink answers 400, which is final): verifying
     sends no resolve, and the journal says why."""
-    for sink in ("slack", "pagerduty"):
+    for sink in ("slack_api", "pagerduty", "statuspage"):
         body = {"sink": sink, "status": 400, "count": 1, "retry_after": None}
         (await admin.post("/_sandbox/sinks/faults", json=body)).raise_for_status()
     session = await started(sandbox, tmp_path)
@@ -388,3 +388,26 @@ async def test_a_manual_item_attested_as_not_met_fails_and_its_rule_decides(sand
     reader = ReleaseEngine.open(loaded(sandbox), write=False, journal_path=session.journal.path)
     with pytest.raises(SessionError, match="READ-ONLY"):
         reader.attest_failing("on-call", "read-only try")
+
+
+# -- the escalation ladder: e pages the next level now -----------------------------------------
+
+async def test_e_pages_the_next_level_once_confirmed_and_the_ladder_says_who_was_paged(
+        sandbox: Sandbox, tmp_path: Path, admin: httpx.AsyncClient) -> None:
+    session = await started(sandbox, tmp_path)
+    assert session.page_refusal() == "no incident is open: there is nobody to escalate to"
+    await session.start_rollback("graceful", "latency after v2.15.0", version="v2.14.0")
+    assert session.page_target().level == 2 and session.page_words() == "page L2"
+    with pytest.raises(SessionError, match="type 'page L2' to confirm"):
+        await session.page_next_level("page")
+    lines = await session.page_next_level("page L2")
+    assert lines == ["slack info: sent (1 attempt)"]
+    (paged,) = session.paged()
+    assert paged.data["level"] == 2 and paged.operator["user"]
+    assert session.page_target().level == 3  # the next e pages L3, before the ladder reaches it
+    slack = (await events(admin))["slack"]
+    assert slack[-1].startswith("<!here> sandbox (healthy): L2 SRE team lead paged, 0:00 into the incident of the deployment of v2.15.0")
+    read_only = ReleaseEngine.open(loaded(sandbox), write=False, journal_path=session.journal.path)
+    assert read_only.page_refusal().startswith("READ-ONLY")
+    read_only.close()
+    await session.aclose()

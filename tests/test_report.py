@@ -289,7 +289,11 @@ def test_the_fudo_outage_rollback_says_why_and_that_it_was_verified(fudo_release
     assert "- [ ] Re-enable the fudo integrations the rollback disabled, once the cause is fixed" in lines
 
     notifications = section(lines, "## Notifications")[:-1]
-    assert len(notifications) == 6 and all(text.startswith("- ✅") for text in notifications), notifications
+    # Slack, PagerDuty and the status page at the start; the notify step (Slack, PagerDuty); the
+    # status page identified, monitoring; the resolve on all three.
+    assert len(notifications) == 10 and all(text.startswith("- ✅") for text in notifications), notifications
+    assert [text.split(" ")[3:5] for text in notifications if "statuspage" in text] == [
+        ["statuspage", "trigger:"], ["statuspage", "acknowledge:"], ["statuspage", "monitoring:"], ["statuspage", "resolve:"]]
     assert "- ✅ 03:07:05 pagerduty trigger: sent (1 attempt) — “sandbox (fudo-outage): rollback to v2.14.0 started " \
            "(Emergency Rollback)”" in notifications
     assert "- ✅ 03:08:35 slack trigger: sent (1 attempt) — “@channel POS production issue - rolling back to v2.14.0”" \
@@ -341,8 +345,8 @@ async def test_an_overridden_release_with_a_failed_notification_and_a_failing_at
     assert line(lines, "- **POS Integration Health**").endswith(
         "(share of the health checks passing in the verdict at 03:00:35; no POS fleet snapshot was journaled)")
 
-    notifications = section(lines, "## Notifications")[:-1]  # both channels at once: either order
-    assert len(notifications) == 2, notifications
+    notifications = section(lines, "## Notifications")[:-1]  # the channels at once: any order
+    assert len(notifications) == 3, notifications
     assert ("- ✅ 03:01:35 slack trigger: sent (1 attempt) — "
             "“sandbox (healthy): rollback to v2.14.0 started (Emergency Rollback)”") in notifications
     assert any(text.startswith("- ❌ 03:01:35 pagerduty trigger: failed (1 attempt) — HTTP 400") for text in notifications)

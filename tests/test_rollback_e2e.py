@@ -227,8 +227,9 @@ async def test_fudo_outage_emergency_rollback_by_keys(outage: Sandbox, tmp_path:
         response = await client.get(f"{outage.base_url}/_sandbox/sinks",
                                     headers={"Authorization": f"Bearer {outage.settings.admin_token}"})
     sinks = response.json()
-    slack = [r["body"]["text"] for r in sinks["slack"] if r["accepted"]]
+    slack = [r["body"]["text"] for r in sinks["slack_api"] if r["accepted"]]  # the bot token: chat.postMessage
     assert any("rolling back to v2.14.0" in text for text in slack) and any(t.startswith("RESOLVED") for t in slack)
+    assert len({r["thread_ts"] or r["ts"] for r in sinks["slack_api"] if r["accepted"]}) == 1  # one thread
     pagerduty = [r["body"] for r in sinks["pagerduty"] if r["accepted"]]
     # Starting the rollback opened the incident; the plan's notify step triggers it again with
     # the same dedup_key (one incident in PagerDuty); verifying resolved it.

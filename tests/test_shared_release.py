@@ -34,6 +34,11 @@ from shared_support import ALICE, BOB, CAROL, TcpProxy, environment_config, even
 FAN_OUT_BUDGET_S = 1.0
 
 
+def notice(kind: str) -> bool:
+    """A notification's records land when its sink answers: their place among the others varies."""
+    return kind.startswith("notification")
+
+
 @pytest.fixture(scope="module")
 async def sandbox() -> AsyncIterator[Sandbox]:
     async with Sandbox("healthy", locations=30, simulate=False, journal_store="postgres") as running:
@@ -186,10 +191,12 @@ async def test_notifications_go_out_once_whatever_the_number_of_windows(sandbox:
             for engine in engines:
                 engine.close()
     triggers = [r["body"] for r in sinks["pagerduty"] if r["accepted"] and r["body"]["event_action"] == "trigger"]
-    slack = [r for r in sinks["slack"] if r["accepted"]]
+    slack = [r for r in sinks["slack_api"] if r["accepted"]]
     assert len(triggers) == 1 and len(slack) == 1  # one incident opened, by the driver, once
     journaled = [r for r in driver.journal.records if r.kind == "notification"]
-    assert sorted(r.data["channel"] for r in journaled) == ["pagerduty", "slack"]
+    assert sorted(r.data["channel"] for r in journaled if r.data["event"] != "change") == ["pagerduty", "slack", "statuspage"]
+    assert sorted(r.data["details"]["event"] for r in driver.journal.records
+                  if r.kind == "notification_queued" and r.data["event"] == "change") == ["deploy_started", "rollback_started"]
     assert {r.operator["user"] for r in journaled} == {"alice"}
 
 
@@ -310,7 +317,7 @@ async def test_the_store_restarted_mid_release_the_driver_continues_offline_and_
         alice.take_over("offline")
         alice.mark_done("env-health", "checked by hand while the database restarted")
         offline = [r for r in alice.journal.records if r.kind in ("offline_continued", "step_outcome")]
-        assert [r.kind for r in offline] == ["offline_continued", "step_outcome"]
+        assert [r.kind for r in offline if not notice(r.kind)] == ["offline_continued", "step_outcome"]
 
         await asyncio.to_thread(store.resume)
         await eventually(lambda: alice.crew().online and bob.crew().online, alice, bob, timeout=15,
@@ -321,7 +328,7 @@ async def test_the_store_restarted_mid_release_the_driver_continues_offline_and_
         stored = await read_release(store.dsn, "shared restart")
         assert stored is not None and verify_chain(stored.records) == []
         kinds = [r.kind for r in stored.records]
-        assert kinds[-3:] == ["offline_continued", "step_outcome", "store_back"]
+        assert [k for k in kinds if not notice(k)][-3:] == ["offline_continued", "step_outcome", "store_back"]
         assert [r for r in stored.records if r.kind in ("offline_continued", "step_outcome")] == offline
         await eventually(lambda: len(bob.journal.records) == len(stored.records), bob)
         for engine in (alice, bob):
@@ -365,8 +372,9 @@ async def test_a_driver_cut_off_while_another_drove_keeps_its_offline_records_as
         assert stored is not None and verify_chain(stored.records) == []
         branch = next(r for r in stored.records if r.kind == "offline_branch")
         assert branch.operator["user"] == "alice" and branch.data["journaled_by"] == "alice@bastion-1"
-        assert [body["kind"] for body in branch.data["records"]] == ["offline_continued", "step_outcome"]
-        assert [body["hash"] for body in branch.data["records"]] == [r.hash for r in alice_offline]
+        assert [body["kind"] for body in branch.data["records"] if not notice(body["kind"])] == ["offline_continued",
+                                                                                                  "step_outcome"]
+        assert [body["hash"] for body in branch.data["records"] if not notice(body["kind"])] == [r.hash for r in alice_offline]
         assert "breaker-status" not in replay_steps(stored.records)  # a branch decides nothing
         assert replay_steps(stored.records)["env-health"] == "done"
 
@@ -432,7 +440,8 @@ async def test_opened_while_the_store_is_down_a_release_opens_from_this_machines
         assert alice.crew().driving
         stored = await read_release(store.dsn, "shared cold offline")
         assert stored is not None and verify_chain(stored.records) == []
-        assert [r.kind for r in stored.records][-3:] == ["offline_continued", "step_outcome", "store_back"]
+        assert [r.kind for r in stored.records if not notice(r.kind)][-3:] == ["offline_continued", "step_outcome",
+                                                                                "store_back"]
         on_disk, problems, _ = read_records(alice.journal.path)
         assert problems == [] and on_disk == stored.records
     finally:
@@ -499,7 +508,8 @@ async def test_a_driver_back_from_a_short_partition_drives_on_with_its_offline_r
         assert "journaled here meanwhile are in it" in notices and "someone else" not in notices
         stored = await read_release(sandbox.dsn, "shared partition")
         assert stored is not None and verify_chain(stored.records) == []
-        assert [r.kind for r in stored.records][-3:] == ["offline_continued", "step_outcome", "store_back"]
+        assert [r.kind for r in stored.records if not notice(r.kind)][-3:] == ["offline_continued", "step_outcome",
+                                                                                "store_back"]
         assert not any(r.kind == "offline_branch" for r in stored.records)
         await eventually(lambda: bob.state.steps.get("env-health") is not None
                          and bob.crew().driver is not None and bob.crew().driver.label == "alice@bastion-1",  # type: ignore[union-attr]

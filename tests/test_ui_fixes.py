@@ -497,7 +497,7 @@ async def test_keys_typed_while_a_dialog_opens_never_reach_the_screen_behind(
     writer = ReleaseEngine.open(loaded, write=True, journal_dir=tmp_path / "journal", clock=clock)
     await writer.start_deploy("v2.15.0", override_reason="trial: no checklist in this test")
 
-    async def no_trigger(self: Any, plan: Any, values: Any) -> list[str]:
+    async def no_trigger(self: Any, plan: Any, values: Any, reason: str = "") -> list[str]:
         return []
 
     monkeypatch.setattr(Incident, "trigger", no_trigger)

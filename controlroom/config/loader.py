@@ -297,8 +297,15 @@ def _secret_references(runbook: Runbook) -> list[tuple[str, str]]:
     for plan_or_phase in [*runbook.deployment.phases, *runbook.rollback.plans]:
         for step in plan_or_phase.steps:
             refs += [(f"step {step.id}", secret) for secret in getattr(step.action, "secrets", [])]
-    if runbook.notifications.slack:
-        refs.append(("notifications.slack", runbook.notifications.slack.webhook_secret))
-    if runbook.notifications.pagerduty:
-        refs.append(("notifications.pagerduty", runbook.notifications.pagerduty.routing_key_secret))
+    notifications = runbook.notifications
+    if notifications.slack:
+        refs.append(("notifications.slack", notifications.slack.webhook_secret))
+        # (bot_token_secret is optional: unmapped or unset, Slack goes through the webhook)
+    if notifications.pagerduty:
+        refs.append(("notifications.pagerduty", notifications.pagerduty.routing_key_secret))
+    if notifications.statuspage:
+        refs.append(("notifications.statuspage", notifications.statuspage.api_key_secret))
+    for level in runbook.escalation.levels:
+        if level.pagerduty_routing_key_secret:
+            refs.append((f"escalation level {level.level}", level.pagerduty_routing_key_secret))
     return refs

@@ -477,7 +477,7 @@ class SqlAction(Model):
 
 class NotifyAction(Model):
     kind: Literal["notify"]
-    channels: list[Literal["slack", "pagerduty"]] = Field(min_length=1)
+    channels: list[Literal["slack", "pagerduty", "statuspage"]] = Field(min_length=1)
     message: NonEmpty  # may use {version}, {provider}, {environment}
     event: Literal["trigger", "resolve", "info"] = "info"
 
@@ -525,6 +525,14 @@ DEFAULT_VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,63}$"
 
 class Deployment(Model):
     target_minutes: Minutes = 15.0
+    # After a successful finish: the real-time KPIs and the breakers are watched this long;
+    # a KPI off its target (or red, breach_on = "red") for breach_polls polls in a row, or a
+    # breaker opening, raises the alarm and recommends `watch_rollback_plan` (default: the
+    # first plan).
+    watch_minutes: Annotated[float, Field(ge=0, le=24 * 60)] = 30.0
+    breach_polls: Annotated[int, Field(ge=1, le=100)] = 3
+    breach_on: Literal["target", "red"] = "target"
+    watch_rollback_plan: Slug | None = None
     phases: list[Phase] = Field(min_length=1)
     # What a version (a tag) must look like before a deployment of it may start.
     version_pattern: str = DEFAULT_VERSION_PATTERN
@@ -618,11 +626,24 @@ class Rollback(Model):
 # -- escalation and notifications ------------------------------------------------------
 
 
+# A Slack mention the runbook writes as Slack's own syntax: <@U0123>, <!subteam^S0123>, or
+# @channel / @here (made <!channel> / <!here>). Operator text is escaped; this is not.
+SLACK_MENTION = r"^(<[@#][A-Z0-9]+>|<!subteam\^[A-Z0-9]+(\|[^<>]+)?>|<!(channel|here)>|@channel|@here)$"
+
+
 class EscalationLevel(Model):
     level: Annotated[int, Field(ge=1)]
     title: NonEmpty
     from_minutes: Annotated[float, Field(ge=0)]
     contacts: list[NonEmpty] = Field(min_length=1)
+    # Who `e` pages when this level is the next one: a PagerDuty service (its routing key's
+    # logical secret), a Slack mention, or both. Neither: `e` cannot page this level.
+    pagerduty_routing_key_secret: Slug | None = None
+    slack_mention: Annotated[str, Field(pattern=SLACK_MENTION)] | None = None
+
+    @property
+    def pageable(self) -> bool:
+        return bool(self.pagerduty_routing_key_secret or self.slack_mention)
 
 
 class Escalation(Model):
@@ -640,22 +661,57 @@ class Escalation(Model):
         return self
 
 
+GiveUpMinutes = Annotated[float, Field(gt=0, le=24 * 60)]
+
+
 class SlackTarget(Model):
     webhook_secret: Slug  # logical secret holding the incoming-webhook URL
     channel: str = "#incidents"
+    # With a bot token (its logical secret set), messages go through chat.postMessage to
+    # `channel` and one deployment is one thread; unset, through the incoming webhook.
+    bot_token_secret: Slug | None = None
+    api_url: NonEmpty = "https://slack.com/api"
     timeout_s: TimeoutSeconds = 5.0
+    give_up_after_minutes: GiveUpMinutes = 5.0  # retried until then, then shown as given up
 
 
 class PagerDutyTarget(Model):
     routing_key_secret: Slug
     events_url: NonEmpty = "https://events.pagerduty.com/v2/enqueue"
+    # Change events (deploy markers on the service's incident page); empty: events_url's
+    # /v2/enqueue made /v2/change/enqueue.
+    change_url: str = ""
     source: NonEmpty = "controlroom"
+    # Shown in PagerDuty as the event's sender, with a link (e.g. the runbook's wiki page).
+    client: str = "controlroom"
+    client_url: str = ""
     timeout_s: TimeoutSeconds = 5.0
+    give_up_after_minutes: GiveUpMinutes = 10.0  # PagerDuty asks for minutes of patience on a 429
+
+
+class StatuspageTarget(Model):
+    """Atlassian Statuspage: an incident opened when a rollback starts, resolved when it is
+    verified, with the rolled-back provider's component."""
+
+    # The page's API URL, ending in /v1/pages/<page id> (environment-specific: {urls.NAME}).
+    page_url: NonEmpty
+    api_key_secret: Slug
+    # provider -> component name; a provider not named here gets the component whose name
+    # contains the provider's name (case-insensitive), if there is one.
+    components: dict[NonEmpty, NonEmpty] = Field(default_factory=dict)
+    incident_name: NonEmpty = "{environment}: degraded POS integrations, rolling back to {version}"
+    timeout_s: TimeoutSeconds = 5.0
+    give_up_after_minutes: GiveUpMinutes = 10.0
 
 
 class Notifications(Model):
     slack: SlackTarget | None = None
     pagerduty: PagerDutyTarget | None = None
+    statuspage: StatuspageTarget | None = None
+    # The report's address in alert and change events' links: a URL template ({environment},
+    # {release}), or empty for the report file's path.
+    report_url: str = ""
+    # Ignored (kept so older runbooks load): retries now last each target's give_up_after_minutes.
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 4
 
 
@@ -777,6 +833,15 @@ class Runbook(Model):
         for metric in self.report.metrics:
             if metric.item not in item_ids:
                 raise ValueError(f"report.metrics: {metric.title!r} names unknown checklist item {metric.item!r}")
+        watch_plan = self.deployment.watch_rollback_plan
+        if watch_plan is not None and watch_plan not in {p.id for p in self.rollback.plans}:
+            raise ValueError(f"deployment.watch_rollback_plan {watch_plan!r} is not a rollback plan id")
+        for step in steps:
+            action = step.action
+            if isinstance(action, NotifyAction):
+                missing = [c for c in action.channels if getattr(self.notifications, c) is None]
+                if missing:
+                    raise ValueError(f"step {step.id!r} notifies {', '.join(missing)}, which [notifications] does not configure")
         impact = self.report.customer_impact_kpi
         if impact is not None and impact not in {k.id for k in self.kpis}:
             known = ", ".join(k.id for k in self.kpis) or "none are defined"

@@ -48,17 +48,20 @@ from controlroom.checks.base import ProbeContext, ProbeResult, run_probe, with_a
 from controlroom.checks.run import CheckReport, attestable_ids, run_checklist
 from controlroom.checks.verdict import Verdict, decide
 from controlroom.config.loader import LoadedConfig
-from controlroom.config.models import Kpi, Phase, RollbackPlan, SqlAction, Step
+from controlroom.config.models import EscalationLevel, Kpi, Phase, RollbackPlan, SqlAction, Step
 from controlroom.errors import SessionError
-from controlroom.live.sources import Feeds, HealthSnapshot, KpiReading
+from controlroom.live.sources import BreakerSnapshot, Feeds, HealthSnapshot, KpiReading
 from controlroom.release import rules
 from controlroom.release.escalation import EscalationStatus, escalation_status, incident_window
-from controlroom.release.incident import Incident
+from controlroom.infra.identity import operator_label
+from controlroom.notify.outbox import Outbox, OutboxView
+from controlroom.release.incident import FIRST_ANSWER_S, Incident
 from controlroom.release.journal import Journal, JournalRefused, Record, journal_directory, read_records
 from controlroom.release.rollback import RollbackPlans
+from controlroom.release.watch import Watch, WatchWindow, alarm, kpi_values, open_breakers, watch_window
 from controlroom.release.shared_journal import OFFLINE_WORDS, TAKE_OVER_WORDS, Crew, SharedJournal, store_dsn
 from controlroom.release.rules import Command, Situation
-from controlroom.release.state import Clock, DeploymentState, Stage, clock, replay
+from controlroom.release.state import Clock, DeploymentState, Stage, clock, format_duration, replay
 from controlroom.release.steps import DryRun, OutputCallback, StepOutcome, StepRefused, StepRunner, is_modifying
 
 Now = Callable[[], datetime]
@@ -151,7 +154,14 @@ class ReleaseEngine:
         self.state: DeploymentState = replay(journal.records)
         self.resumed = self.state.unfinished
         self.plans = RollbackPlans(loaded)
-        self.incident = Incident(loaded, journal)  # type: ignore[arg-type] - a journal either way
+        # Notifications: journaled before they are sent; only a control room that may decide sends.
+        self.outbox = Outbox(loaded, journal, may_send=self.may_notify, on_record=self._replay)  # type: ignore[arg-type]
+        self.incident = Incident(loaded, journal, self.outbox, self.report_link)  # type: ignore[arg-type]
+        # The latest readings the control room's pollers passed in (observe), for the watch.
+        self.kpi_latest: dict[str, KpiReading] = {}
+        self.breakers_latest: BreakerSnapshot | None = None
+        self.health_latest: HealthSnapshot | None = None
+        self._watch: tuple[datetime, Watch] | None = None  # the judge of the current watch
 
     @classmethod
     def open(
@@ -203,8 +213,66 @@ class ReleaseEngine:
 
     def close(self) -> None:
         """The window closes: give up the claim on the journal (the shared release: this
-        control room's session, and the driver's lock with it)."""
+        control room's session, and the driver's lock with it). Notifications stop: what
+        is still pending stays so in the journal, and the next control room sends it."""
+        self.outbox.stop()
         self.journal.close()
+
+    async def aclose(self) -> None:
+        """close(), and the notifications' connections closed on the way (on the event loop)."""
+        await self.outbox.aclose()
+        self.close()
+
+    # -- notifications -----------------------------------------------------------------
+
+    def may_notify(self) -> bool:
+        """Only a control room that may decide sends (with the shared store: the driver)."""
+        return self.write and not self.watching
+
+    def resume_notifications(self) -> int:
+        """Send again what the journal says is still pending (a reopen, a takeover): the
+        same notices, the same dedup_keys. Call it on the event loop."""
+        return self.outbox.resume() if self.may_notify() else 0
+
+    def notifications(self) -> OutboxView:
+        return self.outbox.view()
+
+    def retry_notifications(self) -> list[str]:
+        """Send every given-up notification again (a decision: refused read-only, or watching)."""
+        refusal = rules.refusal(Command.NOTIFY, self.situation(), scope=rules.ANY_STAGE)
+        if refusal:
+            raise SessionError(refusal)
+        again = self.outbox.retry_given_up()
+        if not again:
+            raise SessionError("no notification was given up")
+        return [notice.label for notice in again]
+
+    def report_link(self) -> tuple[str, str]:
+        """(href, text) of the post-deployment report: the runbook's report_url, or the file."""
+        template = self.loaded.runbook.notifications.report_url
+        release = Path(getattr(self.journal, "path", "release")).stem
+        if template:
+            href = template.replace("{environment}", environment_slug(self.loaded.environment.name)).replace("{release}", release)
+        else:
+            href = str(Path(getattr(self.journal, "path", "release.jsonl")).with_suffix("").with_suffix(".report.md"))
+        return href, "Post-deployment report"
+
+    def _change_event(self, event: str, summary: str, **details: str) -> None:
+        """A PagerDuty change event (a deploy marker on the service's incident page)."""
+        if "pagerduty" not in self.outbox.channels or not self.may_notify():
+            return
+        last = self.journal.records[-1] if self.journal.records else None
+        facts = {"event": event, "version": self.state.version, "phase": self._phase_name(),
+                 "operator": operator_label(last.operator) if last is not None else "",
+                 "verdict": self.verdict_name, **details}
+        self.outbox.enqueue("pagerduty", "change", summary, dedup_key=self.incident.dedup_key,
+                            details={k: v for k, v in facts.items() if v}, links=(self.report_link(),))
+
+    def _phase_name(self) -> str:
+        current = self.current_phase()
+        if current is not None:
+            return current.title
+        return self.state.outcome or ("not started" if not self.state.started_at else "")
 
     # -- several control rooms on one release (the shared store) ------------------------
 
@@ -262,6 +330,7 @@ class ReleaseEngine:
         assert isinstance(self.journal, SharedJournal)
         record = self.journal.take_over(reason.strip() or typed.strip())
         self._replay()
+        self.resume_notifications()  # what the gone driver left pending is ours to send now
         return record
 
     # -- derived state -----------------------------------------------------------------
@@ -341,7 +410,7 @@ class ReleaseEngine:
 
     def runner(self) -> StepRunner:
         return StepRunner(self.loaded, write=self.write, journal=self.journal, environ=self.environ,
-                          attestations=self.attestations())
+                          attestations=self.attestations(), outbox=self.outbox)
 
     def describe(self, step_id: str) -> str:
         return self.runner().describe(self.step(step_id), self._values())
@@ -614,6 +683,8 @@ class ReleaseEngine:
             "override_reason": reason if verdict != "GO" else "",
         })
         self._append("phase_started", {"phase_id": self.deployment.phases[0].id})
+        self._change_event("deploy_started", f"{self.loaded.environment.name}: deployment of {version} started"
+                           + (f" (verdict {verdict}, overridden: {reason})" if verdict != "GO" else ""))
 
     def adopt(self, version: str, reason: str) -> None:
         """Adopt a release this control room did not start (deployed by CI/CD, a colleague,
@@ -670,6 +741,8 @@ class ReleaseEngine:
                                           **({"count": outcome.count} if outcome.count is not None else {})})
         finally:
             self.running_step = None
+        if "plan_id" in where:
+            self._rollback_progressed()
         for result in outcome.probe_results:
             self.results[result.item_id] = result
         if outcome.probe_results:
@@ -753,6 +826,90 @@ class ReleaseEngine:
         for index, (kind, data) in enumerate(records):  # the first decides, under the lock
             self._append(kind, data, unless=(lambda: self.command_refusal(Command.FINISH, outcome=outcome))
                          if index == 0 else None)
+        self._change_event("deploy_finished", f"{self.loaded.environment.name}: deployment of {self.state.version} "
+                           f"finished: {outcome}", outcome=outcome)
+        minutes = self.deployment.watch_minutes
+        if outcome == "success" and minutes > 0:
+            baseline = open_breakers(self.breakers_latest) if self.breakers_latest is not None else None
+            self._append("watch_started", {"minutes": minutes, "kpis": kpi_values(self.kpi_latest.values()),
+                                           "breach_polls": self.deployment.breach_polls, "open_breakers": baseline})
+
+    # -- the watch after a successful finish -------------------------------------------
+
+    def watch(self) -> WatchWindow | None:
+        return watch_window(self.journal.records)
+
+    def alarm(self) -> Record | None:
+        """The breach that recommends the rollback now (None: none, or a rollback started)."""
+        return alarm(self.journal.records)
+
+    def observe(self, value: object) -> dict[str, Any] | None:
+        """A poller's snapshot (a KPI reading, the breakers, the fleet's health). During the
+        watch, judged: returns the `watch_breach` data when it raises the alarm (journaled,
+        and told to Slack), else None. Watchers judge nothing: the driver journals it."""
+        if isinstance(value, KpiReading):
+            self.kpi_latest[value.kpi_id] = value
+        elif isinstance(value, BreakerSnapshot):
+            self.breakers_latest = value
+        elif isinstance(value, HealthSnapshot):
+            self.health_latest = value
+        window = self.watch()
+        now = self.now()
+        if window is None or not window.active(now) or self.watching or self.state.rollback is not None:
+            return None
+        judge = self._judge(window)
+        if isinstance(value, KpiReading):
+            breach = judge.kpi(value, now)
+        elif isinstance(value, BreakerSnapshot):
+            if judge.baseline_open is None:
+                judge.baseline_open = open_breakers(value)  # the first look at the breakers is the baseline
+                return None
+            breach = judge.breakers(value, now)
+        else:
+            return None
+        if breach is None:
+            return None
+        plan = self.watch_plan()
+        data = {**breach, "plan_id": plan.id, "provider": breach.get("provider") or self._worst_provider()}
+        self._append("watch_breach", data)
+        if "slack" in self.outbox.channels and self.may_notify():
+            self.outbox.enqueue("slack", "info", f"@here rollback recommended: {breach['what']}",
+                                dedup_key=self.incident.dedup_key, provider=str(data["provider"]),
+                                details={"version": self.state.version, "phase": "watch after the deployment",
+                                         "reason": f"{plan.title} recommended"})
+        return data
+
+    def watch_tick(self) -> bool:
+        """End the watch when its time is up (journaled with the KPIs then); True if it ended."""
+        window = self.watch()
+        if window is None or window.ended_at is not None or self.now() < window.until or self.watching:
+            return False
+        self._end_watch("time is up")
+        return True
+
+    def watch_plan(self) -> RollbackPlan:
+        plan_id = self.deployment.watch_rollback_plan
+        return self.plans.plan(plan_id) if plan_id else self.plans.all[0]
+
+    def _end_watch(self, why: str) -> None:
+        self._append("watch_ended", {"why": why, "kpis": {kpi.id: reading.value for kpi in self.loaded.runbook.kpis
+                                                          if (reading := self.kpi_latest.get(kpi.id)) is not None}})
+
+    def _judge(self, window: WatchWindow) -> Watch:
+        if self._watch is None or self._watch[0] != window.started_at:
+            started = next(r for r in reversed(self.journal.records) if r.kind == "watch_started")
+            baseline = started.data.get("open_breakers")
+            self._watch = (window.started_at, Watch(self.loaded.runbook, baseline if isinstance(baseline, dict) else None))
+        return self._watch[1]
+
+    def _worst_provider(self) -> str:
+        """The provider the fleet's health says suffers most (most disconnected, then the
+        lowest sync success), '' without a health snapshot."""
+        health = self.health_latest
+        if health is None or not health.providers:
+            return ""
+        worst = max(health.providers, key=lambda p: (p.disconnected, -(p.sync_success_percent or 100.0)))
+        return worst.provider if worst.disconnected or (worst.sync_success_percent or 100.0) < 100.0 else ""
 
     # -- rollback ----------------------------------------------------------------------
 
@@ -796,12 +953,81 @@ class ReleaseEngine:
     def incident_window(self) -> tuple[datetime | None, datetime | None]:
         return incident_window(self.journal.records)
 
+    def paged(self) -> list[Record]:
+        """The `escalation_paged` records of the open incident, oldest first."""
+        started, _ = incident_window(self.journal.records)
+        return [r for r in self.journal.of_kind("escalation_paged") if started is not None and r.at >= started]
+
+    def page_target(self) -> EscalationLevel | None:
+        """The level `e` would page: the one after both the level reached by time and the
+        highest one paged already (None: no incident, or the top of the ladder)."""
+        status = self.escalation()
+        if status is None:
+            return None
+        reached = max([status.level, *(int(r.data.get("level", 0)) for r in self.paged())])
+        return next((level for level in self.loaded.runbook.escalation.levels if level.level > reached), None)
+
+    def page_refusal(self) -> str | None:
+        refusal = rules.refusal(Command.NOTIFY, self.situation(), scope=rules.ANY_STAGE)
+        if refusal:
+            return refusal
+        if self.escalation() is None:
+            return "no incident is open: there is nobody to escalate to"
+        level = self.page_target()
+        if level is None:
+            return "the top of the escalation ladder is reached: there is no next level to page"
+        if not level.pageable:
+            return (f"L{level.level} {level.title} has no page target in the runbook (give its [[escalation.levels]] "
+                    "a pagerduty_routing_key_secret or a slack_mention)")
+        missing = [c for c, wanted in (("pagerduty", level.pagerduty_routing_key_secret), ("slack", level.slack_mention))
+                   if wanted and c not in self.outbox.channels]
+        if missing:
+            return f"L{level.level} pages through {', '.join(missing)}, which [notifications] does not configure"
+        return None
+
+    def page_words(self) -> str:
+        level = self.page_target()
+        return f"page L{level.level}" if level is not None else "page"
+
+    async def page_next_level(self, typed: str) -> list[str]:
+        """e: page the next escalation level now (typed confirmation, journaled): its PagerDuty
+        service is triggered (a dedup_key of its own, resolved with the incident) and its
+        Slack mention is told. Returns what the first attempts said."""
+        refusal = self.page_refusal()
+        if refusal:
+            raise SessionError(refusal)
+        if typed.strip().lower() != self.page_words().lower():
+            raise SessionError(f"type {self.page_words()!r} to confirm")
+        level = self.page_target()
+        assert level is not None
+        status = self.escalation()
+        elapsed = format_duration(status.elapsed_s) if status is not None else "?"
+        self._append("escalation_paged", {"level": level.level, "title": level.title, "contacts": list(level.contacts)},
+                     unless=self.page_refusal)
+        key = self.incident.dedup_key
+        text = (f"{self.loaded.environment.name}: L{level.level} {level.title} paged, {elapsed} into the incident"
+                + (f" of the deployment of {self.state.version}" if self.state.version else ""))
+        details = {"version": self.state.version, "phase": self._phase_name(), "reason": self.suggested_reason()}
+        notices = []
+        if level.pagerduty_routing_key_secret:
+            notices.append(self.outbox.enqueue("pagerduty", "trigger", text, dedup_key=f"{key}-L{level.level}",
+                                               routing_key_secret=level.pagerduty_routing_key_secret, details=details,
+                                               links=(self.report_link(),)))
+        if level.slack_mention:
+            notices.append(self.outbox.enqueue("slack", "info", text, dedup_key=key, mention=level.slack_mention,
+                                               details=details))
+        return await self.outbox.settle(notices, FIRST_ANSWER_S)
+
     def start_refusal(self) -> str | None:
         """Why a rollback cannot start now, or None."""
         return self.command_refusal(Command.START_ROLLBACK)
 
     def suggested_reason(self) -> str:
-        """The latest failure of this deployment, as a starting point for the reason."""
+        """The watch's alarm, else the latest failure of this deployment, as a starting point
+        for the reason."""
+        breach = self.alarm()
+        if breach is not None:
+            return f"rollback recommended: {breach.data.get('what', '')}"[:240]
         for record in reversed(self.journal.records):
             if record.kind == "step_outcome" and record.data.get("status") == "failed" and not record.data.get("plan_id"):
                 step_id = str(record.data.get("step_id", ""))
@@ -813,8 +1039,11 @@ class ReleaseEngine:
         return ""
 
     def suggested_provider(self, providers: list[str]) -> str:
-        """The provider whose checklist item fails now, else the one named in the latest
-        failure, else ''."""
+        """The provider the watch's alarm names, else the one whose checklist item fails now,
+        else the one named in the latest failure, else ''."""
+        breach = self.alarm()
+        if breach is not None and breach.data.get("provider") in providers:
+            return str(breach.data["provider"])
         for provider in providers:
             result = self.results.get(provider)
             if result is not None and result.status in ("fail", "error"):
@@ -841,14 +1070,19 @@ class ReleaseEngine:
         if version is None:
             version, how = await self.runner().previous_version()
         self._allow(Command.START_ROLLBACK)  # again: the journal may have moved on meanwhile
+        window = self.watch()
+        if window is not None and window.ended_at is None:
+            self._end_watch("a rollback started")
         self._append("rollback_started", unless=lambda: self.command_refusal(Command.START_ROLLBACK), data={
             "plan_id": plan.id, "reason": reason, "provider": provider, "version": version,
             "version_from": how, "from_version": self.state.version,
         })
         record = self.rollback_record()
         assert record is not None
+        self._change_event("rollback_started", f"{self.loaded.environment.name}: rollback to {version} started "
+                           f"({plan.title}): {reason}", outcome="rolling back", reason=reason, provider=provider)
         if not self.plans.triggers_first(plan):
-            await self.incident.trigger(plan, self.rollback_values())
+            await self.incident.trigger(plan, self.rollback_values(), reason)
             self._replay()
         return record
 
@@ -935,6 +1169,7 @@ class ReleaseEngine:
             raise SessionError(reason_refused)
         self._append("step_outcome", {"step_id": step.id, "plan_id": rollback.plan_id,
                                       "status": status, "summary": summary, "reason": reason}, unless=refused)
+        self._rollback_progressed()
 
     def open_rollback_steps(self) -> list[str]:
         rollback, plan = self.state.rollback, self.current_rollback_plan()
@@ -956,6 +1191,7 @@ class ReleaseEngine:
         waiting = self.open_rollback_steps()
         if waiting:
             raise SessionError(f"{len(waiting)} rollback step(s) not done or skipped: {', '.join(waiting)}")
+        self._status_page_once("monitoring", "{version} is back; verifying that the integrations recover")
         items = {item.id: item for _, item in self.loaded.runbook.items()}
         wanted = self.plans.verification_items(plan)
         attestations = self.attestations()
@@ -988,8 +1224,24 @@ class ReleaseEngine:
             self._append("deploy_finished", {"outcome": "rolled_back", "version": values.get("version", "")})
         await self.measure_pos_health()  # the fleet as the rollback left it, for the report
         lines = await self.incident.resolve(values)
+        self._change_event("rollback_finished", f"{self.loaded.environment.name}: rollback to "
+                           f"{values.get('version', 'the previous version')} verified", outcome="rolled_back")
         self._replay()
         return True, results, lines
+
+    def _status_page_once(self, event: str, text: str) -> None:
+        """A status page update of this deployment's incident, once per stage."""
+        if not self.may_notify() or any(r.kind == "notification_queued" and r.data.get("channel") == "statuspage"
+                                        and r.data.get("event") == event and r.data.get("dedup_key") == self.incident.dedup_key
+                                        for r in self.journal.records):
+            return
+        self.incident.update(event, text, self.rollback_values())
+
+    def _rollback_progressed(self) -> None:
+        """The first rollback step done: the cause is identified and being fixed."""
+        rollback = self.state.rollback
+        if rollback is not None and any(step.status == "done" for step in rollback.steps.values()):
+            self._status_page_once("acknowledge", "Identified: rolling back to {version}")
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -59,8 +59,10 @@ ALLOWED: dict[Stage, frozenset[Command]] = {
     Stage.ROLLBACK_ABANDONED: frozenset({*_CHECKLIST, Command.START_ROLLBACK}),
 }
 
-# Commands that belong to a rollback, for the scope of MARK_DONE / SKIP / DRY_RUN.
-DEPLOY, ROLLBACK = "deploy", "rollback"
+# Commands that belong to a rollback, for the scope of MARK_DONE / SKIP / DRY_RUN; ANY_STAGE:
+# a command whose stage does not matter (retrying a given-up notification: the resolve of a
+# rolled-back release may be the one that needs it).
+DEPLOY, ROLLBACK, ANY_STAGE = "deploy", "rollback", "any stage"
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ def refusal(command: Command, situation: Situation, *, outcome: str | None = Non
     if command not in OBSERVATIONS and situation.control:
         return situation.control
     stage = situation.stage
+    if scope == ANY_STAGE:
+        return None
     if command not in ALLOWED[stage]:
         return _stage_refusal(command, situation, stage)
     if command in (Command.MARK_DONE, Command.SKIP):

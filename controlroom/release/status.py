@@ -28,6 +28,8 @@ from controlroom.config.models import Deployment
 
 EXIT_SUCCEEDED, EXIT_IN_PROGRESS, EXIT_FAILED, EXIT_NO_DEPLOYMENT = 0, 3, 4, 5
 LAST_EVENTS = 10
+# A notice's intent says nothing its end does not say better: the last events show ends only.
+NOT_EVENTS = frozenset({"notification_queued"})
 WATCH_POLL_S = 1.0
 
 
@@ -105,8 +107,12 @@ class ReleaseStatus:
             "open_in": self.open_in or None,
             **({"shared": self.crew.to_json()} if self.crew is not None else {}),
             "problems": self.problems,
-            "last_events": [_event(record) for record in self.records[-LAST_EVENTS:]],
+            "last_events": [_event(record) for record in last_events(self.records)],
         }
+
+
+def last_events(records: list[Record]) -> list[Record]:
+    return [r for r in records if r.kind not in NOT_EVENTS][-LAST_EVENTS:]
 
 
 def _event(record: Record) -> dict[str, Any]:
@@ -205,7 +211,7 @@ def render(status: ReleaseStatus, now: datetime) -> str:
         lines.append(f"journal problem: {problem}")
     if status.records:
         lines.append("last events:")
-        for event in (_event(r) for r in status.records[-LAST_EVENTS:]):
+        for event in (_event(r) for r in last_events(status.records)):
             by = f"{event['by']}@{event['host']}" if event["host"] else event["by"]
             lines.append(f"  {event['seq']:>4} {event['at'][11:19]} {event['kind']:<20} {event['detail'][:40]} {by}")
     return "\n".join(lines)

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -44,6 +44,9 @@ from controlroom.errors import ControlRoomError
 from controlroom.infra import shutdown
 from controlroom.infra.pg import PgSettings
 from controlroom.release.journal import Journal
+
+if TYPE_CHECKING:
+    from controlroom.notify.outbox import Outbox
 from controlroom.checks.base import ProbeContext, ProbeResult, clean, describe_exception, format_value, run_probe
 from controlroom.checks.command import KEEP_PENDING_BYTES, MAX_PENDING_BYTES, kill_process_group
 from controlroom.config.loader import LoadedConfig
@@ -129,12 +132,14 @@ class StepRunner:
         journal: Journal | None = None,
         environ: Mapping[str, str] | None = None,
         attestations: Mapping[str, Any] | None = None,
+        outbox: "Outbox | None" = None,
     ) -> None:
         self.loaded = loaded
         self.write = write
         self.journal = journal
         self.environ = dict(os.environ if environ is None else environ)
         self.attestations = dict(attestations or {})
+        self.outbox = outbox
 
     # -- safety ------------------------------------------------------------------------
 
@@ -398,38 +403,30 @@ class StepRunner:
         return StepOutcome("done", self._clean(summary), tuple(lines.tail), len(rows))
 
     async def _notify(self, action: NotifyAction, values: Mapping[str, str], lines: _Lines) -> StepOutcome:
-        try:
-            from controlroom.notify.channels import Notifier, deployment_dedup_key
-        except ImportError:
-            return self._notifier_missing(action, lines)
-        records = self.journal.records if self.journal is not None else []
-        key = deployment_dedup_key(records)
-        if action.event == "resolve":  # resolve only what was triggered (same dedup_key, sent)
-            triggered = {r.data.get("channel") for r in records if r.kind == "notification"
-                         and r.data.get("event") == "trigger" and r.data.get("status") == "sent"
-                         and r.data.get("dedup_key") == key}
-            channels = [c for c in action.channels if c in triggered]
+        """Queue the notification in the outbox (journaled before it is sent) and wait a little
+        for the first answers: done when sent or still being retried (the header shows it
+        until it is delivered), failed when refused for good."""
+        if self.outbox is None or self.journal is None:
+            lines("notify: no outbox (the step runs outside a release)")
+            return StepOutcome("failed", "notify needs the release's outbox", tuple(lines.tail))
+        from controlroom.notify.notice import deployment_dedup_key
+        from controlroom.release.incident import FIRST_ANSWER_S, Incident
+
+        key = deployment_dedup_key(self.journal.records)
+        channels = list(action.channels)
+        if action.event == "resolve":  # resolve only what was triggered (same dedup_key)
+            triggered = Incident(self.loaded, self.journal, self.outbox).triggered_channels()
+            channels = [c for c in channels if c in triggered]
             if not channels:
                 lines("resolve: not sent — no incident was triggered for this deployment")
                 return StepOutcome("done", "resolve not sent: no incident was triggered", tuple(lines.tail))
-            action = action.model_copy(update={"channels": channels})
-        async with Notifier.from_config(self.loaded, journal=self.journal) as notifier:
-            results = await notifier.send(action, dedup_key=key, values=dict(values))
-        for result in results:
-            lines(result.describe())
-        failed = [r for r in results if r.status == "failed"]
-        summary = "; ".join(r.describe() for r in results)
-        return StepOutcome("failed" if failed else "done", self._clean(summary), tuple(lines.tail))
-
-    def _notifier_missing(self, action: NotifyAction, lines: _Lines) -> StepOutcome:
-        for channel in action.channels:
-            if self.journal is not None:
-                self.journal.append("notification", {
-                    "channel": channel, "event": action.event, "status": "failed",
-                    "error": "notifier not available", "summary": action.message,
-                })
-            lines(f"{channel} {action.event}: FAILED — notifier not available")
-        return StepOutcome("failed", "notifier not available", tuple(lines.tail))
+        notices = self.outbox.notify(channels, action.event, action.message, dedup_key=key, values=dict(values),
+                                     provider=values.get("provider", ""), details={"version": values.get("version", "")})
+        described = await self.outbox.settle(notices, FIRST_ANSWER_S)
+        for line in described:
+            lines(line)
+        failed = [n for n in notices if (r := self.outbox.result(n)) is not None and r.status == "failed"]
+        return StepOutcome("failed" if failed else "done", self._clean("; ".join(described)), tuple(lines.tail))
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -208,6 +208,7 @@ def render_report(
     issues: list[str] = []
     lines += _summary(records, runbook, state, started, issues)
     lines += _metrics(records, runbook, latest)
+    lines += _watch(records, runbook, issues)
     lines += _rollbacks(records, runbook, issues)
     lines += _notifications(records, issues)
     lines += _operators(records, issues)
@@ -495,11 +496,72 @@ def _rollbacks(records: list[Record], runbook: Runbook, issues: list[str]) -> li
     return lines
 
 
+def _watch(records: list[Record], runbook: Runbook, issues: list[str]) -> list[str]:
+    """The watch after the deployment: the real-time KPIs at the finish and at the watch's
+    end, its breaches, and the 24-hour KPIs ("Monitor for 24 hours") with their targets."""
+    started = _last(records, "watch_started")
+    if started is None:
+        return []
+    after = records[records.index(started):]
+    ended = _first(after, "watch_ended")
+    breaches = [r for r in after if r.kind == "watch_breach"]
+    minutes = _number(started.data.get("minutes", 0))
+    lines = ["## Watch after the deployment", ""]
+    if ended is None:
+        lines.append(f"- Started {_clock(started.at)} for {minutes:g} min; not ended when this report was written")
+    else:
+        lasted = (ended.at - started.at).total_seconds() / 60
+        lines.append(f"- {_clock(started.at)}–{_clock(ended.at)} ({lasted:.0f} of {minutes:g} min): "
+                     f"{_text(ended.data.get('why', 'ended'))}")
+    at_finish = started.data.get("kpis") or {}
+    at_end = (ended.data.get("kpis") or {}) if ended is not None else {}
+    lines += ["", "| KPI | Target | At finish | At the end of the watch |", "|---|---|---|---|"]
+    for kpi in runbook.kpis:
+        if kpi.window != "realtime":
+            continue
+        lines.append(f"| {_text(kpi.title)} | {_target(kpi)} | {_kpi_value(at_finish.get(kpi.id), kpi.unit)} | "
+                     f"{_kpi_value(at_end.get(kpi.id), kpi.unit)} |")
+    for breach in breaches:
+        what = _text(breach.data.get("what", ""))
+        lines.append("")
+        lines.append(f"- {BAD} {_clock(breach.at)} rollback recommended: {what}")
+        issues.append(f"{BAD} The watch after the deployment raised the alarm at {_clock(breach.at)}: {what}")
+    daily = [kpi for kpi in runbook.kpis if kpi.window == "24h"]
+    if daily:
+        lines += ["", "24-hour KPIs (Monitor for 24 hours):", "", "| KPI | Target | Last reading |", "|---|---|---|"]
+        last = at_end or at_finish
+        lines += [f"| {_text(kpi.title)} | {_target(kpi)} | {_kpi_value(last.get(kpi.id), kpi.unit)} |" for kpi in daily]
+    return lines + [""]
+
+
+def _target(kpi: Any) -> str:
+    return _text(f"{kpi.green.op} {kpi.green.value:g}{' ' + kpi.unit if kpi.unit else ''}")
+
+
+def _kpi_value(value: Any, unit: str) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "—"
+    return _text(f"{value:g}{' ' + unit if unit else ''}")
+
+
 def _notifications(records: list[Record], issues: list[str]) -> list[str]:
-    sent = [r for r in records if r.kind == "notification"]
-    if not sent:
+    """Every alert and message and how it ended; deploy markers (PagerDuty change events) only
+    when they were not delivered — delivered, they are on PagerDuty's incident page."""
+    ended = {str(r.data.get("id")) for r in records if r.kind == "notification" and r.data.get("id")}
+    sent = [r for r in records if r.kind == "notification"
+            and not (r.data.get("event") == "change" and r.data.get("status") == "sent")]
+    never = [r for r in records if r.kind == "notification_queued" and str(r.data.get("id")) not in ended]
+    paged = [r for r in records if r.kind == "escalation_paged"]
+    if not sent and not never and not paged:
         return []
     lines = ["## Notifications"]
+    for record in paged:
+        lines.append(f"- {WARN} {_clock(record.at)} L{_text(record.data.get('level', '?'))} "
+                     f"{_text(record.data.get('title', ''))} paged by {_text(record.operator.get('user', '?'))}")
+    for record in never:
+        head = f"{_text(record.data.get('channel', '?'))} {_text(record.data.get('event', '?'))}"
+        lines.append(f"- {WARN} {_clock(record.at)} {head}: still pending when this report was written")
+        issues.append(f"{WARN} Notification {head} queued at {_clock(record.at)} was not delivered yet")
     for record in sent:
         data = record.data
         status = str(data.get("status", ""))
@@ -508,13 +570,15 @@ def _notifications(records: list[Record], issues: list[str]) -> list[str]:
         tries = f" ({attempts} attempt{'s' if attempts != 1 else ''})" if isinstance(attempts, int) and attempts else ""
         head = f"{_text(data.get('channel', '?'))} {_text(data.get('event', '?'))}"
         summary = _text(data.get("summary", ""))
+        if data.get("gave_up"):
+            status = "gave up"
         line = f"- {icon} {_clock(record.at)} {head}: {status}{tries}"
         if status != "sent" and data.get("error"):
             line += f" — {_text(data.get('error', ''))}"
         if summary:
             line += f" — “{summary}”"
         lines.append(line)
-        if status == "failed":
+        if status in ("failed", "gave up"):
             issues.append(
                 f"{BAD} Notification {head} at {_clock(record.at)} failed{tries}: {_text(data.get('error', '')) or 'no detail'}"
             )

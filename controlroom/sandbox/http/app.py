@@ -450,7 +450,7 @@ class Platform:
             return accepted
         self.sinks.record("pagerduty_change", request, redact_pd(accepted), 202, None)
         details = accepted["payload"].get("custom_details") or {}
-        if details.get("event") == "deploy_finished" and details.get("outcome") == "succeeded":
+        if details.get("event") == "deploy_finished" and details.get("outcome") in ("success", "succeeded"):
             self._schedule_watch_failure()
         return JSONResponse({"status": "success", "message": "Change event processed"}, status_code=202)
 

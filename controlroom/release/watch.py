@@ -1,0 +1,161 @@
+"""The watch after a successful finish: the seed's "Real-Time KPIs (first 30 minutes)".
+
+For `deployment.watch_minutes` after a deployment finishes as a success, every poll of a
+real-time KPI is judged: off its target (or red, with `breach_on = "red"`) for
+`breach_polls` polls in a row is a breach; so is a circuit breaker opening (more open than when
+the watch started). A breach is journaled (`watch_breach`) once per episode — the KPI must be
+back on target before it can breach again — and the control room raises the alarm and
+recommends the rollback, its plan and the provider to disable.
+
+Nothing here reads a clock or does I/O: the engine passes the readings and the time in, and
+journals what this returns. The window itself comes from the journal (`watch_started`,
+`watch_ended`), so a reopened or watching control room shows the same watch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from controlroom.config.models import Kpi, Runbook
+from controlroom.live.sources import BreakerSnapshot, KpiReading, kpi_colour
+from controlroom.release.journal import Record
+from controlroom.release.state import format_duration
+
+
+@dataclass(frozen=True)
+class WatchWindow:
+    """The watch as the journal tells it."""
+
+    started_at: datetime
+    until: datetime
+    ended_at: datetime | None
+    breaches: tuple[Record, ...]
+
+    def active(self, now: datetime) -> bool:
+        return self.ended_at is None and now < self.until
+
+    def remaining_s(self, now: datetime) -> float:
+        return max(0.0, (self.until - now).total_seconds())
+
+
+def watch_window(records: Sequence[Record]) -> WatchWindow | None:
+    """The latest watch of the journal (None: none started). A rollback ends it."""
+    window: WatchWindow | None = None
+    for record in records:
+        if record.kind == "watch_started":
+            until = record.at + timedelta(minutes=float(record.data.get("minutes", 0)))
+            window = WatchWindow(record.at, until, None, ())
+        elif window is None:
+            continue
+        elif record.kind == "watch_breach" and window.ended_at is None:
+            window = WatchWindow(window.started_at, window.until, None, (*window.breaches, record))
+        elif record.kind == "watch_ended" and window.ended_at is None:
+            window = WatchWindow(window.started_at, window.until, record.at, window.breaches)
+    return window
+
+
+def alarm(records: Sequence[Record]) -> Record | None:
+    """The breach that calls for the rollback now: the latest one of the watch, unless a
+    rollback started after it."""
+    latest: Record | None = None
+    for record in records:
+        if record.kind == "watch_breach":
+            latest = record
+        elif record.kind in ("rollback_started", "watch_started"):
+            latest = None
+    return latest
+
+
+@dataclass
+class _Streak:
+    polls: int = 0
+    since: datetime | None = None
+    raised: bool = False  # this episode has raised its alarm
+
+
+@dataclass
+class Watch:
+    """Judges the readings of one watch; `breach_polls` and the KPIs come from the runbook."""
+
+    runbook: Runbook
+    # provider -> open breakers when the watch started (None: unknown; the first snapshot sets it)
+    baseline_open: Mapping[str, int] | None = None
+    _streaks: dict[str, _Streak] = field(default_factory=dict)
+    _breakers_raised: bool = False
+
+    @property
+    def kpis(self) -> dict[str, Kpi]:
+        return {kpi.id: kpi for kpi in self.runbook.kpis if kpi.window == "realtime"}
+
+    def kpi(self, reading: KpiReading, at: datetime) -> dict[str, Any] | None:
+        """The `watch_breach` data when this reading completes a breach, else None."""
+        kpi = self.kpis.get(reading.kpi_id)
+        if kpi is None or reading.value is None:
+            return None  # an unanswered poll neither breaks nor extends a streak
+        streak = self._streaks.setdefault(kpi.id, _Streak())
+        colour = kpi_colour(kpi, reading.value)
+        breached = colour == "red" if self.runbook.deployment.breach_on == "red" else colour in ("amber", "red")
+        if not breached:
+            self._streaks[kpi.id] = _Streak()
+            return None
+        streak.polls += 1
+        streak.since = streak.since or at
+        if streak.raised or streak.polls < self.runbook.deployment.breach_polls:
+            return None
+        streak.raised = True
+        limit = kpi.red if self.runbook.deployment.breach_on == "red" else kpi.green
+        threshold = _threshold(kpi, limit.op, limit.value)
+        lasted = max(0.0, (at - streak.since).total_seconds())
+        return {
+            "kind": "kpi", "kpi_id": kpi.id, "title": kpi.title, "value": reading.value, "unit": kpi.unit,
+            "target": threshold, "polls": streak.polls, "since": streak.since.isoformat(), "lasted_s": round(lasted, 1),
+            "what": f"{kpi.title} {_value(reading.value, kpi.unit)} {threshold}, {streak.polls} polls in a row"
+                    + (f" ({format_duration(lasted)})" if lasted >= 1 else ""),
+        }
+
+    def breakers(self, snapshot: BreakerSnapshot, at: datetime) -> dict[str, Any] | None:
+        """The `watch_breach` data when breakers opened since the watch started, else None."""
+        opened = Counter(row.provider for row in snapshot.rows if row.state == "open")
+        baseline = self.baseline_open or {}
+        grown = {provider: count - baseline.get(provider, 0) for provider, count in opened.items()
+                 if count > baseline.get(provider, 0)}
+        if not grown:
+            self._breakers_raised = False
+            return None
+        if self._breakers_raised:
+            return None
+        self._breakers_raised = True
+        provider, count = max(grown.items(), key=lambda kv: (kv[1], kv[0]))
+        total = sum(grown.values())
+        return {
+            "kind": "breakers", "provider": provider, "opened": total, "by_provider": grown,
+            "what": f"{total} circuit breaker{'s' if total != 1 else ''} opened"
+                    + (f" ({count} {provider})" if provider else "") + " since the deployment finished",
+        }
+
+
+def open_breakers(snapshot: BreakerSnapshot | None) -> dict[str, int]:
+    if snapshot is None:
+        return {}
+    return dict(Counter(row.provider for row in snapshot.rows if row.state == "open"))
+
+
+def kpi_values(readings: Iterable[KpiReading]) -> dict[str, float | None]:
+    return {reading.kpi_id: reading.value for reading in readings}
+
+
+def _threshold(kpi: Kpi, op: str, value: float) -> str:
+    """`> 0.1 %` reads as the limit it broke: the target 'error rate < 0.1 %' is broken at 0.42 %."""
+    broken = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}.get(op, op)
+    if kpi.red.op == op and kpi.red.value == value:  # a red line says where it is broken already
+        broken = op
+    return f"{broken} {_value(value, kpi.unit)}"
+
+
+def _value(value: float, unit: str) -> str:
+    text = f"{value:g}"
+    return f"{text} {unit}".strip() if unit not in ("%",) else f"{text} %"
