@@ -71,6 +71,7 @@ from controlroom.widgets.messages import (
     StepOutput,
     VerifyRollback,
 )
+from controlroom.widgets.alarm_banner import AlarmBanner
 from controlroom.widgets.crew_banner import CrewBanner
 from controlroom.widgets.status_bar import StatusBar
 
@@ -110,6 +111,10 @@ class ControlRoomApp(App[None]):
         Binding("T", "take_over", "Take over", show=False, tooltip="Take over the shared release whose driver's "
                 "control room is gone, or continue offline while the shared journal is unreachable (typed "
                 "confirmation, journaled)", id="app.take_over"),
+        Binding("e", "page_next_level", "Page next level", show=False, tooltip="Page the next escalation level now "
+                "(its PagerDuty service or Slack mention; typed confirmation, journaled)", id="app.page"),
+        Binding("N", "retry_notifications", "Retry notifications", show=False, tooltip="Send the given-up "
+                "notifications again (the red banner names them)", id="app.retry_notifications"),
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.quit_ctrl_c"),
         Binding("ctrl+p", "command_palette", "Commands", show=False, id="app.palette"),
@@ -189,6 +194,20 @@ class ControlRoomApp(App[None]):
             if banners:
                 banners.first().show_banner(*crew.banner())
         bar.verdict = session.verdict.verdict if session.verdict else None
+        notifications = session.notifications()
+        bar.outbox = (notifications.pending[0] + (f" (+{len(notifications.pending) - 1})" if len(notifications.pending) > 1
+                                                  else "")) if notifications.pending else None
+        window = session.watch()
+        now = session.now()
+        bar.watch = f"watch {format_duration(window.remaining_s(now))} left" if window and window.active(now) else None
+        alarms: list[str] = []
+        breach = session.alarm()
+        if breach is not None:
+            alarms.append(f"ROLLBACK RECOMMENDED: {breach.data.get('what', '')} — R opens the rollback console")
+        alarms += [f"{line} — N sends it again" for line in notifications.given_up[:1]]
+        banners = bar.screen.query(AlarmBanner)
+        if banners:
+            banners.first().show_alarm(alarms)
         if session.state.started_at is not None:
             clock = session.deploy_clock()
             bar.deploy_clock = f"{format_duration(clock.elapsed_s)}/{format_duration(clock.budget_s)}"
@@ -230,6 +249,9 @@ class ControlRoomApp(App[None]):
 
         while busy() and loop.time() < deadline:
             await asyncio.sleep(0.02)
+        if self.session is not None:  # what is still pending stays so in the journal: resent on reopen
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.session.outbox.aclose(), 2)
         workers = list(self.workers)
         for worker in workers:
             worker.cancel()
@@ -267,10 +289,30 @@ class ControlRoomApp(App[None]):
     # -- data in -----------------------------------------------------------------------
 
     def on_polled(self, message: Polled) -> None:
+        previous = self.poll_states.get(message.source)
         self.poll_states[message.source] = message.state
         screen = self.shown_screen()  # None: a poll that lands while the app is closing
         if screen is not None:
             screen.deliver(message.source, message.state)
+        state = message.state
+        fresh = state.value is not None and (previous is None or previous.value is not state.value)
+        if self.session is not None and fresh:
+            self._judge_for_watch(state.value)
+
+    def _judge_for_watch(self, value: Any) -> None:
+        """During the watch after the deployment, the engine judges each new reading; an alarm
+        rings the bell and shows the banner (R is then the way to the rollback)."""
+        session = self._engine()
+        try:
+            breach = session.observe(value)
+        except Exception as error:  # noqa: BLE001 - a journal refusal must not stop the polling
+            logger.error("judging a reading for the watch", exc_info=error)
+            return
+        if breach is not None:
+            self.bell()
+            self.notify(plain(f"Rollback recommended: {breach.get('what', '')}", limit=200), severity="error",
+                        timeout=10)
+            self.session_changed()
 
     def shown_screen(self) -> ControlScreen | None:
         """The main screen on show: the one on top, or the one a dialog is open over (its
@@ -278,6 +320,11 @@ class ControlRoomApp(App[None]):
         return next((s for s in reversed(self.screen_stack) if isinstance(s, ControlScreen)), None)
 
     def _tick(self) -> None:
+        if self.session is not None:
+            with contextlib.suppress(Exception):  # a journal refusal waits for the next tick
+                if self.session.watch_tick():
+                    self.notify("The watch after the deployment ended", timeout=6)
+                    self.session_changed()
         screen = self.shown_screen()
         if screen is not None:
             screen.tick(self.clock())
@@ -329,6 +376,10 @@ class ControlRoomApp(App[None]):
             self.notify(f"cannot open the journal: {error}", severity="error", timeout=10)
             return
         session = self.session
+        session.outbox.on_change = self._outbox_changed
+        resent = session.resume_notifications()
+        if resent:
+            self.notify(f"Sending {resent} notification{'s' if resent != 1 else ''} left pending", timeout=6)
         for problem in session.journal.problems:
             self.notify(f"journal: {problem}", severity="warning", timeout=10)
         if session.journal.other_holder is not None:
@@ -707,13 +758,20 @@ class ControlRoomApp(App[None]):
 
     # -- several control rooms on one release ------------------------------------------
 
+    def _session_unless(self, refusal_of: Callable[[ReleaseEngine], str | None]) -> ReleaseEngine | None:
+        """The session, unless the engine refuses the command (said, as an error)."""
+        session = self.session
+        refusal = "the journal is not open yet" if session is None else refusal_of(session)
+        if refusal or session is None:
+            self.notify(plain(refusal or "", limit=300), severity="error", timeout=8)
+            return None
+        return session
+
     def action_take_over(self) -> None:
         """T: take over the shared release whose driver is gone, or (the driver, the store
         being away) continue offline; a typed confirmation first, journaled."""
-        session = self.session
-        refusal = "the journal is not open yet" if session is None else session.take_over_refusal()
-        if refusal or session is None:
-            self.notify(plain(refusal or "", limit=300), severity="error", timeout=8)
+        session = self._session_unless(lambda s: s.take_over_refusal())
+        if session is None:
             return
         words = session.take_over_words()
         crew = session.crew()
@@ -734,6 +792,58 @@ class ControlRoomApp(App[None]):
         dialog = TypedConfirmDialog(Text("Continue offline?" if words == "offline" else "Take over this release?"),
                                     body, words, confirm_label="Continue offline" if words == "offline" else "Take over")
         self.push_screen(dialog, lambda ok: self._take_over(words) if ok else None)
+
+    def _outbox_changed(self) -> None:
+        """A notification was queued, answered, retried or given up: the header follows; a
+        given-up one rings the bell once."""
+        session = self.session
+        if session is None:
+            return
+        given_up = len(session.notifications().given_up)
+        if given_up > getattr(self, "_given_up_seen", 0):
+            self.bell()
+        self._given_up_seen = given_up
+        screen = self.shown_screen()
+        bars = screen.query(StatusBar) if screen is not None else None
+        if bars:
+            self._session_status(bars.first())
+
+    def action_retry_notifications(self) -> None:
+        """N: send the given-up notifications again."""
+        try:
+            labels = self._engine().retry_notifications()
+        except SessionError as refused:
+            self.notify(plain(str(refused), limit=300), severity="error", timeout=8)
+            return
+        self.notify(plain(f"Sending again: {', '.join(labels)}", limit=200), timeout=5)
+        self.session_changed()
+
+    def action_page_next_level(self) -> None:
+        """e: page the next escalation level now (typed confirmation)."""
+        session = self._session_unless(lambda s: s.page_refusal())
+        if session is None:
+            return
+        level = session.page_target()
+        assert level is not None
+        words = session.page_words()
+        body = Text()
+        body.append(f"L{level.level} {plain(level.title, limit=40)}", style="bold")
+        body.append(f" ({plain(', '.join(level.contacts), limit=120)}) is paged now, before the ladder reaches it")
+        targets = [t for t in (f"PagerDuty ({level.pagerduty_routing_key_secret})" if level.pagerduty_routing_key_secret
+                               else "", f"Slack {level.slack_mention}" if level.slack_mention else "") if t]
+        body.append(f": {plain(', '.join(targets), limit=80)}. Journaled, and shown on the ladder.\n")
+        dialog = TypedConfirmDialog(Text(f"Page L{level.level} now?"), body, words, confirm_label="Page")
+        self.push_screen(dialog, lambda ok: self._page_next_level(words) if ok else None)
+
+    @work(group="page", exclusive=True, exit_on_error=False)
+    async def _page_next_level(self, words: str) -> None:
+        try:
+            lines = await self._engine().page_next_level(words)
+        except SessionError as refused:
+            self.notify(plain(str(refused), limit=300), severity="error", timeout=8)
+            return
+        self.notify(plain("; ".join(lines) or "paged", limit=300), timeout=8)
+        self.session_changed()
 
     @work(group="take-over", exclusive=True, exit_on_error=False)
     async def _take_over(self, words: str) -> None:

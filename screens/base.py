@@ -14,6 +14,7 @@ from textual.screen import Screen
 
 from controlroom.live.polling import PollState
 from controlroom.release.rules import DEPLOY, Command
+from controlroom.widgets.alarm_banner import AlarmBanner
 from controlroom.widgets.crew_banner import CrewBanner
 from controlroom.widgets.key_bar import KeyBar
 from controlroom.widgets.messages import CommandRefused, EngineCommand, ReleaseChanged
@@ -88,6 +89,7 @@ class ControlScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield StatusBar()
         yield CrewBanner()
+        yield AlarmBanner()
         yield from self.compose_body()
         yield KeyBar()
 

@@ -10,6 +10,8 @@ journaled times (rollback_started, incident_window), so a reopened console shows
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -25,6 +27,7 @@ from controlroom.release.rules import ROLLBACK, Command
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.deploy import LEVEL_STYLES, STEP_STYLES, clock_text, outcome_lines
 from controlroom.screens.dialogs import ConfirmDialog, PickDialog, ReasonDialog, TypedConfirmDialog
+from controlroom.infra.identity import operator_label
 from controlroom.live.sources import plain
 from controlroom.widgets.messages import (
     Adopt,
@@ -137,6 +140,7 @@ class RollbackScreen(ControlScreen):
         self.render_rollback()
 
     _resume_cursor_placed = False
+    _alarm_placed: str = ""  # the hash of the alarm the cursor was put on the plan of
 
     def render_rollback(self) -> None:
         self._ensure_rows()
@@ -145,6 +149,12 @@ class RollbackScreen(ControlScreen):
                 and not self._resume_cursor_placed):
             self._resume_cursor_placed = True  # once, after a resume: then the operator moves it
             self.select_next_open_step()
+        breach = session.alarm() if session is not None else None
+        if breach is not None and breach.hash != self._alarm_placed:
+            self._alarm_placed = breach.hash  # once per alarm: the recommended plan, s starts it
+            table = self.query_one("#rb-steps", DataTable)
+            with contextlib.suppress(Exception):
+                table.move_cursor(row=table.get_row_index(f"plan:{breach.data.get('plan_id', '')}"))
         header = self.query_one("#rb-header", Static)
         if session is None:
             set_content(header, Text("opening the session…", style="dim"))
@@ -156,6 +166,9 @@ class RollbackScreen(ControlScreen):
             text.append("No rollback. ", style="bold")
             if state.started_at is None:
                 text.append("No deployment started yet.", style="dim")
+            elif breach is not None:
+                text.append("Rollback recommended", style="bold white on red")
+                text.append(f" ({plain(str(breach.data.get('what', '')), limit=60)}): s starts the selected plan")
             else:
                 text.append(f"Deploying {plain(state.version, limit=20)}: pick a plan (↑↓), s starts it")
             text.append("\n" + " · ".join(f"{p.title} {plan_span(p)}" for p in self.plans), style="dim")
@@ -248,7 +261,12 @@ class RollbackScreen(ControlScreen):
                     f"{format_duration(status.seconds_to_next)} (at {status.next_at:%H:%M} UTC)")
         else:
             line = "top of the ladder"
-        text.append(line)
+        paged = [f"L{r.data.get('level')} {r.at:%H:%M} by {operator_label(r.operator)}" for r in session.paged()]
+        if paged:  # who was paged early, and when: the ladder's own times say the rest
+            line += " · paged " + ", ".join(paged)
+        elif status.next_level is not None:
+            line += " · e pages it now"
+        text.append(plain(line, limit=width))
         if status.channels and len(line) + 4 < width:
             text.append(" · " + plain(", ".join(status.channels), limit=width - len(line) - 3), style="dim")
         set_content(panel, text)

@@ -241,7 +241,7 @@ async def test_rollback(size: tuple[int, int], tmp_path: Path, attempts: list[st
     wall = WallClock(WALL_NOW - timedelta(minutes=9))
     app = build(tmp_path, write=True, wall=wall)
 
-    async def trigger_sent(self: Any, plan: Any, values: Any) -> list[str]:
+    async def trigger_sent(self: Any, plan: Any, values: Any, reason: str = "") -> list[str]:
         return []  # the incident's trigger as the rollback starts: no network here
 
     monkeypatch.setattr("controlroom.release.incident.Incident.trigger", trigger_sent)

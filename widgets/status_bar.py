@@ -40,6 +40,8 @@ class StatusBar(Widget):
     # The shared release's crew, set by the app: (text, level) with level one of CREW_STYLES
     # ("driving", "watching", "nobody", "offline"); None with a file journal.
     crew: reactive[tuple[str, str] | None] = reactive(None)
+    watch: reactive[str | None] = reactive(None)  # "watch 17:30 left", after a successful finish
+    outbox: reactive[str | None] = reactive(None)  # "PagerDuty trigger pending, retry in 40 s"
 
     def render(self) -> Text:
         text = self._line(full_crew=True)
@@ -71,6 +73,10 @@ class StatusBar(Widget):
         text.append(" ")
         clock_style = DEPLOY_LEVEL_STYLES.get(self.deploy_level, "bold") if self.deploy_clock else "dim"
         text.append(f"deploy {self.deploy_clock or '—'}", style=clock_style)
+        if self.watch:
+            text.append(f"  {self.watch}", style="bold cyan")
+        if self.outbox:
+            text.append(f"  {plain(self.outbox, limit=80)}", style="bold yellow")
         if self.stale:
             text.append(f"  {self.stale} stale", style="bold yellow")
         text.append(f"  {self.where}", style="bold")
