@@ -29,6 +29,7 @@ import asyncpg
 from controlroom.infra import shutdown
 from controlroom.sandbox.world.fleet import DEPLOYED_VERSION, seed_fleet
 from controlroom.sandbox.http.server import HttpServerProcess, HttpSettings
+from controlroom.sandbox.http.pagerduty_api import POLICY_ID as ONCALL_POLICY_ID
 from controlroom.sandbox.pg.postgres import EmbeddedPostgres
 from controlroom.sandbox.pg.reaper import spawn_reaper, stop_reaper
 from controlroom.sandbox.world.scenarios import Scenario, get_scenario
@@ -49,6 +50,8 @@ SECRET_VARIABLES = {
     "burst_api_key": "CONTROLROOM_SANDBOX_BURST_API_KEY",
     "slack_webhook_url": "CONTROLROOM_SANDBOX_SLACK_WEBHOOK_URL",
     "pagerduty_routing_key": "CONTROLROOM_SANDBOX_PAGERDUTY_ROUTING_KEY",
+    # PagerDuty's REST API key: the on-call item asks GET /oncalls with it.
+    "pagerduty_api_token": "CONTROLROOM_SANDBOX_PAGERDUTY_API_TOKEN",
     "sandbox_admin_token": "CONTROLROOM_SANDBOX_ADMIN_TOKEN",
 }
 
@@ -215,6 +218,7 @@ class Sandbox:
             "burst_api_key": settings.burst_key,
             "slack_webhook_url": f"{self.base_url}/sinks/slack/{self._slack_hook_id}",
             "pagerduty_routing_key": settings.pagerduty_routing_key,
+            "pagerduty_api_token": settings.pagerduty_api_token,
             "sandbox_admin_token": settings.admin_token,
         }
         return {SECRET_VARIABLES[name]: value for name, value in values.items()}
@@ -268,6 +272,8 @@ previous_version = {json.dumps(DEPLOYED_VERSION)}
 supabase = "{url}"
 metrics = "{url}"
 pagerduty = "{url}/sinks/pagerduty"
+# Who is on call: PagerDuty's GET /oncalls for the sandbox's escalation policy.
+pagerduty_oncalls = "{url}/sinks/pagerduty-api/oncalls?escalation_policy_ids[]={ONCALL_POLICY_ID}"
 sandbox = "{url}"
 
 [environment.secrets]

@@ -43,6 +43,7 @@ from controlroom.sandbox.http.middleware import (
 )
 from controlroom.sandbox.world.scenarios import PROVIDERS, Scenario, get_scenario
 from controlroom.sandbox.http.sinks import SinkFault, SinkRecorder, fault_response, redact_pd, validate_pd_event
+from controlroom.sandbox.http.pagerduty_api import PagerDutyApi
 from controlroom.infra.tokens import token_fingerprint
 from controlroom.sandbox.http.server import sign_jwt
 
@@ -633,6 +634,7 @@ def create_app(settings: HttpSettings) -> Starlette:
     """The sandbox app for `settings`; the asyncpg pool opens in the app's lifespan."""
     platform = Platform(settings, get_scenario(settings.scenario))
     admin = lambda handler: _admin_only(platform, handler)  # noqa: E731
+    pagerduty_api = PagerDutyApi(settings.pagerduty_api_token, platform.scenario)  # who is on call (GET /oncalls)
     routes = [
         Route("/healthz", platform.healthz, methods=["GET"]),
         Route("/rest/v1/", platform.rest_root, methods=["GET"]),
@@ -643,6 +645,7 @@ def create_app(settings: HttpSettings) -> Starlette:
         Route("/functions/v1/pos-{provider}/validate", _edge_function(platform, platform.validate), methods=["GET", "POST"]),
         Route("/sinks/slack/{hook_id:path}", platform.slack, methods=["POST"]),
         Route("/sinks/pagerduty/v2/enqueue", platform.pagerduty, methods=["POST"]),
+        Route("/sinks/pagerduty-api/oncalls", pagerduty_api.list_oncalls, methods=["GET"]),
         Route("/_sandbox/sinks/faults", admin(platform.sink_faults), methods=["POST"]),
         Route("/_sandbox/sinks", admin(platform.sink_records), methods=["GET", "DELETE"]),
         Route("/_sandbox/deploy", admin(platform.deploy), methods=["POST"]),
