@@ -23,6 +23,7 @@ from controlroom.checks.run import AttestationError, attestable_ids, run_checkli
 from controlroom.config.loader import load_config
 from controlroom.config.models import PagerDutyOncallItem
 from controlroom.errors import ConfigError
+from controlroom.release.engine import ReleaseEngine
 
 from probe_support import closed_port, make_loaded, serve
 
@@ -132,12 +133,13 @@ async def test_full_coverage_passes_naming_who_is_on_call_per_level(base_url: st
     levels = evidence.split(" — ")[0].split(" · ")
     assert [text.split(" ")[0] for text in levels] == ["L1", "L2", "L3", "L4"], evidence
     assert levels[0].startswith("L1 Ana Ruiz until ")
-    assert levels[1].startswith("L2 Ben Okafor until ") and ", then Chen Wei until " in levels[1]
+    assert levels[1].startswith("L2 Ben Okafor until ") and levels[1].endswith(", then Chen Wei")  # on past the window
     assert levels[2].startswith("L3 Dana Kim until ")
-    assert levels[3] == "L4 Hiro Tanaka permanently"
-    assert "all 4 levels covered for the next 2 h" in evidence and "times UTC" in evidence
+    assert levels[3] == "L4 Hiro Tanaka always"
+    assert evidence.endswith(" — covered 2 h"), evidence
+    assert len(evidence) <= 150  # two lines of the checklist's detail on an 80-column screen
     # The end of Ana's shift, in UTC, as the operator reads it.
-    assert levels[0] in {f"L1 Ana Ruiz until {clock}" for clock in clocks(240, began)}, levels[0]
+    assert levels[0] in {f"L1 Ana Ruiz until {clock} UTC" for clock in clocks(240, began)}, levels[0]
     assert result.measured["uncovered"] == [] and result.measured["pages"] == 1 and result.measured["entries"] == 5
     # The request PagerDuty's API expects.
     request = FAKE.requests[0]
@@ -157,10 +159,11 @@ async def test_an_l2_gap_fails_naming_the_level_and_the_window(base_url: str) ->
     began = datetime.now(timezone.utc)
     result = await probe(base_url)
     assert result.status == "fail", result.evidence
-    head = result.evidence.split(" — ")[0]
-    windows = {f"L2 uncovered {a}–{b}" for a in clocks(40, began) for b in clocks(70, began)}
+    head, *others = result.evidence.split(" · ")
+    windows = {f"L2 uncovered {a}–{b} UTC (Ben Okafor until {a}, then Chen Wei)" for a in clocks(40, began)
+               for b in clocks(70, began)}
     assert head in windows, result.evidence
-    assert "L2 Ben Okafor until " in result.evidence and ", then nobody until " in result.evidence
+    assert [text.split(" ")[0] for text in others] == ["L1", "L3", "L4"]  # the covered levels follow
     assert result.measured["uncovered"] == [2]
 
 
@@ -169,9 +172,9 @@ async def test_coverage_ending_within_the_hours_fails(base_url: str) -> None:
     began = datetime.now(timezone.utc)
     result = await probe(base_url)
     assert result.status == "fail", result.evidence
-    head = result.evidence.split(" — ")[0]  # from the end of Dana's shift to the end of the window
-    assert head in {f"L3 uncovered {a}–{b}" for a in clocks(50, began) for b in clocks(120, began)}, result.evidence
-    assert "L3 Dana Kim until " in result.evidence and ", then nobody" in result.evidence
+    head = result.evidence.split(" · ")[0]  # from the end of Dana's shift to the end of the window
+    assert head in {f"L3 uncovered {a}–{b} UTC (Dana Kim until {a})" for a in clocks(50, began)
+                    for b in clocks(120, began)}, result.evidence
     # The same roster is enough for a shorter horizon.
     assert (await probe(base_url, hours=0.5)).status == "pass"
 
@@ -180,10 +183,9 @@ async def test_a_level_nobody_covers_and_levels_not_asked_for(base_url: str) -> 
     FAKE.roster = [e for e in FULL if e["escalation_level"] != 4]
     result = await probe(base_url)
     assert result.status == "fail"
-    assert result.evidence.startswith("L4 uncovered for the whole next 2 h (nobody on call)"), result.evidence
-    assert "L4 —" in result.evidence
+    assert result.evidence.startswith("L4 uncovered for the whole next 2 h (nobody on call) · L1 Ana Ruiz until ")
     only = await probe(base_url, levels=[1, 2])
-    assert only.status == "pass" and "L3" not in only.evidence and "all 2 levels covered" in only.evidence
+    assert only.status == "pass" and "L3" not in only.evidence and "covered 2 h" in only.evidence
 
 
 async def test_pages_are_followed_while_more_is_true(base_url: str) -> None:
@@ -194,7 +196,7 @@ async def test_pages_are_followed_while_more_is_true(base_url: str) -> None:
     assert all(r.query_params.getlist("escalation_policy_ids[]") == [POLICY] for r in FAKE.requests)
     assert len({r.query_params["since"] for r in FAKE.requests}) == 1  # one window for every page
     assert result.measured["pages"] == 3 and result.measured["entries"] == 5
-    assert "3 pages" in result.evidence and "L4 Hiro Tanaka permanently" in result.evidence
+    assert result.evidence.endswith(" — covered 2 h (3 pages)") and "L4 Hiro Tanaka always" in result.evidence
 
 
 async def test_a_refused_key_is_an_error_that_never_shows_it(base_url: str) -> None:
@@ -285,8 +287,18 @@ async def test_without_pagerduty_configured_it_is_skipped_and_attestable(tmp_pat
     result = report.results["on-call"]
     assert result.status == "skipped" and report.verdict.verdict == "PENDING"
     assert "urls.pd_oncalls, secrets.pd_token" in result.evidence and "--attest on-call" in result.evidence
+    assert result.evidence == ("not probed: no PagerDuty configured here (urls.pd_oncalls, secrets.pd_token); "
+                               "attest that L1-L4 are reachable for the next 2 h (--attest on-call)")
     attested = await run_checklist(loaded, {"on-call"})
     assert attested.results["on-call"].attested and attested.verdict.verdict == "GO", attested.verdict.reasons
+    # In the control room: attested with `a` (journaled), or recorded as not met with `A`.
+    session = ReleaseEngine.open(loaded, write=True, journal_dir=tmp_path / "journal")
+    await session.run_checks()
+    assert session.attestable() == ["on-call"] and session.verdict_name == "PENDING"
+    session.attest("on-call")
+    assert session.verdict_name == "GO" and session.results["on-call"].attested_by
+    session.attest_failing("on-call", "the SRE lead is on a plane")
+    assert session.verdict_name == "NO-GO" and session.results["on-call"].status == "fail"
 
 
 async def test_configured_it_is_probed_not_attested(tmp_path: Path, base_url: str) -> None:
@@ -320,4 +332,7 @@ def test_overlapping_shifts_chain_through_the_longest() -> None:
               Shift(1, "Zed", now + timedelta(minutes=20), now + timedelta(minutes=10))]  # ends before it starts: ignored
     outcome = judge(item, shifts, now, now + timedelta(hours=2))
     assert outcome.status == "pass"
-    assert outcome.evidence.startswith("L1 Ben until 15:20, then Chen until Mar 03 20:00 — 1 level covered")
+    assert outcome.evidence == "L1 Ben until 15:20 UTC, then Chen — covered 2 h"
+    far = judge(item.model_copy(update={"hours": 40.0}), shifts, now, now + timedelta(hours=40))
+    assert far.status == "fail"
+    assert far.evidence == "L1 uncovered Tue 20:00–Wed 06:00 UTC (Ben until 15:20, then Chen until Tue 20:00)"

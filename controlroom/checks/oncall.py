@@ -25,6 +25,7 @@ probe it: the item is `skipped`, and an operator attests it (--attest).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -38,7 +39,6 @@ from controlroom.checks.base import (
     ProbeError,
     body_snippet,
     describe_exception,
-    ms,
     polite_request,
     shorten,
 )
@@ -84,15 +84,17 @@ async def probe(item: PagerDutyOncallItem, ctx: ProbeContext) -> Outcome:
     if missing:
         return Outcome(
             "skipped",
-            f"not probed: {environment.name!r} does not configure PagerDuty ({', '.join(missing)}); "
+            f"not probed: no PagerDuty configured here ({', '.join(missing)}); "
             f"attest that {_levels(item.levels)} reachable for the next {item.hours:g} h (--attest {item.id})",
         )
     now = datetime.now(timezone.utc).replace(microsecond=0)
     until = now + timedelta(hours=item.hours)
     shifts, pages, latency_ms = await fetch_oncalls(item, ctx, now, until)
     outcome = judge(item, shifts, now, until)
-    tail = f"{pages} pages, " if pages > 1 else ""
-    return Outcome(outcome.status, f"{outcome.evidence} (times UTC; {tail}{ms(latency_ms)})",
+    # The latency is in `measured` (and the duration beside the evidence): the evidence stays
+    # short enough for two lines of an 80-column screen.
+    tail = f" ({pages} pages)" if pages > 1 else ""
+    return Outcome(outcome.status, outcome.evidence + tail,
                    {**outcome.measured, "entries": len(shifts), "pages": pages, "latency_ms": round(latency_ms, 1)})
 
 
@@ -189,28 +191,39 @@ def _moment(entry: dict[str, Any], key: str) -> datetime | None:
 
 def judge(item: PagerDutyOncallItem, shifts: Iterable[Shift], now: datetime, until: datetime) -> Outcome:
     """Every level of the item covered from `now` to `until`, or a failure naming each level's
-    uncovered window. The evidence names who is on call per level."""
+    uncovered window first. The evidence names who is on call per level:
+
+        L1 Ana Ruiz until 16:00 UTC, then Ben Okafor · L2 Dana Kim until 18:00 · … — covered 2 h
+        L2 uncovered 15:10–16:10 UTC (Dana Kim until 15:10, then Elif Sahin) · L1 Ana Ruiz until …
+    """
     shifts = list(shifts)
-    texts: list[str] = []
+    covered: list[str] = []
     gaps: list[str] = []
     uncovered: list[int] = []
     for level in item.levels:
         segments = chain([s for s in shifts if s.level == level], now, until)
-        texts.append(f"L{level} " + describe_level(segments, now))
         holes = holes_in(segments, now, until)
-        if holes:
-            uncovered.append(level)
-            nobody = len(holes) == 1 and holes[0] == (now, until)
-            window = f"for the whole next {item.hours:g} h" if nobody else ", ".join(
-                f"{'now' if start == now else clock(start, now)}–{clock(end, now)}" for start, end in holes)
-            gaps.append(f"L{level} uncovered {window}" + (" (nobody on call)" if nobody else ""))
+        if not holes:
+            covered.append(f"L{level} {describe_level(segments, now, until)}")
+            continue
+        uncovered.append(level)
+        if all(segment.who is None for segment in segments):
+            gaps.append(f"L{level} uncovered for the whole next {item.hours:g} h (nobody on call)")
+            continue
+        window = ", ".join(f"{'now' if start == now else clock(start, now)}–{clock(end, now)}" for start, end in holes)
+        gaps.append(f"L{level} uncovered {window} ({describe_level(segments, now, until)})")
     measured = {"levels": list(item.levels), "uncovered": uncovered, "hours": item.hours}
-    who = " · ".join(texts)
     if gaps:
-        return Outcome("fail", f"{'; '.join(gaps)} — {who}", measured)
-    count = len(item.levels)
-    return Outcome("pass", f"{who} — {'all ' if count > 1 else ''}{count} level{'s' if count > 1 else ''} "
-                           f"covered for the next {item.hours:g} h", measured)
+        return Outcome("fail", _zoned(" · ".join(gaps + covered)), measured)
+    return Outcome("pass", _zoned(f"{' · '.join(covered)} — covered {item.hours:g} h"), measured)
+
+
+_FIRST_TIME = re.compile(r"\d\d:\d\d(?:–(?:[A-Z][a-z]{2} )?\d\d:\d\d)?")
+
+
+def _zoned(evidence: str) -> str:
+    """The evidence with its first time (or window) marked UTC, where the reader meets it."""
+    return _FIRST_TIME.sub(lambda match: match.group(0) + " UTC", evidence, count=1)
 
 
 def chain(shifts: list[Shift], now: datetime, until: datetime) -> list[Segment]:
@@ -249,28 +262,31 @@ def holes_in(segments: list[Segment], now: datetime, until: datetime) -> list[tu
     return holes
 
 
-def describe_level(segments: list[Segment], now: datetime) -> str:
-    """'Ana Ruiz until 18:00', 'Ana Ruiz until 15:10, then nobody until 16:10, then Ben Okafor
-    until 04:00', 'Hiro Tanaka permanently', '—' (nobody at all)."""
-    if all(segment.who is None for segment in segments):
-        return "—"
+def describe_level(segments: list[Segment], now: datetime, until: datetime) -> str:
+    """Who covers the level: 'Ana Ruiz until 18:00', 'Ana Ruiz until 15:10, then Ben Okafor',
+    'Hiro Tanaka always'. Whoever is on call first is said with the end of their shift,
+    whoever follows only when they too go off call within the window; the stretches nobody
+    covers are left out (the level's gap says them)."""
+    named = [segment for segment in segments if segment.who is not None]
     parts = []
-    for segment in segments[:MAX_NAMED_PER_LEVEL]:
-        who = segment.who or "nobody"
+    for n, segment in enumerate(named[:MAX_NAMED_PER_LEVEL]):
         if segment.until is None:
-            parts.append(f"{who} permanently" if segment.who else who)
+            parts.append(f"{segment.who} always" if n == 0 else str(segment.who))
+        elif n == 0 or segment.until < until:
+            parts.append(f"{segment.who} until {clock(segment.until, now)}")
         else:
-            parts.append(f"{who} until {clock(segment.until, now)}")
-    text = ", then ".join(parts)
-    return text + (", …" if len(segments) > MAX_NAMED_PER_LEVEL else "")
+            parts.append(str(segment.who))
+    return ", then ".join(parts) + (", …" if len(named) > MAX_NAMED_PER_LEVEL else "")
 
 
 def clock(moment: datetime, now: datetime) -> str:
-    """18:00 within a day of now; 'Mar 14 09:00' further out (UTC)."""
+    """18:00 within a day of now, 'Tue 09:00' within a week, 'Mar 14' further out (UTC)."""
     moment = moment.astimezone(timezone.utc)
     if moment - now < timedelta(hours=24):
         return moment.strftime("%H:%M")
-    return moment.strftime("%b %d %H:%M")
+    if moment - now < timedelta(days=7):
+        return moment.strftime("%a %H:%M")
+    return moment.strftime("%b %d")
 
 
 def _levels(levels: list[int]) -> str:
