@@ -55,12 +55,14 @@ def entry(level: int, who: str, start: float | None, end: float | None) -> dict[
     }
 
 
-FULL = [
-    entry(1, "Ana Ruiz", -120, 240),
-    entry(2, "Ben Okafor", -600, 60), entry(2, "Chen Wei", 60, 720),
-    entry(3, "Dana Kim", -30, 1440),
-    entry(4, "Hiro Tanaka", None, None),
-]
+def full() -> list[dict[str, Any]]:
+    """Every level covered for hours from now (times from now: made when a test asks)."""
+    return [
+        entry(1, "Ana Ruiz", -120, 240),
+        entry(2, "Ben Okafor", -600, 60), entry(2, "Chen Wei", 60, 720),
+        entry(3, "Dana Kim", -30, 1440),
+        entry(4, "Hiro Tanaka", None, None),
+    ]
 
 
 class FakePagerDuty:
@@ -68,7 +70,7 @@ class FakePagerDuty:
     whatever `limit` asks, so that `more` must be followed."""
 
     def __init__(self) -> None:
-        self.roster: list[dict[str, Any]] = FULL
+        self.roster: list[dict[str, Any]] = []
         self.page_size = 100
         self.delay_s = 0.0
         self.requests: list[Request] = []
@@ -108,7 +110,7 @@ async def base_url() -> AsyncIterator[str]:
 
 @pytest.fixture(autouse=True)
 def fresh_fake() -> None:
-    FAKE.roster, FAKE.page_size, FAKE.delay_s = FULL, 100, 0.0
+    FAKE.roster, FAKE.page_size, FAKE.delay_s = full(), 100, 0.0
     FAKE.requests.clear()
 
 
@@ -154,7 +156,7 @@ async def test_full_coverage_passes_naming_who_is_on_call_per_level(base_url: st
 
 
 async def test_an_l2_gap_fails_naming_the_level_and_the_window(base_url: str) -> None:
-    FAKE.roster = [e for e in FULL if e["escalation_level"] != 2] + [entry(2, "Ben Okafor", -600, 40),
+    FAKE.roster = [e for e in full() if e["escalation_level"] != 2] + [entry(2, "Ben Okafor", -600, 40),
                                                                       entry(2, "Chen Wei", 70, 720)]
     began = datetime.now(timezone.utc)
     result = await probe(base_url)
@@ -168,7 +170,7 @@ async def test_an_l2_gap_fails_naming_the_level_and_the_window(base_url: str) ->
 
 
 async def test_coverage_ending_within_the_hours_fails(base_url: str) -> None:
-    FAKE.roster = [e for e in FULL if e["escalation_level"] != 3] + [entry(3, "Dana Kim", -30, 50)]
+    FAKE.roster = [e for e in full() if e["escalation_level"] != 3] + [entry(3, "Dana Kim", -30, 50)]
     began = datetime.now(timezone.utc)
     result = await probe(base_url)
     assert result.status == "fail", result.evidence
@@ -180,7 +182,7 @@ async def test_coverage_ending_within_the_hours_fails(base_url: str) -> None:
 
 
 async def test_a_level_nobody_covers_and_levels_not_asked_for(base_url: str) -> None:
-    FAKE.roster = [e for e in FULL if e["escalation_level"] != 4]
+    FAKE.roster = [e for e in full() if e["escalation_level"] != 4]
     result = await probe(base_url)
     assert result.status == "fail"
     assert result.evidence.startswith("L4 uncovered for the whole next 2 h (nobody on call) · L1 Ana Ruiz until ")
