@@ -122,7 +122,6 @@ class PagerDutyApi:
         self.token = token
         started = time.time() if started_at is None else started_at
         self.gaps = tuple((level, started + a * 60, started + b * 60) for level, a, b in scenario.oncall_gaps)
-        self.requests = 0
 
     def _authorised(self, request: Request) -> bool:
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
@@ -131,7 +130,6 @@ class PagerDutyApi:
                 and hmac.compare_digest(key.encode(), self.token.encode()))
 
     async def list_oncalls(self, request: Request) -> Response:
-        self.requests += 1
         if not self._authorised(request):
             return _error(401, "Authentication failed", 2006)
         refused = _accept_problem(request.headers.get("accept"))
