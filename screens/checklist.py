@@ -168,7 +168,7 @@ class ChecklistScreen(ControlScreen):
             text.append("not run yet", style="dim")
         else:
             text.append(plain(result.evidence, limit=300))
-            if item.kind == "manual" and result.status == "pending":
+            if result.status in ("pending", "skipped") and not result.attested and item.id in session.attestable():
                 text.append("  — a to attest, n for the next one", style="bold cyan")
         set_content(detail, text)
 

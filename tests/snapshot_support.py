@@ -102,6 +102,8 @@ def make_config(directory: Path, *, name: str = "staging", production: bool = Fa
 
 # -- the checklist -----------------------------------------------------------------------
 
+# The items an operator attests here: the manual ones, and on-call, which this config does not
+# probe (it names no PagerDuty URL or key).
 MANUAL = ("secret-scanning", "vulnerabilities", "backups", "emergency-procedures", "on-call")
 
 EVIDENCE: dict[str, str] = {
@@ -139,7 +141,7 @@ def check_results(config: LoadedConfig, overrides: dict[str, tuple[str, str]] | 
         if item.id in overrides:
             status, evidence = overrides[item.id]
             results[item.id] = ProbeResult(item.id, status, evidence, 120.0, started)  # type: ignore[arg-type]
-        elif item.kind == "manual":
+        elif item.id in MANUAL:
             if attested:
                 at = WALL_NOW - timedelta(minutes=12)
                 results[item.id] = ProbeResult(item.id, "pass", f"attested by {ATTESTED_BY} at 02:58:30 UTC", 0.0,

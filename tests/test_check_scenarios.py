@@ -20,7 +20,8 @@ from controlroom.sandbox.runner import Sandbox
 
 pytestmark = pytest.mark.timeout(60)
 
-MANUAL = ["secret-scanning", "vulnerabilities", "backups", "emergency-procedures", "on-call"]
+# The sandbox configures PagerDuty, so on-call is probed there (GET /oncalls), not attested.
+MANUAL = ["secret-scanning", "vulnerabilities", "backups", "emergency-procedures"]
 OPERATOR = Attestation(who="ci-operator", at=datetime(2024, 1, 22, 3, 0, tzinfo=timezone.utc), address="10.1.2.3")
 ATTESTED = {item_id: OPERATOR for item_id in MANUAL}
 
@@ -33,6 +34,7 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "degraded": ("DELAYED", {"bistrsoft", "mttr"}),
     "fudo-outage": ("GO", set()),
     "fudo-outage-watch": ("GO", set()),  # healthy through the deployment; Fudo fails during the watch
+    "oncall-gap": ("NO-GO", {"on-call"}),
 }
 EXIT = {"GO": 0, "DELAYED": 3, "NO-GO": 4, "PENDING": 5}
 
@@ -100,7 +102,10 @@ async def test_scenario_specifics(run: Run) -> None:
         assert zombie.status == "pass" and zombie.evidence.startswith("401 in ")
         assert "0 retries, no rotation, breakers unchanged" in zombie.evidence
         assert results["rate-limits"].evidence.startswith("429 after ")
-        assert results["on-call"].attested_by == "ci-operator (from 10.1.2.3)"
+        oncall = results["on-call"]
+        assert oncall.status == "pass" and oncall.attested_by is None, oncall.evidence
+        assert [part.split(" ")[0] for part in oncall.evidence.split(" — ")[0].split(" · ")] == ["L1", "L2", "L3", "L4"]
+        assert "L4 Hiro Tanaka always" in oncall.evidence and oncall.evidence.endswith(" — covered 2 h")
     elif run.scenario == "zombie-token":
         evidence = results["token-zombie"].evidence
         assert evidence.startswith("200 (accepted!) in ") and "rotation recorded with the zombie token" in evidence
@@ -111,6 +116,13 @@ async def test_scenario_specifics(run: Run) -> None:
     elif run.scenario == "degraded":
         assert results["bistrsoft"].status == "warn" and "status=degraded" in results["bistrsoft"].evidence
         assert results["mttr"].status == "warn"
+    elif run.scenario == "oncall-gap":
+        oncall = results["on-call"]
+        assert oncall.status == "fail" and oncall.evidence.startswith("L2 uncovered "), oncall.evidence
+        head, *others = oncall.evidence.split(" · ")
+        assert "(Dana Kim until " in head and [text.split(" ")[0] for text in others] == ["L1", "L3", "L4"]
+        reason, = run.report.verdict.reasons
+        assert reason.startswith("NO-GO: Insufficient on-call coverage — on-call: L2 uncovered "), reason
 
 
 @pytest.mark.parametrize("run", ["healthy"], indirect=True)
@@ -121,7 +133,8 @@ async def test_healthy_is_pending_until_attested(run: Run) -> None:
     assert all(f"(--attest {item_id})" in report.verdict.reasons[n] for n, item_id in enumerate(MANUAL))
     partly = await run_checklist(run.loaded, set(MANUAL[:-1]))
     assert partly.verdict.verdict == "PENDING" and partly.verdict.reasons == [
-        "PENDING: On-call team available (L1-L4 reachable) — awaits an operator's attestation (--attest on-call)"
+        "PENDING: Emergency procedures tested (rollback < 5 min) — awaits an operator's attestation "
+        "(--attest emergency-procedures)"
     ]
 
 
@@ -144,9 +157,27 @@ async def test_production_refuses_the_burst_and_the_minting_until_attested(run: 
 @pytest.mark.parametrize("run", ["healthy"], indirect=True)
 async def test_unknown_attestation_is_a_usage_error(run: Run) -> None:
     with pytest.raises(AttestationError) as caught:
-        await run_checklist(run.loaded, {"on-call", "token-zombie"})
+        await run_checklist(run.loaded, {"backups", "token-zombie"})
     assert caught.value.exit_code == 2
     assert "'token-zombie'" in str(caught.value) and "secret-scanning, vulnerabilities" in str(caught.value)
+    with pytest.raises(AttestationError, match=r"'on-call' \(probed here: pagerduty_oncall\)"):
+        await run_checklist(run.loaded, {"on-call"})  # PagerDuty answers it here
+
+
+@pytest.mark.parametrize("run", ["healthy"], indirect=True)
+async def test_without_pagerduty_on_call_is_attested_again(run: Run, tmp_path) -> None:  # noqa: ANN001
+    """The same sandbox, its config without the PagerDuty URL and key: on-call is skipped and
+    waits for an attestation, as the manual item it replaces did."""
+    text = run.sandbox.config_path.read_text()
+    lines = [line for line in text.splitlines() if not line.startswith(("pagerduty_oncalls", "pagerduty_api_token"))]
+    config = tmp_path / "controlroom.toml"
+    config.write_text("\n".join(lines).replace('env_file = "sandbox.env"', f'env_file = "{run.sandbox.env_path}"'))
+    loaded = load_config(config)
+    report = await run_checklist(loaded, ATTESTED)
+    assert report.results["on-call"].status == "skipped" and report.verdict.verdict == "PENDING"
+    assert report.verdict.reasons == [report.verdict.reasons[0]] and "(--attest on-call)" in report.verdict.reasons[0]
+    vouched = await run_checklist(loaded, {**ATTESTED, "on-call": OPERATOR})
+    assert vouched.verdict.verdict == "GO" and vouched.results["on-call"].attested_by == "ci-operator (from 10.1.2.3)"
 
 
 @pytest.mark.parametrize("run", ["fudo-outage"], indirect=True)
@@ -185,10 +216,17 @@ def test_check_command_exit_codes_and_json() -> None:
     assert {"id", "title", "section", "status", "evidence", "duration_ms"} <= set(body["checks"][0])
     assert "postgresql://" not in out and "password" not in out.lower()
 
-    manual = ("secret-scanning", "vulnerabilities", "backups", "emergency-procedures", "on-call")
-    code, out, err = check("--scenario", "healthy", *[arg for item in manual for arg in ("--attest", item)])
+    code, out, err = check("--scenario", "healthy", *[arg for item in MANUAL for arg in ("--attest", item)])
     assert code == 0, out + err
     assert " GO " in out and "exit code 0" in out
+
+    code, out, err = check("--scenario", "oncall-gap", "--json", *[arg for item in MANUAL for arg in ("--attest", item)])
+    assert code == 4, err
+    body = json.loads(out)
+    assert body["verdict"] == "NO-GO" and len(body["reasons"]) == 1
+    assert body["reasons"][0].startswith("NO-GO: Insufficient on-call coverage — on-call: L2 uncovered ")
+    oncall, = [c for c in body["checks"] if c["id"] == "on-call"]
+    assert oncall["kind"] == "pagerduty_oncall" and oncall["status"] == "fail" and oncall["measured"]["uncovered"] == [2]
 
     code, out, err = check("--scenario", "healthy", "--config", "x.toml")
     assert code == 2 and "exactly one of" in err

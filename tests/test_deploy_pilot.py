@@ -156,14 +156,14 @@ async def test_recording_a_manual_item_as_not_met_by_keys(sandbox: Sandbox, tmp_
         await wait_for(lambda: app.session is not None and app.session.verdict is not None, pilot)
         screen = app.screen
         for _ in range(40):
-            if screen.selected_item() == "on-call":
+            if screen.selected_item() == "vulnerabilities":
                 break
             await pilot.press("down")
-        assert screen.selected_item() == "on-call"
+        assert screen.selected_item() == "vulnerabilities"
         await pilot.press("A")
         assert isinstance(app.screen, ReasonDialog)
-        await pilot.press(*"on-call unreachable", "enter")
+        await pilot.press(*"CVE unpatched", "enter")
         await wait_for(lambda: app.session.verdict_name == "NO-GO", pilot)
         table = screen.query_one("#checklist-table", DataTable)
-        assert table.get_row("on-call")[0].plain == "FAIL"
+        assert table.get_row("vulnerabilities")[0].plain == "FAIL"
         await pilot.press("q")

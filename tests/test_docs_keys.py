@@ -59,5 +59,7 @@ def test_the_walkthrough_is_a_runbook_that_validates(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "controlroom", "validate", "--config", str(tmp_path / "robots-staging.toml")],
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "5 items in 2 sections (http, sql, token_zombie)" in done.stdout
+    assert "6 items in 3 sections (http, pagerduty_oncall, sql, token_zombie)" in done.stdout
+    # The robots' staging config names no PagerDuty: on-call is attested there, not probed.
+    assert "attested     on-call: not probed here (no urls.pagerduty_oncalls, no secrets.pagerduty_api_token)" in done.stdout
     assert "kpis         1" in done.stdout

@@ -368,26 +368,28 @@ async def test_a_release_deployed_elsewhere_is_adopted_then_rolled_back(sandbox:
 
 
 async def test_a_manual_item_attested_as_not_met_fails_and_its_rule_decides(sandbox: Sandbox, tmp_path: Path) -> None:
-    """On-call unavailable: recorded with who, when and why; the item fails, its on_fail
-    makes the verdict NO-GO, re-running the checks keeps it failed, and attesting it as met
-    later replaces it."""
+    """A critical vulnerability unpatched: recorded with who, when and why; the item fails,
+    its on_fail makes the verdict NO-GO, re-running the checks keeps it failed, and attesting
+    it as met later replaces it."""
     session = ReleaseEngine.open(loaded(sandbox), write=True, journal_dir=tmp_path)
     await session.run_checks()
     with pytest.raises(SessionError, match="needs a reason"):
-        session.attest_failing("on-call", "")
-    result = session.attest_failing("on-call", "primary on-call unreachable, no backup")
-    assert result.status == "fail" and "attested NOT met by" in result.evidence and "unreachable" in result.evidence
+        session.attest_failing("vulnerabilities", "")
+    result = session.attest_failing("vulnerabilities", "CVE-2024-3094 unpatched, no fix yet")
+    assert result.status == "fail" and "attested NOT met by" in result.evidence and "unpatched" in result.evidence
     assert session.verdict_name == "NO-GO"
-    assert any("On-call" in reason or "on-call" in reason for reason in session.verdict.reasons)
+    assert any("Critical vulnerabilities unpatched — vulnerabilities" in reason for reason in session.verdict.reasons)
     record = [r for r in session.journal.records if r.kind == "attested"][-1]
-    assert record.data == {"item_id": "on-call", "outcome": "fail", "note": "primary on-call unreachable, no backup"}
+    assert record.data == {"item_id": "vulnerabilities", "outcome": "fail", "note": "CVE-2024-3094 unpatched, no fix yet"}
     await session.run_checks()  # the probes run again: the operator's word stands
-    assert session.results["on-call"].status == "fail" and session.verdict_name == "NO-GO"
-    session.attest("on-call")
-    assert session.results["on-call"].status == "pass"
+    assert session.results["vulnerabilities"].status == "fail" and session.verdict_name == "NO-GO"
+    session.attest("vulnerabilities")
+    assert session.results["vulnerabilities"].status == "pass"
+    with pytest.raises(SessionError, match="cannot be attested"):
+        session.attest_failing("on-call", "probed here: PagerDuty says who is on call")
     reader = ReleaseEngine.open(loaded(sandbox), write=False, journal_path=session.journal.path)
     with pytest.raises(SessionError, match="READ-ONLY"):
-        reader.attest_failing("on-call", "read-only try")
+        reader.attest_failing("vulnerabilities", "read-only try")
 
 
 # -- the escalation ladder: e pages the next level now -----------------------------------------

@@ -106,6 +106,7 @@ async def checked_and_attested(loaded: LoadedConfig, journal_dir: Path, clock: C
     `fail` as NOT met, with that reason), five seconds apart."""
     session = ReleaseEngine.open(loaded, write=True, journal_dir=journal_dir, clock=clock, operator=OPERATOR)
     await session.run_checks()
+    clock.advance(5)  # reading the results first (on-call, probed, is not attested)
     for item_id in session.attestable():
         clock.advance(5)
         if fail and item_id in fail:
@@ -231,7 +232,7 @@ def test_a_clean_go_release_matches_the_template(go_release: tuple[Release, str]
     lines = text.splitlines()
     assert f"_Environment: **sandbox (healthy)**; journal `{release.path.name}`_" in lines
     assert section(lines, "## Summary") == [
-        # checks at 03:00:00, five attestations 5 s apart, started 10 s later; 10 steps, a minute each
+        # checks at 03:00:00, four attestations 5 s apart from 03:00:10, started 10 s later; 10 steps, a minute each
         "- **Deployment Time**: 2026-11-29 03:00:35 UTC - 03:11:05 UTC (10:30 of the 15 min target ✅)",
         "  - Pre-Deployment: 3:10 of 5 min ✅",
         "  - Deployment: 4:10 of 5 min ✅",
@@ -351,7 +352,7 @@ async def test_an_overridden_release_with_a_failed_notification_and_a_failing_at
             "“sandbox (healthy): rollback to v2.14.0 started (Emergency Rollback)”") in notifications
     assert any(text.startswith("- ❌ 03:01:35 pagerduty trigger: failed (1 attempt) — HTTP 400") for text in notifications)
     issues = "\n".join(section(lines, "## Issues Encountered"))
-    assert "❌ 03:00:15 Backup Systems: RTO < 30 min, RPO < 5 min verified attested as fail by ana: " \
+    assert "❌ 03:00:20 Backup Systems: RTO < 30 min, RPO < 5 min verified attested as fail by ana: " \
            "restore drill took 45 min" in issues
     assert "check Backup Systems: RTO < 30 min, RPO < 5 min verified (`backups`): fail — attested NOT met by ana " \
            "(from 10.0.0.7)" in issues

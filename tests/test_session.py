@@ -20,7 +20,7 @@ from controlroom.sandbox.runner import Sandbox
 from controlroom.release.engine import ReleaseEngine, SessionError, find_resumable
 from controlroom.release.steps import StepRefused, StepRunner
 
-MANUAL = ["secret-scanning", "vulnerabilities", "backups", "emergency-procedures", "on-call"]
+MANUAL = ["secret-scanning", "vulnerabilities", "backups", "emergency-procedures"]  # on-call: PagerDuty, probed
 EVIL = "'; DROP TABLE pos_integrations_location; --"
 
 

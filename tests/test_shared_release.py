@@ -88,7 +88,7 @@ async def test_one_drives_the_others_watch_every_record_within_a_second(sandbox:
         assert refusal is not None and refusal.startswith("driven by alice@bastion-1 since ")
         assert refusal.endswith("UTC — T takes over when its control room is gone")
         with pytest.raises(SessionError, match="driven by alice@bastion-1"):
-            bob.attest("on-call")
+            bob.attest("backups")
         with pytest.raises(SessionError, match="driven by alice@bastion-1"):
             await bob.start_deploy("v2.15.0", override_reason="bob tries")
         with pytest.raises(SessionError, match="you watch this release"):
@@ -102,9 +102,9 @@ async def test_one_drives_the_others_watch_every_record_within_a_second(sandbox:
                                 what="bob shows alice's checklist")
         assert seen < FAN_OUT_BUDGET_S
         assert {i: r.status for i, r in bob.results.items()} == {i: r.status for i, r in alice.results.items()}
-        alice.attest("on-call")
-        seen = await eventually(lambda: "on-call" in carol.state.attestations, carol, what="carol sees the attestation")
-        assert seen < FAN_OUT_BUDGET_S and carol.results["on-call"].attested_by == "alice"
+        alice.attest("backups")
+        seen = await eventually(lambda: "backups" in carol.state.attestations, carol, what="carol sees the attestation")
+        assert seen < FAN_OUT_BUDGET_S and carol.results["backups"].attested_by == "alice"
         await alice.start_deploy("v2.15.0", override_reason="shared test")
         outcome = await alice.run_step("env-health")
         seen = await eventually(lambda: bob.state.steps.get("env-health") is not None

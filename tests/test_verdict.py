@@ -15,7 +15,7 @@ from probe_support import make_runbook
 
 NOW = datetime(2024, 1, 22, 3, 0, tzinfo=timezone.utc)
 RUNBOOK = load_default_runbook()
-MANUAL = ["secret-scanning", "vulnerabilities", "backups", "emergency-procedures", "on-call"]
+MANUAL = ["secret-scanning", "vulnerabilities", "backups", "emergency-procedures"]  # on-call is probed (PagerDuty)
 
 
 def result(item_id: str, status: str, evidence: str = "ok", *, by: str | None = None) -> ProbeResult:
@@ -41,7 +41,7 @@ def test_everything_passed_and_attested_is_go() -> None:
         "POS Integration Health: all 6 checks pass",
         "Performance (Real-Time KPIs): all 2 checks pass",
         "health 100 % (≥ 95 %) over Infrastructure Readiness",
-        "attested by alice (from 10.0.0.5): secret-scanning, vulnerabilities, backups, emergency-procedures, on-call",
+        "attested by alice (from 10.0.0.5): secret-scanning, vulnerabilities, backups, emergency-procedures",
     ]
 
 
@@ -116,9 +116,25 @@ def test_unattested_manual_items_are_pending() -> None:
         results[item_id] = result(item_id, "pending", "awaits an operator's attestation")
     verdict = decide(RUNBOOK, results)
     assert verdict.verdict == "PENDING" and verdict.exit_code == 5
-    assert len(verdict.reasons) == 5
-    assert verdict.reasons[-1] == "PENDING: On-call team available (L1-L4 reachable) — awaits an operator's attestation (--attest on-call)"
-    assert verdict.health_percent == pytest.approx(66.7)
+    assert len(verdict.reasons) == 4
+    assert verdict.reasons[-1] == ("PENDING: Emergency procedures tested (rollback < 5 min) — awaits an operator's "
+                                   "attestation (--attest emergency-procedures)")
+    assert verdict.health_percent == pytest.approx(77.8)
+
+
+def test_an_on_call_gap_is_no_go_and_unprobed_on_call_waits_for_an_attestation() -> None:
+    gap = "L2 uncovered 15:10–16:10 UTC (Dana Kim until 15:10, then Elif Sahin) · L1 Ana Ruiz until 18:00"
+    verdict = decide(RUNBOOK, all_pass(on_call=result("on-call", "fail", gap)))
+    assert verdict.verdict == "NO-GO"
+    assert verdict.reasons == [f"NO-GO: Insufficient on-call coverage — on-call: {gap}"]
+    dead = decide(RUNBOOK, all_pass(on_call=result("on-call", "error", "GET https://api.pagerduty.com/oncalls: cannot connect")))
+    assert dead.verdict == "NO-GO" and dead.reasons[0].startswith('NO-GO: could not verify "On-call team available')
+    skipped = "not probed: no PagerDuty configured here (urls.pagerduty_oncalls, secrets.pagerduty_api_token); attest …"
+    waiting = decide(RUNBOOK, all_pass(on_call=result("on-call", "skipped", skipped)))
+    assert waiting.verdict == "PENDING"
+    assert waiting.reasons == [f"PENDING: On-call team available (L1-L4 reachable) — on-call: {skipped}"]
+    vouched = decide(RUNBOOK, all_pass(on_call=result("on-call", "skipped", skipped, by="carol")))
+    assert vouched.verdict == "GO" and "attested by carol: on-call" in vouched.reasons
 
 
 def test_missing_results_are_pending() -> None:

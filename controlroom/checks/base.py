@@ -335,7 +335,7 @@ ProbeFunction = Callable[[Any, ProbeContext], Awaitable[Outcome]]
 
 
 def _registry() -> dict[str, ProbeFunction]:
-    from controlroom.checks import alert_rules, command, cors, http, manual, prometheus, rate_limit, sql, token_zombie
+    from controlroom.checks import alert_rules, command, cors, http, manual, oncall, prometheus, rate_limit, sql, token_zombie
 
     return {
         "http": http.probe,
@@ -347,6 +347,7 @@ def _registry() -> dict[str, ProbeFunction]:
         "rate_limit": rate_limit.probe,
         "command": command.probe,
         "manual": manual.probe,
+        "pagerduty_oncall": oncall.probe,
     }
 
 

@@ -1,6 +1,6 @@
 """Run a whole checklist, decide the verdict, and present it (JSON or a Rich table).
 
-    report = await run_checklist(load_config(path), {"on-call", "backups"})
+    report = await run_checklist(load_config(path), {"backups", "vulnerabilities"})
     report.verdict.verdict, report.exit_code, report.to_json(), render_report(report)
 
 All probes run concurrently, so a check takes about as long as its slowest probe. A
@@ -29,10 +29,10 @@ from rich.table import Table
 from rich.text import Text
 
 from controlroom.errors import ControlRoomError
-from controlroom.checks import rate_limit, token_zombie
+from controlroom.checks import oncall, rate_limit, token_zombie
 from controlroom.checks.base import Attestation, ProbeContext, ProbeResult, clean, iso, run_probe, with_attestation
 from controlroom.config.loader import LoadedConfig
-from controlroom.config.models import ChecklistItem, CorsItem, HttpItem, RateLimitItem, Section, TokenZombieItem
+from controlroom.config.models import ChecklistItem, CorsItem, HttpItem, PagerDutyOncallItem, RateLimitItem, Section, TokenZombieItem
 from controlroom.checks.verdict import Verdict, decide, percent
 
 STATUS_STYLES: dict[str, str] = {
@@ -122,14 +122,14 @@ class CheckReport:
 
 def attestable_ids(loaded: LoadedConfig) -> list[str]:
     """Manual items, and probes that will not run here (against production: a rate-limit
-    burst, or a Token Zombie test that would have to mint a token), which only an operator's
-    word can satisfy."""
+    burst, or a Token Zombie test that would have to mint a token; on-call coverage where
+    PagerDuty is not configured), which only an operator's word can satisfy."""
     ids: list[str] = []
     environment = loaded.environment
     for _, item in loaded.runbook.items():
         refused = (isinstance(item, RateLimitItem) and rate_limit.refused_here(item, environment)) or (
             isinstance(item, TokenZombieItem) and token_zombie.refused_here(item, environment)
-        )
+        ) or (isinstance(item, PagerDutyOncallItem) and bool(oncall.unconfigured_here(item, environment)))
         if item.kind == "manual" or refused:
             ids.append(item.id)
     return ids
@@ -151,7 +151,8 @@ def resolve_attestations(
     valid = attestable_ids(loaded)
     unknown = [item_id for item_id in resolved if item_id not in valid]
     if unknown:
-        names = ", ".join(repr(u) for u in unknown)
+        kinds = {item.id: item.kind for _, item in loaded.runbook.items()}
+        names = ", ".join(repr(u) + (f" (probed here: {kinds[u]})" if u in kinds else "") for u in unknown)
         raise AttestationError(
             f"cannot attest {names}: the items that can be attested are {', '.join(valid) or '(none)'}"
         )

@@ -252,7 +252,7 @@ def status(ctx: click.Context, config_path: Path | None, journal_path: Path | No
 )
 def validate(config_file: Path | None, config_path: Path | None) -> None:
     """Check a config file and its runbook, and summarise them."""
-    from controlroom.config.loader import load_config
+    from controlroom.config.loader import attested_instead, load_config
     from controlroom.release.journal import journal_directory
 
     if (config_file is None) == (config_path is None):
@@ -268,6 +268,8 @@ def validate(config_file: Path | None, config_path: Path | None) -> None:
     click.echo(f"  environment  {environment.name}{' (PRODUCTION)' if environment.production else ''}")
     click.echo(f"  runbook      {runbook.name} [{loaded.runbook_source}]")
     click.echo(f"  checklist    {len(items)} items in {len(runbook.checklist.sections)} sections ({', '.join(kinds)})")
+    for item_id, lacking in attested_instead(runbook, environment).items():
+        click.echo(f"  attested     {item_id}: not probed here (no {', no '.join(lacking)})")
     phases = " + ".join(f"{p.minutes:g}" for p in runbook.deployment.phases)
     click.echo(f"  deployment   {len(runbook.deployment.phases)} phases, {phases} min (target {runbook.deployment.target_minutes:g})")
     click.echo(f"  kpis         {len(runbook.kpis)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from controlroom.errors import ConfigError
-from controlroom.config.models import ConfigFile, Environment, JournalStore, Runbook, url_problem
+from controlroom.config.models import ConfigFile, Environment, JournalStore, PagerDutyOncallItem, Runbook, url_problem
 from controlroom.config.placeholders import URL_PREFIX, fill, names_in, template_problem, url_quote
 from controlroom.config.secrets import SecretStore, read_env_file
 
@@ -240,9 +240,14 @@ def _key_path(data: Any, loc: tuple[Any, ...]) -> str:
 
 
 def _check_references(config_path: Path, runbook_source: str, environment: Environment, runbook: Runbook) -> None:
-    """Every {urls.X} and every secret the runbook names must exist in the environment."""
+    """Every {urls.X} and every secret the runbook names must exist in the environment —
+    except those of an item this environment leaves to an operator's attestation (on-call
+    coverage where PagerDuty is not configured)."""
     data = runbook.model_dump()
-    strings = [(runbook_source, key, text) for key, text in _strings(data)]
+    attested = attested_instead(runbook, environment)
+    skipped = {f"checklist.sections[{s}].items[{i}].url" for s, section in enumerate(runbook.checklist.sections)
+               for i, item in enumerate(section.items) if item.id in attested}
+    strings = [(runbook_source, key, text) for key, text in _strings(data) if key not in skipped]
     strings += [(config_path, f"environment.{key}", text) for key, text in _strings(environment.model_dump())
                 if key in ("deploy_command", "rollback_command")]
     for source, key, text in strings:
@@ -261,7 +266,7 @@ def _check_references(config_path: Path, runbook_source: str, environment: Envir
             problem = url_problem(expanded)
             if problem:
                 raise ConfigError(source, key, f"{problem}: {expanded!r}")
-    for key, secret in _secret_references(runbook):
+    for key, secret in _secret_references(runbook, skip=attested):
         if secret not in environment.secrets:
             raise ConfigError(
                 config_path, f"environment.secrets.{secret}",
@@ -282,15 +287,24 @@ def _strings(node: Any, prefix: str = "") -> list[tuple[str, str]]:
     return found
 
 
-def _secret_references(runbook: Runbook) -> list[tuple[str, str]]:
+def attested_instead(runbook: Runbook, environment: Environment) -> dict[str, list[str]]:
+    """Item id -> what the environment lacks, for the items it does not probe at all (a
+    pagerduty_oncall item without its URL and token): an operator attests them instead."""
+    return {item.id: missing for _, item in runbook.items()
+            if isinstance(item, PagerDutyOncallItem) and (missing := item.unconfigured_in(environment))}
+
+
+def _secret_references(runbook: Runbook, skip: Collection[str] = ()) -> list[tuple[str, str]]:
     refs = [(f"databases.{name}", secret) for name, secret in runbook.databases.items()]
     for section, item in runbook.items():
         where = f"checklist item {item.id}"
+        if item.id in skip:
+            continue
         for secret in getattr(item, "secret_headers", {}).values():
             refs.append((where, secret))
         if getattr(item, "auth", None) is not None:
             refs += [(f"{where}, auth", secret) for secret in item.auth.secret_names()]
-        for attribute in ("api_key_secret", "zombie_token_secret"):
+        for attribute in ("api_key_secret", "zombie_token_secret", "token_secret"):
             if getattr(item, attribute, None):
                 refs.append((where, getattr(item, attribute)))
         refs += [(where, secret) for secret in getattr(item, "secrets", [])]

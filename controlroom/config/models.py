@@ -414,9 +414,44 @@ class ManualItem(ItemBase):
     prompt: str = ""  # what the operator attests to
 
 
+class PagerDutyOncallItem(ItemBase):
+    """On-call coverage, asked of PagerDuty's REST API (GET /oncalls): every escalation level
+    in `levels` has someone on call for the whole of the next `hours`. An environment that
+    defines neither the url's {urls.NAME} nor `token_secret` does not probe it: an operator
+    attests it (`prompt`), as a manual item."""
+
+    kind: Literal["pagerduty_oncall"]
+    # The whole GET /oncalls URL, the escalation policy included: usually "{urls.NAME}" whose
+    # environment value is https://api.pagerduty.com/oncalls?escalation_policy_ids[]=PXXXXXX.
+    url: NonEmpty
+    token_secret: Slug  # a REST API key, sent as `Authorization: Token token=<key>`
+    levels: list[Annotated[int, Field(ge=1, le=20)]] = Field(default_factory=lambda: [1, 2, 3, 4], min_length=1)
+    hours: Annotated[float, Field(gt=0, le=24 * 90)] = 2.0
+    prompt: str = ""  # what an operator attests to where PagerDuty is not configured
+
+    @field_validator("levels")
+    @classmethod
+    def _distinct_levels(cls, levels: list[int]) -> list[int]:
+        if len(set(levels)) != len(levels):
+            raise ValueError("levels must not repeat a level")
+        return sorted(levels)
+
+    def unconfigured_in(self, environment: Environment) -> list[str]:
+        """What the environment lacks for this item (`urls.NAME`, `secrets.NAME`) when it
+        defines none of it — the item is then attested, not probed; [] when it defines any
+        (what is still missing is a configuration error, as for any item)."""
+        from controlroom.config.placeholders import URL_PREFIX, names_in
+
+        urls = [name for name in names_in(self.url) if name.startswith(URL_PREFIX)]
+        needed = [*urls, f"secrets.{self.token_secret}"]
+        missing = [name for name in urls if name.removeprefix(URL_PREFIX) not in environment.urls]
+        missing += [] if self.token_secret in environment.secrets else [f"secrets.{self.token_secret}"]
+        return missing if missing == needed else []
+
+
 ChecklistItem = Annotated[
     Union[HttpItem, PrometheusItem, AlertRulesItem, TokenZombieItem, SqlItem, CorsItem, RateLimitItem,
-          CommandItem, ManualItem],
+          CommandItem, ManualItem, PagerDutyOncallItem],
     Field(discriminator="kind"),
 ]
 

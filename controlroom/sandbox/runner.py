@@ -29,6 +29,7 @@ import asyncpg
 from controlroom.infra import shutdown
 from controlroom.sandbox.world.fleet import DEPLOYED_VERSION, seed_fleet
 from controlroom.sandbox.http.server import STATUSPAGE_PAGE_ID, HttpServerProcess, HttpSettings
+from controlroom.sandbox.http.pagerduty_api import POLICY_ID as ONCALL_POLICY_ID
 from controlroom.sandbox.pg.postgres import EmbeddedPostgres
 from controlroom.sandbox.pg.reaper import spawn_reaper, stop_reaper
 from controlroom.sandbox.world.scenarios import Scenario, get_scenario
@@ -52,6 +53,8 @@ SECRET_VARIABLES = {
     # A Slack bot token (xoxb-…) for the Web API's chat.postMessage, and a Statuspage API key.
     "slack_bot_token": "CONTROLROOM_SANDBOX_SLACK_BOT_TOKEN",
     "statuspage_api_key": "CONTROLROOM_SANDBOX_STATUSPAGE_API_KEY",
+    # PagerDuty's REST API key: the on-call item asks GET /oncalls with it.
+    "pagerduty_api_token": "CONTROLROOM_SANDBOX_PAGERDUTY_API_TOKEN",
     "sandbox_admin_token": "CONTROLROOM_SANDBOX_ADMIN_TOKEN",
 }
 
@@ -225,6 +228,7 @@ class Sandbox:
             "pagerduty_routing_key": settings.pagerduty_routing_key,
             "slack_bot_token": settings.slack_bot_token,
             "statuspage_api_key": settings.statuspage_api_key,
+            "pagerduty_api_token": settings.pagerduty_api_token,
             "sandbox_admin_token": settings.admin_token,
         }
         return {SECRET_VARIABLES[name]: value for name, value in values.items()}
@@ -282,6 +286,8 @@ pagerduty = "{url}/sinks/pagerduty"
 pagerduty_api = "{url}/sinks/pagerduty-api"
 slack_api = "{url}/sinks/slack-api"
 statuspage_page = "{url}/sinks/statuspage/v1/pages/{STATUSPAGE_PAGE_ID}"
+# Who is on call: PagerDuty's GET /oncalls for the sandbox's escalation policy.
+pagerduty_oncalls = "{url}/sinks/pagerduty-api/oncalls?escalation_policy_ids[]={ONCALL_POLICY_ID}"
 sandbox = "{url}"
 
 [environment.secrets]

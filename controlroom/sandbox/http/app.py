@@ -54,6 +54,7 @@ from controlroom.sandbox.http.sinks import (
 )
 from controlroom.sandbox.http.slack_web import SlackWebApi
 from controlroom.sandbox.http.statuspage import StatuspageApi
+from controlroom.sandbox.http.pagerduty_api import PagerDutyApi
 from controlroom.infra.tokens import token_fingerprint
 from controlroom.sandbox.http.server import sign_jwt
 
@@ -722,6 +723,7 @@ def create_app(settings: HttpSettings) -> Starlette:
     """The sandbox app for `settings`; the asyncpg pool opens in the app's lifespan."""
     platform = Platform(settings, get_scenario(settings.scenario))
     admin = lambda handler: _admin_only(platform, handler)  # noqa: E731
+    pagerduty_api = PagerDutyApi(settings.pagerduty_api_token, platform.scenario)  # who is on call (GET /oncalls)
     routes = [
         Route("/healthz", platform.healthz, methods=["GET"]),
         Route("/rest/v1/", platform.rest_root, methods=["GET"]),
@@ -738,6 +740,7 @@ def create_app(settings: HttpSettings) -> Starlette:
         Route(f"{STATUSPAGE}/incidents", platform.statuspage.incidents_list, methods=["GET"]),
         Route(f"{STATUSPAGE}/incidents", platform.statuspage.incident_create, methods=["POST"]),
         Route(f"{STATUSPAGE}/incidents/{{incident_id}}", platform.statuspage.incident, methods=["GET", "PATCH", "PUT"]),
+        Route("/sinks/pagerduty-api/oncalls", pagerduty_api.list_oncalls, methods=["GET"]),
         Route("/_sandbox/sinks/faults", admin(platform.sink_faults), methods=["POST"]),
         Route("/_sandbox/sinks", admin(platform.sink_records), methods=["GET", "DELETE"]),
         Route("/_sandbox/deploy", admin(platform.deploy), methods=["POST"]),

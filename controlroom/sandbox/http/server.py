@@ -105,6 +105,8 @@ class HttpSettings:
     publishable_key: str = field(default_factory=_publishable, repr=False)
     secret_key: str = field(default_factory=_secret_key, repr=False)
     burst_key: str = field(default_factory=_publishable, repr=False)
+    # The key of PagerDuty's REST API (GET /oncalls): `Authorization: Token token=<key>`.
+    pagerduty_api_token: str = field(default_factory=lambda: secrets.token_urlsafe(15), repr=False)
     admin_token: str = field(default_factory=_random_secret, repr=False)
     pagerduty_routing_key: str = field(default_factory=_random_secret, repr=False)
     # Slack's Web API (chat.postMessage) takes this bot token; Statuspage's API this key.
@@ -126,8 +128,8 @@ class HttpSettings:
 
     def secret_values(self) -> tuple[str, ...]:
         return (self.dsn, self.jwt_secret, self.anon_key, self.service_key, self.publishable_key, self.secret_key,
-                self.burst_key, self.admin_token, self.pagerduty_routing_key, self.slack_bot_token,
-                self.statuspage_api_key)
+                self.burst_key, self.pagerduty_api_token, self.admin_token, self.pagerduty_routing_key,
+                self.slack_bot_token, self.statuspage_api_key)
 
     def to_env(self) -> dict[str, str]:
         return {
@@ -139,6 +141,7 @@ class HttpSettings:
             ENV_PREFIX + "PUBLISHABLE_KEY": self.publishable_key,
             ENV_PREFIX + "SECRET_KEY": self.secret_key,
             ENV_PREFIX + "BURST_KEY": self.burst_key,
+            ENV_PREFIX + "PAGERDUTY_API_TOKEN": self.pagerduty_api_token,
             ENV_PREFIX + "ADMIN_TOKEN": self.admin_token,
             ENV_PREFIX + "PAGERDUTY_ROUTING_KEY": self.pagerduty_routing_key,
             ENV_PREFIX + "SLACK_BOT_TOKEN": self.slack_bot_token,
@@ -168,6 +171,7 @@ class HttpSettings:
             publishable_key=get("PUBLISHABLE_KEY") or defaults.publishable_key,
             secret_key=get("SECRET_KEY") or defaults.secret_key,
             burst_key=get("BURST_KEY") or defaults.burst_key,
+            pagerduty_api_token=get("PAGERDUTY_API_TOKEN") or defaults.pagerduty_api_token,
             admin_token=get("ADMIN_TOKEN") or defaults.admin_token,
             pagerduty_routing_key=get("PAGERDUTY_ROUTING_KEY") or defaults.pagerduty_routing_key,
             slack_bot_token=get("SLACK_BOT_TOKEN") or defaults.slack_bot_token,

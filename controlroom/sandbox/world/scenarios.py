@@ -48,6 +48,11 @@ class Scenario:
     # -- simulator --
     sync_failure_rate: float = 0.002      # chance that one location's sync fails per tick
 
+    # -- on-call (the PagerDuty REST API's GET /oncalls) --
+    # (level, from, to): minutes after the sandbox starts during which nobody is on call at
+    # that escalation level; every level is covered at every other moment.
+    oncall_gaps: tuple[tuple[int, float, float], ...] = ()
+
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -97,6 +102,12 @@ SCENARIOS: dict[str, Scenario] = {
             summary="Healthy through the deployment; Fudo fails during the watch after it and must be rolled back.",
             expected_verdict="GO",
             fail_during_watch=("fudo",),
+        ),
+        Scenario(
+            name="oncall-gap",
+            summary="Nobody is on call at L2 (SRE lead) from 30 to 90 minutes after the sandbox starts.",
+            expected_verdict="NO-GO",
+            oncall_gaps=((2, 30.0, 90.0),),
         ),
     )
 }
