@@ -864,8 +864,15 @@ class ControlRoomApp(App[None]):
         state = session.state
         running = session.running_step
         rolling_back = session.rollback_in_progress()  # also after the deployment finished: the watch
+        pending = session.notifications().pending if session.may_notify() else ()
         if not state.in_progress and not running and not rolling_back:
-            return None
+            if not pending:
+                return None
+            text = Text(f"{len(pending)} notification{'s are' if len(pending) != 1 else ' is'} still on its way: ")
+            text.append(plain(pending[0], limit=120), style="bold")
+            text.append(". Quit anyway?\n\nThe journal keeps it: the next control room opened with --write on this "
+                        "release sends it, with the same dedup_key. Until then nobody receives it.")
+            return text
         text = Text()
         what = Text()
         if running == "verify":
@@ -910,6 +917,8 @@ class ControlRoomApp(App[None]):
             return text
         resumable = (state.in_progress or rolling_back) and self.offer_resume  # a demo's sandbox ends with it
         text.append("The journal keeps everything" + ("; reopening resumes it." if resumable else "."))
+        if pending:
+            text.append(f"\n{len(pending)} notification(s) still on their way are sent when it reopens.", style="bold")
         return text
 
     def _step_title(self, step_id: str) -> str:

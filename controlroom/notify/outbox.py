@@ -242,7 +242,7 @@ class Outbox:
         if notice.lane in self._held and notice.id not in self._progress:
             return f"waiting: the {CHANNEL_TITLES.get(notice.channel, notice.channel)} notice before it was given up"
         if progress is None or not self.may_send():
-            return "pending" if self.may_send() else "pending (the driver sends it)"
+            return "pending" if self.may_send() else "pending (the control room that drives, with --write, sends it)"
         if progress.retry_at is not None:
             wait = max(0, round(progress.retry_at - self.clock()))
             why = f" — {progress.error}" if progress.error else ""

@@ -162,6 +162,7 @@ class ReleaseEngine:
         self.breakers_latest: BreakerSnapshot | None = None
         self.health_latest: HealthSnapshot | None = None
         self._watch: tuple[datetime, Watch] | None = None  # the judge of the current watch
+        self._derived: dict[str, tuple[tuple[int, str], Any]] = {}  # what _from_records read last
 
     @classmethod
     def open(
@@ -837,11 +838,21 @@ class ReleaseEngine:
     # -- the watch after a successful finish -------------------------------------------
 
     def watch(self) -> WatchWindow | None:
-        return watch_window(self.journal.records)
+        return self._from_records("watch", watch_window)
 
     def alarm(self) -> Record | None:
         """The breach that recommends the rollback now (None: none, or a rollback started)."""
-        return alarm(self.journal.records)
+        return self._from_records("alarm", alarm)
+
+    def _from_records(self, name: str, derive: Callable[[list[Record]], Any]) -> Any:
+        """`derive(records)`, read again only when the journal changed: every poll and every
+        tick asks, and a long release has thousands of records."""
+        records = self.journal.records
+        key = (len(records), records[-1].hash if records else "")
+        cached = self._derived.get(name)
+        if cached is None or cached[0] != key:
+            cached = self._derived[name] = (key, derive(records))
+        return cached[1]
 
     def observe(self, value: object) -> dict[str, Any] | None:
         """A poller's snapshot (a KPI reading, the breakers, the fleet's health). During the

@@ -1,0 +1,76 @@
+"""The watch's judgement, reading by reading, on the default runbook's KPIs: a KPI off its
+target for breach_polls polls in a row breaches once per episode; an unanswered poll neither
+breaks nor extends a streak; breakers breach when more are open than at the start; the
+window and the alarm come from the journal."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from controlroom.config.loader import load_config
+from controlroom.live.sources import BreakerRow, BreakerSnapshot, KpiReading
+from controlroom.release.journal import Journal
+from controlroom.release.watch import Watch, alarm, watch_window
+from snapshot_support import make_config
+
+T0 = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+
+
+def reading(kpi_id: str, value: float | None) -> KpiReading:
+    return KpiReading(kpi_id, value, "unknown", 0.0)
+
+
+def breakers(*states: tuple[str, str]) -> BreakerSnapshot:
+    return BreakerSnapshot(tuple(BreakerRow(f"loc-{i}", f"Loc {i}", provider, state) for i, (provider, state)
+                                 in enumerate(states)), 0.0)
+
+
+def test_a_kpi_off_target_for_breach_polls_polls_breaches_once_per_episode(tmp_path: Path) -> None:
+    runbook = make_config(tmp_path).runbook
+    assert runbook.deployment.breach_polls == 3 and runbook.deployment.watch_minutes == 30
+    watch = Watch(runbook)
+    at = [T0 + timedelta(seconds=5 * i) for i in range(12)]
+    assert watch.kpi(reading("error-rate", 0.42), at[0]) is None
+    assert watch.kpi(reading("error-rate", None), at[1]) is None  # no answer: the streak waits
+    assert watch.kpi(reading("error-rate", 0.5), at[2]) is None
+    breach = watch.kpi(reading("error-rate", 0.61), at[3])
+    assert breach is not None and breach["kpi_id"] == "error-rate" and breach["polls"] == 3
+    assert breach["what"] == "Error Rate 0.61 % >= 0.1 %, 3 polls in a row (0:15)"
+    assert watch.kpi(reading("error-rate", 0.7), at[4]) is None  # the same episode: no second alarm
+    assert watch.kpi(reading("error-rate", 0.05), at[5]) is None  # back on target: the episode ends
+    assert [watch.kpi(reading("error-rate", 2.0), at[i]) is not None for i in (6, 7, 8)] == [False, False, True]
+    assert watch.kpi(reading("mttr", 999), at[9]) is None  # a 24-hour KPI is not watched
+    red_only = Watch(runbook.model_copy(update={"deployment": runbook.deployment.model_copy(update={"breach_on": "red"})}))
+    assert [red_only.kpi(reading("error-rate", 0.5), at[i]) for i in range(3)] == [None] * 3  # amber: not red
+
+
+def test_breakers_opening_after_the_start_breach_and_name_the_provider(tmp_path: Path) -> None:
+    watch = Watch(make_config(tmp_path).runbook, baseline_open={"maxirest": 2})
+    assert watch.breakers(breakers(("maxirest", "open"), ("maxirest", "open"), ("fudo", "closed")), T0) is None
+    breach = watch.breakers(breakers(("maxirest", "open"), ("maxirest", "open"), ("fudo", "open"), ("fudo", "open")), T0)
+    assert breach is not None and breach["provider"] == "fudo" and breach["opened"] == 2
+    assert breach["what"] == "2 circuit breakers opened (2 fudo) since the deployment finished"
+    assert watch.breakers(breakers(("fudo", "open"), ("fudo", "open"), ("fudo", "open")), T0) is None  # same episode
+
+
+def test_the_window_and_the_alarm_come_from_the_journal(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "release.jsonl", clock=lambda: T0)
+    assert watch_window(journal.records) is None
+    journal.append("watch_started", {"minutes": 30, "kpis": {}})
+    window = watch_window(journal.records)
+    assert window is not None and window.active(T0 + timedelta(minutes=29)) and not window.active(T0 + timedelta(minutes=30))
+    assert alarm(journal.records) is None
+    journal.append("watch_breach", {"kind": "kpi", "what": "Error Rate 0.42 % >= 0.1 %"})
+    assert alarm(journal.records).data["what"].startswith("Error Rate")  # type: ignore[union-attr]
+    journal.append("watch_ended", {"why": "a rollback started"})
+    journal.append("rollback_started", {"plan_id": "emergency"})
+    assert alarm(journal.records) is None and watch_window(journal.records).ended_at is not None  # type: ignore[union-attr]
+
+
+def test_the_default_runbook_watches_for_30_minutes(tmp_path: Path) -> None:
+    loaded = load_config(make_config(tmp_path).config_path, environ={})
+    deployment = loaded.runbook.deployment
+    assert (deployment.watch_minutes, deployment.breach_polls, deployment.breach_on) == (30, 3, "target")
+    assert {k.id for k in loaded.runbook.kpis if k.window == "realtime"} == {
+        "rotation-success", "api-latency-p95", "error-rate", "pos-sync-success"}
