@@ -201,13 +201,15 @@ class ControlRoomApp(App[None]):
         now = session.now()
         bar.watch = f"watch {format_duration(window.remaining_s(now))} left" if window and window.active(now) else None
         alarms: list[str] = []
-        breach = session.alarm()
-        if breach is not None:
-            alarms.append(f"ROLLBACK RECOMMENDED: {breach.data.get('what', '')} — R opens the rollback console")
+        breaches = session.alarms()
+        if breaches:
+            more = f" (+{len(breaches) - 1} more)" if len(breaches) > 1 else ""
+            alarms.append(f"ROLLBACK RECOMMENDED: {breaches[0].data.get('what', '')}{more} — R opens the rollback console")
         alarms += [f"{line} — N sends it again" for line in notifications.given_up[:1]]
+        waiting = [line for line in notifications.pending if "retry in" in line][:1]  # the header is cut at 80
         banners = bar.screen.query(AlarmBanner)
         if banners:
-            banners.first().show_alarm(alarms)
+            banners.first().show_alarm(alarms, waiting)
         if session.state.started_at is not None:
             clock = session.deploy_clock()
             bar.deploy_clock = f"{format_duration(clock.elapsed_s)}/{format_duration(clock.budget_s)}"
@@ -908,6 +910,9 @@ class ControlRoomApp(App[None]):
         if running:
             text.append("Quitting cancels it" + ("" if running == "verify" else "; the step is journaled as failed: "
                         "cancelled") + ".\n", style="bold")
+        if pending:
+            text.append(f"{len(pending)} notification(s) still on their way: the next control room with --write on "
+                        "this release sends them.\n", style="bold")
         crew = session.crew()
         if crew is not None:  # the shared release goes on without a driver until one takes over
             can_drive = [m.label for m in crew.members if not m.drives and m.write]  # read-only ones cannot
@@ -917,8 +922,6 @@ class ControlRoomApp(App[None]):
             return text
         resumable = (state.in_progress or rolling_back) and self.offer_resume  # a demo's sandbox ends with it
         text.append("The journal keeps everything" + ("; reopening resumes it." if resumable else "."))
-        if pending:
-            text.append(f"\n{len(pending)} notification(s) still on their way are sent when it reopens.", style="bold")
         return text
 
     def _step_title(self, step_id: str) -> str:

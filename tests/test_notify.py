@@ -445,3 +445,32 @@ async def test_kill_9_while_a_notification_is_pending_then_reopen_delivers_it_on
     posts = (await sinks(admin))["pagerduty"]
     assert [(p["status"], p["body"]["dedup_key"]) for p in posts] == [(429, "controlroom-killed"), (202, "controlroom-killed")]
     await outbox.aclose()
+
+
+async def test_a_retry_keeps_its_place_before_the_resolve_it_held_across_a_reopen(
+    loaded: LoadedConfig, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    await fault(admin, "pagerduty", 503, count=10_000)
+    journal, time = journal_at(tmp_path), FakeTime()
+    outbox = outbox_for(loaded, journal, time)
+    trigger, resolve = (outbox.notify(["pagerduty"], event, "x", dedup_key="controlroom-held")[0]
+                        for event in ("trigger", "resolve"))
+    for _ in range(400):
+        if outbox.result(trigger) is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert outbox.result(trigger).gave_up and outbox.result(resolve) is None  # held behind it
+    (await admin.delete("/_sandbox/sinks")).raise_for_status()
+    (retry,) = outbox.retry_given_up()
+    outbox.stop()  # killed before the retry went out
+    await outbox.aclose()
+
+    reopened = Journal.open(journal.path)
+    pending, _ = journal_state(reopened.records)
+    assert [n.id for n in pending] == [retry.id, resolve.id]  # the retry in its original's place
+    again = outbox_for(loaded, reopened)
+    again.resume()
+    await again.settle([retry, resolve], 10)
+    assert [(p["body"]["event_action"], p["status"]) for p in (await sinks(admin))["pagerduty"]] == [
+        ("trigger", 202), ("resolve", 202)]
+    await again.aclose()

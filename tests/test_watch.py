@@ -74,3 +74,12 @@ def test_the_default_runbook_watches_for_30_minutes(tmp_path: Path) -> None:
     assert (deployment.watch_minutes, deployment.breach_polls, deployment.breach_on) == (30, 3, "target")
     assert {k.id for k in loaded.runbook.kpis if k.window == "realtime"} == {
         "rotation-success", "api-latency-p95", "error-rate", "pos-sync-success"}
+
+
+def test_a_reopened_watch_does_not_raise_again_what_the_journal_says_was_raised(tmp_path: Path) -> None:
+    runbook = make_config(tmp_path).runbook
+    watch = Watch(runbook, breached=[{"kind": "kpi", "kpi_id": "error-rate"},
+                                     {"kind": "breakers", "by_provider": {"fudo": 3}}])
+    assert [watch.kpi(reading("error-rate", 0.9), T0 + timedelta(seconds=i)) for i in range(4)] == [None] * 4
+    assert watch.breakers(breakers(("fudo", "open"), ("fudo", "half_open")), T0) is None
+    assert watch.breakers(breakers(("maxirest", "half_open")), T0) is not None  # another provider: its own alarm

@@ -72,9 +72,10 @@ class StatusBar(Widget):
         text.append(f" {verdict or 'verdict —'} ", style=VERDICT_STYLES.get(verdict or "", "dim"))
         text.append(" ")
         clock_style = DEPLOY_LEVEL_STYLES.get(self.deploy_level, "bold") if self.deploy_clock else "dim"
-        text.append(f"deploy {self.deploy_clock or '—'}", style=clock_style)
-        if self.watch:
-            text.append(f"  {self.watch}", style="bold cyan")
+        if self.watch:  # after a successful finish, the watch's countdown is the clock that matters
+            text.append(self.watch, style="bold cyan")
+        else:
+            text.append(f"deploy {self.deploy_clock or '—'}", style=clock_style)
         if self.outbox:
             text.append(f"  {plain(self.outbox, limit=80)}", style="bold yellow")
         if self.stale:

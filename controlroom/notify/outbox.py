@@ -93,6 +93,7 @@ def journal_state(records: Iterable[Record]) -> tuple[list[Notice], list[tuple[N
     """(the notices without an end, in journal order; the given-up ones not yet retried,
     with their end's data) as the journal tells them."""
     queued: dict[str, Notice] = {}
+    place: dict[str, int] = {}  # a retry takes the place of the notice it sends again
     ends: dict[str, dict[str, Any]] = {}
     retried: set[str] = set()
     for record in records:
@@ -100,11 +101,12 @@ def journal_state(records: Iterable[Record]) -> tuple[list[Notice], list[tuple[N
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 notice = Notice.from_data(record.data)
                 queued[notice.id] = notice
+                place[notice.id] = place.get(notice.retry_of, len(place))
                 if notice.retry_of:
                     retried.add(notice.retry_of)
         elif record.kind == "notification" and record.data.get("id"):
             ends[str(record.data["id"])] = record.data
-    pending = [n for key, n in queued.items() if key not in ends]
+    pending = sorted((n for key, n in queued.items() if key not in ends), key=lambda n: place[n.id])
     given_up = [(n, ends[key]) for key, n in queued.items() if ends.get(key, {}).get("gave_up") and key not in retried]
     return pending, given_up
 
@@ -365,7 +367,10 @@ class Outbox:
         self._results[notice.id] = result
         self._progress.pop(notice.id, None)
         if self.on_record is not None:
-            self.on_record()
+            try:
+                self.on_record()
+            except Exception:  # it is journaled: the engine catches up at its next record
+                logger.exception("after notification %s", notice.id)
         self._answered(progress)
         self._changed()
         return result
@@ -379,7 +384,7 @@ class Outbox:
             if isinstance(failure, Retryable):
                 if failure.retry_after_s is not None:
                     seconds = failure.retry_after_s
-                elif failure.rate_limited:
+                if failure.rate_limited:  # never sooner than the channel asks, whatever Retry-After says
                     seconds = max(seconds, channel.rate_limit_floor_s)
             return max(0.0, min(seconds, deadline - self.clock()))  # the last attempt at the deadline
 
@@ -395,11 +400,10 @@ class Outbox:
 
         return sleep
 
-    @staticmethod
-    def _failed_attempt(progress: Progress, state: RetryCallState) -> None:
+    def _failed_attempt(self, progress: Progress, state: RetryCallState) -> None:
         failure = state.outcome.exception() if state.outcome is not None else None
         if isinstance(failure, Retryable):
-            progress.http_status, progress.error = failure.http_status, str(failure)
+            progress.http_status, progress.error = failure.http_status, self._clean(str(failure))
 
     @staticmethod
     def _answered(progress: Progress) -> None:

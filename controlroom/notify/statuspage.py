@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from controlroom.config.models import StatuspageTarget
-from controlroom.notify.delivery import TargetChannel, Context, Final, Request, Skip, exchange
+from controlroom.notify.delivery import TargetChannel, Context, Final, Request, Retryable, Skip, exchange
 from controlroom.notify.notice import Notice, clip, render_message
 
 # event -> (incident status, the component's status)
@@ -51,9 +51,15 @@ class Statuspage(TargetChannel):
         if notice.event == "trigger":
             if opened:
                 raise Skip("this deployment's status page incident is already open")
+            # A POST whose answer was lost (a timeout, a kill before it was journaled) created
+            # it anyway: find it by its marker rather than open a second public incident.
+            found = await self._incident_of(client, page, headers, notice.dedup_key)
+            if found:
+                return 200, {"incident_id": found, "found": True}
             name = render_message(self.target.incident_name, version=str(notice.details.get("version", "")),
                                   provider=notice.provider, environment=self.environment)
             incident["name"] = clip(name, NAME_MAX)
+            incident["metadata"] = {"controlroom": {"dedup_key": notice.dedup_key}}
             response = await exchange(client, Request("POST", f"{page}/incidents", {"incident": incident}, headers), self.timeout_s)
             return response.status_code, {"incident_id": _incident_id(response)}
         incident_id = next((str(d.get("delivered", {}).get("incident_id", "")) for d in opened), "")
@@ -63,16 +69,32 @@ class Statuspage(TargetChannel):
                                   self.timeout_s)
         return response.status_code, {"incident_id": incident_id, "status": status}
 
+    async def _incident_of(self, client: httpx.AsyncClient, page: str, headers: dict[str, str], dedup_key: str) -> str:
+        """The id of this deployment's unresolved incident on the page, or ""."""
+        response = await exchange(client, Request("GET", f"{page}/incidents", None, headers), self.timeout_s)
+        try:
+            listed = response.json()
+        except ValueError:
+            return ""
+        for incident in listed if isinstance(listed, list) else []:
+            marker = ((incident.get("metadata") or {}).get("controlroom") or {}) if isinstance(incident, dict) else {}
+            if isinstance(marker, dict) and marker.get("dedup_key") == dedup_key and incident.get("status") != "resolved":
+                return str(incident.get("id", ""))
+        return ""
+
     async def _component(self, client: httpx.AsyncClient, page: str, headers: dict[str, str], provider: str) -> str:
-        """The provider's component id on the page, or "" (none named, none found)."""
+        """The provider's component id on the page, or "" (none named, none found, or the page
+        would not list them: the incident goes out without its component rather than not at all)."""
         if not provider:
             return ""
         if self._components is None:
-            response = await exchange(client, Request("GET", f"{page}/components", None, headers), self.timeout_s)
             try:
+                response = await exchange(client, Request("GET", f"{page}/components", None, headers), self.timeout_s)
                 listed = response.json()
+            except Final:
+                return ""
             except ValueError:
-                raise Final("the status page's components are not JSON") from None
+                listed = []
             self._components = {str(c.get("name", "")): str(c.get("id", "")) for c in listed
                                 if isinstance(c, dict)} if isinstance(listed, list) else {}
         wanted = self.target.components.get(provider)
@@ -87,6 +109,6 @@ def _incident_id(response: httpx.Response) -> str:
         incident_id = response.json().get("id")
     except (ValueError, AttributeError):
         incident_id = None
-    if not incident_id:
-        raise Final("the status page answered without an incident id")
+    if not incident_id:  # created, but nothing to update it by: the retry finds it by its marker
+        raise Retryable("the status page answered without an incident id")
     return str(incident_id)

@@ -58,7 +58,7 @@ from controlroom.notify.outbox import Outbox, OutboxView
 from controlroom.release.incident import FIRST_ANSWER_S, Incident
 from controlroom.release.journal import Journal, JournalRefused, Record, journal_directory, read_records
 from controlroom.release.rollback import RollbackPlans
-from controlroom.release.watch import Watch, WatchWindow, alarm, kpi_values, open_breakers, watch_window
+from controlroom.release.watch import Watch, WatchWindow, alarms, kpi_values, open_breakers, watch_window
 from controlroom.release.shared_journal import OFFLINE_WORDS, TAKE_OVER_WORDS, Crew, SharedJournal, store_dsn
 from controlroom.release.rules import Command, Situation
 from controlroom.release.state import Clock, DeploymentState, Stage, clock, format_duration, replay
@@ -841,8 +841,14 @@ class ReleaseEngine:
         return self._from_records("watch", watch_window)
 
     def alarm(self) -> Record | None:
-        """The breach that recommends the rollback now (None: none, or a rollback started)."""
-        return self._from_records("alarm", alarm)
+        """The breach that raised the alarm, which recommends the rollback now (None: none, or
+        a rollback started since)."""
+        breaches = self.alarms()
+        return breaches[0] if breaches else None
+
+    def alarms(self) -> list[Record]:
+        """Every breach of the watch since the alarm, first first."""
+        return self._from_records("alarms", alarms)
 
     def _from_records(self, name: str, derive: Callable[[list[Record]], Any]) -> Any:
         """`derive(records)`, read again only when the journal changed: every poll and every
@@ -866,15 +872,13 @@ class ReleaseEngine:
             self.health_latest = value
         window = self.watch()
         now = self.now()
-        if window is None or not window.active(now) or self.watching or self.state.rollback is not None:
+        # Judged by the control room that decides: a read-only one or a watcher journals nothing of it.
+        if window is None or not window.active(now) or not self.may_notify() or self.state.rollback is not None:
             return None
         judge = self._judge(window)
         if isinstance(value, KpiReading):
             breach = judge.kpi(value, now)
         elif isinstance(value, BreakerSnapshot):
-            if judge.baseline_open is None:
-                judge.baseline_open = open_breakers(value)  # the first look at the breakers is the baseline
-                return None
             breach = judge.breakers(value, now)
         else:
             return None
@@ -882,8 +886,9 @@ class ReleaseEngine:
             return None
         plan = self.watch_plan()
         data = {**breach, "plan_id": plan.id, "provider": breach.get("provider") or self._worst_provider()}
+        first = not self.alarms()
         self._append("watch_breach", data)
-        if "slack" in self.outbox.channels and self.may_notify():
+        if first and "slack" in self.outbox.channels and self.may_notify():  # one @here per alarm, not per KPI
             self.outbox.enqueue("slack", "info", f"@here rollback recommended: {breach['what']}",
                                 dedup_key=self.incident.dedup_key, provider=str(data["provider"]),
                                 details={"version": self.state.version, "phase": "watch after the deployment",
@@ -893,7 +898,7 @@ class ReleaseEngine:
     def watch_tick(self) -> bool:
         """End the watch when its time is up (journaled with the KPIs then); True if it ended."""
         window = self.watch()
-        if window is None or window.ended_at is not None or self.now() < window.until or self.watching:
+        if window is None or window.ended_at is not None or self.now() < window.until or not self.may_notify():
             return False
         self._end_watch("time is up")
         return True
@@ -910,7 +915,8 @@ class ReleaseEngine:
         if self._watch is None or self._watch[0] != window.started_at:
             started = next(r for r in reversed(self.journal.records) if r.kind == "watch_started")
             baseline = started.data.get("open_breakers")
-            self._watch = (window.started_at, Watch(self.loaded.runbook, baseline if isinstance(baseline, dict) else None))
+            self._watch = (window.started_at, Watch(self.loaded.runbook, baseline if isinstance(baseline, dict) else None,
+                                                    breached=[r.data for r in window.breaches]))
         return self._watch[1]
 
     def _worst_provider(self) -> str:
@@ -1052,9 +1058,9 @@ class ReleaseEngine:
     def suggested_provider(self, providers: list[str]) -> str:
         """The provider the watch's alarm names, else the one whose checklist item fails now,
         else the one named in the latest failure, else ''."""
-        breach = self.alarm()
-        if breach is not None and breach.data.get("provider") in providers:
-            return str(breach.data["provider"])
+        named = next((b.data["provider"] for b in self.alarms() if b.data.get("provider") in providers), None)
+        if named is not None:  # the breakers' provider first: it says where, a KPI says how much
+            return str(named)
         for provider in providers:
             result = self.results.get(provider)
             if result is not None and result.status in ("fail", "error"):
@@ -1091,7 +1097,7 @@ class ReleaseEngine:
         record = self.rollback_record()
         assert record is not None
         self._change_event("rollback_started", f"{self.loaded.environment.name}: rollback to {version} started "
-                           f"({plan.title}): {reason}", outcome="rolling back", reason=reason, provider=provider)
+                           f"({plan.title}): {reason}", outcome="rolling_back", reason=reason, provider=provider)
         if not self.plans.triggers_first(plan):
             await self.incident.trigger(plan, self.rollback_values(), reason)
             self._replay()

@@ -68,7 +68,8 @@ def incident_window(records: Sequence[Record]) -> tuple[datetime | None, datetim
     """When the journal's incident started and (if it did) ended.
 
     Started: the first of an `incident_opened` record, a NO-GO `verdict` after the deploy
-    started, a failed `step_outcome` after the deploy started, or a `rollback_started`.
+    started, a failed `step_outcome` after the deploy started, a `rollback_started`, or the
+    watch's alarm (`watch_breach`).
     Ended: the first `rollback_finished` with verified = true, or an `incident_resolved`
     record, after the start. Both None when there was no incident.
     """
@@ -80,7 +81,7 @@ def incident_window(records: Sequence[Record]) -> tuple[datetime | None, datetim
             deploying = True
         if started is None:
             if (
-                kind in ("incident_opened", "rollback_started")
+                kind in ("incident_opened", "rollback_started", "watch_breach")
                 or (deploying and kind == "verdict" and data.get("verdict") == "NO-GO")
                 or (deploying and kind == "step_outcome" and data.get("status") == "failed")
             ):

@@ -90,11 +90,11 @@ class Incident:
 
     def _paged_services(self) -> list[dict[str, str]]:
         """The PagerDuty triggers `e` sent to escalation levels' own services for this incident."""
-        seen: dict[tuple[str, str], dict[str, str]] = {}
-        for record in self.journal.of_kind("notification"):
-            data = record.data
-            if data.get("channel") == "pagerduty" and data.get("event") == "trigger" and data.get("status") == "sent" \
-                    and data.get("routing_key_secret") and str(data.get("dedup_key", "")).startswith(self.dedup_key + "-L"):
-                pair = (str(data["routing_key_secret"]), str(data["dedup_key"]))
-                seen[pair] = {"routing_key_secret": pair[0], "dedup_key": pair[1]}
-        return list(seen.values())
+        triggers = [(str(r.data.get("routing_key_secret", "")), str(r.data.get("dedup_key", "")))
+                    for r in self.journal.of_kind("notification")
+                    if r.data.get("channel") == "pagerduty" and r.data.get("event") == "trigger" and r.data.get("status") == "sent"]
+        pending, given_up = journal_state(self.journal.records)  # still on their way: the resolve goes after them
+        triggers += [(n.routing_key_secret, n.dedup_key) for n in pending + [n for n, _ in given_up]
+                     if n.channel == "pagerduty" and n.event == "trigger"]
+        pages = {(secret, key) for secret, key in triggers if secret and key.startswith(self.dedup_key + "-L")}
+        return [{"routing_key_secret": secret, "dedup_key": key} for secret, key in sorted(pages)]

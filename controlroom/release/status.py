@@ -12,7 +12,6 @@ does, so a pipeline can wait on it.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime

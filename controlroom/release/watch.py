@@ -58,16 +58,22 @@ def watch_window(records: Sequence[Record]) -> WatchWindow | None:
     return window
 
 
-def alarm(records: Sequence[Record]) -> Record | None:
-    """The breach that calls for the rollback now: the latest one of the watch, unless a
-    rollback started after it."""
-    latest: Record | None = None
+def alarms(records: Sequence[Record]) -> list[Record]:
+    """The breaches that call for the rollback now, first first: those of the latest watch,
+    unless a rollback started after them. The first is the alarm; the others follow from it."""
+    open_breaches: list[Record] = []
     for record in records:
         if record.kind == "watch_breach":
-            latest = record
-        elif record.kind in ("rollback_started", "watch_started"):
-            latest = None
-    return latest
+            open_breaches.append(record)
+        elif record.kind in ("rollback_started", "watch_started", "watch_ended"):
+            open_breaches = []  # a rollback answered it; a watch that ended is over, its breaches in the report
+    return open_breaches
+
+
+def alarm(records: Sequence[Record]) -> Record | None:
+    """The breach that raised the alarm (the first of the watch), or None."""
+    breaches = alarms(records)
+    return breaches[0] if breaches else None
 
 
 @dataclass
@@ -79,13 +85,23 @@ class _Streak:
 
 @dataclass
 class Watch:
-    """Judges the readings of one watch; `breach_polls` and the KPIs come from the runbook."""
+    """Judges the readings of one watch; `breach_polls` and the KPIs come from the runbook.
+    `breached` are the watch's journaled breaches: a control room that reopens (or takes over)
+    does not raise again what was raised."""
 
     runbook: Runbook
-    # provider -> open breakers when the watch started (None: unknown; the first snapshot sets it)
+    # provider -> breakers not closed when the watch started (a GO deployment: none)
     baseline_open: Mapping[str, int] | None = None
+    breached: Iterable[Mapping[str, Any]] = ()
     _streaks: dict[str, _Streak] = field(default_factory=dict)
-    _breakers_raised: bool = False
+    _providers_raised: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        for breach in self.breached:
+            if breach.get("kind") == "kpi":
+                self._streaks[str(breach.get("kpi_id"))] = _Streak(raised=True)
+            else:
+                self._providers_raised.update(str(p) for p in (breach.get("by_provider") or {}))
 
     @property
     def kpis(self) -> dict[str, Kpi]:
@@ -112,23 +128,21 @@ class Watch:
         lasted = max(0.0, (at - streak.since).total_seconds())
         return {
             "kind": "kpi", "kpi_id": kpi.id, "title": kpi.title, "value": reading.value, "unit": kpi.unit,
-            "target": threshold, "polls": streak.polls, "since": streak.since.isoformat(), "lasted_s": round(lasted, 1),
+            "target": f"{kpi.green.op} {_value(kpi.green.value, kpi.unit)}", "breached": threshold,
+            "polls": streak.polls, "since": streak.since.isoformat(), "lasted_s": round(lasted, 1),
             "what": f"{kpi.title} {_value(reading.value, kpi.unit)} {threshold}, {streak.polls} polls in a row"
                     + (f" ({format_duration(lasted)})" if lasted >= 1 else ""),
         }
 
     def breakers(self, snapshot: BreakerSnapshot, at: datetime) -> dict[str, Any] | None:
         """The `watch_breach` data when breakers opened since the watch started, else None."""
-        opened = Counter(row.provider for row in snapshot.rows if row.state == "open")
+        opened = open_breakers(snapshot)
         baseline = self.baseline_open or {}
         grown = {provider: count - baseline.get(provider, 0) for provider, count in opened.items()
-                 if count > baseline.get(provider, 0)}
+                 if count > baseline.get(provider, 0) and provider not in self._providers_raised}
         if not grown:
-            self._breakers_raised = False
-            return None
-        if self._breakers_raised:
-            return None
-        self._breakers_raised = True
+            return None  # once per provider and watch: a breaker cycling open / half-open is one alarm
+        self._providers_raised.update(grown)
         provider, count = max(grown.items(), key=lambda kv: (kv[1], kv[0]))
         total = sum(grown.values())
         return {
@@ -139,9 +153,10 @@ class Watch:
 
 
 def open_breakers(snapshot: BreakerSnapshot | None) -> dict[str, int]:
+    """provider -> breakers not closed (open or half-open: a half-open one is still failing over)."""
     if snapshot is None:
         return {}
-    return dict(Counter(row.provider for row in snapshot.rows if row.state == "open"))
+    return dict(Counter(row.provider for row in snapshot.rows if row.state != "closed"))
 
 
 def kpi_values(readings: Iterable[KpiReading]) -> dict[str, float | None]:
