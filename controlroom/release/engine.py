@@ -9,7 +9,7 @@ reason there, or journaled as intent, acted on, and journaled as outcome.
     session = ReleaseEngine.open(loaded, write=False)            # a new journal
     session = ReleaseEngine.open(loaded, journal_path=path)      # resume the deployment in `path`
     await session.run_checks(); session.verdict.verdict
-    session.attest("on-call")
+    session.attest("backups")
     await session.start_deploy("v2.15.0", override_reason=None)
     await session.run_step("env-health", on_output=print)
     session.skip_step("verify-alerts", "alerting is tested nightly"); session.next_phase()
