@@ -310,11 +310,13 @@ class ControlRoomApp(App[None]):
         except Exception as error:  # noqa: BLE001 - a journal refusal must not stop the polling
             logger.error("judging a reading for the watch", exc_info=error)
             return
-        if breach is not None:
+        if breach is None:
+            return
+        if len(session.alarms()) == 1:  # the alarm; later breaches add to its banner, quietly
             self.bell()
             self.notify(plain(f"Rollback recommended: {breach.get('what', '')}", limit=200), severity="error",
                         timeout=10)
-            self.session_changed()
+        self.session_changed()
 
     def shown_screen(self) -> ControlScreen | None:
         """The main screen on show: the one on top, or the one a dialog is open over (its

@@ -83,3 +83,19 @@ def test_a_reopened_watch_does_not_raise_again_what_the_journal_says_was_raised(
     assert [watch.kpi(reading("error-rate", 0.9), T0 + timedelta(seconds=i)) for i in range(4)] == [None] * 4
     assert watch.breakers(breakers(("fudo", "open"), ("fudo", "half_open")), T0) is None
     assert watch.breakers(breakers(("maxirest", "half_open")), T0) is not None  # another provider: its own alarm
+
+
+def test_the_breakers_breach_names_the_provider_to_disable_whatever_breached_first(tmp_path: Path) -> None:
+    from controlroom.release.engine import ReleaseEngine
+
+    session = ReleaseEngine.open(make_config(tmp_path), write=True, journal_dir=tmp_path)
+    journal = session.journal
+    journal.append("watch_started", {"minutes": 30, "kpis": {}})
+    journal.append("watch_breach", {"kind": "kpi", "kpi_id": "rotation-success", "provider": "bistrsoft",
+                                    "what": "Token Rotation Success Rate 97.56 % <= 98 %", "plan_id": "emergency"})
+    journal.append("watch_breach", {"kind": "breakers", "provider": "fudo", "by_provider": {"fudo": 27},
+                                    "what": "27 circuit breakers opened (27 fudo)", "plan_id": "emergency"})
+    assert session.suggested_provider(["bistrsoft", "fudo", "maxirest"]) == "fudo"
+    assert session.suggested_reason().startswith("rollback recommended: Token Rotation Success Rate")
+    assert len(session.alarms()) == 2 and session.alarm().data["kpi_id"] == "rotation-success"
+    session.close()

@@ -920,13 +920,15 @@ class ReleaseEngine:
         return self._watch[1]
 
     def _worst_provider(self) -> str:
-        """The provider the fleet's health says suffers most (most disconnected, then the
-        lowest sync success), '' without a health snapshot."""
-        health = self.health_latest
-        if health is None or not health.providers:
+        """The provider whose sync success is off the health view's `sync_green` target (the
+        lowest one), else '': a KPI says how much is wrong, not where; a provider is named only
+        when the fleet's health says so."""
+        health, view = self.health_latest, self.loaded.runbook.views.health
+        if health is None or view is None or view.sync_green is None:
             return ""
-        worst = max(health.providers, key=lambda p: (p.disconnected, -(p.sync_success_percent or 100.0)))
-        return worst.provider if worst.disconnected or (worst.sync_success_percent or 100.0) < 100.0 else ""
+        off = [p for p in health.providers
+               if p.sync_success_percent is not None and not view.sync_green.holds(p.sync_success_percent)]
+        return min(off, key=lambda p: p.sync_success_percent or 0.0).provider if off else ""
 
     # -- rollback ----------------------------------------------------------------------
 
@@ -1058,8 +1060,9 @@ class ReleaseEngine:
     def suggested_provider(self, providers: list[str]) -> str:
         """The provider the watch's alarm names, else the one whose checklist item fails now,
         else the one named in the latest failure, else ''."""
-        named = next((b.data["provider"] for b in self.alarms() if b.data.get("provider") in providers), None)
-        if named is not None:  # the breakers' provider first: it says where, a KPI says how much
+        breaches = sorted(self.alarms(), key=lambda b: b.data.get("kind") != "breakers")  # breakers say where
+        named = next((b.data["provider"] for b in breaches if b.data.get("provider") in providers), None)
+        if named is not None:
             return str(named)
         for provider in providers:
             result = self.results.get(provider)
