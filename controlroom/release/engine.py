@@ -54,6 +54,7 @@ from controlroom.live.sources import BreakerSnapshot, Feeds, HealthSnapshot, Kpi
 from controlroom.release import rules
 from controlroom.release.escalation import EscalationStatus, escalation_status, incident_window
 from controlroom.infra.identity import operator_label
+from controlroom.infra.logs import logger
 from controlroom.notify.outbox import Outbox, OutboxView
 from controlroom.release.incident import FIRST_ANSWER_S, Incident
 from controlroom.release.journal import Journal, JournalRefused, Record, journal_directory, read_records
@@ -266,8 +267,11 @@ class ReleaseEngine:
         facts = {"event": event, "version": self.state.version, "phase": self._phase_name(),
                  "operator": operator_label(last.operator) if last is not None else "",
                  "verdict": self.verdict_name, **details}
-        self.outbox.enqueue("pagerduty", "change", summary, dedup_key=self.incident.dedup_key,
-                            details={k: v for k, v in facts.items() if v}, links=(self.report_link(),))
+        try:
+            self.outbox.enqueue("pagerduty", "change", summary, dedup_key=self.incident.dedup_key,
+                                details={k: v for k, v in facts.items() if v}, links=(self.report_link(),))
+        except SessionError as refused:  # the command it marks is journaled: a marker is not worth failing it
+            logger.warning("deploy marker %s not queued: %s", event, refused)
 
     def _phase_name(self) -> str:
         current = self.current_phase()
@@ -1021,8 +1025,13 @@ class ReleaseEngine:
         assert level is not None
         status = self.escalation()
         elapsed = format_duration(status.elapsed_s) if status is not None else "?"
+        def paged_meanwhile() -> str | None:  # another window paged it first: this one pages nobody twice
+            target = self.page_target()
+            same = target is not None and target.level == level.level
+            return self.page_refusal() or (None if same else f"L{level.level} was paged meanwhile")
+
         self._append("escalation_paged", {"level": level.level, "title": level.title, "contacts": list(level.contacts)},
-                     unless=self.page_refusal)
+                     unless=paged_meanwhile)
         key = self.incident.dedup_key
         text = (f"{self.loaded.environment.name}: L{level.level} {level.title} paged, {elapsed} into the incident"
                 + (f" of the deployment of {self.state.version}" if self.state.version else ""))
