@@ -145,6 +145,7 @@ class Outbox:
         self._progress: dict[str, Progress] = {}
         self._results: dict[str, NotificationResult] = {}
         self._stopped = False
+        self._state_read: tuple[tuple[int, str], tuple[list[Notice], list[tuple[Notice, dict[str, Any]]]]] | None = None
 
     @property
     def configured_channels(self) -> tuple[str, ...]:
@@ -233,8 +234,16 @@ class Outbox:
     def result(self, notice: Notice) -> NotificationResult | None:
         return self._results.get(notice.id)
 
+    def _journal_state(self) -> tuple[list[Notice], list[tuple[Notice, dict[str, Any]]]]:
+        """journal_state of the journal, read again only when it changed (the header asks every second)."""
+        records = self.journal.records
+        key = (len(records), records[-1].hash if records else "")
+        if self._state_read is None or self._state_read[0] != key:
+            self._state_read = (key, journal_state(records))
+        return self._state_read[1]
+
     def view(self) -> OutboxView:
-        pending, given_up = journal_state(self.journal.records)
+        pending, given_up = self._journal_state()
         lines = [f"{n.label} {self._pending_text(n)}" for n in pending]
         held = [f"{n.label} given up after {_minutes(data)}: {data.get('error') or 'no answer'}" for n, data in given_up]
         return OutboxView(tuple(lines), tuple(held))
