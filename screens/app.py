@@ -92,6 +92,10 @@ PALETTE_LEAVES_OUT = frozenset({"app.palette", "app.quit_ctrl_c"})
 OPTIONAL_VIEWS = {"breakers": "breakers", "pos": "health"}
 
 
+def _no_delay(delay: float = 0.05) -> None:
+    """App.delay_update, for the span of a switch: the switch's own batch masks it instead."""
+
+
 class ControlRoomApp(App[None]):
     TITLE = "controlroom"
     CSS_PATH = "../styles/app.tcss"
@@ -159,6 +163,17 @@ class ControlRoomApp(App[None]):
         self.hidden_modes = frozenset(mode for mode, view in OPTIONAL_VIEWS.items() if view not in defined)
         for mode in self.hidden_modes:
             self._modes.pop(mode, None)
+
+    def switch_mode(self, mode: str) -> Any:
+        """Textual's switch, without its 50 ms `delay_update()`: the switch is one batch, so the
+        next frame is the new view (an operator switches views dozens of times in a rollback;
+        benchmarks/key_frames.py measures it)."""
+        with self.batch_update():
+            self.delay_update = _no_delay  # type: ignore[method-assign]
+            try:
+                return super().switch_mode(mode)
+            finally:
+                del self.delay_update
 
     def notify(self, message: str, *, title: str = "", severity: Any = "information", timeout: float | None = None,
                markup: bool = False) -> None:
