@@ -61,6 +61,7 @@ async def measure(config: Path, keys: int, poll_scale: float) -> tuple[list[floa
             await pilot.pause(2.0)
             switches: list[float] = []
             moves: list[float] = []
+            slowest: list[tuple[float, str]] = []
             for index in range(keys):
                 if index % 2 == 0:
                     key = SWITCHES[(index // 2) % len(SWITCHES)]
@@ -69,6 +70,7 @@ async def measure(config: Path, keys: int, poll_scale: float) -> tuple[list[floa
                     began = time.perf_counter()
                     await pilot.press(key)
                     switches.append(await first_frame_after(frames, seen, lambda: app.screen is not before) - began)
+                    slowest.append((switches[-1], f"{type(before).__name__} → {key}"))
                 else:
                     tables = list(app.screen.query(DataTable))
                     if not tables:
@@ -82,6 +84,8 @@ async def measure(config: Path, keys: int, poll_scale: float) -> tuple[list[floa
                     if table.cursor_coordinate == was:
                         continue  # nothing to move to
                     moves.append(await first_frame_after(frames, seen, lambda: True) - began)
+            worst = sorted(slowest, reverse=True)[:5]
+            print("slowest switches: " + ", ".join(f"{what} {seconds * 1000:.0f} ms" for seconds, what in worst))
             return switches, moves
 
 

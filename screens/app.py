@@ -164,6 +164,9 @@ class ControlRoomApp(App[None]):
         for mode in self.hidden_modes:
             self._modes.pop(mode, None)
 
+    def _breakers_shown(self) -> bool:
+        return isinstance(self.shown_screen(), BreakersScreen)
+
     def switch_mode(self, mode: str) -> Any:
         """Textual's switch, without its 50 ms `delay_update()`: the switch is one batch, so the
         next frame is the new view (an operator switches views dozens of times in a rollback;
@@ -171,9 +174,13 @@ class ControlRoomApp(App[None]):
         with self.batch_update():
             self.delay_update = _no_delay  # type: ignore[method-assign]
             try:
-                return super().switch_mode(mode)
+                mounted = super().switch_mode(mode)
             finally:
                 del self.delay_update
+        poller = self.pollers.get("breakers")
+        if mode == "breakers" and poller is not None:
+            poller.wake()  # the full list now, not at the next interval
+        return mounted
 
     def notify(self, message: str, *, title: str = "", severity: Any = "information", timeout: float | None = None,
                markup: bool = False) -> None:
@@ -291,8 +298,16 @@ class ControlRoomApp(App[None]):
                 clock=self.clock, redact=redact,
             )
         if feeds.breakers is not None:
-            self.pollers["breakers"] = Poller("breakers", feeds.breakers.fetch, interval_s=feeds.breakers.view.poll_s * scale,
-                                              timeout_s=feeds.breakers.timeout_s, clock=self.clock, redact=redact)
+            breakers = feeds.breakers
+
+            async def fetch_breakers() -> Any:
+                # The full list only while the Breakers view shows it; otherwise the counts per
+                # provider and state (the watch's), counted in SQL: 10,000 rows read, decoded and
+                # built every poll would hold up every key pressed meanwhile.
+                return await (breakers.fetch() if self._breakers_shown() else breakers.fetch_counts())
+
+            self.pollers["breakers"] = Poller("breakers", fetch_breakers, interval_s=breakers.view.poll_s * scale,
+                                              timeout_s=breakers.timeout_s, clock=self.clock, redact=redact)
         if feeds.health is not None:
             self.pollers["health"] = Poller("health", feeds.health.fetch, interval_s=feeds.health.view.poll_s * scale,
                                             timeout_s=feeds.health.timeout_s, clock=self.clock, redact=redact)

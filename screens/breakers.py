@@ -84,6 +84,8 @@ class BreakersScreen(ControlScreen):
     def show_state(self, source: str, state: PollState[Any]) -> None:
         if source != "breakers":
             return
+        if state.value is not None and not isinstance(state.value, BreakerSnapshot):
+            return  # the counts polled while this view was not shown: its rows come with the next poll
         self.state = state
         if state.value is not None and state.value is not self.snapshot:
             self.snapshot = state.value

@@ -116,6 +116,18 @@ class BreakerSnapshot:
 
 
 @dataclass(frozen=True)
+class BreakerCounts:
+    """What the breakers are, counted in SQL per provider and state: polled instead of the full
+    list while the Breakers view is not on show (the watch needs only these counts)."""
+
+    by_provider: dict[str, dict[str, int]]
+    read_at: float
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return self.by_provider
+
+
+@dataclass(frozen=True)
 class ProviderHealth:
     """One row of the runbook's [views.health] query (see HealthView for the columns); None
     where the query has no such column, or no value."""
@@ -357,6 +369,7 @@ class BreakerSource:
         def get(r: asyncpg.Record, name: str) -> object:
             return r[name] if has(name) else None
 
+        self._has_provider = "provider" in columns
         return BreakerSnapshot(
             tuple(
                 BreakerRow(
@@ -374,6 +387,27 @@ class BreakerSource:
             ),
             self._wall(),
         )
+
+
+    _has_provider: bool | None = None  # learned from the first full fetch, or asked for
+
+    async def fetch_counts(self) -> BreakerCounts:
+        """Counted in the database: one row per provider and state, whatever the fleet's size."""
+        if self._has_provider is None:
+            columns, _ = await _fetch_columns(self._database, f"SELECT * FROM ({self.view.query}) AS breakers LIMIT 0",
+                                              self.timeout_s)
+            _columns("breakers", columns, self.REQUIRED)
+            self._has_provider = "provider" in columns
+        provider = "coalesce(provider::text, '')" if self._has_provider else "''"
+        query = (f"SELECT {provider} AS provider, state::text AS state, count(*) AS n "
+                 f"FROM ({self.view.query}) AS breakers GROUP BY 1, 2")
+        _, rows = await _fetch_columns(self._database, query, self.timeout_s)
+        by_provider: dict[str, dict[str, int]] = {}
+        for row in rows:
+            per = by_provider.setdefault(str(row["provider"]), dict.fromkeys(BREAKER_STATES, 0))
+            per[str(row["state"])] = per.get(str(row["state"]), 0) + int(row["n"])
+        ordered = sorted(by_provider.items(), key=lambda kv: (-(kv[1]["open"] + kv[1]["half_open"]), kv[0]))
+        return BreakerCounts(dict(ordered), self._wall())
 
 
 def _moment(value: object) -> datetime | None:

@@ -50,7 +50,7 @@ from controlroom.checks.verdict import Verdict, decide
 from controlroom.config.loader import LoadedConfig
 from controlroom.config.models import EscalationLevel, Kpi, Phase, RollbackPlan, SqlAction, Step
 from controlroom.errors import SessionError
-from controlroom.live.sources import BreakerSnapshot, Feeds, HealthSnapshot, KpiReading
+from controlroom.live.sources import BreakerCounts, BreakerSnapshot, Feeds, HealthSnapshot, KpiReading
 from controlroom.release import rules
 from controlroom.release.escalation import EscalationStatus, escalation_status, incident_window
 from controlroom.infra.identity import operator_label
@@ -160,7 +160,7 @@ class ReleaseEngine:
         self.incident = Incident(loaded, journal, self.outbox, self.report_link)  # type: ignore[arg-type]
         # The latest readings the control room's pollers passed in (observe), for the watch.
         self.kpi_latest: dict[str, KpiReading] = {}
-        self.breakers_latest: BreakerSnapshot | None = None
+        self.breakers_latest: BreakerSnapshot | BreakerCounts | None = None
         self.health_latest: HealthSnapshot | None = None
         self._watch: tuple[datetime, Watch] | None = None  # the judge of the current watch
         self._derived: dict[str, tuple[tuple[int, str], Any]] = {}  # what _from_records read last
@@ -870,7 +870,7 @@ class ReleaseEngine:
         and told to Slack), else None. Watchers judge nothing: the driver journals it."""
         if isinstance(value, KpiReading):
             self.kpi_latest[value.kpi_id] = value
-        elif isinstance(value, BreakerSnapshot):
+        elif isinstance(value, (BreakerSnapshot, BreakerCounts)):
             self.breakers_latest = value
         elif isinstance(value, HealthSnapshot):
             self.health_latest = value
@@ -882,7 +882,7 @@ class ReleaseEngine:
         judge = self._judge(window)
         if isinstance(value, KpiReading):
             breach = judge.kpi(value, now)
-        elif isinstance(value, BreakerSnapshot):
+        elif isinstance(value, (BreakerSnapshot, BreakerCounts)):
             breach = judge.breakers(value, now)
         else:
             return None

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controlroom.config.models import Kpi, Runbook
-from controlroom.live.sources import BreakerSnapshot, KpiReading, kpi_colour
+from controlroom.live.sources import BreakerCounts, BreakerSnapshot, KpiReading, kpi_colour
 from controlroom.release.journal import Record
 from controlroom.release.state import format_duration
 
@@ -134,7 +134,7 @@ class Watch:
                     + (f" ({format_duration(lasted)})" if lasted >= 1 else ""),
         }
 
-    def breakers(self, snapshot: BreakerSnapshot, at: datetime) -> dict[str, Any] | None:
+    def breakers(self, snapshot: BreakerSnapshot | BreakerCounts, at: datetime) -> dict[str, Any] | None:
         """The `watch_breach` data when breakers opened since the watch started, else None."""
         opened = open_breakers(snapshot)
         baseline = self.baseline_open or {}
@@ -152,10 +152,14 @@ class Watch:
         }
 
 
-def open_breakers(snapshot: BreakerSnapshot | None) -> dict[str, int]:
+def open_breakers(snapshot: BreakerSnapshot | BreakerCounts | None) -> dict[str, int]:
     """provider -> breakers not closed (open or half-open: a half-open one is still failing over)."""
     if snapshot is None:
         return {}
+    if isinstance(snapshot, BreakerCounts):
+        return {provider: sum(n for state, n in states.items() if state != "closed")
+                for provider, states in snapshot.by_provider.items()
+                if any(n for state, n in states.items() if state != "closed")}
     return dict(Counter(row.provider for row in snapshot.rows if row.state != "closed"))
 
 
