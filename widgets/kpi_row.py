@@ -5,7 +5,6 @@ keeps its last value and shows its age and the error underneath."""
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -14,6 +13,7 @@ from textual.widgets import Label, Sparkline
 
 from controlroom.live.polling import PollState, format_age
 from controlroom.config.models import Kpi
+from controlroom.widgets.changes import set_content
 from controlroom.live.sources import SPARKLINE_POINTS, KpiReading, plain
 
 SYMBOLS = {"green": "✓", "amber": "!", "red": "✗", "unknown": "?"}
@@ -64,6 +64,8 @@ class KpiRow(Vertical):
         yield Label("", classes="error")
 
     def show(self, state: PollState[KpiReading], now: float) -> None:
+        """A new state: the value, the sparkline, the error — each written only when what it
+        shows changes (a poll at 1 Hz that changes nothing visible costs no repaint)."""
         self.state = state
         reading = state.value
         value_label = self.query_one(".value", Label)
@@ -73,14 +75,16 @@ class KpiRow(Vertical):
                     self.history.extend(reading.history)  # backfilled (query_range): full from the start
                 if reading.value is not None:
                     self.history.append(reading.value)
-                self.query_one(Sparkline).data = list(self.history)
+                    self.query_one(Sparkline).data = list(self.history)
             self._last_read_at = reading.read_at
             colour = reading.colour
-            value_label.update(Text(f"{SYMBOLS[colour]} {format_value(reading.value, self.kpi.unit)}", no_wrap=True))
-            value_label.set_classes(f"value -{colour}")
+            set_content(value_label, Text(f"{SYMBOLS[colour]} {format_value(reading.value, self.kpi.unit)}", no_wrap=True))
+            if not value_label.has_class(f"-{colour}"):
+                value_label.set_classes(f"value -{colour}")
         error = state.error or (reading.error if reading is not None and reading.value is None else None)
         self.set_class(bool(error), "-error")
-        self.query_one(".error", Label).update(Text(f"└ {plain(error or '', limit=70)}", no_wrap=True, overflow="ellipsis"))
+        set_content(self.query_one(".error", Label), Text(f"└ {plain(error or '', limit=70)}", no_wrap=True,
+                                                          overflow="ellipsis"))
         self.tick(now)
 
     def tick(self, now: float) -> None:
@@ -90,4 +94,5 @@ class KpiRow(Vertical):
         stale = state.stale(now)
         self.set_class(stale and state.value is not None, "-stale")
         age = format_age(state.age(now))
-        self.query_one(".age", Label).update(Text(f"{age}{' STALE' if stale and state.value is not None else ''}", no_wrap=True))
+        set_content(self.query_one(".age", Label), Text(f"{age}{' STALE' if stale and state.value is not None else ''}",
+                                                        no_wrap=True))
