@@ -228,7 +228,7 @@ class ControlRoomApp(App[None]):
             more = f" (+{len(breaches) - 1} more)" if len(breaches) > 1 else ""
             alarms.append(f"ROLLBACK RECOMMENDED: {breaches[0].data.get('what', '')}{more} — R opens the rollback console")
         alarms += [f"{line} — N sends it again" for line in notifications.given_up[:1]]
-        waiting = [line for line in notifications.pending if "retry in" in line][:1]  # the header is cut at 80
+        waiting = list(notifications.retrying[:1])  # also in the banner: the header is cut at 80 columns
         banners = bar.screen.query(AlarmBanner)
         if banners:
             banners.first().show_alarm(alarms, waiting)

@@ -123,6 +123,14 @@ def outbox_for(loaded: LoadedConfig, journal: Journal, time: FakeTime | None = N
     return outbox
 
 
+async def ended(outbox: Outbox, notice: object, timeout_s: float = 15.0) -> None:
+    """Until the notice has an end (sent, failed, given up): with FakeTime's waits that is soon."""
+    for _ in range(int(timeout_s / 0.02)):
+        if outbox.result(notice) is not None:  # type: ignore[arg-type]
+            return
+        await asyncio.sleep(0.02)
+
+
 async def test_one_deployment_one_incident_one_thread_one_status_page_incident(
     loaded: LoadedConfig, admin: httpx.AsyncClient, tmp_path: Path
 ) -> None:
@@ -185,10 +193,7 @@ async def test_a_429_with_retry_after_120_three_times_is_delivered_once(
     journal, time = journal_at(tmp_path), FakeTime()
     outbox = outbox_for(loaded, journal, time)
     (notice,) = outbox.notify(["pagerduty"], "trigger", "Fudo failing", dedup_key="controlroom-test-429")
-    for _ in range(100):
-        if outbox.result(notice) is not None:
-            break
-        await asyncio.sleep(0.05)
+    await ended(outbox, notice)
     result = outbox.result(notice)
     assert result is not None and (result.status, result.attempts, result.http_status) == ("sent", 4, 202)
     assert time.waits == [120.0, 120.0, 120.0]  # Retry-After honoured, whole: no cap
@@ -233,10 +238,7 @@ async def test_5xx_is_retried_with_jittered_backoff_until_given_up_then_retried_
     journal, time = journal_at(tmp_path), FakeTime()
     outbox = outbox_for(webhook_only(loaded), journal, time)
     first, second = (outbox.notify(["slack"], "info", text, dedup_key="k")[0] for text in ("first", "second"))
-    for _ in range(400):
-        if outbox.result(first) is not None:
-            break
-        await asyncio.sleep(0.02)
+    await ended(outbox, first)
     result = outbox.result(first)
     assert result is not None and result.gave_up and result.status == "failed" and result.http_status == 502
     assert "retried for 5 min" in result.error
@@ -280,10 +282,7 @@ async def test_a_sink_that_is_down_or_silent_is_retried_then_given_up(loaded: Lo
             journal = journal_at(tmp_path, f"{port}-{len(hook)}.jsonl")
             outbox = outbox_for(dataclasses.replace(config, runbook=runbook, secrets=store), journal)
             (notice,) = outbox.notify(["slack"], "info", "deploy of {version} started", dedup_key="k", values={"version": "v2"})
-            for _ in range(300):
-                if outbox.result(notice) is not None:
-                    break
-                await asyncio.sleep(0.05)
+            await ended(outbox, notice)
             result = outbox.result(notice)
             assert result is not None and result.gave_up and result.attempts >= 3
             assert result.error.startswith(expected) and result.summary == "deploy of v2 started"
@@ -455,10 +454,7 @@ async def test_a_retry_keeps_its_place_before_the_resolve_it_held_across_a_reope
     outbox = outbox_for(loaded, journal, time)
     trigger, resolve = (outbox.notify(["pagerduty"], event, "x", dedup_key="controlroom-held")[0]
                         for event in ("trigger", "resolve"))
-    for _ in range(400):
-        if outbox.result(trigger) is not None:
-            break
-        await asyncio.sleep(0.02)
+    await ended(outbox, trigger)
     assert outbox.result(trigger).gave_up and outbox.result(resolve) is None  # held behind it
     (await admin.delete("/_sandbox/sinks")).raise_for_status()
     (retry,) = outbox.retry_given_up()

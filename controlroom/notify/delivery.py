@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -91,8 +91,9 @@ class Context:
                 and (event is None or r.data.get("event") == event)]
 
 
-class TargetChannel:
-    """What every channel keeps of its runbook target (notify/slack.py, pagerduty.py, statuspage.py)."""
+class Channel:
+    """One notification channel (notify/slack.py, pagerduty.py, statuspage.py): what it keeps of
+    its runbook target, and `send`."""
 
     name = ""
     rate_limit_floor_s = 1.0  # the least wait after a 429 that says nothing of when to retry
@@ -103,19 +104,10 @@ class TargetChannel:
         self.timeout_s: float = target.timeout_s
         self.give_up_after_s: float = target.give_up_after_minutes * 60
 
-
-class Channel(Protocol):
-    """One notification channel (notify/slack.py, pagerduty.py, statuspage.py)."""
-
-    name: str
-    timeout_s: float
-    give_up_after_s: float
-    rate_limit_floor_s: float  # the least wait after a 429 that says nothing of when to retry
-
     async def send(self, client: httpx.AsyncClient, notice: Notice, context: Context) -> tuple[int, dict[str, Any]]:
         """Deliver `notice` once: (the HTTP status, what to journal, e.g. Slack's ts); raises
         Retryable, Final or Skip."""
-        ...
+        raise NotImplementedError
 
 
 async def exchange(client: httpx.AsyncClient, request: Request, timeout_s: float) -> httpx.Response:

@@ -46,7 +46,7 @@ from controlroom.notify.notice import (
 from controlroom.notify.pagerduty import PagerDuty
 from controlroom.notify.slack import Slack
 from controlroom.notify.statuspage import Statuspage
-from controlroom.release.journal import Record
+from controlroom.release.journal import Record, records_key
 
 if TYPE_CHECKING:
     from controlroom.config.loader import LoadedConfig
@@ -87,6 +87,7 @@ class OutboxView:
 
     pending: tuple[str, ...]  # "PagerDuty trigger pending, retry in 40 s"
     given_up: tuple[str, ...]  # "PagerDuty trigger given up after 10 min: HTTP 503"
+    retrying: tuple[str, ...] = ()  # those of `pending` whose next attempt waits (a refusal came)
 
 
 def journal_state(records: Iterable[Record]) -> tuple[list[Notice], list[tuple[Notice, dict[str, Any]]]]:
@@ -237,7 +238,7 @@ class Outbox:
     def _journal_state(self) -> tuple[list[Notice], list[tuple[Notice, dict[str, Any]]]]:
         """journal_state of the journal, read again only when it changed (the header asks every second)."""
         records = self.journal.records
-        key = (len(records), records[-1].hash if records else "")
+        key = records_key(records)
         if self._state_read is None or self._state_read[0] != key:
             self._state_read = (key, journal_state(records))
         return self._state_read[1]
@@ -246,7 +247,9 @@ class Outbox:
         pending, given_up = self._journal_state()
         lines = [f"{n.label} {self._pending_text(n)}" for n in pending]
         held = [f"{n.label} given up after {_minutes(data)}: {data.get('error') or 'no answer'}" for n, data in given_up]
-        return OutboxView(tuple(lines), tuple(held))
+        retrying = [line for n, line in zip(pending, lines)
+                    if (progress := self._progress.get(n.id)) is not None and progress.retry_at is not None]
+        return OutboxView(tuple(lines), tuple(held), tuple(retrying))
 
     def _pending_text(self, notice: Notice) -> str:
         progress = self._progress.get(notice.id)

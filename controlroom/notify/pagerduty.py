@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from controlroom.config.models import PagerDutyTarget
-from controlroom.notify.delivery import TargetChannel, Context, Request, Skip, exchange
+from controlroom.notify.delivery import Channel, Context, Request, Skip, exchange
 from controlroom.notify.notice import Notice, clip
 
 SUMMARY_MAX = 1024  # PagerDuty rejects longer summaries
@@ -24,7 +24,7 @@ ALERT_EVENTS = ("trigger", "acknowledge", "resolve")
 SEVERITIES = ("critical", "error", "warning", "info")
 
 
-class PagerDuty(TargetChannel):
+class PagerDuty(Channel):
     name = "pagerduty"
     rate_limit_floor_s = 60.0
     target: PagerDutyTarget

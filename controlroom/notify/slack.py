@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from controlroom.config.models import SlackTarget
-from controlroom.notify.delivery import TargetChannel, Context, Final, Request, Retryable, exchange
+from controlroom.notify.delivery import Channel, Context, Final, Request, Retryable, exchange
 from controlroom.notify.notice import Notice, clip
 
 MENTIONS = {"@channel": "<!channel>", "@here": "<!here>"}
@@ -52,7 +52,7 @@ def slack_text(event: str, text: str) -> str:
     return text
 
 
-class Slack(TargetChannel):
+class Slack(Channel):
     name = "slack"
     rate_limit_floor_s = 1.0
     target: SlackTarget

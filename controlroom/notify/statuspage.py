@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from controlroom.config.models import StatuspageTarget
-from controlroom.notify.delivery import TargetChannel, Context, Final, Request, Retryable, Skip, exchange
+from controlroom.notify.delivery import Channel, Context, Final, Request, Retryable, Skip, exchange
 from controlroom.notify.notice import Notice, clip, render_message
 
 # event -> (incident status, the component's status)
@@ -28,7 +28,7 @@ STAGES = {
 NAME_MAX = 255
 
 
-class Statuspage(TargetChannel):
+class Statuspage(Channel):
     name = "statuspage"
     rate_limit_floor_s = 5.0
     target: StatuspageTarget

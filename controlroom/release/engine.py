@@ -57,7 +57,7 @@ from controlroom.infra.identity import operator_label
 from controlroom.infra.logs import logger
 from controlroom.notify.outbox import Outbox, OutboxView
 from controlroom.release.incident import FIRST_ANSWER_S, Incident
-from controlroom.release.journal import Journal, JournalRefused, Record, journal_directory, read_records
+from controlroom.release.journal import Journal, JournalRefused, Record, journal_directory, read_records, records_key
 from controlroom.release.rollback import RollbackPlans
 from controlroom.release.watch import Watch, WatchWindow, alarms, kpi_values, open_breakers, watch_window
 from controlroom.release.shared_journal import OFFLINE_WORDS, TAKE_OVER_WORDS, Crew, SharedJournal, store_dsn
@@ -475,7 +475,7 @@ class ReleaseEngine:
                         float(item.get("duration_ms", 0.0)), record.at, measured=dict(item.get("measured") or {}))
                 except (KeyError, TypeError, ValueError):
                     continue
-        self._checks_read = (len(records), records[-1].hash if records else "")
+        self._checks_read = records_key(records)
         results = dict(self._journaled_results)
         for item_id, attestation in self.attestations().items():
             results[item_id] = self._attested_result(item_id, attestation, results.get(item_id))
@@ -858,7 +858,7 @@ class ReleaseEngine:
         """`derive(records)`, read again only when the journal changed: every poll and every
         tick asks, and a long release has thousands of records."""
         records = self.journal.records
-        key = (len(records), records[-1].hash if records else "")
+        key = records_key(records)
         cached = self._derived.get(name)
         if cached is None or cached[0] != key:
             cached = self._derived[name] = (key, derive(records))

@@ -24,7 +24,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +39,12 @@ GENESIS = "0" * 64
 # A journal is a few hundred records; anything this large is not one (or not ours to slurp).
 MAX_JOURNAL_BYTES = 64 * 1024 * 1024
 HEAD_BYTES = 160  # the head file's fixed size: one small write, rewritten in place
+
+
+def records_key(records: Sequence[Record]) -> tuple[int, str]:
+    """Changes whenever the records do (appended, or rebuilt): what a cache of something derived
+    from them is keyed by."""
+    return len(records), records[-1].hash if records else ""
 
 
 class JournalRefused(SessionError):
