@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Label
 
 from controlroom.widgets.row_table import RowTable
+from controlroom.widgets.changes import set_content
 from controlroom.config.models import HealthView, Threshold
 from controlroom.live.polling import PollState, format_age
 from controlroom.screens.base import ControlScreen
@@ -111,4 +112,4 @@ class PosHealthScreen(ControlScreen):
             status.append(" STALE", style="bold yellow")
         if state.error:
             status.append(f" · {plain(state.error, limit=120)}", style="yellow")
-        self.query_one("#health-status", Label).update(status)
+        set_content(self.query_one("#health-status", Label), status)

@@ -1,24 +1,35 @@
-"""The breakers are read whole only while the Breakers view shows them: off screen the poller
+"""Poll only what is shown, repaint only what changed.
+
+The breakers are read whole only while the Breakers view shows them: off screen the poller
 asks the database for counts per provider and state (what the watch after a deployment needs),
-and switching to the view brings the full list at once, not at the next interval."""
+and switching to the view brings the full list at once, not at the next interval. And a poll
+that brings nothing new costs no frame on any view."""
 
 from __future__ import annotations
 
+import copy
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from controlroom.config.loader import load_config
+from controlroom.live.polling import PollState
 from controlroom.live.sources import BreakerCounts, BreakerSnapshot
 from controlroom.release.watch import open_breakers
 from controlroom.sandbox.runner import Sandbox
 from controlroom.screens.app import make_app
 from controlroom.screens.breakers import BreakersScreen
+from controlroom.widgets.messages import Polled
 from pilot_support import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 LOCATIONS = 120
+VIEW_KEYS = ("c", "d", "k", "p", "R")  # the Breakers view: its own test, below
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +59,58 @@ async def test_an_off_screen_breaker_view_gets_counts_and_its_rows_come_when_it_
         await pilot.press("c")
         await wait_for(lambda: isinstance(breakers().value, BreakerCounts), pilot, timeout=3, what="counts again")
         assert screen.snapshot is snapshot  # the view kept its rows; the counts are not rows
+
+
+def count_frames(app: Any) -> list[float]:
+    """Every frame the compositor hands the driver from now on (a batch's inner updates are
+    not frames: they are drawn once, when the batch closes)."""
+    frames: list[float] = []
+    display = app._display
+
+    def counted(screen: Any, renderable: Any) -> None:
+        if renderable is not None and not app._batch_count:
+            frames.append(time.perf_counter())
+        display(screen, renderable)
+
+    app._display = counted
+    return frames
+
+
+def polled_again(state: PollState[Any]) -> PollState[Any]:
+    """What a poll that found nothing new delivers: a new state holding an equal, new value."""
+    return replace(state, value=copy.copy(state.value), polls=state.polls + 1)
+
+
+async def test_a_poll_that_changes_nothing_visible_causes_no_repaint(sandbox: Sandbox, tmp_path: Path) -> None:
+    # The clocks stand still, so ages do not move: a frame now could only come from a poll.
+    moment = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)
+    app = make_app(load_config(sandbox.config_path), journal_dir=tmp_path, check_on_start=False, poll_scale=0.05,
+                   clock=lambda: 1000.0, now=lambda: moment)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for key in VIEW_KEYS:  # every view shown once, each with its data
+            await pilot.press(key)
+            await wait_for(lambda: len(app.poll_states) == len(app.pollers)
+                           and all(state.value is not None for state in app.poll_states.values()), pilot,
+                           what="every source polled")
+        app.workers.cancel_group(app, "pollers")
+        await wait_for(lambda: not any(poller.running for poller in app.pollers.values()), pilot, what="pollers stopped")
+        frames = count_frames(app)
+        for key in VIEW_KEYS:
+            await pilot.press(key)
+            await pilot.pause(0.3)
+            shown = len(frames)
+            for source, state in list(app.poll_states.items()):
+                app.post_message(Polled(source, polled_again(state)))
+            await pilot.pause(0.3)
+            assert len(frames) == shown, f"{type(app.screen).__name__}: a poll with nothing new repainted"
+
+        # The same delivery with a value that shows differently is a frame: the count is live.
+        await pilot.press("k")
+        await pilot.pause(0.3)
+        shown = len(frames)
+        source = next(name for name in app.poll_states if name.startswith("kpi:"))
+        state = app.poll_states[source]
+        changed = replace(state.value, value=(state.value.value or 0) + 1234.5, read_at=state.value.read_at + 1)
+        app.post_message(Polled(source, replace(state, value=changed, polls=state.polls + 1)))
+        await pilot.pause(0.3)
+        assert len(frames) > shown

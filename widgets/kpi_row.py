@@ -1,5 +1,5 @@
 """One KPI: title, value (coloured, with a symbol so colour is not the only signal), its
-thresholds, a sparkline of recent values, and the age of the last reading. A dead source
+thresholds, its recent values as bars scaled to those thresholds, and the age of the last reading. A dead source
 keeps its last value and shows its age and the error underneath."""
 
 from __future__ import annotations
@@ -9,15 +9,17 @@ from collections import deque
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Label, Sparkline
+from textual.widgets import Label
 
 from controlroom.live.polling import PollState, format_age
 from controlroom.config.models import Kpi
 from controlroom.widgets.changes import set_content
 from controlroom.live.sources import SPARKLINE_POINTS, KpiReading, plain
+from controlroom.widgets.threshold_sparkline import threshold_bars
 
 SYMBOLS = {"green": "✓", "amber": "!", "red": "✗", "unknown": "?"}
 HISTORY = SPARKLINE_POINTS
+SPARK_WIDTH = 16
 
 
 def format_value(value: float | None, unit: str) -> str:
@@ -34,7 +36,7 @@ class KpiRow(Vertical):
     KpiRow .title { width: 1fr; min-width: 16; }
     KpiRow .value { width: 13; text-align: right; text-style: bold; }
     KpiRow .threshold { width: 15; color: $text-muted; padding-left: 1; }
-    KpiRow Sparkline { width: 16; height: 1; margin-right: 1; }
+    KpiRow .spark { width: 16; height: 1; margin-right: 1; }
     KpiRow .age { width: 10; }
     KpiRow .error { height: 1; color: $warning; padding-left: 2; display: none; }
     KpiRow.-error .error { display: block; }
@@ -59,13 +61,13 @@ class KpiRow(Vertical):
             unit = self.kpi.unit if self.kpi.unit == "%" else ""
             green, red = str(self.kpi.green).replace(" ", ""), str(self.kpi.red).replace(" ", "")
             yield Label(Text(f"G{green}{unit} R{red}{unit}", no_wrap=True, overflow="ellipsis"), classes="threshold")
-            yield Sparkline([], summary_function=max)
+            yield Label("", classes="spark")
             yield Label("never", classes="age")
         yield Label("", classes="error")
 
     def show(self, state: PollState[KpiReading], now: float) -> None:
-        """A new state: the value, the sparkline, the error — each written only when what it
-        shows changes (a poll at 1 Hz that changes nothing visible costs no repaint)."""
+        """A new state: the value, the bars, the error — each written only when what it shows
+        changes (a poll at 1 Hz that changes nothing visible costs no repaint)."""
         self.state = state
         reading = state.value
         value_label = self.query_one(".value", Label)
@@ -75,7 +77,7 @@ class KpiRow(Vertical):
                     self.history.extend(reading.history)  # backfilled (query_range): full from the start
                 if reading.value is not None:
                     self.history.append(reading.value)
-                    self.query_one(Sparkline).data = list(self.history)
+                    set_content(self.query_one(".spark", Label), threshold_bars(self.kpi, self.history, SPARK_WIDTH))
             self._last_read_at = reading.read_at
             colour = reading.colour
             set_content(value_label, Text(f"{SYMBOLS[colour]} {format_value(reading.value, self.kpi.unit)}", no_wrap=True))
