@@ -7,6 +7,7 @@ key (`ENGINE_COMMANDS`) and to say why."""
 from __future__ import annotations
 
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, cast
 
 from textual.app import ComposeResult
@@ -134,7 +135,9 @@ class ControlScreen(Screen[None]):
         return super().check_action(action, parameters)
 
     def on_mount(self) -> None:
-        self._shown: dict[str, PollState[Any]] = {}
+        # Weak: a screen off show must not keep an old state alive (at 10,000 locations a
+        # breaker snapshot per screen); a state gone is simply not the one on show.
+        self._shown: dict[str, weakref.ref[PollState[Any]]] = {}
         self.room.configure_status(self.query_one(StatusBar), self.TITLE_TEXT)
 
     def on_screen_resume(self) -> None:
@@ -151,9 +154,10 @@ class ControlScreen(Screen[None]):
     def deliver(self, source: str, state: PollState[Any]) -> None:
         """Show `state` unless this screen already shows it: states are immutable, so coming
         back to a screen re-renders only what changed while it was away."""
-        if self._shown.get(source) is state:
+        shown = self._shown.get(source)
+        if shown is not None and shown() is state:
             return
-        self._shown[source] = state
+        self._shown[source] = weakref.ref(state)
         self.show_state(source, state)
 
     def show_state(self, source: str, state: PollState[Any]) -> None:

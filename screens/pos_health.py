@@ -55,7 +55,7 @@ class PosHealthScreen(ControlScreen):
     def __init__(self) -> None:
         super().__init__()
         self.state: PollState[HealthSnapshot] | None = None
-        self._shown: dict[str, tuple[str, ...]] = {}
+        self._rows_shown: dict[str, tuple[str, ...]] = {}  # provider -> its cells as shown
 
     def compose_body(self) -> ComposeResult:
         table: DataTable[Text] = RowTable(cursor_type="none", id="health-table")  # nothing to select; a cursor would hide the colours
@@ -94,12 +94,12 @@ class PosHealthScreen(ControlScreen):
                 for p in state.value.providers:
                     row = health_cells(p, view)
                     plain_row = tuple(t.plain + str(t.style) for t in row)
-                    if p.provider not in self._shown:
+                    if p.provider not in self._rows_shown:
                         table.add_row(*row, key=p.provider)
-                    elif self._shown[p.provider] != plain_row:
+                    elif self._rows_shown[p.provider] != plain_row:
                         for (key, _, _), cell in zip(COLUMNS, row):
                             table.update_cell(p.provider, key, cell)
-                    self._shown[p.provider] = plain_row
+                    self._rows_shown[p.provider] = plain_row
         self.tick(self.room.clock())
 
     def tick(self, now: float) -> None:

@@ -8,7 +8,9 @@ that brings nothing new costs no frame on any view."""
 from __future__ import annotations
 
 import copy
+import gc
 import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -114,3 +116,22 @@ async def test_a_poll_that_changes_nothing_visible_causes_no_repaint(sandbox: Sa
         app.post_message(Polled(source, replace(state, value=changed, polls=state.polls + 1)))
         await pilot.pause(0.3)
         assert len(frames) > shown
+
+
+async def test_a_view_off_show_keeps_no_old_breaker_list_alive(sandbox: Sandbox, tmp_path: Path) -> None:
+    app = make_app(load_config(sandbox.config_path), journal_dir=tmp_path, check_on_start=False, poll_scale=0.05)
+    async with app.run_test(size=(80, 24)) as pilot:
+        breakers = lambda: app.poll_states.get("breakers")  # noqa: E731
+        await pilot.press("b")
+        await wait_for(lambda: breakers() is not None and isinstance(breakers().value, BreakerSnapshot), pilot,
+                       what="the full list")
+        await pilot.press("k")  # the KPI view is handed the states as they are, the full list among them
+        first = weakref.ref(breakers().value)
+        await wait_for(lambda: isinstance(breakers().value, BreakerCounts), pilot, what="counts again")
+        await pilot.press("b")
+        await wait_for(lambda: isinstance(breakers().value, BreakerSnapshot) and breakers().value is not first(),
+                       pilot, what="a newer full list")
+        await pilot.press("c")
+        await wait_for(lambda: isinstance(breakers().value, BreakerCounts), pilot, what="counts again")
+        gc.collect()
+        assert first() is None  # only the Breakers view keeps a list: the one it renders
