@@ -261,6 +261,37 @@ class ControlRoomApp(App[None]):
             if self.feeds is None:
                 self.feeds = Feeds(self.config)
             self._start_pollers(self.feeds)
+        self._premount_views()
+
+    @work(group="premount", exit_on_error=False)
+    async def _premount_views(self) -> None:
+        """Build and lay out the views not yet shown, one at a time, once the first frame is
+        up: a view's first visit would otherwise pay its compose, its CSS and its first
+        layout (50–250 ms for the KPIs) while the operator waits on the key. Textual builds a
+        mode's screen on its first switch; this is that step (`App._init_mode`) without the
+        resume, which stays with the switch, and without its whole-app CSS refresh (~80 ms: a
+        new screen counts as out of date, but one mounted now is styled with the stylesheet
+        as it is; a theme change later marks every screen out of date again)."""
+        def closing() -> bool:  # Textual is closing the screens it has: none may be added or drawn
+            return not self.is_running or self._exit
+
+        for mode, screen_type in list(self._modes.items()):
+            if closing():
+                return
+            if mode in self._screen_stacks or not isinstance(screen_type, type):
+                continue
+            screen, mounted = self._get_screen(screen_type())
+            self._screen_stacks[mode] = [screen]
+            self._load_screen_css(screen)
+            screen._css_update_count = self._css_update_count
+            await mounted
+            if not closing() and screen is not self.screen and isinstance(screen, ControlScreen):
+                screen.on_screen_resume()  # its data as it is now: the visit renders only what changed since
+                screen._refresh_layout(self.size)
+                await asyncio.sleep(0.05)  # the layout's resize events handled
+                if not closing() and screen is not self.screen:
+                    screen._compositor.render_full_update()  # line caches warm; drawn on the visit
+            await asyncio.sleep(0)  # keys and polls go first
 
     async def on_unmount(self) -> None:
         # A poll cancelled while its connection is being set up leaves asyncpg complaining on
