@@ -12,10 +12,14 @@ scrolling; a filter or sort change re-sorts the whole list once.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from itertools import compress
+from operator import itemgetter, ne
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 
+from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -36,6 +40,7 @@ SORTS = ("state", "failures", "since", "provider", "location")
 PADDING = 1  # a space either side of every cell, as DataTable draws them
 TABLE_WIDTH = sum(width + 2 * PADDING for _, _, width in COLUMNS)
 
+LOCATION_ID = itemgetter(0)  # BreakerRow.location_id, read in C
 SortKey = tuple  # (state rank, ..., location id): unique per location, so a row is found by bisect
 
 
@@ -83,22 +88,23 @@ def select(rows: Iterable[BreakerRow], *, filter_text: str = "", sort: str = "st
 class Listing:
     """The matching rows in the table's order, kept up to date between polls.
 
-    `update` with the same filter and sort finds the rows that changed since the last snapshot
-    (set difference of the row tuples, in C) and moves only those (a bisect each); a new sort
-    re-sorts once; a longer filter (typing on) keeps the order and drops what no longer
-    matches. Locations are told apart by id; a snapshot with an id twice keeps the last row.
+    A new snapshot is compared with the last one location by location (in C: a dict of each,
+    `map(operator.ne)` over the pairs) and only the rows that changed are moved, a bisect each,
+    in the sorted keys of every row; a filter picks from those keys in order (no sort); only a
+    new sort, or a snapshot where more than a quarter of the rows changed, sorts the whole list.
+    Locations are told apart by id; a snapshot with an id twice keeps the last row.
     """
 
     def __init__(self) -> None:
         self.by_id: dict[str, BreakerRow] = {}
-        self.keys: list[SortKey] = []  # of the matching rows, in order; each ends with the location id
+        self.all_keys: list[SortKey] = []  # every row's, in order; each ends with the location id
+        self.keys: list[SortKey] = []  # the matching rows', in order (all_keys itself without a filter)
         self.total = 0
-        self._rows: frozenset[BreakerRow] = frozenset()
+        self.moved = 0  # rows re-placed by the last update (all of them after a whole sort)
         self._snapshot: tuple[BreakerRow, ...] | None = None  # the rows last given
-        self._needle: str | None = None
+        self._needle = ""
         self._sort: str | None = None
-        self._unique = False
-        self.moved = 0  # rows re-placed by the last update (the whole list after a rebuild)
+        self._unique = False  # no location twice in the snapshot
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -115,50 +121,88 @@ class Listing:
         return index if index < len(self.keys) and self.keys[index] == key else None
 
     def update(self, rows: Iterable[BreakerRow], *, filter_text: str = "", sort: str = "state") -> bool:
-        """Take a new snapshot, filter or sort; True when the listing changed."""
+        """Take a new snapshot, filter or sort; True when what the listing shows changed."""
         rows = rows if isinstance(rows, tuple) else tuple(rows)
         needle = filter_text.strip().lower()
-        same_rows, same_order = rows is self._snapshot, needle == self._needle and sort == self._sort
-        if same_rows and same_order:
-            return False
-        if same_rows and sort == self._sort and self._needle is not None and needle.startswith(self._needle):
-            match = matcher(needle)  # typing on: what still matches keeps its order
-            self.keys = [key for key in self.keys if match(self.by_id[key[-1]])]
-            self._needle, self.moved = needle, 0
+        if sort != self._sort or self._snapshot is None:
+            self._sort, self._snapshot, self.total = sort, rows, len(rows)
+            self.by_id = dict(zip(map(LOCATION_ID, rows), rows))
+            self._unique = len(self.by_id) == len(rows)
+            self._sort_all()
+            self._filter(needle)
             return True
-        if same_order and self._unique:
-            current = frozenset(rows)
-            gone, came = self._rows - current, current - self._rows
-            if len(gone) + len(came) <= len(rows) // 4:
-                self._move(gone, came, needle, sort)
-                self._rows, self._snapshot, self.total = current, rows, len(rows)
-                if len(self.by_id) != len(rows):
-                    self._rebuild(rows, needle, sort)  # an id came twice: start again, the last row wins
-                return bool(gone or came)
-        self._rebuild(rows, needle, sort)
-        return True
+        self.moved = 0
+        moves = self._take(rows) if rows is not self._snapshot else ((), ())
+        if moves is None or needle != self._needle:
+            self._filter(needle)
+            return True
+        gone, came = moves
+        if needle and (gone or came):
+            self._move(self.keys, gone, came, matcher(needle))
+        return bool(gone or came)
 
-    def _rebuild(self, rows: tuple[BreakerRow, ...], needle: str, sort: str) -> None:
-        self.by_id = {row.location_id: row for row in rows}
-        self._unique = len(self.by_id) == len(rows)
-        self.keys = sorted(map(sort_key(sort), filter(matcher(needle), self.by_id.values())))
-        self._rows, self._snapshot, self.total = frozenset(rows), rows, len(rows)
-        self._needle, self._sort, self.moved = needle, sort, len(self.keys)
+    def _take(self, rows: tuple[BreakerRow, ...]) -> tuple[list[BreakerRow], list[BreakerRow]] | None:
+        """Make `rows` the snapshot; the rows that left and came (None: all sorted again)."""
+        last, self._snapshot, self.total = self._snapshot, rows, len(rows)
+        moves = self._moved_in_place(last, rows) if last is not None else None
+        if moves is None:
+            old, new = self.by_id, dict(zip(map(LOCATION_ID, rows), rows))
+            self.by_id, self._unique = new, len(new) == len(rows)
+            came = list(compress(new.values(), map(ne, map(old.get, new.keys()), new.values())))
+            gone = [old[row.location_id] for row in came if row.location_id in old]
+            gone += [old[location_id] for location_id in old.keys() - new.keys()]
+            moves = gone, came
+        self.moved = len(moves[0]) + len(moves[1])
+        if self.moved > len(rows) // 4:
+            self._sort_all()
+            return None
+        self._move(self.all_keys, *moves, None)
+        return moves
 
-    def _move(self, gone: frozenset[BreakerRow], came: frozenset[BreakerRow], needle: str, sort: str) -> None:
-        key, match, keys = sort_key(sort), matcher(needle), self.keys
+    def _moved_in_place(self, last: tuple[BreakerRow, ...], rows: tuple[BreakerRow, ...]
+                        ) -> tuple[list[BreakerRow], list[BreakerRow]] | None:
+        """The rows that changed when both snapshots hold the same locations and most at the same
+        places (a query's order is mostly stable between polls): one comparison in C of the two
+        tuples, place by place, then a look at the few that differ. None: compare by id."""
+        if not self._unique or len(last) != len(rows):
+            return None
+        differs = list(compress(range(len(rows)), map(ne, last, rows)))
+        if len(differs) > len(rows) // 8:
+            return None
+        news = [rows[i] for i in differs]
+        if sorted(map(LOCATION_ID, news)) != sorted(last[i].location_id for i in differs):
+            return None  # a location came or left
+        by_id = self.by_id
+        came = [row for row in news if by_id[row.location_id] != row]
+        gone = [by_id[row.location_id] for row in came]
+        by_id.update(zip(map(LOCATION_ID, came), came))
+        return gone, came
+
+    def _sort_all(self) -> None:
+        self.all_keys = sorted(map(sort_key(self._sort or "state"), self.by_id.values()))
+        self.moved = len(self.all_keys)
+
+    def _filter(self, needle: str) -> None:
+        if not needle:
+            self.keys = self.all_keys
+        else:
+            # Typing on narrows what matched already; otherwise pick from every row, in order.
+            narrowing = self._needle and needle.startswith(self._needle) and self.keys is not self.all_keys
+            match, by_id = matcher(needle), self.by_id
+            self.keys = [key for key in (self.keys if narrowing else self.all_keys) if match(by_id[key[-1]])]
+        self._needle = needle
+
+    def _move(self, keys: list[SortKey], gone: list[BreakerRow], came: list[BreakerRow],
+              match: Callable[[BreakerRow], bool] | None) -> None:
+        key = sort_key(self._sort or "state")
         for row in gone:
-            if self.by_id.get(row.location_id) == row:
-                del self.by_id[row.location_id]
-            if match(row):
+            if match is None or match(row):
                 at = bisect_left(keys, key(row))
                 if at < len(keys) and keys[at][-1] == row.location_id:
                     del keys[at]
         for row in came:
-            self.by_id[row.location_id] = row
-            if match(row):
+            if match is None or match(row):
                 insort(keys, key(row))
-        self.moved = len(gone) + len(came)
 
 
 MISSING = "—"  # a column the runbook's query does not have
@@ -203,15 +247,29 @@ def render_cell(column: int, value: str) -> Text:
     return Text(plain(value, limit=80), no_wrap=True, overflow="ellipsis")
 
 
-def _line(texts: Iterable[Text]) -> Text:
-    """Cells side by side, each cut to its column's width and padded as DataTable pads them."""
-    line = Text(no_wrap=True, end="")
+@lru_cache(maxsize=64)
+def _style(definition: str) -> Style:
+    return Style.parse(definition) if definition else Style()
+
+
+def _segments(texts: Iterable[Text], pre: Style, post: Style) -> list[Segment]:
+    """Cells side by side, each cut to its column's width and padded with a space either side,
+    styled as DataTable styles a row: `pre` + the cell's own style + `post`."""
+    pad, plain_style = " " * PADDING, pre + post
+    segments: list[Segment] = []
+    run = ""  # unstyled text not yet in a segment
     for text, (_, _, width) in zip(texts, COLUMNS):
-        text.truncate(width, overflow=text.overflow or "crop")
-        line.append(" " * PADDING)
-        line.append_text(text)
-        line.append(" " * (width - text.cell_len + PADDING))
-    return line
+        body = text.plain
+        if cell_len(body) > width:
+            body = set_cell_size(body, width - 1) + "…" if text.overflow == "ellipsis" else set_cell_size(body, width)
+        fill = " " * (width - cell_len(body))
+        if text.style:
+            segments += [Segment(run + pad, plain_style), Segment(body, pre + _style(str(text.style)) + post)]
+            run = fill + pad
+        else:
+            run += pad + body + fill + pad
+    segments.append(Segment(run, plain_style))
+    return segments
 
 
 @dataclass(frozen=True)
@@ -223,8 +281,9 @@ class Shown:
 
 
 class BreakerTable(ScrollView, can_focus=True):
-    """Rows of breakers under a header line; a row cursor that stays on its location when a
-    poll re-orders the list (and follows it into view if it was in view)."""
+    """Rows of breakers under a header line, and a row cursor. A poll never scrolls the table:
+    the cursor stays on its location wherever the new order puts it (the next cursor key brings
+    it into view), and lines that did not change are not drawn again."""
 
     COMPONENT_CLASSES = {"breaker-table--header", "breaker-table--cursor"}
     BINDINGS = [
@@ -303,14 +362,12 @@ class BreakerTable(ScrollView, can_focus=True):
     def show(self, rows: Iterable[BreakerRow], now: datetime, *, filter_text: str = "", sort: str = "state") -> Shown:
         """Show the snapshot `rows`, filtered and sorted; repaint only the lines that changed."""
         listing = self.listing
-        top, visible = self._top(), self._rows_on_screen()
-        was_in_view = top <= self.cursor_row < top + visible
         changed = listing.update(rows, filter_text=filter_text, sort=sort)
         self._now = now
         if changed:
             self._fit_virtual_size()
             index = listing.index_of(self._cursor_id) if self._cursor_id is not None else None
-            self._place_cursor(self.cursor_row if index is None else index, into_view=was_in_view)
+            self._place_cursor(self.cursor_row if index is None else index, into_view=False)
         return Shown(len(listing), listing.total, listing.moved if changed else 0, self._repaint_changed())
 
     def _fit_virtual_size(self) -> None:
@@ -343,13 +400,12 @@ class BreakerTable(ScrollView, can_focus=True):
         return cells(self.listing.row_at(index), self._now), index == self.cursor_row
 
     def _repaint_changed(self) -> int:
-        repainted = 0
         width = self.size.width
-        for y in range(1, self.size.height):
-            if self._painted.get(y, False) != self._line_state(y):
-                self.refresh(Region(0, y, width, 1))
-                repainted += 1
-        return repainted
+        changed = [Region(0, y, width, 1) for y in range(1, self.size.height)
+                   if self._painted.get(y, False) != self._line_state(y)]
+        if changed:
+            self.refresh(*changed)
+        return len(changed)
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -380,45 +436,37 @@ class BreakerTable(ScrollView, can_focus=True):
     # -- drawing ------------------------------------------------------------------------------
 
     def render_lines(self, crop: Region) -> list[Strip]:
-        base = self.rich_style
+        self._styles = self._current_styles()
+        return super().render_lines(crop)
+
+    def _current_styles(self) -> tuple[Style, Style, Style, Style]:
         cursor = self.get_component_rich_style("breaker-table--cursor")
         # The cursor's colour wins over a cell's own (DataTable's cursor_foreground_priority
         # "css"); a cell's background (OPEN's red) stays.
-        self._styles = (base, self.get_component_styles("breaker-table--header").rich_style,
-                        cursor, Style.from_color(color=cursor.color))
-        return super().render_lines(crop)
+        return (self.rich_style, self.get_component_styles("breaker-table--header").rich_style,
+                cursor, Style.from_color(color=cursor.color))
 
     def render_line(self, y: int) -> Strip:
+        styles = self._styles = self._styles or self._current_styles()
+        base, header, cursor, cursor_colour = styles
         width = self.size.width
-        if self._styles is None:
-            self.render_lines(Region(0, 0, 0, 0))
-        assert self._styles is not None
-        base, header, cursor, cursor_colour = self._styles
-        scroll_x = round(self.scroll_x)
         if y == 0:
-            strip = self._strip(("header",), lambda: self._draw(
-                (Text(label, no_wrap=True, overflow="ellipsis") for _, label, _ in COLUMNS), header, Style()))
+            what: object = "header"
+            texts = lambda: (Text(label, no_wrap=True, overflow="ellipsis") for _, label, _ in COLUMNS)  # noqa: E731
+            pre, post = header, Style()
         else:
-            state = self._line_state(y)
-            self._painted[y] = state
-            if state is None:
+            what = self._painted[y] = self._line_state(y)
+            if what is None:
                 return Strip.blank(width, base)
-            values, on_cursor = state
+            values, on_cursor = what
+            texts = lambda: (render_cell(i, value) for i, value in enumerate(values))  # noqa: E731
             pre, post = (base + cursor, cursor_colour) if on_cursor else (base, Style())
-            strip = self._strip((values, on_cursor), lambda: self._draw(
-                (render_cell(i, value) for i, value in enumerate(values)), pre, post))
-        return strip.crop_extend(scroll_x, scroll_x + width, base)
-
-    def _strip(self, what: tuple[object, ...], draw: Callable[[], Strip]) -> Strip:
-        key = (what, max(TABLE_WIDTH, self.size.width), self._styles)
+        key = (what, width, styles)
         strip = self._strips.get(key)
         if strip is None:
             if len(self._strips) > 2000:
                 self._strips.clear()
-            strip = self._strips[key] = draw()
-        return strip
-
-    def _draw(self, texts: Iterable[Text], pre: Style, post: Style) -> Strip:
-        segments = Segment.apply_style(_line(texts).render(self.app.console), pre, post)
-        width = max(TABLE_WIDTH, self.size.width)
-        return Strip(list(segments), TABLE_WIDTH).extend_cell_length(width, pre).simplify()
+            strip = Strip(_segments(texts(), pre, post), TABLE_WIDTH).extend_cell_length(max(TABLE_WIDTH, width), pre)
+            self._strips[key] = strip
+        scroll_x = round(self.scroll_x)
+        return strip.crop_extend(scroll_x, scroll_x + width, base)
