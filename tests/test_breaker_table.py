@@ -109,11 +109,13 @@ async def test_every_one_of_10000_rows_is_reachable_sorted_and_filtered(sandbox:
 
         # Filter: / and text; the status says how many match of how many.
         needle = ordered[LOCATIONS // 2].location_id[-3:]  # in some ids and names, not all
-        await pilot.press("slash", *needle, "enter")
+        await pilot.press("end", "slash", *needle, "enter")  # filtered from the bottom of the list
         expected = select(screen.snapshot.rows, filter_text=needle, sort="since")
         await wait_for(lambda: table.row_count == expected.matched, pilot, what="the filtered rows")
         assert 0 < expected.matched < LOCATIONS
         assert table.shown_ids == [row.location_id for row in expected.rows]
+        await pilot.pause()
+        assert expected.rows[-1].location_name[:20] in screen_text(app)  # the view followed the shorter list
         assert f"{expected.matched:,} matching of {LOCATIONS:,}" in screen_text(app)
         assert "matching of" in screen_text(app) and f"of {expected.matched:,} matching" not in screen_text(app)
         await pilot.press("escape")
