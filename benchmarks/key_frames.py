@@ -27,6 +27,7 @@ from textual.widgets import DataTable
 from controlroom.config.loader import load_config
 from controlroom.sandbox.runner import Sandbox
 from controlroom.screens.app import make_app
+from controlroom.widgets.breaker_table import BreakerTable
 
 SWITCHES = ["b", "k", "p", "R", "d", "c"]
 
@@ -72,16 +73,16 @@ async def measure(config: Path, keys: int, poll_scale: float) -> tuple[list[floa
                     switches.append(await first_frame_after(frames, seen, lambda: app.screen is not before) - began)
                     slowest.append((switches[-1], f"{type(before).__name__} → {key}"))
                 else:
-                    tables = list(app.screen.query(DataTable))
+                    tables = list(app.screen.query(DataTable)) + list(app.screen.query(BreakerTable))
                     if not tables:
                         continue
                     table = tables[0]
-                    was = table.cursor_coordinate
+                    was = table.cursor_row
                     key = "down" if table.cursor_row < max(0, table.row_count - 2) else "up"
                     seen = len(frames)
                     began = time.perf_counter()
                     await pilot.press(key)
-                    if table.cursor_coordinate == was:
+                    if table.cursor_row == was:
                         continue  # nothing to move to
                     moves.append(await first_frame_after(frames, seen, lambda: True) - began)
             worst = sorted(slowest, reverse=True)[:5]

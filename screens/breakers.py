@@ -13,17 +13,17 @@ from textual.widgets import Input, Label
 from controlroom.live.polling import PollState, format_age
 from controlroom.screens.base import ControlScreen
 from controlroom.live.sources import BreakerSnapshot, plain
-from controlroom.widgets.breaker_table import SORTS, BreakerTable, select
-
-MAX_ROWS = 500
+from controlroom.widgets.breaker_table import SORTS, BreakerTable, Shown
 
 
 class BreakersScreen(ControlScreen):
     TITLE_TEXT = "Breakers"
     HELP = (
         "Circuit breakers per location: provider, location, state, failures / threshold, window, "
-        f"since when. Open and half-open always come first; at most {MAX_ROWS} rows are listed — "
-        "use / to filter by provider, location name or id, or state (enter keeps the filter, esc clears it)."
+        "since when. Open and half-open always come first; every location is listed (up / down, "
+        "page up / page down, home / end move the cursor; it stays on its location when a poll "
+        "re-orders the list). s cycles the sort; / filters by provider, location name or id, or "
+        "state (enter keeps the filter, esc clears it)."
     )
     AUTO_FOCUS = "#breaker-table"
     BINDINGS = [
@@ -39,6 +39,8 @@ class BreakersScreen(ControlScreen):
         self.snapshot: BreakerSnapshot | None = None
         self.state: PollState[BreakerSnapshot] | None = None
         self.last_refresh_s: float | None = None
+        self._view: Shown | None = None
+        self._summarised: BreakerSnapshot | None = None
 
     def compose_body(self) -> ComposeResult:
         yield Label("waiting for the first reading…", id="breaker-summary")
@@ -99,9 +101,15 @@ class BreakersScreen(ControlScreen):
         import time
 
         began = time.perf_counter()
-        view = select(snapshot.rows, filter_text=self.filter_text, sort=self.sort_by, max_rows=MAX_ROWS)
-        self.query_one(BreakerTable).show(view.rows, datetime.now(timezone.utc))
+        self._view = self.query_one(BreakerTable).show(snapshot.rows, datetime.now(timezone.utc),
+                                                       filter_text=self.filter_text, sort=self.sort_by)
         self.last_refresh_s = time.perf_counter() - began
+        if snapshot is not self._summarised:
+            self._summarised = snapshot
+            self._render_summary(snapshot)
+        self._render_status()
+
+    def _render_summary(self, snapshot: BreakerSnapshot) -> None:
         counts = snapshot.counts()
         opened = sum(c["open"] for c in counts.values())
         half = sum(c["half_open"] for c in counts.values())
@@ -114,20 +122,16 @@ class BreakersScreen(ControlScreen):
             bad = per["open"] + per["half_open"]
             summary.append(f"{provider} {bad}  ", style="bold red" if bad else "")
         self.query_one("#breaker-summary", Label).update(summary)
-        self._view = view
-        self._render_status()
 
     def _render_status(self) -> None:
-        view = getattr(self, "_view", None)
+        view = self._view
         status = Text(no_wrap=True, overflow="ellipsis")
         if view is not None:
-            shown = len(view.rows)
-            status.append(f"{shown:,} of {view.matched:,}" + (" matching" if self.filter_text else "") + f" · sort {self.sort_by}")
+            matching = " matching" if self.filter_text.strip() else ""
+            status.append(f"{view.matched:,}{matching} of {view.total:,} · sort {self.sort_by}")
             if self.filter_text:
                 status.append(" · filter: ")
                 status.append(self.filter_text[:20])
-            if view.matched > shown:
-                status.append(" · / to narrow", style="dim")
         state = self.state
         if state is not None:
             now = self.room.clock()

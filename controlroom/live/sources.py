@@ -18,10 +18,12 @@ import asyncio
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from operator import attrgetter
+from typing import Literal, NamedTuple
 
 import asyncpg
 import httpx
@@ -80,10 +82,11 @@ class KpiReading:
     history: tuple[float, ...] = ()
 
 
-@dataclass(frozen=True)
-class BreakerRow:
+class BreakerRow(NamedTuple):
     """One row of the runbook's [views.breakers] query; None where the query has no such
-    column (see BreakersView for the column contract)."""
+    column (see BreakersView for the column contract). A plain tuple: a poll of the Breakers
+    view builds one per location (10,000 and more), and a tuple is built, compared and hashed
+    in C (the table finds what changed between two polls by set difference)."""
 
     location_id: str
     location_name: str
@@ -109,9 +112,9 @@ class BreakerSnapshot:
         """provider -> state -> count: every provider of the rows, the most open and half-open
         first (then by name), and every state, zeros included."""
         counts: dict[str, dict[str, int]] = {}
-        for row in self.rows:
-            per = counts.setdefault(row.provider, dict.fromkeys(BREAKER_STATES, 0))
-            per[row.state] = per.get(row.state, 0) + 1
+        for (provider, state), n in Counter(map(attrgetter("provider", "state"), self.rows)).items():  # counted in C
+            per = counts.setdefault(provider, dict.fromkeys(BREAKER_STATES, 0))
+            per[state] = per.get(state, 0) + n
         return dict(sorted(counts.items(), key=lambda kv: (-(kv[1]["open"] + kv[1]["half_open"]), kv[0])))
 
 
