@@ -14,6 +14,7 @@ from controlroom.live.polling import PollState, format_age
 from controlroom.screens.base import ControlScreen
 from controlroom.live.sources import BreakerSnapshot, plain
 from controlroom.widgets.breaker_table import SORTS, BreakerTable, Shown
+from controlroom.widgets.changes import set_content
 
 
 class BreakersScreen(ControlScreen):
@@ -121,7 +122,7 @@ class BreakersScreen(ControlScreen):
         for provider, per in counts.items():
             bad = per["open"] + per["half_open"]
             summary.append(f"{provider} {bad}  ", style="bold red" if bad else "")
-        self.query_one("#breaker-summary", Label).update(summary)
+        set_content(self.query_one("#breaker-summary", Label), summary)
 
     def _render_status(self) -> None:
         view = self._view
@@ -140,7 +141,7 @@ class BreakersScreen(ControlScreen):
                 status.append(" STALE", style="bold yellow")
             if state.error:
                 status.append(f" · {plain(state.error, limit=120)}", style="yellow")
-        self.query_one("#breaker-status", Label).update(status)
+        set_content(self.query_one("#breaker-status", Label), status)
 
     def tick(self, now: float) -> None:
         self._render_status()

@@ -31,7 +31,7 @@ from pilot_support import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 LOCATIONS = 120
-VIEW_KEYS = ("c", "d", "k", "p", "R")  # the Breakers view: its own test, below
+VIEW_KEYS = ("c", "d", "k", "b", "p", "R")
 
 
 @pytest.fixture(scope="module")
