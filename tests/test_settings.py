@@ -193,3 +193,15 @@ async def test_bell_false_silences_it(breaker_open: Sandbox, tmp_path: Path, bel
         await pilot.pause(0.1)
         assert bells == []
         await pilot.press("q")
+
+
+def test_when_the_engine_says_the_bell_rings() -> None:
+    from controlroom.release.alerts import Alerts
+
+    calm = Alerts()
+    assert calm.rings_after(calm) == []
+    assert Alerts(failed_notifications=1).rings_after(calm) == ["a notification failed"]
+    assert Alerts(no_go=True).rings_after(Alerts(no_go=True)) == []  # still NO-GO: rang already
+    assert Alerts(escalation_level=1).rings_after(calm) == []  # the incident opening: the operator's doing
+    assert Alerts(escalation_level=2).rings_after(Alerts(escalation_level=1)) == ["the escalation reached L2"]
+    assert Alerts(failed_steps=1, no_go=True).rings_after(calm) == ["a step failed", "the verdict turned NO-GO"]
