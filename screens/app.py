@@ -19,6 +19,7 @@ from rich.text import Text
 from textual import constants, events, work
 from textual.app import App, SystemCommand
 from textual.driver import Driver
+from textual.keys import format_key
 from textual.binding import Binding
 from textual.message import Message
 from textual.message_pump import MessagePump
@@ -30,6 +31,8 @@ from controlroom.release.state import format_duration
 from controlroom.release.journal import Holder
 from controlroom.live.polling import Poller, PollState
 from controlroom.config.loader import LoadedConfig
+from controlroom.config.settings import Settings
+from controlroom.release.alerts import Alerts
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.breakers import BreakersScreen
 from controlroom.screens.checklist import ChecklistScreen
@@ -73,6 +76,7 @@ from controlroom.widgets.messages import (
 )
 from controlroom.widgets.alarm_banner import AlarmBanner
 from controlroom.widgets.crew_banner import CrewBanner
+from controlroom.widgets.key_bar import as_mapped
 from controlroom.widgets.status_bar import StatusBar
 
 # Main views: mode name -> (key, title, screen). The first is where the app opens.
@@ -138,8 +142,16 @@ class ControlRoomApp(App[None]):
         check_on_start: bool = True,
         offer_resume: bool = True,
         operator: dict[str, str] | None = None,
+        settings: Settings = Settings(),
+        keymap: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
+        # Personal settings (controlroom.config.settings), checked before the app is made.
+        self.settings = settings
+        self._keymap = dict(keymap or {})
+        if settings.theme:
+            self.theme = settings.theme
+        self._alerts: Alerts | None = None  # what the bell last answered to
         self.config = config
         self.write = write or config.environment.write_by_default
         self.clock = clock
@@ -187,6 +199,21 @@ class ControlRoomApp(App[None]):
         """Toasts carry data (versions, reasons, other operators' host labels): shown as text,
         never parsed as markup, which a `[` in a label would break or turn into a link."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    def bell(self) -> None:
+        """Every ring goes through here: `bell = false` in the personal settings silences it."""
+        if self.settings.bell:
+            super().bell()
+
+    def _ring_on_alerts(self) -> None:
+        """Ring when the engine says something went wrong since the last look
+        (controlroom.release.alerts): a failed step or notification, NO-GO, a higher level."""
+        if self.session is None:
+            return
+        alerts, before = self.session.alerts(), self._alerts
+        self._alerts = alerts
+        if before is not None and alerts.rings_after(before):
+            self.bell()
 
     def get_driver_class(self) -> type[Driver]:
         """On a Unix terminal, the driver that survives the terminal going away."""
@@ -390,6 +417,7 @@ class ControlRoomApp(App[None]):
                 if self.session.watch_tick():
                     self.notify("The watch after the deployment ended", timeout=6)
                     self.session_changed()
+                self._ring_on_alerts()  # the escalation rises with time
         screen = self.shown_screen()
         if screen is not None:
             screen.tick(self.clock())
@@ -441,6 +469,7 @@ class ControlRoomApp(App[None]):
             self.notify(f"cannot open the journal: {error}", severity="error", timeout=10)
             return
         session = self.session
+        self._alerts = None  # what the journal already holds rings nothing
         session.outbox.on_change = self._outbox_changed
         resent = session.resume_notifications()
         if resent:
@@ -514,7 +543,8 @@ class ControlRoomApp(App[None]):
 
     def session_changed(self) -> None:
         """The release changed: the screen on show re-renders (ReleaseChanged), the header
-        follows."""
+        follows; the bell rings if it went wrong."""
+        self._ring_on_alerts()
         screen = self.shown_screen()
         if screen is not None:
             screen.post_message(ReleaseChanged())
@@ -860,14 +890,10 @@ class ControlRoomApp(App[None]):
 
     def _outbox_changed(self) -> None:
         """A notification was queued, answered, retried or given up: the header follows; a
-        given-up one rings the bell once."""
-        session = self.session
-        if session is None:
+        failed one rings the bell."""
+        if self.session is None:
             return
-        given_up = len(session.notifications().given_up)
-        if given_up > getattr(self, "_given_up_seen", 0):
-            self.bell()
-        self._given_up_seen = given_up
+        self._ring_on_alerts()
         screen = self.shown_screen()
         bars = screen.query(StatusBar) if screen is not None else None
         if bars:
@@ -1023,12 +1049,13 @@ class ControlRoomApp(App[None]):
         # The screen's own keys first: they win over the app's (e.g. r on the checklist).
         for binding in [*(screen.BINDINGS if screen else []), *self.BINDINGS]:
             assert isinstance(binding, Binding)
+            binding = as_mapped(self, binding)  # the operator's own key (settings.toml [keys])
             if binding.key in seen or not binding.id or binding.id == "app.quit_ctrl_c":
                 continue
             if binding.id.removeprefix("view.") in self.hidden_modes:
                 continue
             seen.add(binding.key)
-            display = binding.key_display or {"slash": "/", "escape": "esc"}.get(binding.key, binding.key)
+            display = binding.key_display or " ".join(format_key(key) for key in binding.key.split(","))
             description = {
                 "app.refresh": "Refresh every source now",
                 "app.palette": "Command palette: every action by name",

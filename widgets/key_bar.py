@@ -59,6 +59,13 @@ def key_display(app: App[object], binding: Binding) -> str:
     return binding.key_display or app.get_key_display(binding)
 
 
+def as_mapped(app: App[object], binding: Binding) -> Binding:
+    """The binding with the key the operator gave it (settings.toml [keys], through Textual's
+    keymap), for the lists read from BINDINGS rather than from the active bindings."""
+    key = app._keymap.get(binding.id or "")
+    return binding.with_key(key, key_display=None) if key else binding
+
+
 class KeyBar(Static):
     DEFAULT_CSS = """
     KeyBar {
@@ -90,7 +97,7 @@ class KeyBar(Static):
         """(the screen's keys: display, description, enabled), (screen-switching keys: display,
         is the current screen), (help and quit: display, description)."""
         app = self.app
-        own: list[tuple[str, str, bool]] = []
+        own: list[tuple[str, str, bool, str | None]] = []
         actions: set[str] = set()
         # A key whose command the release engine refuses now is dimmed (the screen asks it).
         refused = getattr(self.screen, "refused", lambda action: None)
@@ -99,21 +106,25 @@ class KeyBar(Static):
                 continue
             actions.add(binding.action)
             enabled = enabled and not refused(binding.action)
-            own.append((key_display(app, binding), binding.description or binding.action, enabled))
+            own.append((key_display(app, binding), binding.description or binding.action, enabled, binding.id))
+        # In the screen's order, whatever keys the operator gave them.
+        order = {b.id: i for i, b in enumerate(getattr(self.screen, "BINDINGS", ())) if isinstance(b, Binding)}
+        own.sort(key=lambda item: order.get(item[3], len(order)))
         current = f"view.{getattr(app, 'current_mode', '')}"
         views: list[tuple[str, bool]] = []
         tail: list[tuple[str, str]] = []
         for binding in app.BINDINGS:
             if not isinstance(binding, Binding) or not binding.show or not binding.id:
                 continue
+            binding = as_mapped(app, binding)
             if binding.id.startswith("view."):
                 if binding.id.removeprefix("view.") in getattr(app, "hidden_modes", ()):
                     continue  # a view the runbook does not define
                 views.append((key_display(app, binding), binding.id == current))
             elif binding.id in ("app.help", "app.quit"):
-                tail.append((key_display(app, binding), (binding.description or binding.action).lower()))
-        tail.sort(key=lambda item: item[0] != "?")  # help, then quit
-        return own, views, tail
+                tail.append((binding.id, key_display(app, binding), (binding.description or binding.action).lower()))
+        tail.sort(key=lambda item: item[0] != "app.help")  # help, then quit
+        return [item[:3] for item in own], views, [(key, description) for _, key, description in tail]
 
     @staticmethod
     def _items(text: Text, items: Iterable[tuple[str, str, bool]], layout: Layout) -> None:

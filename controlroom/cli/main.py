@@ -287,6 +287,20 @@ def validate(config_file: Path | None, config_path: Path | None) -> None:
         click.echo(f"  warning: {warning}")
 
 
+@cli.command()
+@config_option
+def keys(config_path: Path | None) -> None:
+    """Print the effective key map: binding id, key, screen, what it does.
+
+    Your own keys, theme and bell are in ~/.config/controlroom/settings.toml (or the file
+    $CONTROLROOM_SETTINGS names); see README, "Personal settings". With --config, the views
+    its runbook does not define are left out.
+    """
+    from controlroom.cli.keys import keys_table
+
+    click.echo(keys_table(config_path))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning every error into one line and an exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])

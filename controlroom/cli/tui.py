@@ -17,15 +17,25 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from controlroom.infra.shutdown import ExitGuard, run_guarded
 from controlroom.config.loader import LoadedConfig, load_config
 
 
-async def _run(guard: ExitGuard, config: LoadedConfig, write: bool, *, offer_resume: bool = True) -> int | None:
+def _settings() -> dict[str, Any]:
+    """The operator's settings file, checked before anything starts (ConfigError: exit 2)."""
+    from controlroom.screens.keymap import checked_settings
+
+    settings, keymap, _ = checked_settings()
+    return {"settings": settings, "keymap": keymap}
+
+
+async def _run(guard: ExitGuard, config: LoadedConfig, write: bool, *, offer_resume: bool = True,
+               personal: dict[str, Any] | None = None) -> int | None:
     from controlroom.screens.app import make_app
 
-    app = make_app(config, write=write, offer_resume=offer_resume)
+    app = make_app(config, write=write, offer_resume=offer_resume, **(personal or {}))
     before = guard.graceful
     guard.graceful = app.exit  # while the app runs, a close signal is a `q` without questions
     try:
@@ -47,12 +57,13 @@ def run_app(config_path: str | Path, write: bool = False) -> None:
     """Open the control room on the environment in `config_path`. Raises ConfigError on a
     bad config (the CLI prints it as one line)."""
     config = load_config(config_path)
+    personal = _settings()
     for warning in config.pooler_warnings():
         print(f"controlroom: warning: {warning}", file=sys.stderr, flush=True)
-    _guarded(lambda guard: _run(guard, config, write))
+    _guarded(lambda guard: _run(guard, config, write, personal=personal))
 
 
-async def _demo(guard: ExitGuard, scenario: str, locations: int, write: bool) -> int | None:
+async def _demo(guard: ExitGuard, scenario: str, locations: int, write: bool, personal: dict[str, Any]) -> int | None:
     from controlroom.sandbox.joining import advertised
     from controlroom.sandbox.runner import Sandbox
 
@@ -64,7 +75,7 @@ async def _demo(guard: ExitGuard, scenario: str, locations: int, write: bool) ->
         await sandbox.start()
         with advertised(sandbox.config_path, scenario):
             # Every demo is a brand-new sandbox: an older demo's deployment is not to be resumed.
-            return await _run(guard, load_config(sandbox.config_path), write, offer_resume=False)
+            return await _run(guard, load_config(sandbox.config_path), write, offer_resume=False, personal=personal)
     finally:
         await sandbox.stop()
 
@@ -80,4 +91,5 @@ def run_demo(scenario: str = "healthy", locations: int = 300, write: bool = Fals
         print(f"joining {sandbox}{also}", file=sys.stderr, flush=True)
         run_app(sandbox.config, write=write)
         return
-    _guarded(lambda guard: _demo(guard, scenario, locations, write))
+    personal = _settings()  # before the sandbox starts: a wrong settings file costs nothing
+    _guarded(lambda guard: _demo(guard, scenario, locations, write, personal))

@@ -52,6 +52,7 @@ from controlroom.config.models import EscalationLevel, Kpi, Phase, RollbackPlan,
 from controlroom.errors import SessionError
 from controlroom.live.sources import BreakerCounts, BreakerSnapshot, Feeds, HealthSnapshot, KpiReading
 from controlroom.release import rules
+from controlroom.release.alerts import Alerts, failures
 from controlroom.release.escalation import EscalationStatus, escalation_status, incident_window
 from controlroom.infra.identity import operator_label
 from controlroom.infra.logs import logger
@@ -972,6 +973,12 @@ class ReleaseEngine:
         if started is None or ended is not None:
             return None
         return escalation_status(self.loaded.runbook.escalation, started, self.now())
+
+    def alerts(self) -> Alerts:
+        """What the bell answers to (controlroom.release.alerts), as things stand now."""
+        steps, notifications = self._from_records("failures", failures)
+        escalation = self.escalation()
+        return Alerts(steps, notifications, self.verdict_name == "NO-GO", escalation.level if escalation else 0)
 
     def incident_window(self) -> tuple[datetime | None, datetime | None]:
         return incident_window(self.journal.records)
