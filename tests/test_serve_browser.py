@@ -140,6 +140,8 @@ async def test_a_browser_watches_the_release_read_only_behind_the_token(sandbox:
             # The right token as a cookie, from another site's page: no websocket either.
             foreign = {**handshake, "Origin": "http://evil.example", "Cookie": f"controlroom_token={token}"}
             assert (await client.get(base + "/ws", headers=foreign)).status_code == 403
+            injected = await client.get(url, headers={"Host": '127.0.0.1"><script>alert(1)</script>'})
+            assert injected.status_code == 400 and "<script>" not in injected.text
             page_answer = await client.get(url)
             assert page_answer.status_code == 200
             cookie = page_answer.headers["set-cookie"]
@@ -189,9 +191,17 @@ async def test_a_browser_watches_the_release_read_only_behind_the_token(sandbox:
                 await page.keyboard.press("a")
                 await terminal_text(page, "READ-ONLY: attest is a decision")
                 await page.screenshot(path=str(tmp_path / "browser.png"))
+
+                # Stopping serve with a browser still on it ends that browser's control room.
+                stopping = time.monotonic()
+                assert await stop(serve) == 0
+                stopped = time.monotonic() - stopping
+                psutil.wait_procs([session], timeout=10)
+                assert not session.is_running() or session.status() == psutil.STATUS_ZOMBIE
             finally:
                 await browser.close()
-        print(f"\nbrowser test: page to first control-room text {shown:.1f} s; whole test {time.monotonic() - started:.1f} s")
+        print(f"\nbrowser test: page to first control-room text {shown:.1f} s; serve stopped in {stopped:.1f} s "
+              f"with a browser on it; whole test {time.monotonic() - started:.1f} s")
     finally:
         if serve is not None:
             assert await stop(serve) == 0
@@ -222,3 +232,7 @@ async def test_serve_says_in_one_line_when_the_port_is_taken_or_the_config_is_ba
             assert "Traceback" not in result.stderr and "open: " not in result.stdout
     finally:
         taken.close()
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "controlroom", "--write", "serve", "--config", str(sandbox.config_path)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "serve is always read-only: drop --write" in result.stderr, result.stderr

@@ -293,7 +293,8 @@ def validate(config_file: Path | None, config_path: Path | None) -> None:
               help="Port to listen on (0: any free one).")
 @click.option("--host", "bind", default="127.0.0.1", show_default=True, metavar="ADDRESS",
               help="Address to listen on. Keep the default and reach it through an SSH tunnel.")
-def serve(config_path: Path | None, port: int, bind: str) -> None:
+@click.pass_context
+def serve(ctx: click.Context, config_path: Path | None, port: int, bind: str) -> None:
     """Serve the control room to browsers, read-only, for people who watch the release.
 
     Each browser gets its own control room on the same config, always read-only whatever
@@ -309,6 +310,8 @@ def serve(config_path: Path | None, port: int, bind: str) -> None:
     """
     if config_path is None:
         raise click.UsageError("give --config FILE: the environment and runbook to watch")
+    if ctx.parent is not None and ctx.parent.params.get("write"):
+        raise click.UsageError("serve is always read-only: drop --write")
     from controlroom.cli.serve import serve as serve_browsers
 
     serve_browsers(config_path, host=bind, port=port)

@@ -30,6 +30,7 @@ import asyncio
 import errno
 import hmac
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -48,6 +49,8 @@ from controlroom.infra.identity import HOST_VARIABLE
 COOKIE = "controlroom_token"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+HOST_HEADER = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+SESSION_CLOSE_S = 15.0  # how long a browser's control room has to quit when serve stops
 # The runbook's parts whose secrets only decisions use: a read-only view never runs a deploy
 # or rollback command, never sends a notification and never pages.
 DECISION_PARTS = ("deployment", "rollback", "escalation", "notifications")
@@ -131,6 +134,8 @@ def make_server(command: str, token: str, title: str) -> Any:
         if not (by_query or token_matches(request.cookies.get(COOKIE), token)):
             return web.Response(status=401, text="401 Unauthorized: open the URL that `controlroom serve` printed, "
                                                  "with its token\n")
+        if not HOST_HEADER.fullmatch(request.host):  # it goes into the page (the websocket's URL)
+            return web.Response(status=400, text="400 Bad Request: a malformed Host header\n")
         origin = request.headers.get("Origin")
         if request.path == "/ws" and origin is not None and urlsplit(origin).netloc != request.host:
             return web.Response(status=403, text="403 Forbidden: the websocket is for the served page only\n")
@@ -143,6 +148,27 @@ def make_server(command: str, token: str, title: str) -> Any:
         return response
 
     class WatchServer(Server):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.sessions: set[asyncio.Task[Any]] = set()  # the websockets' handlers: one per browser
+
+        async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
+            task = asyncio.current_task()
+            assert task is not None
+            self.sessions.add(task)
+            try:
+                return await super().handle_websocket(request)
+            finally:
+                self.sessions.discard(task)
+
+        async def close_sessions(self) -> None:
+            """End every browser's session as textual-serve does on a cancel: its websocket
+            closed, its control room told to quit and waited for (at most SESSION_CLOSE_S)."""
+            for task in self.sessions:
+                task.cancel()
+            if self.sessions:
+                await asyncio.wait(set(self.sessions), timeout=SESSION_CLOSE_S)
+
         async def _make_app(self) -> web.Application:
             app = await super()._make_app()
             app.middlewares.append(require_token)
@@ -184,6 +210,7 @@ async def _serve(server: Any, host: str, port: int, token: str, stop: asyncio.Ev
         print(f"open: http://{shown}:{bound}/?token={token}", flush=True)
         print("Ctrl-C stops it (and the browsers' control rooms).", flush=True)
         await stop.wait()
+        await server.close_sessions()
     finally:
         await runner.cleanup()
 
@@ -191,6 +218,8 @@ async def _serve(server: Any, host: str, port: int, token: str, stop: asyncio.Ev
 def serve(config_path: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Serve the control room on `config_path` to browsers, read-only, until Ctrl-C or SIGTERM."""
     loaded = load_config(config_path)  # a bad config: one line (ConfigError), before anything listens
+    for warning in loaded.pooler_warnings():
+        print(f"controlroom: warning: {warning}", file=sys.stderr, flush=True)
     environment = watcher_environment(loaded, os.environ)
     # textual-serve gives each browser's process a copy of this process's environment: this
     # process keeps only that (it needs no secret itself).
