@@ -7,6 +7,9 @@ the checklist show, the operator's attestation arrives live, a modifying key is 
 the READ-ONLY message. Without the token, or with a wrong one, every path answers 401, the
 websocket too.
 
+Also: serve's one-line errors (a port in use, an address it cannot listen on, a bad or missing
+config, --write), and which of the environment a browser's control room gets.
+
 The terminal is xterm.js drawing on a canvas: the test reads the text of its buffer, exposed
 by the one line of the served textual.js that opens the terminal (patched on its way to this
 browser only). A screenshot is left in the test's tmp_path.
@@ -23,12 +26,15 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
+from controlroom.cli.serve import read_only, watcher_environment, watcher_secrets
+from controlroom.config.loader import load_config
 from controlroom.sandbox.runner import Sandbox
 from pty_support import Terminal
 from test_shared_terminals import attest_next
@@ -236,3 +242,22 @@ async def test_serve_says_in_one_line_when_the_port_is_taken_or_the_config_is_ba
         subprocess.run, [sys.executable, "-m", "controlroom", "--write", "serve", "--config", str(sandbox.config_path)],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "serve is always read-only: drop --write" in result.stderr, result.stderr
+
+
+async def test_a_browsers_control_room_gets_the_secrets_the_view_reads_and_no_other(sandbox: Sandbox) -> None:
+    loaded = load_config(sandbox.config_path)
+    serving = {"PATH": "/usr/bin", "HOME": "/home/ic", "LC_TIME": "C", "HTTPS_PROXY": "http://proxy:3128",
+               "CONTROLROOM_JOURNAL_DIR": "/journals", "AWS_SECRET_ACCESS_KEY": "not-for-the-view",
+               # A secret in the real environment as well as in the env_file: still withheld.
+               "CONTROLROOM_SANDBOX_ADMIN_TOKEN": "admin-from-the-environment"}
+    assert watcher_secrets(loaded) == ["burst_api_key", "database_dsn", "pagerduty_api_token", "supabase_api_key"]
+    env = watcher_environment(loaded, serving)
+    secrets = {name: value for name, value in sandbox.secret_environment().items() if name in env}
+    assert sorted(secrets) == ["CONTROLROOM_SANDBOX_API_KEY", "CONTROLROOM_SANDBOX_BURST_API_KEY",
+                               "CONTROLROOM_SANDBOX_DSN", "CONTROLROOM_SANDBOX_PAGERDUTY_API_TOKEN"]
+    assert all(env[name] == value for name, value in secrets.items())  # read from the env_file
+    assert {"PATH", "HOME", "LC_TIME", "HTTPS_PROXY", "CONTROLROOM_JOURNAL_DIR"} <= set(env)
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "CONTROLROOM_SANDBOX_ADMIN_TOKEN" not in env
+    assert env["CONTROLROOM_HOST"].endswith("-browser")
+    writable = replace(loaded, environment=loaded.environment.model_copy(update={"write_by_default": True}))
+    assert read_only(writable).environment.write_by_default is False
