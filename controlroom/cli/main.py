@@ -301,6 +301,36 @@ def keys(config_path: Path | None) -> None:
     click.echo(keys_table(config_path))
 
 
+@cli.command()
+@config_option
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, metavar="PORT",
+              help="Port to listen on (0: any free one).")
+@click.option("--host", "bind", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="Address to listen on. Keep the default and reach it through an SSH tunnel.")
+@click.pass_context
+def serve(ctx: click.Context, config_path: Path | None, port: int, bind: str) -> None:
+    """Serve the control room to browsers, read-only, for people who watch the release.
+
+    Each browser gets its own control room on the same config, always read-only whatever
+    the config says (with the shared journal store it watches the same release live), and
+    only the secrets the read-only view reads. Every request needs the random token printed
+    at start, in the URL to open; a wrong or missing token gets 401. From a laptop:
+
+    \b
+      ssh -L 8000:127.0.0.1:8000 bastion      # then open the printed URL:
+      http://127.0.0.1:8000/?token=...
+
+    Ctrl-C stops it. See README.md, "Watching from a browser".
+    """
+    if config_path is None:
+        raise click.UsageError("give --config FILE: the environment and runbook to watch")
+    if ctx.parent is not None and ctx.parent.params.get("write"):
+        raise click.UsageError("serve is always read-only: drop --write")
+    from controlroom.cli.serve import serve as serve_browsers
+
+    serve_browsers(config_path, host=bind, port=port)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning every error into one line and an exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])

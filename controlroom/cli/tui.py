@@ -3,6 +3,7 @@
     run_app(config_path, write=False)          # `controlroom --config FILE [--write]`
     run_demo(scenario, locations, write=False) # `controlroom demo [--scenario NAME]`
     run_demo(join=True, write=True)            # `controlroom demo --join --write`: a second operator
+    run_read_only(config)                      # a browser session of `controlroom serve`
 
 Textual is imported only when these run, so the core stays importable without it.
 SIGHUP (a dropped SSH session), SIGTERM and the loss of the terminal close the app the way
@@ -13,7 +14,6 @@ longer than a few seconds, or a second signal comes, the process leaves at once
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -61,6 +61,13 @@ def run_app(config_path: str | Path, write: bool = False) -> None:
     for warning in config.pooler_warnings():
         print(f"controlroom: warning: {warning}", file=sys.stderr, flush=True)
     _guarded(lambda guard: _run(guard, config, write, personal=personal))
+
+
+def run_read_only(config: LoadedConfig) -> None:
+    """The control room on `config`, read-only (the config's write_by_default is the caller's
+    to clear), never offering to resume an older file journal: a browser session of
+    `controlroom serve`."""
+    _guarded(lambda guard: _run(guard, config, False, offer_resume=False))
 
 
 async def _demo(guard: ExitGuard, scenario: str, locations: int, write: bool, personal: dict[str, Any]) -> int | None:

@@ -94,8 +94,10 @@ class LoadedConfig:
         return fill(template, self.values(values), self.environment.urls, keep_missing=True)
 
 
-def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> LoadedConfig:
-    """Read and validate a config file and its runbook; raise ConfigError on anything wrong."""
+def load_config(path: str | Path, *, environ: dict[str, str] | None = None, env_file: bool = True) -> LoadedConfig:
+    """Read and validate a config file and its runbook; raise ConfigError on anything wrong.
+    With env_file=False the secrets come from the environment alone, not from the config's
+    env_file (a browser session of `controlroom serve`: its parent passed it what it needs)."""
     import os
 
     config_path = Path(path).expanduser()
@@ -108,7 +110,7 @@ def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> L
     _check_references(config_path, runbook_source, config.environment, runbook)
 
     file_values: dict[str, str] = {}
-    if config.env_file:
+    if config.env_file and env_file:
         env_path = config_path.parent / Path(config.env_file).expanduser()
         try:
             _check_file(env_path)
