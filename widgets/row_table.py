@@ -3,7 +3,8 @@
 Textual's DataTable keys every render cache on one update counter for the whole table, so a
 single changed cell makes it render every visible row again (about a millisecond a line):
 a checklist age ticking, or a watcher taking in one record of the driver's, cost the whole
-table. Here a changed cell evicts only its row's renders and refreshes only its row's region;
+table. Here a changed cell evicts only its own render and its row's line, and refreshes only its
+row's region;
 everything else (adding or removing rows, sorting, widths) is Textual's own.
 """
 
@@ -27,9 +28,12 @@ class RowTable(DataTable[Any]):
             raise CellDoesNotExist(f"No cell exists for row_key={row!r}, column_key={column!r}.")
         self._data[row][column] = value
         index = self.get_row_index(row)
-        for cache in (self._cell_render_cache, self._row_render_cache):
-            for key in [key for key in cache.keys() if key[0] == row]:  # both keys start with the row
-                cache.discard(key)
+        # The line of the row is drawn again, but of its cells only the one that changed (the
+        # cell cache's keys start with row and column; the row cache's with the row).
+        for key in [key for key in self._cell_render_cache.keys() if key[0] == row and key[1] == column]:
+            self._cell_render_cache.discard(key)
+        for key in [key for key in self._row_render_cache.keys() if key[0] == row]:
+            self._row_render_cache.discard(key)
         for key in [key for key in self._row_renderable_cache.keys() if key[1] == index]:  # (count, index)
             self._row_renderable_cache.discard(key)
         self._line_cache.clear()  # lines are rebuilt from the rows' renders, still cached but this one

@@ -43,10 +43,15 @@ class PollState(Generic[T]):
 
 
 def format_age(seconds: float | None) -> str:
+    """How old, in words that change only as often as it matters: under a minute in steps of
+    5 s ("0s", "5s", … "55s"; an age redrawn every second is a repaint a second on every row
+    that shows one, for a difference nobody acts on), then minutes, hours, days."""
     if seconds is None:
         return "never"
+    if seconds < 60:
+        return f"{int(max(0.0, seconds) // 5 * 5)}s"
     if seconds < 90:
-        return f"{seconds:.0f}s"
+        return "1m"
     if seconds < 90 * 60:
         return f"{seconds / 60:.0f}m"
     if seconds < 48 * 3600:
