@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.widgets import Input
 
 from controlroom.config.loader import load_config
 from controlroom.sandbox.runner import Sandbox
@@ -17,7 +18,7 @@ from controlroom.screens.breakers import BreakersScreen
 from controlroom.screens.checklist import ChecklistScreen
 from controlroom.screens.command_line import CommandLineScreen
 from controlroom.screens.deploy import DeployScreen
-from controlroom.screens.dialogs import ConfirmDialog
+from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
 from controlroom.screens.kpis import KpisScreen
 from controlroom.screens.rollback import RollbackScreen
 from controlroom.widgets.command_line import CommandInput
@@ -30,12 +31,23 @@ async def sandbox() -> AsyncIterator[Sandbox]:
         yield running
 
 
+def room(sandbox: Sandbox, tmp_path: Path, **options: Any) -> Any:
+    return make_app(load_config(sandbox.config_path), start_polling=False, check_on_start=False,
+                    journal_dir=tmp_path, **options)
+
+
+async def opened(app: Any, pilot: Any) -> Any:
+    """The app's release engine, once its journal is open."""
+    await wait_for(lambda: app.session is not None, pilot)
+    return app.session
+
+
 async def command(pilot: Any, line: str) -> None:
     await pilot.press("colon", *line, "enter")
 
 
 async def test_views_by_name_and_esc_walks_back_through_them(sandbox: Sandbox, tmp_path: Path) -> None:
-    app = make_app(load_config(sandbox.config_path), start_polling=False, check_on_start=False, journal_dir=tmp_path)
+    app = room(sandbox, tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(lambda: app.session is not None, pilot)
         await pilot.press("escape")  # the first view: nothing to go back to
@@ -71,7 +83,7 @@ async def test_views_by_name_and_esc_walks_back_through_them(sandbox: Sandbox, t
 
 async def test_tab_completes_and_an_unknown_command_is_named_with_its_nearest(
         sandbox: Sandbox, tmp_path: Path) -> None:
-    app = make_app(load_config(sandbox.config_path), start_polling=False, check_on_start=False, journal_dir=tmp_path)
+    app = room(sandbox, tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(lambda: app.session is not None, pilot)
         manual = app.session.attestable()[0]  # type: ignore[union-attr]
@@ -90,12 +102,9 @@ async def test_tab_completes_and_an_unknown_command_is_named_with_its_nearest(
 
 
 async def test_attest_by_name_asks_as_a_does_and_journals_the_same(sandbox: Sandbox, tmp_path: Path) -> None:
-    app = make_app(load_config(sandbox.config_path), write=True, start_polling=False, check_on_start=False,
-                   journal_dir=tmp_path)
+    app = room(sandbox, tmp_path, write=True)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(lambda: app.session is not None, pilot)
-        session = app.session
-        assert session is not None
+        session = await opened(app, pilot)
         first, second = session.attestable()[:2]
         # By key: select it, a.
         await pilot.press("d")  # from another view: the command line goes to the checklist itself
@@ -123,8 +132,7 @@ async def test_attest_by_name_asks_as_a_does_and_journals_the_same(sandbox: Sand
 
 
 async def test_a_refusal_by_name_is_the_refusal_of_the_key(sandbox: Sandbox, tmp_path: Path) -> None:
-    app = make_app(load_config(sandbox.config_path), write=False, start_polling=False, check_on_start=False,
-                   journal_dir=tmp_path)
+    app = room(sandbox, tmp_path, write=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(lambda: app.session is not None, pilot)
         manual = app.session.attestable()[0]  # type: ignore[union-attr]
@@ -151,8 +159,7 @@ async def test_a_refusal_by_name_is_the_refusal_of_the_key(sandbox: Sandbox, tmp
 
 async def test_no_shell_for_a_browser_session_nor_where_the_terminal_cannot_be_suspended(
         sandbox: Sandbox, tmp_path: Path) -> None:
-    app = make_app(load_config(sandbox.config_path), start_polling=False, check_on_start=False,
-                   journal_dir=tmp_path, shell=False)  # as `controlroom serve` opens it (cli.tui.run_read_only)
+    app = room(sandbox, tmp_path, shell=False)  # as `controlroom serve` opens it (cli.tui.run_read_only)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(lambda: app.session is not None, pilot)
         await pilot.press("exclamation_mark")
@@ -163,10 +170,30 @@ async def test_no_shell_for_a_browser_session_nor_where_the_terminal_cannot_be_s
         await command(pilot, "shell")  # by name: the same refusal
         await wait_for(lambda: len(notifications(app)) > 0, pilot)
         assert notifications(app)[0].startswith("No shell here: this is a browser session")
-    headless = make_app(load_config(sandbox.config_path), start_polling=False, check_on_start=False,
-                        journal_dir=tmp_path)
+    headless = room(sandbox, tmp_path)
     async with headless.run_test(size=(80, 24)) as pilot:  # a driver that cannot suspend (as Textual's web one)
         await pilot.press("exclamation_mark")
         await wait_for(lambda: len(notifications(headless)) > 0, pilot)
         assert notifications(headless) == ["No shell here: this terminal cannot be suspended (a browser or a "
                                            "headless run)"]
+
+
+async def test_skip_by_name_opens_the_skip_dialog_with_the_reason_typed_in(sandbox: Sandbox, tmp_path: Path) -> None:
+    app = room(sandbox, tmp_path, write=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        session = await opened(app, pilot)
+        await session.start_deploy("v2.15.0", override_reason="a test of the command line")
+        app.session_changed()
+        step = app.config.runbook.deployment.phases[0].steps[1].id
+        await command(pilot, f"skip {step} checked by hand already")
+        await wait_for(lambda: isinstance(app.screen, ReasonDialog), pilot, what="the skip dialog")
+        await wait_for(lambda: app.screen.query_one("#reason", Input).value == "checked by hand already", pilot,
+                       what="the reason typed in")
+        assert app.screen.title_text.plain.startswith("Skip: ")
+        await pilot.press("enter")  # the operator confirms it
+        def skipped() -> list[Any]:
+            return [r for r in session.journal.of_kind("step_outcome")
+                    if r.data.get("step_id") == step and r.data.get("status") == "skipped"]
+
+        await wait_for(lambda: bool(skipped()), pilot, what="skip journaled")
+        assert skipped()[0].data["reason"] == "checked by hand already"
