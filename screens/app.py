@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -17,7 +19,7 @@ from typing import Any
 from rich.text import Text
 
 from textual import constants, events, work
-from textual.app import App, SystemCommand
+from textual.app import App, SuspendNotSupported, SystemCommand
 from textual.driver import Driver
 from textual.keys import format_key
 from textual.binding import Binding
@@ -36,6 +38,7 @@ from controlroom.release.alerts import Alerts
 from controlroom.screens.base import ControlScreen
 from controlroom.screens.breakers import BreakersScreen
 from controlroom.screens.checklist import ChecklistScreen
+from controlroom.screens.command_line import CommandLineScreen
 from controlroom.screens.deploy import DeployScreen
 from controlroom.screens.dialogs import ConfirmDialog, TypedConfirmDialog
 from controlroom.screens.help import HelpScreen
@@ -46,6 +49,7 @@ from controlroom.screens.rollback import RollbackScreen
 from controlroom.screens.terminal import TerminalDriver
 from controlroom.infra import logs
 from controlroom.infra.logs import logger
+from controlroom.release.command_line import Names, Parsed
 from controlroom.release.engine import ReleaseEngine, SessionError, find_resumable
 from controlroom.live.sources import Feeds, plain
 from controlroom.release.steps import StepRefused
@@ -126,6 +130,13 @@ class ControlRoomApp(App[None]):
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="app.quit_ctrl_c"),
         Binding("ctrl+p", "command_palette", "Commands", show=False, id="app.palette"),
+        Binding("colon", "command_line", "Command line", key_display=":", show=False, tooltip="Command line: "
+                ":rollback, :attest ITEM-ID, :skip STEP-ID REASON, :q … (Tab completes; the same commands as "
+                "the keys)", id="app.command_line"),
+        Binding("escape", "back", "Back", key_display="esc", show=False, tooltip="Back to the view shown before "
+                "(after closing a dialog, filter or command line first)", id="app.back"),
+        Binding("exclamation_mark", "shell", "Shell", key_display="!", show=False, tooltip="Shell: $SHELL "
+                "without the secrets, CONTROLROOM_JOURNAL set; exit comes back here", id="app.shell"),
     ]
 
     def __init__(
@@ -144,8 +155,13 @@ class ControlRoomApp(App[None]):
         operator: dict[str, str] | None = None,
         settings: Settings = Settings(),
         keymap: dict[str, str] | None = None,
+        shell: bool = True,
     ) -> None:
         super().__init__()
+        # `!` may suspend to a shell: never in a browser session of `controlroom serve`.
+        self.shell_allowed = shell
+        self._view_history: list[str] = []  # the views shown before this one, for esc (back)
+        self._going_back = False
         # Personal settings (controlroom.config.settings), checked before the app is made.
         self.settings = settings
         self._keymap = dict(keymap or {})
@@ -183,6 +199,9 @@ class ControlRoomApp(App[None]):
         """Textual's switch, without its 50 ms `delay_update()`: the switch is one batch, so the
         next frame is the new view (an operator switches views dozens of times in a rollback;
         benchmarks/key_frames.py measures it)."""
+        previous = self.current_mode
+        if previous != mode and not self._going_back:
+            self._view_history = [*self._view_history, previous][-50:]
         with self.batch_update():
             self.delay_update = _no_delay  # type: ignore[method-assign]
             try:
@@ -1072,6 +1091,143 @@ class ControlRoomApp(App[None]):
         title = f"Help — {screen.TITLE_TEXT}" if screen else "Help"
         self.push_screen(HelpScreen(title, screen.help_text if screen else "", self.key_list()))
 
+    # -- esc: back to the view shown before ---------------------------------------------
+
+    def action_back(self) -> None:
+        """esc on a main view with nothing open on it: the view shown before, like a browser's
+        back (a dialog, the help, a filter or the command line take their esc first)."""
+        if not isinstance(self.screen, ControlScreen):
+            return  # something is open over the view: its own esc closes it
+        history = self._view_history
+        while history:
+            mode = history.pop()
+            if mode != self.current_mode and mode in self._modes:
+                self._going_back = True
+                try:
+                    self.switch_mode(mode)
+                finally:
+                    self._going_back = False
+                return
+
+    # -- the `:` command line: the keys' own actions, by name ----------------------------
+
+    def command_names(self) -> Names:
+        """What the command line completes: the views shown, the runbook's ids."""
+        runbook = self.config.runbook
+        session = self.session
+        return Names(
+            views=tuple((mode, key) for mode, (key, _, _) in VIEWS.items() if mode not in self.hidden_modes),
+            items=tuple(item.id for _, item in runbook.items()),
+            manual_items=tuple(session.attestable()) if session is not None else (),
+            steps=tuple(step.id for phase in runbook.deployment.phases for step in phase.steps),
+        )
+
+    def action_command_line(self) -> None:
+        if isinstance(self.screen, CommandLineScreen):
+            return
+        self.push_screen(CommandLineScreen(self.command_names()), self._command_given)
+
+    def _command_given(self, parsed: Parsed | None) -> None:
+        if parsed is not None:
+            self.run_worker(self.run_command(parsed), group="command-line", exit_on_error=False)
+
+    async def run_command(self, parsed: Parsed) -> None:
+        """Run what the command line named as its key does: the same action on the same
+        screen (the item or step selected first), so the engine refuses it, and the same
+        dialog asks, exactly as for the key."""
+        if parsed.view:
+            await self.run_action(f"switch_mode({parsed.verb!r})")
+            return
+        args = parsed.args
+        if parsed.verb in ("report", "help", "keys", "shell", "quit"):
+            await self.run_action(parsed.verb)
+            return
+        if parsed.verb in ("attest", "notmet", "rerun"):
+            action = {"attest": "attest", "notmet": "attest_failing", "rerun": "rerun_item"}[parsed.verb]
+            screen = await self._view_with_row("checklist", args[0] if args else None)
+            await screen.run_action(action if args else "rerun_all")
+            return
+        if parsed.verb in ("run", "skip"):
+            screen = await self._view_with_row("deploy", args[0])
+            await screen.run_action("run_step" if parsed.verb == "run" else "skip")
+            if parsed.verb == "skip" and len(args) > 1:
+                self._prefill_reason(args[1])
+
+    async def _view_with_row(self, mode: str, row: str | None) -> ControlScreen:
+        if self.current_mode != mode:
+            await self.switch_mode(mode)
+        screen = self.screen
+        assert isinstance(screen, ControlScreen)
+        if row is not None:
+            screen.select_row(row)
+        return screen
+
+    def _prefill_reason(self, reason: str, tries: int = 10) -> None:
+        """`:skip STEP REASON`: the skip's own dialog, its reason typed in; enter confirms it."""
+        from textual.widgets import Input
+
+        from controlroom.screens.dialogs import ReasonDialog
+
+        dialog = self.screen
+        if not isinstance(dialog, ReasonDialog):
+            return  # refused before asking: said already
+        fields = dialog.query("#reason")
+        if not fields and tries:
+            self.call_after_refresh(self._prefill_reason, reason, tries - 1)
+            return
+        for field in fields:
+            if isinstance(field, Input):
+                field.value = reason
+                field.cursor_position = len(reason)
+
+    def action_keys(self) -> None:
+        """`:keys`: every key with its binding id, as `controlroom keys` prints them."""
+        from controlroom.screens.keymap import key_rows
+
+        rows = key_rows(self._keymap, self.hidden_modes)
+        keys = [(shown, f"{description.split(' (')[0]} — {binding_id}" + (" (yours)" if mine else "")
+                 + ("" if where == "every screen" else f" [{where}]"))
+                for binding_id, shown, description, where, mine in rows]
+        self.push_screen(HelpScreen("Keys", "Every key and its binding id; settings.toml [keys] remaps them by "
+                                    "id (`controlroom keys` prints the same).", keys))
+
+    # -- !: a shell, then back ---------------------------------------------------------
+
+    def shell_refusal(self) -> str | None:
+        if not self.shell_allowed:
+            return "No shell here: this is a browser session of `controlroom serve` (read-only, for watchers)"
+        driver = self._driver
+        if driver is None or not driver.can_suspend:
+            return "No shell here: this terminal cannot be suspended (a browser or a headless run)"
+        return None
+
+    def action_shell(self) -> None:
+        """!: suspend the screen and run $SHELL without the secrets; the control room comes
+        back when it exits. While it runs the control room waits: no polls, no sends (the
+        clocks are derived from the journal and catch up)."""
+        from controlroom.infra.shell import shell_invocation
+
+        refusal = self.shell_refusal()
+        if refusal is not None:
+            self.notify(refusal, severity="error", timeout=8)
+            return
+        journal = self.session.journal.path if self.session is not None else None
+        argv, env, cleanup = shell_invocation(self.config, os.environ, journal)
+        code: int | None = None
+        try:
+            with self.suspend(), _shell_keeps_the_keyboard_signals():
+                code = subprocess.run(argv, env=env, check=False).returncode
+        except SuspendNotSupported:
+            self.notify("No shell here: this terminal cannot be suspended", severity="error", timeout=8)
+            return
+        except OSError as error:
+            self.notify(f"cannot start {argv[0]}: {error.strerror or error}", severity="error", timeout=8)
+            return
+        finally:
+            cleanup()
+        self.refresh(layout=True)
+        self.notify("Back from the shell" + (f" (it exited with {code})" if code else ""), timeout=3)
+
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """The palette, built from the active bindings (the screen's, then the app's), so a
         remapped key stays true: each command is a key's tooltip and runs its action."""
@@ -1084,6 +1240,20 @@ class ControlRoomApp(App[None]):
             title = binding.tooltip or binding.description or binding.action
             yield SystemCommand(title.split(" (")[0].split(": ")[0], f"key {self.get_key_display(binding)}",
                                 partial(active.node.run_action, binding.action))
+
+
+@contextlib.contextmanager
+def _shell_keeps_the_keyboard_signals() -> Any:
+    """While the shell runs, ctrl+c, ctrl+\\ and ctrl+z are the shell's: here they do nothing
+    (the exit guard would close the control room on SIGINT). Handlers, not SIG_IGN: the
+    shell, exec'ed, starts with them at their defaults. SIGHUP and SIGTERM still close."""
+    keyboard = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP)
+    before = {signum: signal.signal(signum, lambda *_: None) for signum in keyboard}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 def make_app(config: LoadedConfig, **kwargs: Any) -> ControlRoomApp:

@@ -76,6 +76,22 @@ class ControlScreen(Screen[None]):
     def show_session(self, session: ReleaseEngine) -> None:
         """The release changed: re-render what shows it."""
 
+    def select_row(self, key: str) -> bool:
+        """Put the cursor of this screen's table (its AUTO_FOCUS one) on the row `key`, as
+        the arrow keys would (the `:` command line names an item or a step this way); False
+        when there is no such row."""
+        from textual.widgets import DataTable
+
+        tables = self.query(self.AUTO_FOCUS) if self.AUTO_FOCUS else None
+        table = tables.first() if tables else None
+        if not isinstance(table, DataTable):
+            return False
+        try:
+            table.move_cursor(row=table.get_row_index(key))
+        except Exception:  # noqa: BLE001 - textual's RowDoesNotExist: not a row of this table
+            return False
+        return True
+
     def on_release_changed(self, event: ReleaseChanged) -> None:
         if self.session is not None:
             self.show_session(self.session)

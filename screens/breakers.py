@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.widgets import Input, Label
 
@@ -58,6 +59,8 @@ class BreakersScreen(ControlScreen):
 
     def action_clear_filter(self) -> None:
         field = self.query_one("#breaker-filter", Input)
+        if not field.display and not self.filter_text:
+            raise SkipAction()  # no filter to clear: esc goes on to the app's (back)
         field.value = ""
         field.display = False
         field.disabled = True

@@ -14,3 +14,8 @@ async def wait_for(predicate: Callable[[], bool], pilot: Any, timeout: float = 1
     while not predicate():
         assert loop.time() < deadline, f"{what}: not met in time"
         await pilot.pause(0.02)
+
+
+def notifications(app: Any) -> list[str]:
+    """The messages of the notifications on show, oldest first."""
+    return [str(n.message) for n in app._notifications]

@@ -196,6 +196,8 @@ async def test_a_browser_watches_the_release_read_only_behind_the_token(sandbox:
                 await page.focus(".xterm-helper-textarea")
                 await page.keyboard.press("a")
                 await terminal_text(page, "READ-ONLY: attest is a decision")
+                await page.keyboard.press("!")  # never a shell on the bastion from a browser
+                await terminal_text(page, "No shell here: this is a browser")
                 await page.screenshot(path=str(tmp_path / "browser.png"))
 
                 # Stopping serve with a browser still on it ends that browser's control room.

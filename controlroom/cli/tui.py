@@ -32,10 +32,10 @@ def _settings() -> dict[str, Any]:
 
 
 async def _run(guard: ExitGuard, config: LoadedConfig, write: bool, *, offer_resume: bool = True,
-               personal: dict[str, Any] | None = None) -> int | None:
+               personal: dict[str, Any] | None = None, shell: bool = True) -> int | None:
     from controlroom.screens.app import make_app
 
-    app = make_app(config, write=write, offer_resume=offer_resume, **(personal or {}))
+    app = make_app(config, write=write, offer_resume=offer_resume, shell=shell, **(personal or {}))
     before = guard.graceful
     guard.graceful = app.exit  # while the app runs, a close signal is a `q` without questions
     try:
@@ -66,8 +66,8 @@ def run_app(config_path: str | Path, write: bool = False) -> None:
 def run_read_only(config: LoadedConfig) -> None:
     """The control room on `config`, read-only (the config's write_by_default is the caller's
     to clear), never offering to resume an older file journal: a browser session of
-    `controlroom serve`."""
-    _guarded(lambda guard: _run(guard, config, False, offer_resume=False))
+    `controlroom serve`, which never offers a shell (`!`)."""
+    _guarded(lambda guard: _run(guard, config, False, offer_resume=False, shell=False))
 
 
 async def _demo(guard: ExitGuard, scenario: str, locations: int, write: bool, personal: dict[str, Any]) -> int | None:
