@@ -38,7 +38,6 @@ from controlroom.screens.dialogs import ConfirmDialog, TypedConfirmDialog
 from controlroom.screens.help import HelpScreen
 from controlroom.screens.kpis import KpisScreen
 from controlroom.screens.pos_health import PosHealthScreen
-from controlroom.screens.report import ReportScreen
 from controlroom.screens.rollback import RollbackScreen
 from controlroom.screens.terminal import TerminalDriver
 from controlroom.infra import logs
@@ -764,6 +763,7 @@ class ControlRoomApp(App[None]):
     def action_report(self) -> None:
         """Write the post-deployment report of this session's journal next to it, and show it."""
         from controlroom.report.render import render_report
+        from controlroom.screens.report import ReportScreen  # Markdown: ~40 ms, not before the first frame
 
         session = self.session
         path = self.report_path()
