@@ -594,7 +594,7 @@ class ControlRoomApp(App[None]):
         engine = self._engine()
         engine.checks_running = True
         self.session_changed()
-        report = await engine.run_checks()
+        report = await engine.run_checks(on_result=lambda _: self.session_changed())  # each row as its result lands
         self.session_changed()
         self.notify(f"Checklist: {report.verdict.verdict} ({len(report.checks)} checks in "
                     f"{report.duration_ms / 1000:.1f} s)", timeout=3)

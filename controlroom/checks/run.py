@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -166,27 +166,36 @@ async def run_checklist(
     attested: Mapping[str, Attestation] | Iterable[str] = (),
     *,
     environ: Mapping[str, str] | None = None,
+    on_result: Callable[[ProbeResult], None] | None = None,
 ) -> CheckReport:
-    """Run every checklist item's probe, concurrently, and decide the verdict."""
+    """Run every checklist item's probe, concurrently, and decide the verdict. `on_result`
+    hears each item's result as it lands (the control room shows it at once); the verdict
+    waits for them all."""
     attestations = resolve_attestations(loaded, attested, environ=environ)
     started_at = datetime.now(timezone.utc)
     began = time.perf_counter()
     items = loaded.runbook.items()
     results: dict[str, ProbeResult] = {}
+
+    async def landed(probe: Awaitable[ProbeResult]) -> ProbeResult:
+        result = await probe
+        if result.status == "skipped" and result.item_id in attestations:
+            result = with_attestation(result, attestations[result.item_id], loaded.secrets.redact)
+        if on_result is not None:
+            on_result(result)
+        return result
+
     async with ProbeContext(loaded, attestations=attestations, environ=environ) as ctx:
         bursts = [item for _, item in items if isinstance(item, RateLimitItem) and not has_own_identity(item, loaded)]
         # A burst that runs with the others is often the slowest probe: it starts first, before
         # the others' synchronous set-up (each runs until its first await) delays it.
         first = [item for _, item in items if isinstance(item, RateLimitItem) and item not in bursts]
         first += [item for _, item in items if not isinstance(item, RateLimitItem)]
-        for result in await asyncio.gather(*(run_probe(item, ctx) for item in first)):
+        for result in await asyncio.gather(*(landed(run_probe(item, ctx)) for item in first)):
             results[result.item_id] = result
         silent = _silent_origins(first, results, loaded)
-        for result in await asyncio.gather(*(_run_burst(item, ctx, silent) for item in bursts)):
+        for result in await asyncio.gather(*(landed(_run_burst(item, ctx, silent)) for item in bursts)):
             results[result.item_id] = result
-    for item_id, result in results.items():
-        if result.status == "skipped" and item_id in attestations:
-            results[item_id] = with_attestation(result, attestations[item_id], loaded.secrets.redact)
     duration_ms = (time.perf_counter() - began) * 1000.0
 
     verdict = decide(loaded.runbook, results)
