@@ -6,8 +6,10 @@ from __future__ import annotations
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import controlroom
+from snapshot_support import config_toml
 
 
 def core_modules() -> list[str]:
@@ -53,8 +55,15 @@ def imported_by(statement: str) -> set[str]:
     return set(result.stdout.split())
 
 
-def test_the_tui_imports_only_what_its_first_frame_needs() -> None:
-    modules = imported_by("import controlroom.screens.app, controlroom.cli.main, controlroom.cli.tui")
+def test_the_tui_imports_only_what_its_first_frame_needs(tmp_path: Path) -> None:
+    """`controlroom --config FILE` up to the app: the CLI, the TUI, and the config loaded and
+    validated (its URLs too: read by httpx's rules, without httpx)."""
+    (tmp_path / "controlroom.toml").write_text(config_toml())
+    modules = imported_by(
+        "import controlroom.screens.app, controlroom.cli.main, controlroom.cli.tui\n"
+        "from controlroom.config.loader import load_config\n"
+        f"load_config({str(tmp_path / 'controlroom.toml')!r}, environ={{}})"
+    )
     assert "textual.app" in modules and "controlroom.release.engine" in modules  # the check checks something
     pulled_in = sorted(m for m in modules if m.split(".")[0] in DEFERRED or any(
         m == name or m.startswith(name + ".") for name in DEFERRED))
