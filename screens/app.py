@@ -44,7 +44,6 @@ from controlroom.screens.dialogs import ConfirmDialog, TypedConfirmDialog
 from controlroom.screens.help import HelpScreen
 from controlroom.screens.kpis import KpisScreen
 from controlroom.screens.pos_health import PosHealthScreen
-from controlroom.screens.report import ReportScreen
 from controlroom.screens.rollback import RollbackScreen
 from controlroom.screens.terminal import TerminalDriver
 from controlroom.infra import logs
@@ -675,7 +674,7 @@ class ControlRoomApp(App[None]):
         engine = self._engine()
         engine.checks_running = True
         self.session_changed()
-        report = await engine.run_checks()
+        report = await engine.run_checks(on_result=lambda _: self.session_changed())  # each row as its result lands
         self.session_changed()
         self.notify(f"Checklist: {report.verdict.verdict} ({len(report.checks)} checks in "
                     f"{report.duration_ms / 1000:.1f} s)", timeout=3)
@@ -844,6 +843,7 @@ class ControlRoomApp(App[None]):
     def action_report(self) -> None:
         """Write the post-deployment report of this session's journal next to it, and show it."""
         from controlroom.report.render import render_report
+        from controlroom.screens.report import ReportScreen  # Markdown: ~40 ms, not before the first frame
 
         session = self.session
         path = self.report_path()

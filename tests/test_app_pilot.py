@@ -106,3 +106,44 @@ async def test_dead_http_marks_prometheus_kpis_stale_and_keys_work(sandbox: Sand
         assert isinstance(app.screen, KpisScreen)
         assert asyncio.get_running_loop().time() - began < 1.0
         await pilot.press("ctrl+c")
+
+
+async def test_each_check_row_shows_its_result_as_it_lands(tmp_path) -> None:  # noqa: ANN001
+    """The probes start once the first frame is up, and a row shows its result as soon as its
+    probe answers: the quick item reads PASS while the slow one still reads RUN and the verdict
+    waits for it (an API held until the test lets it answer, over a real socket)."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from textual.widgets import DataTable
+
+    from probe_support import make_loaded, serve
+
+    release = asyncio.Event()
+
+    async def quick(request):  # noqa: ANN001, ANN202
+        return JSONResponse({"status": "ok"})
+
+    async def slow(request):  # noqa: ANN001, ANN202
+        await release.wait()
+        return JSONResponse({"status": "ok"})
+
+    async with serve(Starlette(routes=[Route("/quick", quick), Route("/slow", slow)])) as url:
+        item = {"title": "HTTP", "kind": "http", "timeout_s": 20}
+        loaded = make_loaded([{**item, "id": "slow", "url": "{urls.api}/slow"},
+                              {**item, "id": "quick", "url": "{urls.api}/quick"}], urls={"api": url}, config_dir=tmp_path)
+        app = make_app(loaded, start_polling=False, journal_dir=tmp_path)
+        try:
+            async with app.run_test(size=(100, 30)) as pilot:
+                table = app.screen.query_one("#checklist-table", DataTable)
+
+                def status(item_id: str) -> str:
+                    return str(table.get_cell(item_id, "status"))
+
+                await wait_for(lambda: status("quick") == "PASS", pilot, what="the quick check's row")
+                assert status("slow") == "RUN" and app.session is not None and app.session.verdict is None
+                release.set()
+                await wait_for(lambda: status("slow") == "PASS", pilot, what="the slow check's row")
+                await wait_for(lambda: app.session.verdict is not None, pilot, what="the verdict")
+        finally:
+            release.set()

@@ -330,3 +330,63 @@ def test_a_prometheus_url_is_a_checked_template(tmp_path: Path, kind: str, extra
     assert "environment.urls.prometheus" in str(raised.value), raised.value
     loaded = load_config(write(tmp_path, config, runbook.replace("{urls.prometheus}", "{urls.metrics}")))
     assert loaded.runbook.items()[0][1].kind == kind
+
+
+# -- URLs: read as httpx reads them, without importing httpx before the first frame ----------
+
+
+def httpx_problem(value: str) -> str | None:
+    """What url_problem said when it asked httpx itself (before issue 13 moved httpx's import
+    out of the control room's start-up)."""
+    import httpx
+
+    try:
+        url = httpx.URL(value)
+        if url.scheme not in {"http", "https"}:
+            return "scheme"
+        if not url.host:
+            return "host"
+    except (httpx.InvalidURL, ValueError) as error:  # idna's errors are ValueErrors
+        return str(error)
+    return "credentials" if url.userinfo else None
+
+
+URL_PIECES = ["http", "https", "HTTPS", "ftp", ":", "//", "/", "@", "[", "]", "::1", "127.0.0.1", "999.1.1.1", "1.2.3",
+              "example.com", "ex ample", "bücher.de", "xn--bcher-kva.de", "xn--", "?", "#", "%", "%41", "80", "99999",
+              "-1", "user", "pw", ".", "..", "\\", "\t", "\x7f", " ", "ß", "☃"]
+
+
+@pytest.mark.parametrize(("url", "accepted"), [
+    ("https://example.supabase.co", True), ("http://127.0.0.1:8080/api?x=1#y", True), ("http://[::1]:9090/", True),
+    ("https://bücher.de/", True), ("https://xn--bcher-kva.de", True), ("HTTPS://Example.COM", True),
+    ("http://@example.com", True), ("http://example.com:/", True),
+    ("ftp://example.com", False), ("example.com", False), ("http://", False), ("http:///path", False),
+    ("http://user:pw@example.com", False), ("http://:@example.com", False), ("http://example.com:port", False),
+    ("http://999.1.1.1", False), ("http://[::1]x/", False), ("http://[:::1]/", False), ("http://exa\tmple.com", False),
+    ("http://xn--a.com", False), ("http://1.2.3[::1]a", False), ("http://example.com:99999", False),
+])
+def test_url_problem_answers_as_httpx_did(url: str, accepted: bool) -> None:
+    from controlroom.config.models import url_problem
+
+    assert (url_problem(url) is None) == accepted
+    if url != "http://example.com:99999":  # httpx takes any number (the connection fails later)
+        assert (httpx_problem(url) is None) == accepted
+
+
+def test_whatever_url_problem_accepts_httpx_reads_with_that_scheme_and_host() -> None:
+    """Accepted here means httpx parses it, http(s), with a host and no credentials: the
+    probes, the feeds and the notifiers never meet a config URL their client refuses."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from controlroom.config.models import url_problem
+
+    @settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(["http://", "https://", "http:", "HTTP://", ""]), st.lists(st.sampled_from(URL_PIECES),
+                                                                                      max_size=10).map("".join))
+    def accepted_alike(scheme: str, rest: str) -> None:
+        url = scheme + rest
+        if url_problem(url) is None:
+            assert httpx_problem(url) is None, url
+
+    accepted_alike()

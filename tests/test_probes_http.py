@@ -523,3 +523,30 @@ async def test_results_serialise_to_json(base_url: str) -> None:
     result = await http(base_url, "/ok")
     data = json.loads(json.dumps(result.to_json()))
     assert data["id"] == "h" and data["status"] == "pass" and data["duration_ms"] >= 0
+
+
+async def test_each_result_is_heard_as_it_lands_before_the_slowest_probe_answers() -> None:
+    """The control room shows a check's row as soon as its probe answers: `on_result` hears
+    the quick item while the slow one still waits (released only after), and the report is
+    the same as without it."""
+    api = HungApi()
+    heard: list[tuple[str, str, bool]] = []  # (item, status, had the slow one been released)
+
+    def on_result(result: Any) -> None:
+        heard.append((result.item_id, result.status, api.release.is_set()))
+        if result.item_id == "quick":
+            api.release.set()  # the slow probe answers only once the quick one was heard
+
+    app = Starlette(routes=[Route("/ok", ok), Route("/slow", api.hang)])
+    async with serve(app) as url:
+        loaded = make_loaded(
+            [{**http_item("/slow", timeout_s=10), "id": "slow"}, {**http_item("/ok", timeout_s=10), "id": "quick"}],
+            urls={"api": url},
+        )
+        try:
+            report = await run_checklist(loaded, on_result=on_result)
+        finally:
+            api.release.set()
+    assert heard == [("quick", "pass", False), ("slow", "pass", True)]
+    assert [check.item.id for check in report.checks] == ["slow", "quick"]
+    assert {k: r.status for k, r in report.results.items()} == {"slow": "pass", "quick": "pass"}

@@ -173,9 +173,8 @@ async def test_a_long_lived_context_reconnects_after_the_database_comes_back(
     db_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from controlroom.checks import base
-    from controlroom.infra import pg
 
-    real_create_pool = pg.asyncpg.create_pool
+    real_create_pool = asyncpg.create_pool
     calls = 0
 
     def flaky_create_pool(*args: Any, **kwargs: Any):  # noqa: ANN202
@@ -185,7 +184,7 @@ async def test_a_long_lived_context_reconnects_after_the_database_comes_back(
             raise ConnectionRefusedError(111, "Connection refused")
         return real_create_pool(*args, **kwargs)
 
-    monkeypatch.setattr(pg.asyncpg, "create_pool", flaky_create_pool)
+    monkeypatch.setattr(asyncpg, "create_pool", flaky_create_pool)
     monkeypatch.setattr(base, "POOL_RETRY_AFTER_S", 0.0)
     loaded = make_loaded([sql_item("SELECT 1 WHERE false")], secrets={"database_dsn": db_dsn})
     item = loaded.runbook.items()[0][1]

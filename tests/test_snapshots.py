@@ -86,7 +86,8 @@ async def feed_checks(app: ControlRoomApp, monkeypatch: pytest.MonkeyPatch, resu
     decided, exactly as a real run), and the screen follows."""
     report = check_report(app.config, results)
 
-    async def fixed_run_checklist(loaded: LoadedConfig, attested: Any = (), *, environ: Any = None) -> Any:
+    async def fixed_run_checklist(loaded: LoadedConfig, attested: Any = (), *, environ: Any = None,
+                                  on_result: Any = None) -> Any:
         return report
 
     monkeypatch.setattr("controlroom.release.engine.run_checklist", fixed_run_checklist)

@@ -391,7 +391,7 @@ async def test_checklist_n_jumps_to_waiting_items(tmp_path: Path, monkeypatch: p
     app = build(config(tmp_path), tmp_path, clock)
     report = check_report(app.config, check_results(app.config, attested=False))
 
-    async def fixed_run_checklist(loaded: Any, attested: Any = (), *, environ: Any = None) -> Any:
+    async def fixed_run_checklist(loaded: Any, attested: Any = (), *, environ: Any = None, on_result: Any = None) -> Any:
         return report
 
     monkeypatch.setattr("controlroom.release.engine.run_checklist", fixed_run_checklist)

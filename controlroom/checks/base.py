@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import ssl
 import contextvars
 import math
 import os
@@ -27,12 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Literal
-
-import asyncpg
-import certifi
-import httpcore  # noqa: F401 - httpx imports it on the first client (~30 ms); here, at start-up
-import httpx
+from typing import TYPE_CHECKING, Any, Literal
 
 from controlroom.infra.identity import current_operator
 from controlroom.infra.pg import PgSettings
@@ -40,6 +33,10 @@ from controlroom.config.loader import LoadedConfig
 from controlroom.config.placeholders import MissingValue
 from controlroom.config.models import Auth, ChecklistItem
 from controlroom.config.secrets import MissingSecret
+
+if TYPE_CHECKING:  # imported where used: the TUI's first frame needs neither (~90 ms together)
+    import asyncpg
+    import httpx
 
 Status = Literal["pass", "fail", "warn", "error", "pending", "skipped"]
 STATUSES: tuple[Status, ...] = ("pass", "fail", "warn", "error", "pending", "skipped")
@@ -136,36 +133,6 @@ class ProbeError(Exception):
 # -- context -------------------------------------------------------------------------------
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One TLS context (certifi's roots, as httpx's default) for every probe client of the
-    process: building one reads the whole CA bundle (~30 ms), so it is built once, and only
-    when a probe first speaks https."""
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-class NoRetryTransport(httpx.AsyncBaseTransport):
-    """No retries of its own (retries=0, made explicit). Plain http:// goes through a
-    transport that never needs certificates; https:// through one verifying with
-    _tls_context(), made on the first https request."""
-
-    def __init__(self) -> None:
-        self._plain = httpx.AsyncHTTPTransport(retries=0, verify=False)  # only ever sees http://
-        self._tls: httpx.AsyncHTTPTransport | None = None
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.scheme != "https":
-            return await self._plain.handle_async_request(request)
-        if self._tls is None:
-            self._tls = httpx.AsyncHTTPTransport(retries=0, verify=_tls_context())
-        return await self._tls.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._plain.aclose()
-        if self._tls is not None:
-            await self._tls.aclose()
-
-
 class ProbeContext:
     """The shared resources of one run of probes. Use as an async context manager, or call
     aclose(). Pools are created on first use and closed at the end; a database that cannot
@@ -184,6 +151,10 @@ class ProbeContext:
         self.values: dict[str, str] = dict(values or {})
         self.attestations: dict[str, Attestation] = dict(attestations or {})
         self.environ = dict(os.environ if environ is None else environ)
+        import httpx  # the first probe run pays for it, not the TUI's first frame
+
+        from controlroom.checks.transport import NoRetryTransport
+
         # No retries (transport retries=0 is the default, made explicit), no redirects.
         self.http = httpx.AsyncClient(
             transport=NoRetryTransport(),
@@ -414,6 +385,8 @@ def clean(text: str) -> str:
 
 def describe_exception(error: BaseException) -> str:
     """A one-line reason for an exception, naming its kind when the message is empty."""
+    import httpx  # loaded by then wherever an httpx error can come from
+
     if isinstance(error, httpx.TimeoutException):
         kind = type(error).__name__.replace("Timeout", " timeout").strip().lower()
         return f"{kind} (no answer in time)"
@@ -531,6 +504,8 @@ async def request_within_deadline(client: httpx.AsyncClient, method: str, url: s
     """One request that ends by the probe's deadline, body included (httpx's own timeouts are
     per read: a body dripping a byte a second never trips them). ProbeError says how long it
     ran and whether the headers or the body did not arrive in time."""
+    import httpx  # loaded with the client
+
     timeout = kwargs.pop("timeout", None)
     left = time_left(float(timeout) if isinstance(timeout, (int, float)) else 10.0)
     phase = "the connection and the response headers"

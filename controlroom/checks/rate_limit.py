@@ -28,7 +28,7 @@ from controlroom.config.models import Environment, RateLimitItem
 
 def refused_here(item: RateLimitItem, environment: Environment) -> bool:
     """Whether this burst must not run against this environment."""
-    return environment.production and not item.allow_in_production
+    return item.refused_in(environment)
 
 
 async def probe(item: RateLimitItem, ctx: ProbeContext) -> Outcome:

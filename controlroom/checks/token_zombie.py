@@ -32,8 +32,8 @@ from typing import Any
 
 import httpx
 
+from controlroom.checks.transport import NoRetryTransport
 from controlroom.checks.base import (
-    NoRetryTransport,
     Outcome,
     ProbeContext,
     ProbeError,
@@ -58,7 +58,7 @@ WARM_UP_TIMEOUT_S = 1.0
 
 def refused_here(item: TokenZombieItem, environment: Environment) -> bool:
     """Whether minting and rotating a token (for a real location) must not happen here."""
-    return environment.production and not item.zombie_token_secret and not item.allow_mint_in_production
+    return item.refused_in(environment)
 
 
 class CountingTransport(httpx.AsyncBaseTransport):

@@ -10,14 +10,16 @@ are referred to by a logical name that the environment maps to an environment va
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal, Union
+from urllib.parse import urlsplit
 
-import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ENV_VAR_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 SLUG = r"^[a-z0-9][a-z0-9_-]*$"
+_IPV4_STYLE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$")  # httpx validates such a host as IPv4
 
 Slug = Annotated[str, Field(pattern=SLUG, max_length=64)]
 Minutes = Annotated[float, Field(gt=0, le=24 * 60)]
@@ -39,24 +41,53 @@ EnvVarName = Annotated[str, AfterValidator(_env_var_name)]
 
 def url_problem(value: str) -> str | None:
     """Why `value` is not a usable http(s) URL, or None. Credentials inside a URL would be
-    shown wherever the URL is, so they belong in a secret."""
+    shown wherever the URL is, so they belong in a secret.
+
+    Parsed with the standard library, by httpx's rules (the client every URL goes to): its
+    length limit, no control characters, a port that is a number, IPv4 / IPv6 / IDNA hosts
+    valid. Importing httpx here would put ~50 ms before the control room's first frame;
+    tests/test_config_validation.py checks that whatever is accepted here httpx reads alike."""
+    if len(value) > 65536:
+        return "expected an http:// or https:// URL (too long)"
+    control = next((char for char in value if char.isascii() and not char.isprintable()), None)
+    if control is not None:
+        return f"expected an http:// or https:// URL (a control character, {control!r}, at position {value.index(control)})"
     try:
-        url = httpx.URL(value)
-    except (httpx.InvalidURL, TypeError, ValueError) as error:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
+        host = parts.hostname or ""
+        hostport = parts.netloc.rpartition("@")[2]  # after the last "@", as httpx splits it
+        if hostport.startswith("["):  # an IPv6 address: up to the last "]", then a port or nothing
+            end = hostport.rfind("]")
+            if hostport[end + 1:end + 2] not in ("", ":"):
+                raise ValueError(f"invalid host and port {hostport!r}")
+            ipaddress.IPv6Address(hostport[1:end])
+        elif "[" in hostport or "]" in hostport:
+            raise ValueError(f"invalid host {hostport!r}")
+        elif _IPV4_STYLE.match(host):
+            ipaddress.IPv4Address(host)
+        elif not host.isascii() or host.startswith("xn--"):  # an IDNA host name, as httpx reads it
+            import idna  # httpx's own IDNA rules (its dependency); only for such a host name
+
+            idna.decode(idna.encode(host) if not host.isascii() else host)  # IDNAError is a ValueError
+    except ValueError as error:
         return f"expected an http:// or https:// URL ({error})"
-    if url.scheme not in {"http", "https"}:
+    if parts.scheme not in {"http", "https"}:
         return "expected an http:// or https:// URL"
-    if not url.host:
+    if not host:
         return "expected a URL with a host name"
-    if url.userinfo:
+    if parts.netloc.rpartition("@")[0]:  # user info, even an empty password (":@"), as httpx reads it
         return "must not carry credentials (user:password@); use a secret"
     return None
 
 
 class Model(BaseModel):
-    """Strict: unknown keys are errors and no value is silently coerced ("5" is not 5)."""
+    """Strict: unknown keys are errors and no value is silently coerced ("5" is not 5).
+    Validators are built on first use (`defer_build`), not at import: loading a config builds
+    those of the file's models in one go (ConfigFile, Runbook); the others, used alone, when
+    first used. Importing the TUI thus costs ~50 ms less."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 # -- thresholds ------------------------------------------------------------------------
@@ -311,7 +342,7 @@ class FunctionMarker(Model):
     json_field: str | None = Field(default=None, alias="json", min_length=1)
     value: NonEmpty
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True, defer_build=True)
 
     @model_validator(mode="after")
     def _one_place(self) -> "FunctionMarker":
@@ -360,6 +391,10 @@ class TokenZombieItem(ItemBase):
     # marker any 401 counts, which cannot tell the two apart.
     function_marker: FunctionMarker | None = None
 
+    def refused_in(self, environment: Environment) -> bool:
+        """Whether minting and rotating a token (for a real location) must not happen here."""
+        return environment.production and not self.zombie_token_secret and not self.allow_mint_in_production
+
 
 class SqlItem(ItemBase, Judged):
     kind: Literal["sql"]
@@ -397,6 +432,10 @@ class RateLimitItem(ItemBase):
     burst: Annotated[int, Field(ge=2, le=1000)] = 100
     # Bursting a production API is itself a risk: refused there unless allowed here.
     allow_in_production: bool = False
+
+    def refused_in(self, environment: Environment) -> bool:
+        """Whether this burst must not run against this environment."""
+        return environment.production and not self.allow_in_production
 
 
 class CommandItem(ItemBase):

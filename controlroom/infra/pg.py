@@ -16,10 +16,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import asyncpg
+if TYPE_CHECKING:  # imported on the first connection: the TUI's first frame needs none (~20 ms)
+    import asyncpg
 
 APPLICATION_PREFIX = "controlroom/"
 SUPABASE_TRANSACTION_POOLER_PORT = 6543
@@ -72,12 +73,16 @@ class PgSettings:
 
     async def connect(self, dsn: str) -> asyncpg.Connection:
         """One connection; the caller closes it."""
+        import asyncpg  # the first connection pays for the import, not start-up
+
         return await asyncpg.connect(dsn, **self.asyncpg_options())
 
     async def create_pool(
         self, dsn: str, *, min_size: int = 1, max_size: int = 4, max_inactive_connection_lifetime: float = 60.0
     ) -> asyncpg.Pool:
         """A pool whose every connection is set up as `connect` sets up one."""
+        import asyncpg  # the first pool pays for the import, not start-up
+
         return await asyncpg.create_pool(
             dsn,
             min_size=min_size,

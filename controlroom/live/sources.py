@@ -23,15 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from operator import attrgetter
-from typing import Literal, NamedTuple
-
-import asyncpg
-import httpx
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from controlroom.config.loader import LoadedConfig
 from controlroom.config.models import BreakersView, HealthView, Kpi, PrometheusSource, SqlSource
 from controlroom.live.prometheus import PrometheusAnswerError, read_answer, read_range
 from controlroom.infra.pg import PgSettings
+
+if TYPE_CHECKING:  # imported when the feeds open, after the TUI's first frame (~80 ms together)
+    import asyncpg
+    import httpx
 
 Colour = Literal["green", "amber", "red", "unknown"]
 # How many readings a KPI's sparkline shows; a Prometheus source backfills this many.
@@ -464,6 +465,8 @@ class Feeds:
     client. `close()` releases them."""
 
     def __init__(self, config: LoadedConfig, *, statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S) -> None:
+        import httpx  # the feeds open after the TUI's first frame: it pays for the import, not start-up
+
         self.config = config
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
         self.databases: dict[str, Database] = {}

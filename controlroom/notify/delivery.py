@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from controlroom.notify.notice import Notice, clip
 from controlroom.release.journal import Record
 
 if TYPE_CHECKING:
+    import httpx
+
     from controlroom.config.loader import LoadedConfig
 
 ERROR_BODY_CHARS = 200
@@ -112,6 +112,8 @@ class Channel:
 
 async def exchange(client: httpx.AsyncClient, request: Request, timeout_s: float) -> httpx.Response:
     """One request; a transport failure or a 429 / 5xx answer is Retryable, any other non-2xx Final."""
+    import httpx  # loaded with the client by then
+
     try:
         response = await client.request(request.method, request.url, json=request.body, headers=dict(request.headers),
                                         timeout=timeout_s, follow_redirects=False)

@@ -30,9 +30,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
-
 from controlroom.infra.logs import logger
 from controlroom.notify.delivery import USER_AGENT, Channel, Context, Final, Retryable, Skip
 from controlroom.notify.notice import (
@@ -48,7 +45,10 @@ from controlroom.notify.slack import Slack
 from controlroom.notify.statuspage import Statuspage
 from controlroom.release.journal import Record, records_key
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # httpx and tenacity are imported when a notice is first sent, not at start-up (~60 ms)
+    import httpx
+    from tenacity import RetryCallState
+
     from controlroom.config.loader import LoadedConfig
     from controlroom.release.journal import Journal
 
@@ -325,6 +325,8 @@ class Outbox:
                 raise Final(f"{notice.channel} is not configured in the runbook's [notifications.{notice.channel}]",
                             requested=False)
             deadline = began + channel.give_up_after_s
+            from tenacity import AsyncRetrying, retry_if_exception_type  # the first notice pays for it, not start-up
+
             retrying = AsyncRetrying(
                 retry=retry_if_exception_type(Retryable),
                 stop=lambda _state: self.clock() >= deadline,
@@ -388,6 +390,8 @@ class Outbox:
         return result
 
     def _wait(self, channel: Channel, deadline: float) -> Callable[[RetryCallState], float]:
+        from tenacity import wait_random_exponential  # imported by the caller already
+
         backoff = wait_random_exponential(multiplier=BASE_BACKOFF_S, max=MAX_BACKOFF_S)
 
         def wait(state: RetryCallState) -> float:
@@ -427,6 +431,8 @@ class Outbox:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
+            import httpx  # the first notice pays for it, not start-up
+
             self._client = httpx.AsyncClient(follow_redirects=False, headers={"User-Agent": USER_AGENT},
                                              transport=self._transport)
         return self._client

@@ -11,13 +11,14 @@ API v2 overview): without a Retry-After the next attempt waits at least a minute
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from controlroom.config.models import PagerDutyTarget
 from controlroom.notify.delivery import Channel, Context, Request, Skip, exchange
 from controlroom.notify.notice import Notice, clip
+
+if TYPE_CHECKING:  # annotations only: the outbox's client brings httpx when it first sends
+    import httpx
 
 SUMMARY_MAX = 1024  # PagerDuty rejects longer summaries
 ALERT_EVENTS = ("trigger", "acknowledge", "resolve")

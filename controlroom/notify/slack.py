@@ -16,13 +16,14 @@ then the runbook's @channel / @here become the pings Slack knows.
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from controlroom.config.models import SlackTarget
 from controlroom.notify.delivery import Channel, Context, Final, Request, Retryable, exchange
 from controlroom.notify.notice import Notice, clip
+
+if TYPE_CHECKING:  # annotations only: the outbox's client brings httpx when it first sends
+    import httpx
 
 MENTIONS = {"@channel": "<!channel>", "@here": "<!here>"}
 # chat.postMessage errors worth another attempt; every other `ok: false` is final.

@@ -10,13 +10,14 @@ rolled-back provider's, found by name among the page's components (GET `{page_ur
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from controlroom.config.models import StatuspageTarget
 from controlroom.notify.delivery import Channel, Context, Final, Request, Retryable, Skip, exchange
 from controlroom.notify.notice import Notice, clip, render_message
+
+if TYPE_CHECKING:  # annotations only: the outbox's client brings httpx when it first sends
+    import httpx
 
 # event -> (incident status, the component's status)
 STAGES = {

@@ -499,12 +499,20 @@ class ReleaseEngine:
 
     # -- checklist ---------------------------------------------------------------------
 
-    async def run_checks(self) -> CheckReport:
-        """Run every checklist item; journal the results and the verdict (when it changed)."""
+    async def run_checks(self, on_result: Callable[[ProbeResult], None] | None = None) -> CheckReport:
+        """Run every checklist item; journal the results and the verdict (when it changed).
+        Each result is in `results` as it lands (then `on_result` hears it), so its row shows
+        it at once; the journal and the verdict wait for the whole checklist."""
         self._refuse_if_watching()
         self.checks_running = True
+
+        def landed(result: ProbeResult) -> None:
+            self.results[result.item_id] = self._failing_attestations({result.item_id: result})[result.item_id]
+            if on_result is not None:
+                on_result(result)
+
         try:
-            report = await run_checklist(self.loaded, self.attestations(), environ=self.environ)
+            report = await run_checklist(self.loaded, self.attestations(), environ=self.environ, on_result=landed)
         finally:
             self.checks_running = False
         self.report = report

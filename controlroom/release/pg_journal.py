@@ -36,14 +36,15 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from controlroom.errors import SessionError
 from controlroom.infra.pg import TRANSACTION_POOLER_REFUSAL, PgSettings
 from controlroom.release.journal import (GENESIS, Journal, JournalRefused, Record, new_record, record_body,
                                          verify_chain)
+
+if TYPE_CHECKING:  # annotations; the store's code imports it where it needs it, not at start-up
+    import asyncpg
 
 SCHEMA = "controlroom"
 SCHEMA_VERSION = 2
@@ -123,6 +124,8 @@ async def probe_session_mode(conn: asyncpg.Connection) -> None:
             await conn.fetchval("SELECT pg_advisory_unlock($1::int, $2::int)", RELEASE_LOCKS, key)
     if not got or not held or not same:
         raise StoreRefused(TRANSACTION_POOLER_REFUSAL + " (its statements reached different server sessions)")
+    import asyncpg  # loaded with the connection by then
+
     try:
         await conn.execute("LISTEN controlroom_probe; UNLISTEN controlroom_probe")
     except asyncpg.PostgresError as error:
@@ -282,6 +285,8 @@ class PgJournal:
         """Chain one record after the release's last and commit it (with a NOTIFY on
         `channel`); mirror it to `mirror`. With `fence` (the release's lock key) the append is
         refused unless this connection holds the driver's lock (NotDriving)."""
+        import asyncpg  # loaded with the connection by then
+
         for _ in range(APPEND_ATTEMPTS):
             try:
                 async with self.conn.transaction():
@@ -431,6 +436,8 @@ class PgJournal:
     async def end_backend(self, pid: int, timeout_s: float = 3.0) -> bool:
         """End a server session of ours left behind (our connection's network went away and
         the server has not noticed yet): its locks go with it. False when not allowed."""
+        import asyncpg  # loaded with the connection by then
+
         try:
             if not await self.conn.fetchval("SELECT pg_terminate_backend($1)", pid):
                 return False

@@ -45,8 +45,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import asyncpg
-
 from controlroom.errors import ControlRoomError, SessionError
 from controlroom.infra.identity import operator_label
 from controlroom.infra.logs import logger
@@ -98,6 +96,8 @@ async def read_shared_release(loaded: "LoadedConfig", release_id: str | None = N
 def is_unreachable(error: BaseException) -> bool:
     """The store did not answer (refused, reset, restarted, timed out), as opposed to an
     answer that says no."""
+    import asyncpg  # loaded by the store's connection by then; not at start-up (~20 ms)
+
     return isinstance(error, (OSError, TimeoutError, ConnectionError, asyncpg.InterfaceError,
                               asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
                               asyncpg.exceptions.QueryCanceledError))

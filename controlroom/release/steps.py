@@ -38,14 +38,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
-
 from controlroom.errors import ControlRoomError
 from controlroom.infra import shutdown
 from controlroom.infra.pg import PgSettings
 from controlroom.release.journal import Journal
 
 if TYPE_CHECKING:
+    import asyncpg  # annotations only: PgSettings.connect imports it on the first connection
+
     from controlroom.notify.outbox import Outbox
 from controlroom.checks.base import ProbeContext, ProbeResult, clean, describe_exception, format_value, run_probe
 from controlroom.checks.command import KEEP_PENDING_BYTES, MAX_PENDING_BYTES, kill_process_group
