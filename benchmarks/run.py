@@ -515,6 +515,15 @@ def table(figures: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def compile_sources() -> None:
+    """Byte-compile the project first, as an installed package is: with PYTHONDONTWRITEBYTECODE
+    set (this machine sets it) nothing is cached, and every fresh process of the import, first
+    frame and RSS figures would otherwise compile every module again (~150 ms of each)."""
+    folders = [str(ROOT / name) for name in ("controlroom", "screens", "widgets", "benchmarks")]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *folders], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
@@ -528,6 +537,7 @@ def main() -> None:
         print("RESULT " + json.dumps(WORKERS[arguments.worker](arguments.quick, arguments.locations)), flush=True)
         return
     began = time.perf_counter()
+    compile_sources()
     figures: list[dict[str, Any]] = []
     for name in arguments.only or GROUPS:
         print(f"… {name}", file=sys.stderr, flush=True)  # stdout is the JSON's
