@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.cells import cell_len
 from textual.binding import Binding
+from textual.geometry import Size
 from textual.events import Resize
 from textual.widgets import Log
 
@@ -87,15 +89,23 @@ class StepLog(Log):
     def _rows(self, lines: Sequence[str]) -> list[str]:
         width = self.text_width
         self._wrapped_at = width
-        return [row for line in lines for row in wrap(line, width)]
+        return [row for line in lines for part in (line.splitlines() or [""]) for row in wrap(part, width)]
+
+    def _append(self, rows: list[str]) -> None:
+        """Log.write_lines without its thread worker measuring the new lines' width: a worker
+        per line cost more than the line (rows are wrapped: none is wider than the pane)."""
+        start = len(self._lines)
+        self._lines.extend(rows)
+        self._width = max(self._width, max((cell_len(self._process_line(row)) for row in rows), default=0))
+        self.virtual_size = Size(self._width, len(self._lines))
+        self.refresh_lines(start, len(rows))
 
     def _rewrite(self) -> None:
         """Every row again (after a resize, or dropping the oldest lines)."""
         super().clear()
         lines = ([f"… {self.dropped:,} earlier lines dropped"] if self.dropped else []) + self._written
-        super().write_lines(self._rows(lines), scroll_end=False)
-        if self.following:
-            self.call_after_refresh(self.scroll_end, animate=False)
+        self._append(self._rows(lines))
+        self._follow_later()
 
     def on_resize(self, event: Resize) -> None:
         if self._written and self.text_width != self._wrapped_at:
@@ -113,10 +123,22 @@ class StepLog(Log):
             self.dropped += excess
             self._rewrite()
         else:
-            super().write_lines(self._rows([text]), scroll_end=False)
+            self._append(self._rows([text]))
+        self._follow_later()
+
+    _scroll_pending = False
+
+    def _follow_later(self) -> None:
+        """While following: to the end once the new size is laid out (or the pane stays on its
+        first lines); one scroll for a burst of lines."""
+        if self.following and not self._scroll_pending:
+            self._scroll_pending = True
+            self.call_after_refresh(self._follow_now)
+
+    def _follow_now(self) -> None:
+        self._scroll_pending = False
         if self.following:
-            # Scroll once the new size is laid out, or the pane stays on its first lines.
-            self.call_after_refresh(self.scroll_end, animate=False)
+            self.scroll_end(animate=False, immediate=True)
 
     def clear(self) -> StepLog:
         self._written = []
@@ -133,13 +155,13 @@ class StepLog(Log):
             self._shown = shown
             self.clear()
             self._written = list(shown)
-            super().write_lines(self._rows(shown), scroll_end=False)
+            self._append(self._rows(shown))
 
     # -- scroll-back -------------------------------------------------------------------
 
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
-        if new < old:
+        if new < old and self.max_scroll_y >= old:  # (not the pane emptied for a re-wrap)
             self.following = False  # scrolled up: reading back, new output does not pull it down
         elif new >= self.max_scroll_y:
             self.following = True
