@@ -804,7 +804,7 @@ class ControlRoomApp(App[None]):
         """The last hour of a KPI whose source keeps one (Prometheus' query_range), within a
         deadline; an SQL KPI has only what was polled since start."""
         kpi = next(k for k in self.config.runbook.kpis if k.id == kpi_id)
-        points = await self.feeds.read_kpi_range(kpi, HOUR_S) if self.feeds is not None else None
+        points = await self.feeds.read_kpi_range(kpi, HOUR_S) if self.feeds is not None else "no live sources here"
         if isinstance(points, list):
             self.kpi_history.setdefault(kpi_id, KpiHistory()).merge(points)
         self._tell(origin, KpiHistoryLoaded(kpi_id, error=points if isinstance(points, str) else None,

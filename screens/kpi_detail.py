@@ -30,6 +30,11 @@ from controlroom.widgets.messages import KpiHistoryLoaded, LoadKpiHistory
 REDRAW_S = 15.0  # the time axis moves: redrawn this often without a new reading
 
 
+def wall_clock() -> float:
+    """Wall-clock seconds, as KpiReading.read_at is (the snapshot tests freeze it)."""
+    return time.time()
+
+
 class KpiDetailScreen(ControlScreen):
     TITLE_TEXT = "KPI"
     HELP = (
@@ -40,11 +45,11 @@ class KpiDetailScreen(ControlScreen):
     )
     BINDINGS = [Binding("escape", "close", "back", tooltip="Back to the KPI list", id="kpi_detail.close")]
 
-    def __init__(self, kpi: Kpi, *, wall: Any = time.time) -> None:
+    def __init__(self, kpi: Kpi, *, wall: Any = None) -> None:
         super().__init__()
         self.TITLE_TEXT = f"KPI {plain(kpi.title, limit=40)}"
         self.kpi = kpi
-        self.wall = wall
+        self.wall = wall or wall_clock
         self.history_note = "reading the last hour…"
         self._drawn_at: float | None = None
 
