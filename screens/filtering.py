@@ -123,8 +123,8 @@ class Filtering:
     @property
     def filtering(self) -> bool:
         """A filter is kept or being typed: esc clears it (otherwise esc is free for "back")."""
-        field = self._filter_input()
-        return bool(self.filter_text) or field.has_focus
+        fields = self.query(self.FILTER_INPUT)  # type: ignore[attr-defined]
+        return bool(self.filter_text) or any(field.has_focus for field in fields)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "clear_filter" and not self.filtering:
