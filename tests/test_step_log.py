@@ -15,6 +15,9 @@ def test_a_long_line_wraps_into_indented_rows_and_loses_nothing() -> None:
     assert all(row.startswith("  ") for row in rows[1:])
     assert "".join(row.removeprefix("  ") if n else row for n, row in enumerate(rows)) == line
     assert wrap("short", 40) == ["short"]
+    words = wrap("the quick brown fox jumps over the lazy dog " * 3, 30)
+    assert all(len(row) <= 30 for row in words) and words[0] == "the quick brown fox jumps "
+    assert all(not row.removeprefix("  ").startswith(" ") for row in words[1:])
 
 
 class OneLog(App[None]):

@@ -159,6 +159,9 @@ async def test_slash_filters_the_checklist_deploy_steps_and_pos_health(sandbox: 
         assert providers.row_count == 3
 
 
+LONG_ARGUMENT = "--an-argument-long-enough-to-need-a-second-row-of-the-pane-" + "x" * 40 + "-DRY-END"
+
+
 def runbook_with_a_chatty_step(tmp_path: Path, config_path: Path) -> Path:
     """The sandbox's config with a runbook whose first step prints 200 numbered lines and one
     line of 200 characters ending in "TAIL-END"."""
@@ -166,7 +169,8 @@ def runbook_with_a_chatty_step(tmp_path: Path, config_path: Path) -> Path:
     script = "for i in range(200): print(f'line {i:03}')\nprint('x' * 192 + 'TAIL-END')\n"
     (tmp_path / "chatty.py").write_text(script)
     step = ('[[deployment.phases.steps]]\nid = "chatty"\ntitle = "Print a lot"\n'
-            f'action = {{ kind = "command", run = "{sys.executable} {tmp_path / "chatty.py"}", modifying = false }}\n\n')
+            f'action = {{ kind = "command", run = "{sys.executable} {tmp_path / "chatty.py"} {LONG_ARGUMENT}", '
+            'modifying = false }\n\n')
     text = default.read_text()
     first = text.index('[[deployment.phases.steps]]\nid = "env-health"')
     (tmp_path / "runbook.toml").write_text(text[:first] + step + text[first:])
@@ -225,3 +229,14 @@ async def test_step_output_scrolls_back_follows_and_wraps(sandbox: Sandbox, tmp_
         await pilot.press("pagedown", "pagedown", "pagedown")
         await pilot.pause(0.1)
         assert log.scroll_y == log.max_scroll_y and log.following
+
+        # A dry run's command line wraps too: its end is on screen, not cut at 80 columns.
+        deploy.query_one("#deploy-steps", DataTable).focus()
+        deploy._select_row("chatty")
+        await pilot.press("t")
+        await wait_for(lambda: any("DRY-END" in line for line in log.lines), pilot, what="the dry run")
+        await pilot.pause(0.1)
+        command = next(line for line in log.lines if "DRY-END" in line)
+        assert len(command) > 80
+        # On screen: continued on rows that start with two spaces, its end among them.
+        assert "DRY-END" in re.sub(r"\n  ", "", screen_text(app))

@@ -30,15 +30,17 @@ CONTINUATION = "  "
 
 
 def wrap(line: str, width: int) -> list[str]:
-    """`line` as rows of at most `width` characters; continuation rows indented."""
+    """`line` as rows of at most `width` characters, continuation rows indented; a row ends
+    after a space when there is one in its last third (words stay whole), else at the edge."""
     if width <= len(CONTINUATION) + 1 or len(line) <= width:
         return [line]
-    rows, rest = [line[:width]], line[width:]
-    step = width - len(CONTINUATION)
-    while rest:
-        rows.append(CONTINUATION + rest[:step])
-        rest = rest[step:]
-    return rows
+    rows, rest, room = [], line, width
+    while len(rest) > room:
+        cut = rest.rfind(" ", room - room // 3, room) + 1 or room
+        rows.append(rest[:cut])
+        rest, room = rest[cut:], width - len(CONTINUATION)
+    rows.append(rest)
+    return [rows[0], *(CONTINUATION + row for row in rows[1:])]
 
 
 def log_bindings(scope: str) -> list[Binding]:
