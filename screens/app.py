@@ -32,6 +32,7 @@ from controlroom.infra.identity import operator_label
 from controlroom.release.state import format_duration
 from controlroom.release.journal import Holder
 from controlroom.live.polling import Poller, PollState
+from controlroom.live.history import HOUR_S, KpiHistory, remember_reading
 from controlroom.config.loader import LoadedConfig
 from controlroom.config.settings import Settings
 from controlroom.release.alerts import Alerts
@@ -77,6 +78,7 @@ from controlroom.widgets.messages import (
     StepOutput,
     VerifyRollback,
 )
+from controlroom.widgets.messages import KpiHistoryLoaded, LoadKpiHistory
 from controlroom.widgets.alarm_banner import AlarmBanner
 from controlroom.widgets.crew_banner import CrewBanner
 from controlroom.widgets.key_bar import as_mapped
@@ -175,6 +177,7 @@ class ControlRoomApp(App[None]):
         self.start_polling = start_polling
         self.poll_states: dict[str, PollState[Any]] = {}
         self.pollers: dict[str, Poller[Any]] = {}
+        self.kpi_history: dict[str, KpiHistory] = {}  # per KPI id: the last hour, for the detail view
         self.first_frame_at: float | None = None
         # The release session (checklist, verdict, deployment, journal); opened on mount.
         self.now = now  # wall clock for the journal and the deploy clocks (None: real time)
@@ -399,6 +402,7 @@ class ControlRoomApp(App[None]):
     def on_polled(self, message: Polled) -> None:
         previous = self.poll_states.get(message.source)
         self.poll_states[message.source] = message.state
+        remember_reading(self.kpi_history, self.config.runbook.kpis, message.source, message.state)
         screen = self.shown_screen()  # None: a poll that lands while the app is closing
         if screen is not None:
             screen.deliver(message.source, message.state)
@@ -809,6 +813,20 @@ class ControlRoomApp(App[None]):
                     + (f", disabling {plain(message.provider, limit=30)}" if message.provider else ""), timeout=5)
         self.session_changed()
         self._tell(origin, RollbackStarted(record))
+
+    def on_load_kpi_history(self, message: LoadKpiHistory) -> None:
+        self._load_kpi_history(message.kpi_id, message.origin)
+
+    @work(group="kpi-history", exclusive=True, exit_on_error=False)
+    async def _load_kpi_history(self, kpi_id: str, origin: MessagePump | None) -> None:
+        """The last hour of a KPI whose source keeps one (Prometheus' query_range), within a
+        deadline; an SQL KPI has only what was polled since start."""
+        kpi = next(k for k in self.config.runbook.kpis if k.id == kpi_id)
+        points = await self.feeds.read_kpi_range(kpi, HOUR_S) if self.feeds is not None else "no live sources here"
+        if isinstance(points, list):
+            self.kpi_history.setdefault(kpi_id, KpiHistory()).merge(points)
+        self._tell(origin, KpiHistoryLoaded(kpi_id, error=points if isinstance(points, str) else None,
+                                            kept=points is not None))
 
     def on_verify_rollback(self, message: VerifyRollback) -> None:
         self._answer(message, self._verify_rollback(message.origin))

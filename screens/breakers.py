@@ -7,18 +7,19 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.actions import SkipAction
 from textual.binding import Binding
-from textual.widgets import Input, Label
+from textual.widgets import Label
 
-from controlroom.live.polling import PollState, format_age
+from controlroom.live.polling import PollState
 from controlroom.screens.base import ControlScreen
-from controlroom.live.sources import BreakerSnapshot, plain
+from controlroom.screens.filtering import Filtering, filter_bindings, filter_line, matching_status
+from controlroom.live.sources import BreakerSnapshot
 from controlroom.widgets.breaker_table import SORTS, BreakerTable, Shown
 from controlroom.widgets.changes import set_content
+from controlroom.widgets.freshness import append_freshness
 
 
-class BreakersScreen(ControlScreen):
+class BreakersScreen(Filtering, ControlScreen):
     TITLE_TEXT = "Breakers"
     HELP = (
         "Circuit breakers per location: provider, location, state, failures / threshold, window, "
@@ -29,14 +30,12 @@ class BreakersScreen(ControlScreen):
     )
     AUTO_FOCUS = "#breaker-table"
     BINDINGS = [
-        Binding("slash", "filter", "filter", tooltip="Filter by provider, location or state", id="breakers.filter"),
+        *filter_bindings("breakers", "provider, location or state"),
         Binding("s", "cycle_sort", "sort", tooltip="Cycle the sort column", id="breakers.sort"),
-        Binding("escape", "clear_filter", "Clear filter", show=False, id="breakers.clear"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self.filter_text = ""
         self.sort_by = "state"
         self.snapshot: BreakerSnapshot | None = None
         self.state: PollState[BreakerSnapshot] | None = None
@@ -46,46 +45,19 @@ class BreakersScreen(ControlScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Label("waiting for the first reading…", id="breaker-summary")
-        yield Input(placeholder="filter: provider, location, id or state — enter to apply, esc to clear",
-                    id="breaker-filter", disabled=True)
+        yield filter_line("provider, location, id or state")
         yield BreakerTable(id="breaker-table")
         yield Label("", id="breaker-status")
 
-    def action_filter(self) -> None:
-        field = self.query_one("#breaker-filter", Input)
-        field.display = True
-        field.disabled = False
-        field.focus()
+    def filter_focus(self) -> BreakerTable:
+        return self.query_one(BreakerTable)
 
-    def action_clear_filter(self) -> None:
-        field = self.query_one("#breaker-filter", Input)
-        if not field.display and not self.filter_text:
-            raise SkipAction()  # no filter to clear: esc goes on to the app's (back)
-        field.value = ""
-        field.display = False
-        field.disabled = True
-        self.filter_text = ""
-        self.query_one(BreakerTable).focus()
+    def apply_filter(self) -> None:
         self.render_view()
 
     def action_cycle_sort(self) -> None:
         self.sort_by = SORTS[(SORTS.index(self.sort_by) + 1) % len(SORTS)]
         self.render_view()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.filter_text = event.value
-        self.render_view()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.input.display = bool(event.value)
-        event.input.disabled = True
-        self.query_one(BreakerTable).focus()
-
-    def on_key(self, event: Any) -> None:
-        field = self.query_one("#breaker-filter", Input)
-        if event.key == "escape" and field.has_focus:
-            event.stop()
-            self.action_clear_filter()
 
     def show_state(self, source: str, state: PollState[Any]) -> None:
         if source != "breakers":
@@ -131,19 +103,11 @@ class BreakersScreen(ControlScreen):
         view = self._view
         status = Text(no_wrap=True, overflow="ellipsis")
         if view is not None:
-            matching = " matching" if self.filter_text.strip() else ""
-            status.append(f"{view.matched:,}{matching} of {view.total:,} · sort {self.sort_by}")
-            if self.filter_text:
-                status.append(" · filter: ")
-                status.append(self.filter_text[:20])
+            status.append(matching_status(view.matched, view.total, self.filter_text.strip()))
+            status.append(f" · sort {self.sort_by}")
         state = self.state
         if state is not None:
-            now = self.room.clock()
-            status.append(f" · read {format_age(state.age(now))} ago")
-            if state.stale(now):
-                status.append(" STALE", style="bold yellow")
-            if state.error:
-                status.append(f" · {plain(state.error, limit=120)}", style="yellow")
+            append_freshness(status, state, self.room.clock())
         set_content(self.query_one("#breaker-status", Label), status)
 
     def tick(self, now: float) -> None:

@@ -16,6 +16,7 @@ from controlroom.widgets.changes import set_cell, set_content
 from controlroom.checks.run import STATUS_STYLES, VERDICT_STYLES
 from controlroom.live.polling import format_age
 from controlroom.screens.base import ControlScreen
+from controlroom.screens.filtering import Filtering, filter_bindings, filter_line_with_status, grouped_matches
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
 from controlroom.live.sources import plain
 from controlroom.checks.verdict import percent
@@ -35,7 +36,7 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-class ChecklistScreen(ControlScreen):
+class ChecklistScreen(Filtering, ControlScreen):
     TITLE_TEXT = "Checklist"
     HELP = (
         "The pre-deployment checklist: every item with its status (PASS, WARN, FAIL, ERR, WAIT for an "
@@ -43,7 +44,8 @@ class ChecklistScreen(ControlScreen):
         "GO, NO-GO, DELAYED or PENDING — and the reasons that decided it. Manual items pass only when "
         "an operator attests them (a, confirmed, journaled with who and when); n jumps to the next item "
         "that waits for an attestation (WAIT), skipping section headings. The selected item's full "
-        "evidence is shown under the table."
+        "evidence is shown under the table. / filters the items by id, title or status (enter keeps the "
+        "filter, esc clears it)."
     )
     AUTO_FOCUS = "#checklist-table"
     BINDINGS = [
@@ -56,6 +58,7 @@ class ChecklistScreen(ControlScreen):
                 "met (asks why; journaled; the item fails)", id="checklist.attest_failing"),
         Binding("n", "next_waiting", "next", tooltip="Jump to the next item waiting for an attestation",
                 id="checklist.next_waiting"),
+        *filter_bindings("checklist", "item id, title or status", show=False),
     ]
 
     ENGINE_COMMANDS = {"attest": Command.ATTEST, "attest_failing": Command.ATTEST_FAILING}
@@ -63,6 +66,7 @@ class ChecklistScreen(ControlScreen):
     def compose_body(self) -> ComposeResult:
         yield Static(Text("verdict: running the checklist…", style="dim"), id="verdict-banner")
         table: DataTable[Any] = RowTable(id="checklist-table", cursor_type="row", zebra_stripes=False)
+        yield from filter_line_with_status("item id, title or status")
         yield table
         yield Static("", id="check-detail")
 
@@ -86,6 +90,27 @@ class ChecklistScreen(ControlScreen):
                 table.add_row(Text("…", style="dim"), Text(clip(item.title, TITLE_WIDTH)), Text(""), Text(""), key=item.id)
         if table.row_count > 1:
             table.move_cursor(row=1)
+
+    # -- the filter ----------------------------------------------------------------------
+
+    def filter_focus(self) -> RowTable:
+        return self.query_one("#checklist-table", RowTable)
+
+    def apply_filter(self) -> None:
+        session = self.session
+        results = session.results if session is not None else {}
+
+        def text(item: Any) -> str:
+            result = results.get(item.id)
+            status = STATUS_LABELS.get(result.status, result.status) if result is not None else "not run"
+            return f"{item.id} {item.title} {status}"
+
+        shown, matched, total = grouped_matches(
+            ((f"section:{section.id}", section.title, [(item.id, text(item)) for item in section.items])
+             for section in self.room.config.runbook.checklist.sections), self.filter_needle)
+        self.filter_focus().show_only(shown)
+        self.show_matching(matched, total, "items")
+        self._render_detail()
 
     # -- rendering ---------------------------------------------------------------------
 
@@ -119,6 +144,8 @@ class ChecklistScreen(ControlScreen):
             set_cell(table, item.id, "status", status)
             set_cell(table, item.id, "evidence", evidence)
         self._render_ages()
+        if self.filter_needle:
+            self.apply_filter()  # a status changed: it may now match, or not
         self._render_detail()
 
     def _render_ages(self) -> None:
@@ -213,8 +240,11 @@ class ChecklistScreen(ControlScreen):
         if not waiting:
             self.app.notify("No item waits for an attestation", timeout=3)
             return
-        table = self.query_one("#checklist-table", DataTable)
-        rows = [table.get_row_index(item_id) for item_id in waiting]
+        table = self.query_one("#checklist-table", RowTable)
+        rows = [table.get_row_index(item_id) for item_id in waiting if table.is_shown(item_id)]
+        if not rows:
+            self.app.notify("No item shown waits for an attestation (esc clears the filter)", timeout=3)
+            return
         after = [row for row in rows if row > table.cursor_row]
         table.move_cursor(row=(after or rows)[0])
 

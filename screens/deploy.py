@@ -20,6 +20,7 @@ from controlroom.config.models import Deployment
 from controlroom.release.rules import Command
 from controlroom.release.state import Clock, format_duration
 from controlroom.screens.base import ControlScreen
+from controlroom.screens.filtering import Filtering, filter_bindings, filter_line_with_status, grouped_matches
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
 from controlroom.live.sources import plain
 from controlroom.release.steps import is_modifying
@@ -35,7 +36,7 @@ from controlroom.widgets.messages import (
     StepFinished,
     StepOutput,
 )
-from controlroom.widgets.step_log import StepLog
+from controlroom.widgets.step_log import LogKeys, StepLog, log_bindings
 
 if TYPE_CHECKING:
     from controlroom.release.engine import ReleaseEngine
@@ -92,7 +93,7 @@ def clock_text(clock: Clock, *, done_label: str = "done in") -> Text:
     return Text(f"+{format_duration(-clock.remaining_s)} over", style=style)
 
 
-class DeployScreen(ControlScreen):
+class DeployScreen(Filtering, LogKeys, ControlScreen):
     TITLE_TEXT = "Deploy"
     HELP = (
         "The deployment's phases and steps. Each phase counts down against its minutes and the whole "
@@ -118,6 +119,8 @@ class DeployScreen(ControlScreen):
         Binding("z", "skip", "skip", tooltip="Skip the selected step with a typed reason", id="deploy.skip"),
         Binding("n", "next_phase", "next", tooltip="Next phase: complete this one, start the next", id="deploy.next"),
         Binding("f", "finish", "finish", tooltip="Finish the deployment", id="deploy.finish"),
+        *filter_bindings("deploy", "step title, id or status", show=False),
+        *log_bindings("deploy"),
     ]
     ENGINE_COMMANDS = {"start": Command.START, "run_step": Command.RUN_STEP, "mark_done": Command.MARK_DONE,
                        "skip": Command.SKIP, "next_phase": Command.NEXT_PHASE, "finish": Command.FINISH}
@@ -125,6 +128,7 @@ class DeployScreen(ControlScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="deploy-clocks")
+        yield from filter_line_with_status("step title, id or status")
         yield RowTable(id="deploy-steps", cursor_type="row")
         yield StepLog(DEPLOY_PLACEHOLDER, id="deploy-log")
 
@@ -237,6 +241,8 @@ class DeployScreen(ControlScreen):
                 if step_state and step_state.at and status in ("done", "failed", "skipped") and state.started_at:
                     when = Text(f"at +{format_duration((step_state.at - state.started_at).total_seconds())}", style="dim")
                 set_cell(table, step.id, "time", when)
+        if self.filter_needle:
+            self.apply_filter()  # a status changed: a step may now match, or not
         if session.resumed and state.in_progress and not self._resume_cursor_placed:
             self._resume_cursor_placed = True  # once: from then on the operator moves it
             self.select_next_open_step()
@@ -291,8 +297,27 @@ class DeployScreen(ControlScreen):
         key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value or ""
         return key.removeprefix("phase:") if key.startswith("phase:") else None
 
+    def filter_focus(self) -> RowTable:
+        return self.query_one("#deploy-steps", RowTable)
+
+    def apply_filter(self) -> None:
+        session = self.session
+        steps = session.state.steps if session is not None else {}
+
+        def text(step: Any) -> str:
+            status = steps[step.id].status if step.id in steps else "todo"
+            return f"{step.id} {step.title} {status} {STEP_STYLES.get(status, ('', ''))[0]}"
+
+        shown, matched, total = grouped_matches(
+            ((f"phase:{phase.id}", phase.title, [(step.id, text(step)) for step in phase.steps])
+             for phase in self.deployment.phases), self.filter_needle)
+        self.filter_focus().show_only(shown)
+        self.show_matching(matched, total, "steps")
+
     def _select_row(self, key: str) -> None:
-        table = self.query_one("#deploy-steps", DataTable)
+        table = self.query_one("#deploy-steps", RowTable)
+        if not table.is_shown(key):
+            return  # filtered out: the operator's filter stays; the cursor does not move
         table.move_cursor(row=table.get_row_index(key))
 
     def select_next_open_step(self) -> None:

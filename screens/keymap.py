@@ -26,11 +26,12 @@ def _screens() -> list[tuple[str, type[Any], bool]]:
     from controlroom.screens.app import VIEWS
     from controlroom.screens.dialogs import ConfirmDialog, PickDialog, ReasonDialog, TypedConfirmDialog
     from controlroom.screens.help import HelpScreen
+    from controlroom.screens.kpi_detail import KpiDetailScreen
     from controlroom.screens.report import ReportScreen
 
     views = [(title, screen, True) for _, title, screen in VIEWS.values()]
     dialogs = [("dialog", dialog, False) for dialog in (ConfirmDialog, ReasonDialog, TypedConfirmDialog, PickDialog)]
-    return [*views, ("Help", HelpScreen, False), ("Report", ReportScreen, False), *dialogs]
+    return [*views, ("KPI detail", KpiDetailScreen, True), ("Help", HelpScreen, False), ("Report", ReportScreen, False), *dialogs]
 
 
 def _declared(cls: type[Any], scope: str) -> list[KeyBinding]:

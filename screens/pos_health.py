@@ -10,9 +10,11 @@ from textual.widgets import DataTable, Label
 
 from controlroom.widgets.row_table import RowTable
 from controlroom.widgets.changes import set_content
+from controlroom.widgets.freshness import append_freshness
 from controlroom.config.models import HealthView, Threshold
-from controlroom.live.polling import PollState, format_age
+from controlroom.live.polling import PollState
 from controlroom.screens.base import ControlScreen
+from controlroom.screens.filtering import Filtering, filter_bindings, filter_line_with_status, grouped_matches
 from controlroom.live.sources import HealthSnapshot, ProviderHealth, plain
 
 COLUMNS = (("provider", "Provider", 10), ("total", "Total", 7), ("connected", "Conn", 7),
@@ -45,12 +47,14 @@ def health_cells(p: ProviderHealth, view: HealthView) -> tuple[Text, ...]:
     )
 
 
-class PosHealthScreen(ControlScreen):
+class PosHealthScreen(Filtering, ControlScreen):
     TITLE_TEXT = "POS health"
     HELP = (
         "Per POS provider, from the runbook's [views.health] query: locations total, connected and "
-        "disconnected, locations failing, sync success and MTTR, coloured by the view's thresholds."
+        "disconnected, locations failing, sync success and MTTR, coloured by the view's thresholds. "
+        "/ filters by provider (enter keeps the filter, esc clears it)."
     )
+    BINDINGS = filter_bindings("pos", "provider")
 
     def __init__(self) -> None:
         super().__init__()
@@ -59,6 +63,7 @@ class PosHealthScreen(ControlScreen):
 
     def compose_body(self) -> ComposeResult:
         table: DataTable[Text] = RowTable(cursor_type="none", id="health-table")  # nothing to select; a cursor would hide the colours
+        yield from filter_line_with_status("provider")
         yield table
         yield Label("waiting for the first reading…", id="health-status")
 
@@ -100,16 +105,21 @@ class PosHealthScreen(ControlScreen):
                         for (key, _, _), cell in zip(COLUMNS, row):
                             table.update_cell(p.provider, key, cell)
                     self._rows_shown[p.provider] = plain_row
+            if self.filter_needle:
+                self.apply_filter()  # a provider new since the filter was typed
         self.tick(self.room.clock())
+
+    def filter_focus(self) -> RowTable:
+        return self.query_one("#health-table", RowTable)
+
+    def apply_filter(self) -> None:
+        shown, matched, total = grouped_matches([(None, "", [(p, p) for p in self._rows_shown])], self.filter_needle)
+        self.filter_focus().show_only(shown)
+        self.show_matching(matched, total, "providers")
 
     def tick(self, now: float) -> None:
         state = self.state
         if state is None:
             return
-        status = Text(no_wrap=True, overflow="ellipsis")
-        status.append(f"read {format_age(state.age(now))} ago")
-        if state.stale(now):
-            status.append(" STALE", style="bold yellow")
-        if state.error:
-            status.append(f" · {plain(state.error, limit=120)}", style="yellow")
+        status = append_freshness(Text(no_wrap=True, overflow="ellipsis"), state, now, lead="")
         set_content(self.query_one("#health-status", Label), status)

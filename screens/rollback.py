@@ -45,7 +45,7 @@ from controlroom.widgets.messages import (
     StepOutput,
     VerifyRollback,
 )
-from controlroom.widgets.step_log import StepLog
+from controlroom.widgets.step_log import LogKeys, StepLog, log_bindings
 
 if TYPE_CHECKING:
     from controlroom.release.engine import ReleaseEngine
@@ -62,7 +62,7 @@ def plan_span(plan: Any) -> str:
     return f"< {plan.target_minutes:g} min"
 
 
-class RollbackScreen(ControlScreen):
+class RollbackScreen(LogKeys, ControlScreen):
     TITLE_TEXT = "Rollback"
     HELP = (
         "The rollback console. Pick a plan (↑↓) — Emergency (< 5 min: previous stable version, disable the "
@@ -91,6 +91,7 @@ class RollbackScreen(ControlScreen):
         Binding("z", "skip", "skip", tooltip="Skip the selected step with a typed reason", id="rollback.skip"),
         Binding("v", "verify", "verify", tooltip="Verify: probe again; verified resolves the incident",
                 id="rollback.verify"),
+        *log_bindings("rollback"),
     ]
 
     ENGINE_COMMANDS = {"start": Command.START_ROLLBACK, "adopt": Command.ADOPT, "run_step": Command.RUN_ROLLBACK_STEP,

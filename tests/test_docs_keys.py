@@ -63,3 +63,14 @@ def test_the_walkthrough_is_a_runbook_that_validates(tmp_path: Path) -> None:
     # The robots' staging config names no PagerDuty: on-call is attested there, not probed.
     assert "attested     on-call: not probed here (no urls.pagerduty_oncalls, no secrets.pagerduty_api_token)" in done.stdout
     assert "kpis         1" in done.stdout
+
+
+def test_every_binding_id_is_in_the_key_reference() -> None:
+    """A key added to a screen without its binding id in the reference (the name a user's
+    keymap remaps it by) fails here."""
+    from controlroom.screens.keymap import all_bindings
+
+    reference = ADOPTING.read_text(encoding="utf-8").split("## Every key and its default", 1)[1]
+    documented = set(re.findall(r"`([a-z_]+\.[a-z_]+)`", reference))
+    missing = sorted(b.id for b in all_bindings() if b.id and b.id not in documented)
+    assert not missing, f"binding ids missing from {ADOPTING.name}'s key reference: {missing}"

@@ -28,6 +28,7 @@ from snapshot_support import (
     ESCAPE_NAME,
     KPI_HISTORY,
     MARKUP_NAME,
+    READ_AT,
     WALL_NOW,
     FrozenDatetime,
     Shot,
@@ -202,6 +203,31 @@ async def test_kpis(size: tuple[int, int], tmp_path: Path, attempts: list[str]) 
     shot = await shoot(app, size, setup)
     assert "STALE" in shot.text and "Connection refused" in shot.text
     compare(name_of("kpis", size), shot, tmp_path / "failed")
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_kpi_detail(size: tuple[int, int], tmp_path: Path, attempts: list[str],
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """API latency's detail: its readings, the green and red lines, the deployment's start
+    20 minutes ago marked; the value, thresholds and age in words."""
+    monkeypatch.setattr("controlroom.screens.kpi_detail.wall_clock", lambda: READ_AT)
+    wall = WallClock(WALL_NOW - timedelta(minutes=20))
+    app = build(tmp_path, write=True, wall=wall)
+
+    async def setup(pilot: Any) -> None:
+        await pilot.press("k")
+        await deliver_sources(pilot, app.config)
+        await feed_checks(app, monkeypatch, check_results(app.config))
+        assert app.session is not None
+        await app.session.start_deploy("v2.15.0")
+        wall.at = WALL_NOW
+        app.session_changed()
+        await pilot.press("down", "enter")
+        await pilot.pause()
+
+    shot = await shoot(app, size, setup)
+    assert "deploy start" in shot.text and "green < 500" in shot.text
+    compare(name_of("kpi-detail", size), shot, tmp_path / "failed")
 
 
 @pytest.mark.parametrize("size", SIZES)

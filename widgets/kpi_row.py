@@ -41,6 +41,8 @@ class KpiRow(Vertical):
     KpiRow .error { height: 1; color: $warning; padding-left: 2; display: none; }
     KpiRow.-error .error { display: block; }
     KpiRow.-stale .age { color: $warning; text-style: bold; }
+    KpiRow.-selected > Horizontal { background: $boost; }
+    KpiRow.-selected .title { text-style: bold reverse; }
     KpiRow .value.-green { color: $success; }
     KpiRow .value.-amber { color: $warning; }
     KpiRow .value.-red { color: $error; }

@@ -204,3 +204,26 @@ class DryRunDone(EngineEvent):
         self.step_id = step_id
         self.plan_id = plan_id
         self.dry = dry
+
+
+# -- the KPI detail: screen -> app (a source's range, read in a worker) -> screen ------------
+
+class LoadKpiHistory(Message):
+    """Ask the app for `kpi_id`'s last hour (a Prometheus source's query_range, within a
+    deadline); the answer is `KpiHistoryLoaded`, to `origin`."""
+
+    def __init__(self, kpi_id: str) -> None:
+        super().__init__()
+        self.kpi_id = kpi_id
+        self.origin: MessagePump | None = None
+
+
+class KpiHistoryLoaded(Message):
+    """The app's history of `kpi_id` now holds the range read (`error`: why it could not be
+    read; `kept`: the source keeps no history, only what was polled shows)."""
+
+    def __init__(self, kpi_id: str, *, error: str | None = None, kept: bool = True) -> None:
+        super().__init__()
+        self.kpi_id = kpi_id
+        self.error = error
+        self.kept = kept

@@ -6,10 +6,15 @@ a checklist age ticking, or a watcher taking in one record of the driver's, cost
 table. Here a changed cell evicts only its own render and its row's line, and refreshes only its
 row's region;
 everything else (adding or removing rows, sorting, widths) is Textual's own.
+
+It can also show only some of its rows (`show_only`, for a screen's `/` filter): the others
+are kept aside in order, with their cells, and still take `update_cell`, so a screen writes
+every row as before and a row filtered out is up to date when it comes back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from textual.widgets import DataTable
@@ -17,8 +22,65 @@ from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
 
 
 class RowTable(DataTable[Any]):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._order: list[Any] = []  # every row's key value, in the order added
+        self._aside: dict[Any, list[Any]] = {}  # rows filtered out: their cells
+        self._refilling = False
+
+    def add_row(self, *cells: Any, height: int | None = 1, key: str | None = None, label: Any = None) -> RowKey:
+        row_key = super().add_row(*cells, height=height, key=key, label=label)
+        if not self._refilling:
+            self._order.append(row_key.value)
+        return row_key
+
+    def clear(self, columns: bool = False) -> Any:
+        if not self._refilling:
+            self._order, self._aside = [], {}
+        return super().clear(columns)
+
+    @property
+    def total_rows(self) -> int:
+        """Rows shown and filtered out."""
+        return len(self._order)
+
+    def is_shown(self, key: str) -> bool:
+        return key not in self._aside
+
+    def show_only(self, keys: Collection[str] | None) -> None:
+        """Show the rows whose keys are in `keys` (None: every row), in their order; the
+        cursor stays on its row when that row is still shown."""
+        wanted = [key for key in self._order if keys is None or key in keys]
+        if len(wanted) == self.row_count and not any(key in self._aside for key in wanted):
+            return  # shows these already
+        cursor = self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value if self.row_count else None
+        rows = [(key, self._aside[key] if key in self._aside else list(self.get_row(key))) for key in self._order]
+        self._aside = {}
+        self._refilling = True
+        try:
+            self.clear()
+            for key, cells in rows:
+                if keys is None or key in keys:
+                    self.add_row(*cells, key=key)
+                else:
+                    self._aside[key] = cells
+        finally:
+            self._refilling = False
+        if cursor is not None and cursor not in self._aside and cursor in self._order:
+            self.move_cursor(row=self.get_row_index(cursor))
+
+    def get_cell(self, row_key: RowKey | str, column_key: ColumnKey | str) -> Any:
+        aside = self._aside.get(row_key.value if isinstance(row_key, RowKey) else row_key)
+        if aside is not None:
+            return aside[self.get_column_index(column_key)]
+        return super().get_cell(row_key, column_key)
+
     def update_cell(self, row_key: RowKey | str, column_key: ColumnKey | str, value: Any, *,
                     update_width: bool = False) -> None:
+        aside = self._aside.get(row_key.value if isinstance(row_key, RowKey) else row_key)
+        if aside is not None:  # filtered out: written where it waits
+            aside[self.get_column_index(column_key)] = value
+            return
         if update_width or self.fixed_rows:  # columns may move / fixed rows render apart: Textual's way
             super().update_cell(row_key, column_key, value, update_width=update_width)
             return

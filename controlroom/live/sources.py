@@ -307,6 +307,20 @@ class PrometheusKpiSource:
             error = notes  # a number, with what Prometheus warned about it
         return KpiReading(self.kpi.id, number.value, kpi_colour(self.kpi, number.value), self._wall(), error)
 
+    async def read_range(self, seconds: float, *, points: int = 240) -> list[tuple[float, float]]:
+        """The (time, value) pairs of the last `seconds`, about `points` of them (at least one
+        poll_s apart): what the KPI detail view plots."""
+        source = self.kpi.source
+        assert isinstance(source, PrometheusSource)
+        end = self._wall()
+        step = max(self.kpi.poll_s, seconds / points)
+        body = await self._answer(self.range_url, {"query": source.query, "start": f"{end - seconds:.3f}",
+                                                   "end": f"{end:.3f}", "step": f"{step:g}"})
+        try:
+            return read_range(body, reduce=source.reduce)
+        except PrometheusAnswerError as error:
+            raise SourceError(f"{self.range_url}: {plain(str(error), limit=200)}") from None
+
     async def _history(self) -> tuple[float, ...]:
         """The values of the backfill_points polls before now, oldest first (the steps without
         a sample left out)."""
@@ -512,6 +526,20 @@ class Feeds:
             return await asyncio.wait_for(source.fetch(), kpi.timeout_s)
         except Exception as error:  # noqa: BLE001 - said, not raised: see above
             return describe_error(error, self.redact, timeout_s=kpi.timeout_s)
+
+    async def read_kpi_range(self, kpi: Kpi, seconds: float, *, deadline_s: float = 10.0) -> list[tuple[float, float]] | str | None:
+        """`kpi`'s readings of the last `seconds` as (time, value) pairs, within `deadline_s`;
+        None when its source keeps no history (an SQL KPI: the detail shows what was polled);
+        or why it could not be read."""
+        from controlroom.live.polling import describe_error
+
+        source = self.kpis.get(kpi.id)
+        if not isinstance(source, PrometheusKpiSource):
+            return None
+        try:
+            return await asyncio.wait_for(source.read_range(seconds), deadline_s)
+        except Exception as error:  # noqa: BLE001 - said, not raised: the polled readings still show
+            return describe_error(error, self.redact, timeout_s=deadline_s)
 
     async def close(self) -> None:
         await self.client.aclose()

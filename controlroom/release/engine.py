@@ -376,6 +376,15 @@ class ReleaseEngine:
         phase = self.phase_of(step_id)
         return next(step for step in phase.steps if step.id == step_id)
 
+    def release_marks(self) -> list[tuple[str, datetime]]:
+        """The moments a KPI plot marks, oldest first: the deployment's start and finish, and
+        the rollback's start and end (from the journal's state; none before they happen)."""
+        state = self.state
+        marks = [("deploy start", state.started_at), ("deploy finish", state.ended_at)]
+        if state.rollback is not None:
+            marks += [("rollback start", state.rollback.started_at), ("rollback end", state.rollback.ended_at)]
+        return sorted(((label, at) for label, at in marks if at is not None), key=lambda mark: mark[1])
+
     def deploy_clock(self) -> Clock:
         return self.state.deploy_clock(self.deployment, self.now())
 
