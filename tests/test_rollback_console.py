@@ -221,3 +221,19 @@ async def test_messages_go_to_one_line_literally_and_never_as_toasts(quiet: Sand
         await pilot.press("escape")
         await pilot.pause()
         assert "said while the dialog is open" in message_line(app)
+
+
+async def test_the_report_view_shows_markup_as_written(tmp_path: Path) -> None:
+    """A reason typed as markup reaches the report as text; the report view shows it so."""
+    from textual.app import App
+
+    from controlroom.screens.report import ReportScreen
+
+    class Host(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(ReportScreen(tmp_path / "[red]x.report.md", "# Report\n\n- **Why**: [bold red]x failed\n"))
+
+    app = Host()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: "[bold red]x failed" in capture(app).text, pilot, what="the reason as typed")
+        assert "[red]x.report.md" in capture(app).text
