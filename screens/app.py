@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -25,7 +26,9 @@ from textual.keys import format_key
 from textual.binding import Binding
 from textual.message import Message
 from textual.message_pump import MessagePump
+from textual.notifications import Notification
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from controlroom.infra.identity import operator_label
@@ -82,6 +85,7 @@ from controlroom.widgets.messages import KpiHistoryLoaded, LoadKpiHistory
 from controlroom.widgets.alarm_banner import AlarmBanner
 from controlroom.widgets.crew_banner import CrewBanner
 from controlroom.widgets.key_bar import as_mapped
+from controlroom.widgets.message_line import MessageLine, Notice
 from controlroom.widgets.status_bar import StatusBar
 
 # Main views: mode name -> (key, title, screen). The first is where the app opens.
@@ -210,16 +214,47 @@ class ControlRoomApp(App[None]):
                 mounted = super().switch_mode(mode)
             finally:
                 del self.delay_update
+        for line in self.screen.query(MessageLine):
+            line.show_message(self.message)  # what was said on the view before, still shown
         poller = self.pollers.get("breakers")
         if mode == "breakers" and poller is not None:
             poller.wake()  # the full list now, not at the next interval
         return mounted
 
+    # -- the message line ------------------------------------------------------------------
+
+    message: Notice | None = None  # what every message line shows now (widgets/message_line.py)
+    _message_timer: Timer | None = None
+
     def notify(self, message: str, *, title: str = "", severity: Any = "information", timeout: float | None = None,
                markup: bool = False) -> None:
-        """Toasts carry data (versions, reasons, other operators' host labels): shown as text,
-        never parsed as markup, which a `[` in a label would break or turn into a link."""
-        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+        """Transient messages go to the message line above the key bar, never to a toast over
+        the step output: the newest replaces the one before, an error stays until the next
+        message or a key, the others are cleared after `timeout`. They carry data (versions,
+        reasons, other operators' host labels): shown as text, never parsed as markup,
+        whatever `markup` says. Thread-safe, as Textual's notify."""
+        if self._thread_id != threading.get_ident():
+            self.call_from_thread(self.notify, message, title=title, severity=severity, timeout=timeout)
+            return
+        timeout = self.NOTIFICATION_TIMEOUT if timeout is None else timeout
+        # Kept in Textual's collection too (what was said, for tests and the palette's
+        # history), but _refresh_notifications below never shows it as a toast.
+        self._notifications.add(Notification(str(message), title, severity, timeout, markup=False))
+        self._show_message(Notice(str(message), str(severity), title), None if severity == "error" else timeout)
+
+    def _refresh_notifications(self) -> None:
+        """Textual's toasts: never shown (the message line says it instead)."""
+
+    def _show_message(self, notice: Notice | None, timeout: float | None = None) -> None:
+        if self._message_timer is not None:
+            self._message_timer.stop()
+            self._message_timer = None
+        self.message = notice
+        if notice is not None and timeout is not None:
+            self._message_timer = self.set_timer(max(timeout, 0.5), lambda: self._show_message(None))
+        for screen in self.screen_stack:  # the one on show and any dialog over it
+            for line in screen.query(MessageLine):
+                line.show_message(notice)
 
     def bell(self) -> None:
         """Every ring goes through here: `bell = false` in the personal settings silences it."""
@@ -443,10 +478,18 @@ class ControlRoomApp(App[None]):
         screen = self.shown_screen()
         if screen is not None:
             screen.tick(self.clock())
-            bars = screen.query(StatusBar)
-            if bars:
-                bars.first().stale = self._stale_count()
-                self._session_status(bars.first())
+        for bar in self._status_bars():
+            bar.stale = self._stale_count()
+            self._session_status(bar)
+
+    def _status_bars(self) -> list[StatusBar]:
+        """The header of the main screen on show and of every dialog open over it (a dialog
+        shows the header too, so its clocks tick in view whatever the dialog covers)."""
+        shown = self.shown_screen()
+        if shown is None:
+            return []
+        stack = self.screen_stack
+        return [bar for screen in stack[stack.index(shown):] for bar in screen.query(StatusBar)]
 
     # -- the release session: screens send commands here; I/O runs in workers ----------
 
@@ -511,6 +554,9 @@ class ControlRoomApp(App[None]):
                 self.notify(f"You drive the deployment of {session.state.version}", timeout=4)
         elif session.resumed:
             self.notify(f"Resumed the deployment of {session.state.version}", timeout=4)
+        if session.rollback_in_progress() and "rollback" in self._modes:
+            # Reopened mid-rollback: the console is where the next step is, not the checklist.
+            self.call_after_refresh(self.switch_mode, "rollback")
         self.session_changed()
         if self.check_on_start and not session.follows_driver:
             self.call_after_refresh(self._run_checks)  # after the first frame is up
@@ -570,9 +616,8 @@ class ControlRoomApp(App[None]):
         screen = self.shown_screen()
         if screen is not None:
             screen.post_message(ReleaseChanged())
-            bars = screen.query(StatusBar)
-            if bars:
-                self._session_status(bars.first())
+        for bar in self._status_bars():
+            self._session_status(bar)
 
     def _show_what_others_journaled(self, records: list[Any]) -> None:
         """A watcher's step log follows the driver's steps; a takeover is told to every window."""
@@ -608,6 +653,8 @@ class ControlRoomApp(App[None]):
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key) and not event.is_forwarded and self.screen_stack:
             setattr(event, ARRIVED_ON, self.screen)  # travels with the event as it is forwarded and bubbles
+            if self.message is not None and self.message.severity == "error":
+                self._show_message(None)  # an error stays until a key (this one's answer comes after)
         await super().on_event(event)
 
     def on_key(self, event: events.Key) -> None:
@@ -931,10 +978,8 @@ class ControlRoomApp(App[None]):
         if self.session is None:
             return
         self._ring_on_alerts()
-        screen = self.shown_screen()
-        bars = screen.query(StatusBar) if screen is not None else None
-        if bars:
-            self._session_status(bars.first())
+        for bar in self._status_bars():
+            self._session_status(bar)
 
     def action_retry_notifications(self) -> None:
         """N: send the given-up notifications again."""

@@ -18,6 +18,7 @@ from controlroom.release.rules import DEPLOY, Command
 from controlroom.widgets.alarm_banner import AlarmBanner
 from controlroom.widgets.crew_banner import CrewBanner
 from controlroom.widgets.key_bar import KeyBar
+from controlroom.widgets.message_line import MessageLine
 from controlroom.widgets.messages import CommandRefused, EngineCommand, ReleaseChanged
 from controlroom.widgets.status_bar import StatusBar
 
@@ -108,6 +109,7 @@ class ControlScreen(Screen[None]):
         yield CrewBanner()
         yield AlarmBanner()
         yield from self.compose_body()
+        yield MessageLine()  # the app's messages (notify), never toasts over the output
         yield KeyBar()
 
     # While an action fetches what its dialog will show (a row count, the providers), keys

@@ -129,7 +129,7 @@ class DeployScreen(Filtering, LogKeys, ControlScreen):
     def compose_body(self) -> ComposeResult:
         yield Static("", id="deploy-clocks")
         yield from filter_line_with_status("step title, id or status")
-        yield RowTable(id="deploy-steps", cursor_type="row")
+        yield RowTable(id="deploy-steps", cursor_type="row", show_header=False)  # 80×24: every row fits
         yield StepLog(DEPLOY_PLACEHOLDER, id="deploy-log")
 
     def on_mount(self) -> None:

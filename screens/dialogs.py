@@ -18,6 +18,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from controlroom.widgets.message_line import MessageLine
+from controlroom.widgets.status_bar import StatusBar
+
 DIALOG_CSS = """
 {name} { align: center middle; }
 {name} > Vertical { width: 76; max-width: 100%; height: auto; max-height: 22; border: round $warning;
@@ -29,6 +32,8 @@ DIALOG_CSS = """
 {name} .dialog-buttons { height: 3; align-horizontal: right; }
 {name} Button { margin-left: 1; min-width: 10; }
 {name} .dialog-error { color: $error; height: auto; }
+{name} > StatusBar { dock: top; }
+{name} > MessageLine { dock: bottom; margin-bottom: 1; }
 """
 
 
@@ -36,11 +41,34 @@ def _text(value: str | Text) -> Text:
     return value if isinstance(value, Text) else Text(value)
 
 
+class DialogStatusBar(StatusBar):
+    """The header over a dialog: the same line as the screen's below, kept ticking by the app
+    (ControlRoomApp._status_bars), so the verdict and the clocks stay in view and move while
+    the dialog is open, whatever it covers."""
+
+    def on_mount(self) -> None:
+        room: Any = self.app
+        if hasattr(room, "configure_status"):
+            below = room.shown_screen()
+            room.configure_status(self, getattr(below, "TITLE_TEXT", ""))
+
+
 class Dialog(ModalScreen[Any]):
     """A dialog answers once. A second Enter, or a key typed ahead that reaches it while it
-    closes, must not answer again (Textual would pop the screen below it)."""
+    closes, must not answer again (Textual would pop the screen below it).
+
+    Every dialog shows the header (the clocks tick on) and the message line (what the app
+    says while it is open) around what `compose_dialog` yields."""
 
     _answered = False
+
+    def compose(self) -> ComposeResult:
+        yield DialogStatusBar()
+        yield from self.compose_dialog()
+        yield MessageLine()
+
+    def compose_dialog(self) -> ComposeResult:
+        yield from ()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         """A DialogInput's Enter (dialogs with a field answer it)."""
@@ -155,7 +183,7 @@ class ConfirmDialog(Dialog):
         self.hint = _text(hint) if hint is not None else Text(
             f"tab ←→ switch buttons · enter presses the highlighted one · esc = {cancel_label}")
 
-    def compose(self) -> ComposeResult:
+    def compose_dialog(self) -> ComposeResult:
         with Vertical():
             yield Static(self.title_text, classes="dialog-title")
             body = VerticalScroll(classes="dialog-body", id="body")
@@ -223,7 +251,7 @@ class ReasonDialog(_TypedAhead, Dialog):
         self.min_length = min_length
         self.initial = initial
 
-    def compose(self) -> ComposeResult:
+    def compose_dialog(self) -> ComposeResult:
         with Vertical():
             yield Static(self.title_text, classes="dialog-title")
             with VerticalScroll(classes="dialog-body"):
@@ -277,7 +305,7 @@ class TypedConfirmDialog(_TypedAhead, Dialog):
         self.word = word
         self.confirm_label = confirm_label
 
-    def compose(self) -> ComposeResult:
+    def compose_dialog(self) -> ComposeResult:
         with Vertical():
             yield Static(self.title_text, classes="dialog-title")
             with VerticalScroll(classes="dialog-body"):
@@ -327,7 +355,7 @@ class PickDialog(Dialog):
         self.choices = choices
         self.initial = initial
 
-    def compose(self) -> ComposeResult:
+    def compose_dialog(self) -> ComposeResult:
         from textual.widgets import OptionList
         from textual.widgets.option_list import Option
 

@@ -75,7 +75,7 @@ class PosHealthScreen(Filtering, ControlScreen):
             if key == "failed" and view is not None:
                 label = plain(view.failing_title, limit=12)
                 width = max(width, len(label))
-            table.add_column(label, key=key, width=width)
+            table.add_column(Text(label), key=key, width=width)  # from the runbook: never markup
 
     @property
     def view(self) -> HealthView | None:

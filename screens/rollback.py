@@ -19,6 +19,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from controlroom.widgets.key_bar import as_mapped
 from controlroom.widgets.row_table import RowTable
 from controlroom.widgets.changes import set_cell, set_content
 from controlroom.release.state import format_duration
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
 STEP_WIDTH = 54
 TIME_WIDTH = 12
-ROLLBACK_PLACEHOLDER = "Rollback output appears here. s starts the selected plan."
+ROLLBACK_PLACEHOLDER = "Rollback output appears here."
 
 
 def plan_span(plan: Any) -> str:
@@ -65,8 +66,8 @@ def plan_span(plan: Any) -> str:
 class RollbackScreen(LogKeys, ControlScreen):
     TITLE_TEXT = "Rollback"
     HELP = (
-        "The rollback console. Pick a plan (↑↓) — Emergency (< 5 min: previous stable version, disable the "
-        "failing provider's integrations, notify) or Graceful (10–15 min) — and press s: it asks why "
+        "The rollback console. Pick a plan in the plans list (↑↓; tab moves to its steps and back) — "
+        "Emergency (< 5 min: previous stable version, disable the failing provider's integrations, notify) or Graceful (10–15 min) — and press s: it asks why "
         "(the latest failure is filled in) and, when the plan disables integrations, which provider (with "
         "how many locations it would touch); the previous stable version is found and journaled. Then run "
         "the steps one at a time with x: each shows exactly what it does, and modifying steps need the tag "
@@ -77,8 +78,10 @@ class RollbackScreen(LogKeys, ControlScreen):
         "target (amber, then red, on overrun); the escalation panel says who to call now and when the next "
         "level is reached. ctrl+r writes the report. Nothing modifying runs in READ-ONLY mode."
     )
-    AUTO_FOCUS = "#rb-steps"
+    AUTO_FOCUS = "#rb-plans"
     BINDINGS = [
+        Binding("tab,shift+tab", "other_list", "plans/steps", show=False, tooltip="Move between the plans and the "
+                "highlighted plan's steps", id="rollback.other_list"),
         Binding("s", "start", "start", tooltip="Start the selected plan (asks why, and the provider)",
                 id="rollback.start"),
         Binding("a", "adopt", "adopt", tooltip="Adopt a release deployed elsewhere (CI/CD, a colleague) so it "
@@ -100,7 +103,9 @@ class RollbackScreen(LogKeys, ControlScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="rb-header")
+        yield RowTable(id="rb-plans", cursor_type="row", show_header=False)
         yield RowTable(id="rb-steps", cursor_type="row", show_header=False)
+        yield Static("", id="rb-hint")
         yield Static("", id="rb-escalation")
         yield StepLog(ROLLBACK_PLACEHOLDER, id="rb-log")
 
@@ -113,20 +118,45 @@ class RollbackScreen(LogKeys, ControlScreen):
     def plans(self) -> list[RollbackPlan]:
         return list(self.room.config.runbook.rollback.plans)
 
-    def _ensure_rows(self) -> None:
-        table = self.query_one("#rb-steps", DataTable)
-        if table.columns:
-            return
-        table.add_column(Text("stat"), width=4, key="status")
-        table.add_column(Text("plan / step"), width=STEP_WIDTH, key="step")
-        table.add_column(Text("time"), width=TIME_WIDTH, key="time")
+    def _ensure_rows(self) -> bool:
+        """The plans list filled (once); False while the screen has no lists (being composed,
+        or taken down as the app closes: a tick may land then)."""
+        found = self.query("#rb-plans")
+        if not found:
+            return False
+        plans = found.first(DataTable)
+        if plans.columns:
+            return True
+        plans.add_column(Text("stat"), width=4, key="status")
+        plans.add_column(Text("plan"), width=STEP_WIDTH, key="step")
+        plans.add_column(Text("time"), width=TIME_WIDTH, key="time")
         for letter, plan in zip("ABCDEFGH", self.plans):
-            table.add_row(Text(""), Text(plain(f"{letter}. {plan.title} ({plan_span(plan)})", limit=STEP_WIDTH), style="bold"),
-                          Text(""), key=f"plan:{plan.id}")
-            for step in plan.steps:
-                table.add_row(Text("·", style="dim"), Text("  " + plain(step.title, limit=STEP_WIDTH - 2)), Text(""),
-                              key=f"{plan.id}:{step.id}")
-        self._show_selected_outcome()
+            plans.add_row(Text(""), Text(plain(f"{letter}. {plan.title} ({plan_span(plan)})", limit=STEP_WIDTH), style="bold"),
+                          Text(""), key=plan.id)
+        steps = self.query_one("#rb-steps", DataTable)
+        steps.add_column(Text("stat"), width=4, key="status")
+        steps.add_column(Text("step"), width=STEP_WIDTH, key="step")
+        steps.add_column(Text("time"), width=TIME_WIDTH, key="time")
+        self._show_steps_of(self.plans[0].id if self.plans else None)
+        return True
+
+    _steps_of: str | None = None  # the plan whose steps the steps list shows
+
+    def _show_steps_of(self, plan_id: str | None) -> None:
+        """The steps list shows the highlighted plan's steps (rebuilt only when it changes)."""
+        if plan_id == self._steps_of or plan_id is None:
+            return
+        self._steps_of = plan_id
+        steps = self.query_one("#rb-steps", DataTable)
+        steps.clear()
+        for number, step in enumerate(self.rollback_plan(plan_id).steps, start=1):
+            steps.add_row(Text("·", style="dim"), Text(plain(f"{number}. {step.title}", limit=STEP_WIDTH)), Text(""),
+                          key=step.id)
+        if self.session is not None:
+            self._render_steps(self.session)
+
+    def rollback_plan(self, plan_id: str) -> RollbackPlan:
+        return next(plan for plan in self.plans if plan.id == plan_id)
 
     # -- rendering ---------------------------------------------------------------------
 
@@ -144,7 +174,8 @@ class RollbackScreen(LogKeys, ControlScreen):
     _alarm_placed: str = ""  # the hash of the alarm the cursor was put on the plan of
 
     def render_rollback(self) -> None:
-        self._ensure_rows()
+        if not self._ensure_rows():
+            return
         session = self.session
         if (session is not None and session.resumed and session.rollback_in_progress()
                 and not self._resume_cursor_placed):
@@ -153,9 +184,7 @@ class RollbackScreen(LogKeys, ControlScreen):
         breach = session.alarm() if session is not None else None
         if breach is not None and breach.hash != self._alarm_placed:
             self._alarm_placed = breach.hash  # once per alarm: the recommended plan, s starts it
-            table = self.query_one("#rb-steps", DataTable)
-            with contextlib.suppress(Exception):
-                table.move_cursor(row=table.get_row_index(f"plan:{breach.data.get('plan_id', '')}"))
+            self.select_plan(str(breach.data.get("plan_id", "")))
         header = self.query_one("#rb-header", Static)
         if session is None:
             set_content(header, Text("opening the session…", style="dim"))
@@ -169,9 +198,9 @@ class RollbackScreen(LogKeys, ControlScreen):
                 text.append("No deployment started yet.", style="dim")
             elif breach is not None:
                 text.append("Rollback recommended", style="bold white on red")
-                text.append(f" ({plain(str(breach.data.get('what', '')), limit=60)}): s starts the selected plan")
+                text.append(f" ({plain(str(breach.data.get('what', '')), limit=60)})")
             else:
-                text.append(f"Deploying {plain(state.version, limit=20)}: pick a plan (↑↓), s starts it")
+                text.append(f"Deploying {plain(state.version, limit=20)}", style="bold")
             text.append("\n" + " · ".join(f"{p.title} {plan_span(p)}" for p in self.plans), style="dim")
         else:
             plan = session.rollback_plan(rollback.plan_id)
@@ -199,12 +228,14 @@ class RollbackScreen(LogKeys, ControlScreen):
             elif rollback.reason:
                 text.append("  why: " + plain(rollback.reason, limit=60), style="dim")
         set_content(header, text)
+        self._render_plans(session)
         self._render_steps(session)
+        self._render_hint(session)
         self._render_escalation(session)
         self._show_selected_outcome()
 
-    def _render_steps(self, session: Any) -> None:
-        table = self.query_one("#rb-steps", DataTable)
+    def _render_plans(self, session: Any) -> None:
+        table = self.query_one("#rb-plans", DataTable)
         rollback = session.state.rollback
         for plan in self.plans:
             active = rollback is not None and rollback.plan_id == plan.id
@@ -216,24 +247,82 @@ class RollbackScreen(LogKeys, ControlScreen):
                 marker = Text("✓", style="bold green")
             else:  # abandoned: the deployment was finished as failed with this rollback open
                 marker = Text("✗", style="bold red")
-            set_cell(table, f"plan:{plan.id}", "status", marker)
+            set_cell(table, plan.id, "status", marker)
             if active and rollback.ended_at is not None and not rollback.verified:
-                set_cell(table, f"plan:{plan.id}", "time", Text("abandoned", style="bold red"))
+                set_cell(table, plan.id, "time", Text("abandoned", style="bold red"))
             elif active:
-                set_cell(table, f"plan:{plan.id}", "time", clock_text(session.rollback_clock()))
+                set_cell(table, plan.id, "time", clock_text(session.rollback_clock()))
             else:
-                set_cell(table, f"plan:{plan.id}", "time", Text(format_duration(plan.target_minutes * 60), style="dim"))
-            for step in plan.steps:
-                step_state = rollback.steps.get(step.id) if active else None
-                status = step_state.status if step_state else "todo"
-                if active and session.running_step == step.id:
-                    status = "running"
-                label, style = STEP_STYLES.get(status, (status.upper(), ""))
-                set_cell(table, f"{plan.id}:{step.id}", "status", Text(label, style=style))
-                when = Text("")
-                if step_state and step_state.at and status in ("done", "failed", "skipped"):
-                    when = Text(f"+{format_duration((step_state.at - rollback.started_at).total_seconds())}", style="dim")
-                set_cell(table, f"{plan.id}:{step.id}", "time", when)
+                set_cell(table, plan.id, "time", Text(format_duration(plan.target_minutes * 60), style="dim"))
+
+    def _render_steps(self, session: Any) -> None:
+        """The steps of the plan the steps list shows, with their status when it is the
+        rollback's plan."""
+        if self._steps_of is None:
+            return
+        table = self.query_one("#rb-steps", DataTable)
+        rollback = session.state.rollback
+        plan = self.rollback_plan(self._steps_of)
+        active = rollback is not None and rollback.plan_id == plan.id
+        for step in plan.steps:
+            step_state = rollback.steps.get(step.id) if active else None
+            status = step_state.status if step_state else "todo"
+            if active and session.running_step == step.id:
+                status = "running"
+            label, style = STEP_STYLES.get(status, (status.upper(), ""))
+            set_cell(table, step.id, "status", Text(label, style=style))
+            when = Text("")
+            if step_state and step_state.at and status in ("done", "failed", "skipped"):
+                when = Text(f"+{format_duration((step_state.at - rollback.started_at).total_seconds())}", style="dim")
+            set_cell(table, step.id, "time", when)
+
+    def _key(self, action: str) -> str:
+        """The key of one of this screen's actions, as the operator's keymap has it."""
+        binding = next((b for b in self.BINDINGS if isinstance(b, Binding) and b.action == action), None)
+        return self.app.get_key_display(as_mapped(self.app, binding)) if binding is not None else action
+
+    def hint(self, session: Any) -> Text:
+        """What to do next, worded from the engine's NextMove: it never offers what the
+        engine would refuse."""
+        move = session.rollback_next()
+        text = Text(no_wrap=True, overflow="ellipsis")
+        plan_id, _ = self.selected()
+        selected = self.rollback_plan(plan_id).title if plan_id else "selected plan"
+        if move.kind == "start":
+            again = " again" if session.state.rollback is not None else ""
+            text.append(f"{self._key('start')} starts the {selected}{again}", style="bold")
+            text.append(" · ↑↓ picks a plan, tab moves to its steps", style="dim")
+        elif move.kind == "running":
+            text.append("running: " + (plain(move.step.title, limit=50) if move.step else "the verification"),
+                        style="bold")
+            text.append(" · its output streams below", style="dim")
+        elif move.kind == "run":
+            assert move.step is not None
+            text.append("next: ", style="bold")
+            # The keys stay in view: the title gives way first (the steps list shows it whole).
+            text.append(plain(move.step.title, limit=max(20, (self.size.width or 80) - 46)), style="bold")
+            if move.refusal:
+                text.append(f" · {plain(move.refusal, limit=120)}", style="yellow")
+            else:
+                text.append(f" · {self._key('run_step')} runs it, {self._key('dry_run')} dry-runs, "
+                            f"{self._key('skip')} skips", style="dim")
+        elif move.kind == "verify":
+            text.append("every step is done: ", style="bold")
+            text.append(f"{self._key('verify')} verifies the rollback" if not move.refusal
+                        else plain(move.refusal, limit=120), style="bold" if not move.refusal else "yellow")
+        elif move.kind == "verified":
+            text.append("VERIFIED", style="bold green")
+            text.append(": the deployment ended rolled back, the incident is resolved · ctrl+r writes the report")
+        elif move.kind == "adopt":
+            text.append("no deployment in this journal: ", style="bold")
+            text.append(f"{self._key('adopt')} adopts a release deployed elsewhere, then {self._key('start')} "
+                        "rolls it back")
+        else:  # refused (READ-ONLY, watching, …) or abandoned without a way to start again
+            text.append(plain(move.refusal or "nothing to do here now", limit=200), style="yellow")
+        return text
+
+    def _render_hint(self, session: Any) -> None:
+        set_content(self.query_one("#rb-hint", Static), self.hint(session))
 
     def _render_escalation(self, session: Any) -> None:
         panel = self.query_one("#rb-escalation", Static)
@@ -290,20 +379,41 @@ class RollbackScreen(LogKeys, ControlScreen):
         log.show_outcome(lines)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "rb-plans" and event.row_key.value:
+            self._show_steps_of(event.row_key.value)
+            if self.session is not None:
+                self._render_hint(self.session)
         self._show_selected_outcome()
+
+    def on_descendant_focus(self, event: Any) -> None:
+        self._show_selected_outcome()
+
+    def action_other_list(self) -> None:
+        """tab / shift+tab: from the plans to the highlighted plan's steps, and back."""
+        plans = self.query_one("#rb-plans", DataTable)
+        self.set_focus(self.query_one("#rb-steps", DataTable) if self.focused is plans else plans)
 
     # -- selection ---------------------------------------------------------------------
 
     def selected(self) -> tuple[str | None, str | None]:
-        """(plan id, step id or None) of the cursor row."""
-        table = self.query_one("#rb-steps", DataTable)
-        if table.row_count == 0:
+        """(plan id, step id or None): the highlighted plan, and its highlighted step while
+        the steps list has the focus."""
+        plans = self.query_one("#rb-plans", DataTable)
+        if plans.row_count == 0:
             return None, None
-        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value or ""
-        if key.startswith("plan:"):
-            return key.removeprefix("plan:"), None
-        plan_id, _, step_id = key.partition(":")
-        return plan_id, step_id
+        plan_id = plans.coordinate_to_cell_key((plans.cursor_row, 0)).row_key.value
+        steps = self.query_one("#rb-steps", DataTable)
+        if self.focused is not steps or steps.row_count == 0 or self._steps_of != plan_id:
+            return plan_id, None
+        return plan_id, steps.coordinate_to_cell_key((steps.cursor_row, 0)).row_key.value
+
+    def select_plan(self, plan_id: str) -> None:
+        """Highlight `plan_id` in the plans list, which takes the focus."""
+        plans = self.query_one("#rb-plans", DataTable)
+        with contextlib.suppress(Exception):  # not a plan of this runbook
+            plans.move_cursor(row=plans.get_row_index(plan_id))
+            self._show_steps_of(plan_id)
+            self.set_focus(plans)
 
     def _need_step(self) -> tuple[str, str] | None:
         plan_id, step_id = self.selected()
@@ -315,7 +425,7 @@ class RollbackScreen(LogKeys, ControlScreen):
                 self.select_next_open_step()
                 return plan_id, waiting[0]
         if plan_id is None or step_id is None:
-            self.app.notify("Select a step first (↑↓)", severity="warning")
+            self.app.notify("Select a step first (tab to the steps, ↑↓)", severity="warning")
             return None
         return plan_id, step_id
 
@@ -326,9 +436,13 @@ class RollbackScreen(LogKeys, ControlScreen):
             return
         waiting = session.open_rollback_steps()
         plan_id = session.state.rollback.plan_id
-        table = self.query_one("#rb-steps", DataTable)
-        key = f"{plan_id}:{waiting[0]}" if waiting else f"plan:{plan_id}"
-        table.move_cursor(row=table.get_row_index(key))
+        plans = self.query_one("#rb-plans", DataTable)
+        plans.move_cursor(row=plans.get_row_index(plan_id))
+        self._show_steps_of(plan_id)
+        steps = self.query_one("#rb-steps", DataTable)
+        plan = self.rollback_plan(plan_id)
+        steps.move_cursor(row=steps.get_row_index(waiting[0]) if waiting else len(plan.steps) - 1)
+        self.set_focus(steps)
 
     def say_refused(self, reason: str) -> None:
         super().say_refused(reason)

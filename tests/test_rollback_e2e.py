@@ -62,6 +62,26 @@ async def select_row(pilot, table: DataTable, key: str) -> None:  # type: ignore
     await pilot.pause()
 
 
+async def select_rollback_step(pilot, screen: RollbackScreen, key: str) -> None:  # type: ignore[no-untyped-def]
+    """By keys: the plan in the plans list (↑↓), tab to its steps, ↓ to the step."""
+    plan_id, _, step_id = key.partition(":")
+    plans, steps = screen.query_one("#rb-plans", DataTable), screen.query_one("#rb-steps", DataTable)
+    if screen.focused is not plans:
+        await pilot.press("tab")
+    assert screen.focused is plans
+    for _ in range(plans.row_count):
+        if screen.selected()[0] == plan_id:
+            break
+        await pilot.press("down" if plans.get_row_index(plan_id) > plans.cursor_row else "up")
+    await pilot.press("tab")
+    assert screen.focused is steps
+    while steps.cursor_row > 0:
+        await pilot.press("up")
+    while screen.selected()[1] != step_id:
+        await pilot.press("down")
+    assert screen.selected() == (plan_id, step_id)
+
+
 @pytest.fixture
 async def outage() -> AsyncIterator[Sandbox]:
     async with Sandbox("fudo-outage", locations=60, simulate=True, tick_s=0.2) as running:
@@ -299,25 +319,23 @@ async def test_read_only_refuses_every_modifying_rollback_key(quiet: Sandbox, tm
             await pilot.press("R")
             screen = app.screen
             assert isinstance(screen, RollbackScreen)
-            table = screen.query_one("#rb-steps", DataTable)
-
             await pilot.press("s")  # start: refused up front, no dialog
             assert app.screen is screen and "READ-ONLY" in log_lines(app)[-1]
             for key in ("emergency:switch-version", "emergency:disable-provider", "graceful:deploy-previous"):
-                await select_row(pilot, table, key)
+                await select_rollback_step(pilot, screen, key)
                 await pilot.press("x")
                 assert app.screen is screen, key
                 assert "READ-ONLY" in log_lines(app)[-1], (key, log_lines(app)[-1])
                 await pilot.press("m")  # marking a modifying step done is refused too
                 assert app.screen is screen and "refused" in log_lines(app)[-1]
             for key in ("emergency:notify-incident-team", "graceful:drain"):
-                await select_row(pilot, table, key)
+                await select_rollback_step(pilot, screen, key)
                 for press in ("x", "m", "z", "v"):
                     await pilot.press(press)
                     assert app.screen is screen, (key, press)
                     assert log_lines(app)[-1].startswith("refused"), (key, press)
             # A dry run is allowed: it describes and counts, and changes nothing.
-            await select_row(pilot, table, "emergency:switch-version")
+            await select_rollback_step(pilot, screen, "emergency:switch-version")
             await pilot.press("t")
             await app.workers.wait_for_complete()
             assert any("dry run" in line for line in log_lines(app))

@@ -59,7 +59,7 @@ from controlroom.infra.logs import logger
 from controlroom.notify.outbox import Outbox, OutboxView
 from controlroom.release.incident import FIRST_ANSWER_S, Incident
 from controlroom.release.journal import Journal, JournalRefused, Record, journal_directory, read_records, records_key
-from controlroom.release.rollback import RollbackPlans
+from controlroom.release.rollback import NextMove, RollbackPlans
 from controlroom.release.watch import Watch, WatchWindow, alarms, kpi_values, open_breakers, watch_window
 from controlroom.release.shared_journal import OFFLINE_WORDS, TAKE_OVER_WORDS, Crew, SharedJournal, store_dsn
 from controlroom.release.rules import Command, Situation
@@ -1233,6 +1233,32 @@ class ReleaseEngine:
 
     def verification_items(self, plan: RollbackPlan) -> list[str]:
         return self.plans.verification_items(plan)
+
+    def rollback_next(self) -> NextMove:
+        """What is next on the rollback console, as the release stands now: the hint line
+        renders it, so that it never says what the engine would refuse."""
+        rollback = self.state.rollback
+        if rollback is not None and rollback.ended_at is None:
+            if self.running_step == "verify":
+                return NextMove("running")
+            plan = self.plans.plan(rollback.plan_id)
+            if self.running_step is not None:
+                running = next((s for s in plan.steps if s.id == self.running_step), None)
+                return NextMove("running", running)
+            waiting = self.open_rollback_steps()
+            if not waiting:
+                return NextMove("verify", refusal=self.command_refusal(Command.VERIFY))
+            return NextMove("run", self.plans.step_of(plan, waiting[0]), self.rollback_refusal(waiting[0], plan.id))
+        refusal = self.start_refusal()
+        if refusal is None:
+            return NextMove("start")
+        if rollback is not None and rollback.verified:
+            return NextMove("verified")
+        if rollback is not None:
+            return NextMove("abandoned", refusal=refusal)
+        if self.command_refusal(Command.ADOPT) is None:
+            return NextMove("adopt", refusal=refusal)
+        return NextMove("refused", refusal=refusal)
 
     async def verify_rollback(self, on_output: OutputCallback | None = None) -> tuple[bool, list[ProbeResult], list[str]]:
         """Run the verification probes again (the verdict updates). All pass (or warn): the

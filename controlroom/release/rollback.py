@@ -13,12 +13,30 @@ abandoned: true}.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from controlroom.config.loader import LoadedConfig
 from controlroom.config.models import NotifyAction, ProbeAction, RollbackPlan, SqlAction, Step
 from controlroom.errors import SessionError
 from controlroom.release.steps import StepRunner
 
 PROVIDERS_QUERY_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class NextMove:
+    """What the rollback console's hint says is next, decided from the release's state
+    (ReleaseEngine.rollback_next); the screen words it with the keys as they are mapped.
+
+    `kind`: "start" (s starts the selected plan), "adopt" (no deployment here: a adopts one),
+    "refused" (nothing can be started or run now: `refusal` says why), "running" (`step` runs,
+    or the verification when `step` is None), "run" (`step` is the next open step; `refusal`,
+    when set, says why x would not run it now), "verify" (every step done: v), "verified",
+    "abandoned"."""
+
+    kind: str
+    step: Step | None = None
+    refusal: str | None = None
 
 
 class RollbackPlans:
