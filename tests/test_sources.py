@@ -51,6 +51,17 @@ async def test_breakers_and_health(db_dsn: str, db: asyncpg.Connection) -> None:
         assert rows["f1"].location_name == "Café [red]x[/red]" and rows["m1"].window_minutes == 15
         assert snapshot.counts()["fudo"] == {"closed": 1, "open": 1, "half_open": 0}
 
+        # Read again with nothing changed: the same snapshot, not rows decoded again; a change
+        # in any row (here a breaker closing) is read whole.
+        source = BreakerSource(views.breakers, database)
+        first = await source.fetch()
+        assert await source.fetch() is first
+        await db.execute("UPDATE rotation_cb SET state = 'closed', opened_at = NULL WHERE location_id = 'f2'")
+        changed = await source.fetch()
+        assert changed is not first and {r.location_id: r for r in changed.rows}["f2"].state == "closed"
+        assert await source.fetch() is changed
+        await db.execute("UPDATE rotation_cb SET state = 'open', opened_at = now() WHERE location_id = 'f2'")
+
         health = {p.provider: p for p in (await ProviderHealthSource(views.health, database).fetch()).providers}
         fudo = health["fudo"]
         assert (fudo.total, fudo.connected, fudo.disconnected, fudo.failing) == (2, 1, 1, 1)
