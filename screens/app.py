@@ -103,6 +103,10 @@ ARRIVED_ON = "_controlroom_arrived_on"  # the screen on top when a key arrived (
 PALETTE_LEAVES_OUT = frozenset({"app.palette", "app.quit_ctrl_c"})
 # Views shown only when the runbook defines them ([views.NAME]): mode -> view name.
 OPTIONAL_VIEWS = {"breakers": "breakers", "pos": "health"}
+# The terminal sizes styles/app.tcss tells apart (App._size_classes).
+NARROW_BELOW = 80
+WIDE_FROM = 120
+TALL_FROM = 36
 
 
 def _no_delay(delay: float = 0.05) -> None:
@@ -331,12 +335,23 @@ class ControlRoomApp(App[None]):
     def on_mount(self) -> None:
         if self.config.environment.production:
             self.add_class("-production")
+        self._size_classes(self.size.width, self.size.height)
         self.set_interval(1.0, self._tick)
         self.log_path = logs.configure(self.config.secrets.redact)
         self._begin_session()
         # Paint first, then start the pollers: the operator sees the control room at once
         # and the data arrives into it.
         self.call_after_refresh(self._first_frame)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._size_classes(event.size.width, event.size.height)
+
+    def _size_classes(self, width: int, height: int) -> None:
+        """Media-like classes for styles/app.tcss: `-narrow` under 80 columns, `-wide` from
+        120, `-tall` from 36 rows (the output panes then take the height the lists leave)."""
+        self.set_class(width < NARROW_BELOW, "-narrow")
+        self.set_class(width >= WIDE_FROM, "-wide")
+        self.set_class(height >= TALL_FROM, "-tall")
 
     def _first_frame(self) -> None:
         self.first_frame_at = time.perf_counter()
