@@ -332,3 +332,29 @@ async def test_rollback(size: tuple[int, int], tmp_path: Path, attempts: list[st
     assert "v2.14.3" in shot.text and "ESCALATION" in shot.text
     assert_essentials(app, shot, "GO", "deploy 9:00/15:00")
     compare(name_of("rollback", size), shot, tmp_path / "failed")
+
+
+async def test_layout_follows_a_resize(tmp_path: Path, attempts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminal resized while the control room runs (tmux resize-window): the checklist's
+    columns, the header and the key bar follow, both ways."""
+    app = build(tmp_path)
+    longest = "Secret Scanning: no secrets in code, environment variables secure"
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await deliver_sources(pilot, app.config)
+        await feed_checks(app, monkeypatch, check_results(app.config, NO_GO_OVERRIDES, attested=False))
+        await pilot.pause()
+        assert longest not in capture(app).text
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause()
+        await pilot.pause()
+        assert app.has_class("-wide") and longest in capture(app).text
+        await pilot.resize_terminal(60, 20)
+        await pilot.pause()
+        await pilot.pause()
+        text = capture(app).text
+        keys = app.screen.query_one(KeyBar).shown.plain
+        assert app.has_class("-narrow") and len(keys.splitlines()) == 2 and "q quit" in text, (keys, text)
+        header = str(app.screen.query_one(StatusBar).render())
+        assert "NO-GO" in header and "deploy —" in header and header in text
+        assert "Token Zombie Test" in text
