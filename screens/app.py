@@ -39,7 +39,7 @@ from controlroom.live.history import HOUR_S, KpiHistory, remember_reading
 from controlroom.config.loader import LoadedConfig
 from controlroom.config.settings import Settings
 from controlroom.release.alerts import Alerts
-from controlroom.screens.base import ControlScreen
+from controlroom.screens.base import NARROW_BELOW, TALL_FROM, WIDE_FROM, ControlScreen
 from controlroom.screens.breakers import BreakersScreen
 from controlroom.screens.checklist import ChecklistScreen
 from controlroom.screens.command_line import CommandLineScreen
@@ -103,10 +103,6 @@ ARRIVED_ON = "_controlroom_arrived_on"  # the screen on top when a key arrived (
 PALETTE_LEAVES_OUT = frozenset({"app.palette", "app.quit_ctrl_c"})
 # Views shown only when the runbook defines them ([views.NAME]): mode -> view name.
 OPTIONAL_VIEWS = {"breakers": "breakers", "pos": "health"}
-# The terminal sizes styles/app.tcss tells apart (App._size_classes).
-NARROW_BELOW = 80
-WIDE_FROM = 120
-TALL_FROM = 36
 
 
 def _no_delay(delay: float = 0.05) -> None:

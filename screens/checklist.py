@@ -15,7 +15,7 @@ from controlroom.widgets.row_table import RowTable, cut
 from controlroom.widgets.changes import set_cell, set_content
 from controlroom.checks.run import STATUS_STYLES, VERDICT_STYLES
 from controlroom.live.polling import format_age
-from controlroom.screens.base import ControlScreen
+from controlroom.screens.base import ControlScreen, WIDE_FROM
 from controlroom.screens.filtering import Filtering, filter_bindings, filter_line_with_status, grouped_matches
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
 from controlroom.live.sources import plain
@@ -105,7 +105,7 @@ class ChecklistScreen(Filtering, ControlScreen):
         sections = self.room.config.runbook.checklist.sections
         longest = max((len(plain(title, limit=200)) for section in sections
                        for title in (section.title, *(item.title for item in section.items))), default=TITLE_WIDTH)
-        title_share = 2 if self.app.has_class("-wide") else 1
+        title_share = 2 if self.app.size.width >= WIDE_FROM else 1  # not the app's class: set by its own resize
         table.first(RowTable).flex(check=(title_share, LEAST_WIDTH, longest), evidence=(1, LEAST_WIDTH))
 
     # -- the filter ----------------------------------------------------------------------
