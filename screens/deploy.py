@@ -52,6 +52,7 @@ STEP_STYLES = {
 LEVEL_STYLES = {"ok": "bold green", "amber": "bold black on yellow", "red": "bold white on red"}
 STEP_WIDTH = 52
 LEAST_STEP_WIDTH = 24  # under 80 columns
+MOST_STEP_WIDTH = 80  # wider, the time would stand too far from its step
 TIME_WIDTH = 14
 OUTCOME_WORDS = {"success": ("succeeded", "bold green"), "rolled_back": ("rolled back", "bold red")}
 DEPLOY_PLACEHOLDER = "Step output appears here."
@@ -145,7 +146,7 @@ class DeployScreen(Filtering, LogKeys, ControlScreen):
         table.add_column(Text("stat"), width=4, key="status")
         table.add_column(Text("phase / step"), width=STEP_WIDTH, key="step")
         table.add_column(Text("time"), width=TIME_WIDTH, key="time")
-        table.flex(step=(1, LEAST_STEP_WIDTH))  # the titles take the width there is
+        table.flex(step=(1, LEAST_STEP_WIDTH, MOST_STEP_WIDTH))  # the titles take the width there is
         for number, phase in enumerate(self.deployment.phases, start=1):
             table.add_row(Text(""), cut(plain(f"{number}. {phase.title} ({phase.minutes:g} min)", limit=200), "bold"),
                           Text(""), key=f"phase:{phase.id}")

@@ -26,7 +26,8 @@ from controlroom.release.state import format_duration
 from controlroom.config.models import RollbackPlan, Step
 from controlroom.release.rules import ROLLBACK, Command
 from controlroom.screens.base import ControlScreen
-from controlroom.screens.deploy import LEAST_STEP_WIDTH, LEVEL_STYLES, STEP_STYLES, clock_text, outcome_lines
+from controlroom.screens.deploy import (LEAST_STEP_WIDTH, LEVEL_STYLES, MOST_STEP_WIDTH, STEP_STYLES, clock_text,
+                                       outcome_lines)
 from controlroom.screens.dialogs import ConfirmDialog, PickDialog, ReasonDialog, TypedConfirmDialog
 from controlroom.infra.identity import operator_label
 from controlroom.live.sources import plain
@@ -130,7 +131,7 @@ class RollbackScreen(LogKeys, ControlScreen):
         plans.add_column(Text("stat"), width=4, key="status")
         plans.add_column(Text("plan"), width=STEP_WIDTH, key="step")
         plans.add_column(Text("time"), width=TIME_WIDTH, key="time")
-        plans.flex(step=(1, LEAST_STEP_WIDTH))  # the titles take the width there is
+        plans.flex(step=(1, LEAST_STEP_WIDTH, MOST_STEP_WIDTH))  # the titles take the width there is
         for letter, plan in zip("ABCDEFGH", self.plans):
             plans.add_row(Text(""), cut(plain(f"{letter}. {plan.title} ({plan_span(plan)})", limit=200), "bold"),
                           Text(""), key=plan.id)
@@ -138,7 +139,7 @@ class RollbackScreen(LogKeys, ControlScreen):
         steps.add_column(Text("stat"), width=4, key="status")
         steps.add_column(Text("step"), width=STEP_WIDTH, key="step")
         steps.add_column(Text("time"), width=TIME_WIDTH, key="time")
-        steps.flex(step=(1, LEAST_STEP_WIDTH))
+        steps.flex(step=(1, LEAST_STEP_WIDTH, MOST_STEP_WIDTH))
         self._show_steps_of(self.plans[0].id if self.plans else None)
         return True
 
