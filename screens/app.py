@@ -39,7 +39,7 @@ from controlroom.live.history import HOUR_S, KpiHistory, remember_reading
 from controlroom.config.loader import LoadedConfig
 from controlroom.config.settings import Settings
 from controlroom.release.alerts import Alerts
-from controlroom.screens.base import ControlScreen
+from controlroom.screens.base import NARROW_BELOW, TALL_FROM, WIDE_FROM, ControlScreen
 from controlroom.screens.breakers import BreakersScreen
 from controlroom.screens.checklist import ChecklistScreen
 from controlroom.screens.command_line import CommandLineScreen
@@ -331,12 +331,23 @@ class ControlRoomApp(App[None]):
     def on_mount(self) -> None:
         if self.config.environment.production:
             self.add_class("-production")
+        self._size_classes(self.size.width, self.size.height)
         self.set_interval(1.0, self._tick)
         self.log_path = logs.configure(self.config.secrets.redact)
         self._begin_session()
         # Paint first, then start the pollers: the operator sees the control room at once
         # and the data arrives into it.
         self.call_after_refresh(self._first_frame)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._size_classes(event.size.width, event.size.height)
+
+    def _size_classes(self, width: int, height: int) -> None:
+        """Media-like classes for styles/app.tcss: `-narrow` under 80 columns, `-wide` from
+        120, `-tall` from 36 rows (the output panes then take the height the lists leave)."""
+        self.set_class(width < NARROW_BELOW, "-narrow")
+        self.set_class(width >= WIDE_FROM, "-wide")
+        self.set_class(height >= TALL_FROM, "-tall")
 
     def _first_frame(self) -> None:
         self.first_frame_at = time.perf_counter()

@@ -22,6 +22,12 @@ from controlroom.widgets.message_line import MessageLine
 from controlroom.widgets.messages import CommandRefused, EngineCommand, ReleaseChanged
 from controlroom.widgets.status_bar import StatusBar
 
+# The terminal sizes styles/app.tcss tells apart (ControlRoomApp._size_classes sets -narrow,
+# -wide and -tall on the app).
+NARROW_BELOW = 80
+WIDE_FROM = 120
+TALL_FROM = 36
+
 if TYPE_CHECKING:
     from controlroom.release.engine import ReleaseEngine
     from controlroom.screens.app import ControlRoomApp

@@ -11,11 +11,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from controlroom.widgets.row_table import RowTable
+from controlroom.widgets.row_table import RowTable, cut
 from controlroom.widgets.changes import set_cell, set_content
 from controlroom.checks.run import STATUS_STYLES, VERDICT_STYLES
 from controlroom.live.polling import format_age
-from controlroom.screens.base import ControlScreen
+from controlroom.screens.base import ControlScreen, WIDE_FROM
 from controlroom.screens.filtering import Filtering, filter_bindings, filter_line_with_status, grouped_matches
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
 from controlroom.live.sources import plain
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 STATUS_LABELS = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "error": "ERR", "pending": "WAIT", "skipped": "SKIP"}
 TITLE_WIDTH = 30
-EVIDENCE_WIDTH = 31
+LEAST_WIDTH = 16  # the title's and the evidence's, under 80 columns
 REASONS_SHOWN = 3
 
 
@@ -76,20 +76,37 @@ class ChecklistScreen(Filtering, ControlScreen):
         self._render_session()
 
     def _ensure_rows(self) -> None:
-        table = self.query_one("#checklist-table", DataTable)
+        table = self.query_one("#checklist-table", RowTable)
         if table.columns:
             return
         table.add_column(Text("stat"), width=4, key="status")
         table.add_column(Text("check"), width=TITLE_WIDTH, key="check")
-        table.add_column(Text("evidence"), width=EVIDENCE_WIDTH, key="evidence")
+        table.add_column(Text("evidence"), width=TITLE_WIDTH, key="evidence")
         table.add_column(Text("age"), width=4, key="age")
+        self._flex_columns()
         for section in self.room.config.runbook.checklist.sections:
-            table.add_row(Text(""), Text(clip(section.title, TITLE_WIDTH), style="bold underline"), Text(""), Text(""),
+            table.add_row(Text(""), cut(plain(section.title, limit=200), "bold underline"), Text(""), Text(""),
                           key=f"section:{section.id}")
             for item in section.items:
-                table.add_row(Text("…", style="dim"), Text(clip(item.title, TITLE_WIDTH)), Text(""), Text(""), key=item.id)
+                table.add_row(Text("…", style="dim"), cut(plain(item.title, limit=200)), Text(""), Text(""), key=item.id)
         if table.row_count > 1:
             table.move_cursor(row=1)
+
+    def on_resize(self) -> None:
+        self._flex_columns()
+
+    def _flex_columns(self) -> None:
+        """The title and the evidence share what the terminal has beyond 80 columns, evenly;
+        from 120 columns the title takes two thirds, up to its longest (every title whole),
+        and the evidence the rest."""
+        table = self.query("#checklist-table")
+        if not table:
+            return
+        sections = self.room.config.runbook.checklist.sections
+        longest = max((len(plain(title, limit=200)) for section in sections
+                       for title in (section.title, *(item.title for item in section.items))), default=TITLE_WIDTH)
+        title_share = 2 if self.app.size.width >= WIDE_FROM else 1  # not the app's class: set by its own resize
+        table.first(RowTable).flex(check=(title_share, LEAST_WIDTH, longest), evidence=(1, LEAST_WIDTH))
 
     # -- the filter ----------------------------------------------------------------------
 
@@ -140,7 +157,7 @@ class ChecklistScreen(Filtering, ControlScreen):
             else:
                 status = Text(STATUS_LABELS.get(result.status, result.status.upper()), style=STATUS_STYLES.get(result.status, ""))
                 first = result.evidence.strip().splitlines()[0] if result.evidence.strip() else ""
-                evidence = Text(clip(plain(first), EVIDENCE_WIDTH))
+                evidence = cut(plain(first, limit=300))
             set_cell(table, item.id, "status", status)
             set_cell(table, item.id, "evidence", evidence)
         self._render_ages()
@@ -174,7 +191,7 @@ class ChecklistScreen(Filtering, ControlScreen):
         reasons = list(verdict.reasons)
         for reason in reasons[:REASONS_SHOWN]:
             text.append("\n")
-            text.append(clip(plain(reason, limit=400), 76))
+            text.append(clip(plain(reason, limit=400), max(20, (self.size.width or 80) - 4)))
         if len(reasons) > REASONS_SHOWN:
             text.append(f"  (+{len(reasons) - REASONS_SHOWN} more)", style="dim")
         set_content(banner, text)
@@ -189,8 +206,10 @@ class ChecklistScreen(Filtering, ControlScreen):
             return
         result = session.results.get(item_id)
         item = next(i for _, i in self.room.config.runbook.items() if i.id == item_id)
+        # The selected item in full: its title and its evidence, wrapped (the table cuts both).
         text = Text()
-        text.append(f"{item.id}: ", style="bold")
+        text.append(plain(item.title, limit=200), style="bold")
+        text.append(f" ({item.id}): ", style="dim")
         if result is None:
             text.append("not run yet", style="dim")
         else:

@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from controlroom.widgets.row_table import RowTable
+from controlroom.widgets.row_table import RowTable, cut
 from controlroom.widgets.changes import set_cell, set_content
 from controlroom.config.models import Deployment
 from controlroom.release.rules import Command
@@ -51,6 +51,8 @@ STEP_STYLES = {
 }
 LEVEL_STYLES = {"ok": "bold green", "amber": "bold black on yellow", "red": "bold white on red"}
 STEP_WIDTH = 52
+LEAST_STEP_WIDTH = 24  # under 80 columns
+MOST_STEP_WIDTH = 80  # wider, the time would stand too far from its step
 TIME_WIDTH = 14
 OUTCOME_WORDS = {"success": ("succeeded", "bold green"), "rolled_back": ("rolled back", "bold red")}
 DEPLOY_PLACEHOLDER = "Step output appears here."
@@ -138,18 +140,18 @@ class DeployScreen(Filtering, LogKeys, ControlScreen):
         self.render_deploy()
 
     def _ensure_rows(self) -> None:
-        table = self.query_one("#deploy-steps", DataTable)
+        table = self.query_one("#deploy-steps", RowTable)
         if table.columns:
             return
         table.add_column(Text("stat"), width=4, key="status")
         table.add_column(Text("phase / step"), width=STEP_WIDTH, key="step")
         table.add_column(Text("time"), width=TIME_WIDTH, key="time")
+        table.flex(step=(1, LEAST_STEP_WIDTH, MOST_STEP_WIDTH))  # the titles take the width there is
         for number, phase in enumerate(self.deployment.phases, start=1):
-            table.add_row(Text(""), Text(f"{number}. {phase.title} ({phase.minutes:g} min)", style="bold"), Text(""),
-                          key=f"phase:{phase.id}")
+            table.add_row(Text(""), cut(plain(f"{number}. {phase.title} ({phase.minutes:g} min)", limit=200), "bold"),
+                          Text(""), key=f"phase:{phase.id}")
             for step in phase.steps:
-                table.add_row(Text("·", style="dim"), Text("  " + plain(step.title, limit=STEP_WIDTH - 2)), Text(""),
-                              key=step.id)
+                table.add_row(Text("·", style="dim"), cut("  " + plain(step.title, limit=200)), Text(""), key=step.id)
         if table.row_count > 1:
             table.move_cursor(row=1)
         self._show_selected_outcome()

@@ -15,7 +15,7 @@ from controlroom.live.polling import STALE_INTERVALS
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 76; max-height: 90%; border: round $accent; background: $surface; padding: 0 1; }
+    HelpScreen > VerticalScroll { width: 76; max-width: 100%; max-height: 90%; border: round $accent; background: $surface; padding: 0 1; }
     """
     BINDINGS = [
         Binding("escape,question_mark,q", "dismiss", "Close", id="help.close"),

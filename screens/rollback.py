@@ -20,13 +20,14 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from controlroom.widgets.key_bar import as_mapped
-from controlroom.widgets.row_table import RowTable
+from controlroom.widgets.row_table import RowTable, cut
 from controlroom.widgets.changes import set_cell, set_content
 from controlroom.release.state import format_duration
 from controlroom.config.models import RollbackPlan, Step
 from controlroom.release.rules import ROLLBACK, Command
 from controlroom.screens.base import ControlScreen
-from controlroom.screens.deploy import LEVEL_STYLES, STEP_STYLES, clock_text, outcome_lines
+from controlroom.screens.deploy import (LEAST_STEP_WIDTH, LEVEL_STYLES, MOST_STEP_WIDTH, STEP_STYLES, clock_text,
+                                       outcome_lines)
 from controlroom.screens.dialogs import ConfirmDialog, PickDialog, ReasonDialog, TypedConfirmDialog
 from controlroom.infra.identity import operator_label
 from controlroom.live.sources import plain
@@ -124,19 +125,21 @@ class RollbackScreen(LogKeys, ControlScreen):
         found = self.query("#rb-plans")
         if not found:
             return False
-        plans = found.first(DataTable)
+        plans = found.first(RowTable)
         if plans.columns:
             return True
         plans.add_column(Text("stat"), width=4, key="status")
         plans.add_column(Text("plan"), width=STEP_WIDTH, key="step")
         plans.add_column(Text("time"), width=TIME_WIDTH, key="time")
+        plans.flex(step=(1, LEAST_STEP_WIDTH, MOST_STEP_WIDTH))  # the titles take the width there is
         for letter, plan in zip("ABCDEFGH", self.plans):
-            plans.add_row(Text(""), Text(plain(f"{letter}. {plan.title} ({plan_span(plan)})", limit=STEP_WIDTH), style="bold"),
+            plans.add_row(Text(""), cut(plain(f"{letter}. {plan.title} ({plan_span(plan)})", limit=200), "bold"),
                           Text(""), key=plan.id)
-        steps = self.query_one("#rb-steps", DataTable)
+        steps = self.query_one("#rb-steps", RowTable)
         steps.add_column(Text("stat"), width=4, key="status")
         steps.add_column(Text("step"), width=STEP_WIDTH, key="step")
         steps.add_column(Text("time"), width=TIME_WIDTH, key="time")
+        steps.flex(step=(1, LEAST_STEP_WIDTH, MOST_STEP_WIDTH))
         self._show_steps_of(self.plans[0].id if self.plans else None)
         return True
 
@@ -150,7 +153,7 @@ class RollbackScreen(LogKeys, ControlScreen):
         steps = self.query_one("#rb-steps", DataTable)
         steps.clear()
         for number, step in enumerate(self.rollback_plan(plan_id).steps, start=1):
-            steps.add_row(Text("·", style="dim"), Text(plain(f"{number}. {step.title}", limit=STEP_WIDTH)), Text(""),
+            steps.add_row(Text("·", style="dim"), cut(plain(f"{number}. {step.title}", limit=200)), Text(""),
                           key=step.id)
         if self.session is not None:
             self._render_steps(self.session)

@@ -1,4 +1,6 @@
-"""Snapshots of every screen at 80×24 and 120×40, with frozen clocks and fixed data.
+"""Snapshots of every screen at 60×20, 80×24, 120×40 and 200×60, with frozen clocks and fixed
+data; at every size the header keeps the verdict and the deploy clock and the key bar every
+key (never cut with "…"), and from 120 columns the checklist shows every title whole.
 
 Compared against tests/snapshots/<screen>-<size>.{svg,txt} (see tests/snapshot_support.py for
 why not pytest-textual-snapshot); `CONTROLROOM_UPDATE_SNAPSHOTS=1` rewrites them — review the
@@ -22,7 +24,9 @@ from textual.widgets import Input, TextArea
 from controlroom.config.loader import LoadedConfig
 from controlroom.screens.app import ControlRoomApp, make_app
 from controlroom.release.engine import ReleaseEngine
+from controlroom.widgets.key_bar import KeyBar
 from controlroom.widgets.kpi_row import KpiRow
+from controlroom.widgets.status_bar import StatusBar
 
 from snapshot_support import (
     ESCAPE_NAME,
@@ -42,7 +46,8 @@ from snapshot_support import (
     monotonic,
 )
 
-SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
+SIZES = [pytest.param((60, 20), id="60x20"), pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40"),
+         pytest.param((200, 60), id="200x60")]
 Setup = Callable[[Any], Awaitable[None]]
 
 
@@ -113,7 +118,24 @@ async def shoot(app: ControlRoomApp, size: tuple[int, int], setup: Setup, press:
         app._tick()
         await pilot.wait_for_scheduled_animations()
         await pilot.pause()
+        bars = app.screen.query(StatusBar), app.screen.query(KeyBar)
+        if bars[0] and bars[1]:  # the header and the key bar as drawn, for assert_essentials
+            SHOWN[app] = (str(bars[0].first().render()), bars[1].first().shown.plain)
         return capture(app)
+
+
+SHOWN: dict[ControlRoomApp, tuple[str, str]] = {}  # app -> (header, key bar) at its snapshot
+
+
+def assert_essentials(app: ControlRoomApp, shot: Shot, verdict: str, clock: str) -> None:
+    """What an operator needs at any size: the verdict and the deploy clock in the header (the
+    header drops less important parts first), and the key bar whole, quit included."""
+    header, keys = SHOWN.pop(app)
+    assert verdict in header and clock in header, header
+    assert header in shot.text
+    assert "q quit" in keys and "? help" in keys and "…" not in keys, keys
+    for line in keys.splitlines():
+        assert line.rstrip() in shot.text and len(line) <= app.size.width, (line, shot.text)
 
 
 def name_of(screen: str, size: tuple[int, int]) -> str:
@@ -141,6 +163,12 @@ async def test_checklist(size: tuple[int, int], tmp_path: Path, attempts: list[s
     shot = await shoot(app, size, setup)
     assert app.session is not None and app.session.verdict_name == "NO-GO"
     assert "NO-GO" in shot.text and "CORS Configuration" in shot.text
+    assert_essentials(app, shot, "NO-GO", "deploy —")
+    longest = "Secret Scanning: no secrets in code, environment variables secure"  # the runbook's longest title
+    if size[0] >= 120:
+        assert longest in shot.text
+    # The selected item (the first) in full under the table, title and evidence, at any size.
+    assert "Token Zombie Test (token-zombie): revoked token answered 401" in shot.text.replace("\n ", " ")
     compare(name_of("checklist", size), shot, tmp_path / "failed")
 
 
@@ -184,9 +212,15 @@ async def test_deploy(size: tuple[int, int], tmp_path: Path, attempts: list[str]
         session.skip_step("verify-edge-functions", "checked by hand in the Supabase dashboard")
         wall.at = WALL_NOW
         app.session_changed()
+        # At 60x20 the step list scrolls, and where it stopped depends on how far the cursor
+        # travelled while the steps were journaled (timing): the list is taken back to its top,
+        # where the cursor (the first step) is, so that the picture does not depend on that.
+        await pilot.pause()
+        app.screen.query_one("#deploy-steps").scroll_home(animate=False, immediate=True)
 
     shot = await shoot(app, size, setup)
     assert "PRODUCTION" in shot.text and "v2.15.0" in shot.text
+    assert_essentials(app, shot, "GO", "deploy 10:30/15:00")
     compare(name_of("deploy", size), shot, tmp_path / "failed")
 
 
@@ -202,6 +236,7 @@ async def test_kpis(size: tuple[int, int], tmp_path: Path, attempts: list[str]) 
 
     shot = await shoot(app, size, setup)
     assert "STALE" in shot.text and "Connection refused" in shot.text
+    assert_essentials(app, shot, "verdict —", "deploy —")
     compare(name_of("kpis", size), shot, tmp_path / "failed")
 
 
@@ -245,6 +280,9 @@ async def test_breakers(size: tuple[int, int], tmp_path: Path, attempts: list[st
     assert ESCAPE_NAME.replace("\x1b", "\\x1b") in shot.text
     assert "\x1b" not in shot.text and "\x1b" not in shot.svg
     assert "[red]x[/red]" in shot.svg.replace("&#160;", " ")
+    assert_essentials(app, shot, "verdict —", "deploy —")
+    if size[0] >= 120:  # the location column takes the room there is
+        assert "Parrilla Don Julio — Palermo Soho (sucursal 2)" in shot.text
     compare(name_of("breakers", size), shot, tmp_path / "failed")
 
 
@@ -258,6 +296,7 @@ async def test_pos_health(size: tuple[int, int], tmp_path: Path, attempts: list[
 
     shot = await shoot(app, size, setup)
     assert "maxirest" in shot.text and "88.4%" in shot.text
+    assert_essentials(app, shot, "verdict —", "deploy —")
     compare(name_of("pos", size), shot, tmp_path / "failed")
 
 
@@ -296,4 +335,31 @@ async def test_rollback(size: tuple[int, int], tmp_path: Path, attempts: list[st
 
     shot = await shoot(app, size, setup)
     assert "v2.14.3" in shot.text and "ESCALATION" in shot.text
+    assert_essentials(app, shot, "GO", "deploy 9:00/15:00")
     compare(name_of("rollback", size), shot, tmp_path / "failed")
+
+
+async def test_layout_follows_a_resize(tmp_path: Path, attempts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminal resized while the control room runs (tmux resize-window): the checklist's
+    columns, the header and the key bar follow, both ways."""
+    app = build(tmp_path)
+    longest = "Secret Scanning: no secrets in code, environment variables secure"
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await deliver_sources(pilot, app.config)
+        await feed_checks(app, monkeypatch, check_results(app.config, NO_GO_OVERRIDES, attested=False))
+        await pilot.pause()
+        assert longest not in capture(app).text
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause()
+        await pilot.pause()
+        assert app.has_class("-wide") and longest in capture(app).text
+        await pilot.resize_terminal(60, 20)
+        await pilot.pause()
+        await pilot.pause()
+        text = capture(app).text
+        keys = app.screen.query_one(KeyBar).shown.plain
+        assert app.has_class("-narrow") and len(keys.splitlines()) == 2 and "q quit" in text, (keys, text)
+        header = str(app.screen.query_one(StatusBar).render())
+        assert "NO-GO" in header and "deploy —" in header and header in text
+        assert "Token Zombie Test" in text

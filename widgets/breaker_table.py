@@ -39,6 +39,14 @@ COLUMNS = (("provider", "Provider", 9), ("location", "Location", 28), ("state", 
 SORTS = ("state", "failures", "since", "provider", "location")
 PADDING = 1  # a space either side of every cell, as DataTable draws them
 TABLE_WIDTH = sum(width + 2 * PADDING for _, _, width in COLUMNS)
+LOCATION_MOST = 60  # a wider terminal gives the location column its room, up to this
+
+
+def column_widths(width: int) -> tuple[int, ...]:
+    """The columns' widths in a table `width` cells wide: the location takes what the others
+    leave (at least its 28, at most LOCATION_MOST)."""
+    room = width - (TABLE_WIDTH - 28)  # 28: the location's own width in COLUMNS
+    return tuple(max(28, min(LOCATION_MOST, room)) if key == "location" else least for key, _, least in COLUMNS)
 
 LOCATION_ID = itemgetter(0)  # BreakerRow.location_id, read in C
 SortKey = tuple  # (state rank, ..., location id): unique per location, so a row is found by bisect
@@ -252,13 +260,13 @@ def _style(definition: str) -> Style:
     return Style.parse(definition) if definition else Style()
 
 
-def _segments(texts: Iterable[Text], pre: Style, post: Style) -> list[Segment]:
+def _segments(texts: Iterable[Text], pre: Style, post: Style, widths: Iterable[int]) -> list[Segment]:
     """Cells side by side, each cut to its column's width and padded with a space either side,
     styled as DataTable styles a row: `pre` + the cell's own style + `post`."""
     pad, plain_style = " " * PADDING, pre + post
     segments: list[Segment] = []
     run = ""  # unstyled text not yet in a segment
-    for text, (_, _, width) in zip(texts, COLUMNS):
+    for text, width in zip(texts, widths):
         body = text.plain
         if cell_len(body) > width:
             body = set_cell_size(body, width - 1) + "…" if text.overflow == "ellipsis" else set_cell_size(body, width)
@@ -328,6 +336,19 @@ class BreakerTable(ScrollView, can_focus=True):
         self._painted: dict[int, object] = {}  # screen line -> what render_line last drew there
         self._strips: dict[tuple[object, ...], Strip] = {}
         self._styles: tuple[Style, Style, Style, Style] | None = None
+        self._widths = column_widths(0)
+
+    def on_resize(self) -> None:
+        widths = column_widths(self.size.width - self.styles.scrollbar_size_vertical)
+        if widths != self._widths:
+            self._widths = widths
+            self._strips.clear()
+            self._fit_virtual_size()
+            self.refresh()
+
+    @property
+    def table_width(self) -> int:
+        return sum(width + 2 * PADDING for width in self._widths)
 
     # -- what the tests and the screen read -----------------------------------------------
 
@@ -371,7 +392,7 @@ class BreakerTable(ScrollView, can_focus=True):
         return Shown(len(listing), listing.total, listing.moved if changed else 0, self._repaint_changed())
 
     def _fit_virtual_size(self) -> None:
-        size = Size(TABLE_WIDTH, len(self.listing) + 1)  # + the header line
+        size = Size(self.table_width, len(self.listing) + 1)  # + the header line
         if size != self.virtual_size:
             self.virtual_size = size
 
@@ -466,7 +487,9 @@ class BreakerTable(ScrollView, can_focus=True):
         if strip is None:
             if len(self._strips) > 2000:
                 self._strips.clear()
-            strip = Strip(_segments(texts(), pre, post), TABLE_WIDTH).extend_cell_length(max(TABLE_WIDTH, width), pre)
+            table_width = self.table_width
+            strip = Strip(_segments(texts(), pre, post, self._widths), table_width).extend_cell_length(
+                max(table_width, width), pre)
             self._strips[key] = strip
         scroll_x = round(self.scroll_x)
         return strip.crop_extend(scroll_x, scroll_x + width, base)

@@ -11,7 +11,8 @@ The line has three groups, so that every key fits at 80 columns on every screen:
 the screen's own keys with their (short) descriptions; the app's screen-switching keys, keys
 only, the current screen's emphasised; then help and quit. When the roomy layout does not fit
 the width, tighter ones are tried (unpadded keys, then the screen keys packed together, then
-without the word "screens"). Descriptions are appended as plain Text, never parsed as markup.
+without the word "screens"); when even the tightest does not fit (60 columns), the screen's
+keys take one line and the screens, help and quit a second one, so that no key is cut. Descriptions are appended as plain Text, never parsed as markup.
 `?` lists every key with a longer description.
 """
 
@@ -76,6 +77,7 @@ class KeyBar(Static):
         text-wrap: nowrap;
         text-overflow: ellipsis;
     }
+    KeyBar.-two-lines { text-wrap: wrap; }
     """
 
     shown: Text = Text()
@@ -135,15 +137,17 @@ class KeyBar(Static):
             text.append(("" if layout.padded else " ") + description + (" " if layout.padded else ""),
                         style="" if enabled else "dim")
 
-    def render_keys(self, layout: Layout) -> Text:
+    def render_keys(self, layout: Layout, *, two_lines: bool = False) -> Text:
+        """The line in `layout`; `two_lines`: the screen's own keys on the first line, the
+        screens, help and quit on the second (for a terminal too narrow for one line)."""
         own, views, tail = self._groups()
-        text = Text(no_wrap=True, overflow="ellipsis")
+        text = Text(no_wrap=not two_lines, overflow="ellipsis" if not two_lines else "fold")
         if layout.padded:
             text.append(" ")
         self._items(text, own, layout)
         if views:
             if own:
-                text.append(layout.group_gap)
+                text.append("\n" if two_lines else layout.group_gap)
             for index, (key, current) in enumerate(views):
                 if index and not layout.packed_views:
                     text.append(" ")
@@ -157,12 +161,14 @@ class KeyBar(Static):
 
     def show_keys(self) -> None:
         width = self.size.width or self.app.size.width
-        text = self.render_keys(LAYOUTS[-1])
+        # Too narrow for one line even at its tightest (60 columns): two lines, never cut.
+        text = self.render_keys(LAYOUTS[-1], two_lines=True)
         for layout in LAYOUTS:
             candidate = self.render_keys(layout)
             if candidate.cell_len <= width:
                 text = candidate
                 break
+        self.set_class(not text.no_wrap, "-two-lines")
         if same(text, self.shown) and self.shown.plain:
             return  # unchanged: no layout, no frame
         self.shown = text  # what is on the line, for tests and the curious

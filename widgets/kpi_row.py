@@ -19,7 +19,7 @@ from controlroom.widgets.threshold_sparkline import threshold_bars
 
 SYMBOLS = {"green": "✓", "amber": "!", "red": "✗", "unknown": "?"}
 HISTORY = SPARKLINE_POINTS
-SPARK_WIDTH = 16
+SPARK_WIDTH = 16  # before the first layout; then as wide as the row leaves it (up to HISTORY cells)
 
 
 def format_value(value: float | None, unit: str) -> str:
@@ -29,14 +29,29 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{number}{' ' if unit and unit != '%' else ''}{unit}"
 
 
+class Spark(Label):
+    """The bars of a KPI's recent readings, one cell per bucket of readings, as many cells as
+    the row leaves the spark: drawn again when its width changes."""
+
+    def __init__(self, kpi: Kpi, history: deque[float]) -> None:
+        super().__init__("", classes="spark")
+        self.kpi, self.history = kpi, history
+
+    def draw(self) -> None:
+        set_content(self, threshold_bars(self.kpi, self.history, self.size.width or SPARK_WIDTH))
+
+    def on_resize(self) -> None:
+        self.draw()
+
+
 class KpiRow(Vertical):
     DEFAULT_CSS = """
     KpiRow { height: auto; }
     KpiRow > Horizontal { height: 1; }
-    KpiRow .title { width: 1fr; min-width: 16; }
+    KpiRow .title { width: 3fr; min-width: 22; max-width: 48; }
     KpiRow .value { width: 13; text-align: right; text-style: bold; }
     KpiRow .threshold { width: 15; color: $text-muted; padding-left: 1; }
-    KpiRow .spark { width: 16; height: 1; margin-right: 1; }
+    KpiRow .spark { width: 2fr; min-width: 12; max-width: 60; height: 1; margin-right: 1; }
     KpiRow .age { width: 10; }
     KpiRow .error { height: 1; color: $warning; padding-left: 2; display: none; }
     KpiRow.-error .error { display: block; }
@@ -63,7 +78,7 @@ class KpiRow(Vertical):
             unit = self.kpi.unit if self.kpi.unit == "%" else ""
             green, red = str(self.kpi.green).replace(" ", ""), str(self.kpi.red).replace(" ", "")
             yield Label(Text(f"G{green}{unit} R{red}{unit}", no_wrap=True, overflow="ellipsis"), classes="threshold")
-            yield Label("", classes="spark")
+            yield Spark(self.kpi, self.history)
             yield Label("never", classes="age")
         yield Label("", classes="error")
 
@@ -79,7 +94,7 @@ class KpiRow(Vertical):
                     self.history.extend(reading.history)  # backfilled (query_range): full from the start
                 if reading.value is not None:
                     self.history.append(reading.value)
-                    set_content(self.query_one(".spark", Label), threshold_bars(self.kpi, self.history, SPARK_WIDTH))
+                    self.query_one(Spark).draw()
             self._last_read_at = reading.read_at
             colour = reading.colour
             set_content(value_label, Text(f"{SYMBOLS[colour]} {format_value(reading.value, self.kpi.unit)}", no_wrap=True))

@@ -7,6 +7,10 @@ table. Here a changed cell evicts only its own render and its row's line, and re
 row's region;
 everything else (adding or removing rows, sorting, widths) is Textual's own.
 
+Some columns can share the width the others leave (`flex`): their widths follow the table's
+on every resize, so a wider terminal shows longer titles; the cells hold the whole text
+(`cut`: one line, "…" at the column's edge).
+
 It can also show only some of its rows (`show_only`, for a screen's `/` filter): the others
 are kept aside in order, with their cells, and still take `update_cell`, so a screen writes
 every row as before and a row filtered out is up to date when it comes back.
@@ -17,8 +21,17 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from rich.text import Text
+from textual import events
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
+
+
+def cut(text: str | Text, style: str = "") -> Text:
+    """A cell of a flexible column: the whole text on one line, "…" where the column ends."""
+    cell = text.copy() if isinstance(text, Text) else Text(text, style=style)
+    cell.no_wrap, cell.overflow = True, "ellipsis"
+    return cell
 
 
 class RowTable(DataTable[Any]):
@@ -27,6 +40,48 @@ class RowTable(DataTable[Any]):
         self._order: list[Any] = []  # every row's key value, in the order added
         self._aside: dict[Any, list[Any]] = {}  # rows filtered out: their cells
         self._refilling = False
+        self._flex: dict[str, tuple[int, int, int]] = {}  # column key -> (share, least, most or 0)
+
+    def flex(self, **shares: tuple[int, int] | tuple[int, int, int]) -> None:
+        """Columns (by key) that share the width the fixed ones leave, each `(share, least
+        width)` or `(share, least, most)`: a column wider than its longest text gives the rest
+        to the others. Set after the columns are added."""
+        self._flex = {key: (spec + (0,))[:3] for key, spec in shares.items()}
+        self._fit_columns()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        # The room is measured without the vertical scrollbar, so that the columns do not
+        # move when a scrollbar comes or goes.
+        width = self.size.width - self.styles.scrollbar_size_vertical
+        flexible = [(key, *spec) for key, spec in self._flex.items() if ColumnKey(key) in self.columns]
+        if not flexible or width <= 0:
+            return
+        fixed = sum(column.get_render_width(self) for key, column in self.columns.items() if key.value not in self._flex)
+        room = max(0, width - fixed - 2 * self.cell_padding * len(flexible))
+        total = sum(share for _, share, _, _ in flexible) or 1
+        widths = [max(least, room * share // total) for _, share, least, _ in flexible]
+        widths[-1] = max(flexible[-1][2], room - sum(widths[:-1]))  # the rounding's cells go to the last
+        surplus = 0
+        for index, (_, _, least, most) in enumerate(flexible):
+            if most and widths[index] > max(most, least):
+                surplus += widths[index] - max(most, least)
+                widths[index] = max(most, least)
+        open_ = [index for index, (_, _, _, most) in enumerate(flexible) if not most or widths[index] < most]
+        if surplus and open_:
+            widths[open_[-1]] += surplus
+        changed = False
+        for (key, *_), new in zip(flexible, widths):
+            column = self.columns[ColumnKey(key)]
+            if column.width != new or column.auto_width:
+                column.width, column.auto_width, changed = new, False, True
+        if changed:
+            self._clear_caches()
+            self._update_count += 1
+            self._require_update_dimensions = True
+            self.refresh()
 
     def add_row(self, *cells: Any, height: int | None = 1, key: str | None = None, label: Any = None) -> RowKey:
         row_key = super().add_row(*cells, height=height, key=key, label=label)

@@ -24,6 +24,13 @@ CREW_STYLES = {
 }
 
 
+# What goes first when the line does not fit, one after the other: how many watch a shared
+# release, the pending notification (the alarm banner shows it too), the environment's name
+# (production keeps its red badge), the stale count, the driver, the mode in full, the view's
+# name. The verdict and the deploy clock always stay.
+DEGRADE = ("watchers", "outbox", "environment", "stale", "crew", "mode", "where")
+
+
 class StatusBar(Widget):
     DEFAULT_CSS = """
     StatusBar { height: 1; width: 1fr; background: $panel; }
@@ -44,28 +51,37 @@ class StatusBar(Widget):
     outbox: reactive[str | None] = reactive(None)  # "PagerDuty trigger pending, retry in 40 s"
 
     def render(self) -> Text:
-        text = self._line(full_crew=True)
-        if self.crew is not None and self.size.width and text.cell_len > self.size.width:
-            text = self._line(full_crew=False)  # who drives stays; how many watch goes first
+        """The whole line when it fits; else the less important parts go first, in
+        DEGRADE's order, so that the mode, the verdict and the deploy clock stay."""
+        width = self.size.width
+        text = self._line(set())
+        dropped: set[str] = set()
+        for part in DEGRADE:
+            if not width or text.cell_len <= width:
+                break
+            dropped.add(part)
+            text = self._line(dropped)
         return text
 
-    def _line(self, *, full_crew: bool) -> Text:
+    def _line(self, dropped: set[str]) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
         if self.production:
             text.append(" PRODUCTION ", style="bold white on red")
-            text.append(" ")
-            text.append(plain(self.environment, limit=24), style="bold red")
+            if "environment" not in dropped:
+                text.append(" ")
+                text.append(plain(self.environment, limit=24), style="bold red")
         else:
-            text.append(f" {plain(self.environment, limit=30)} ", style="bold black on bright_blue")
+            name = plain(self.environment, limit=12 if "environment" in dropped else 30)
+            text.append(f" {name} ", style="bold black on bright_blue")
         text.append(" ")
         if self.write:
-            text.append(" WRITE ", style="bold black on yellow")
+            text.append(" WRITE " if "mode" not in dropped else " W ", style="bold black on yellow")
         else:
-            text.append(" READ-ONLY ", style="bold black on grey70")
+            text.append(" READ-ONLY " if "mode" not in dropped else " RO ", style="bold black on grey70")
         text.append(" ")
-        if self.crew is not None:  # who drives a shared release: right after the mode, never cut first
+        if self.crew is not None and "crew" not in dropped:  # who drives a shared release: right after the mode
             label, level = self.crew
-            label = label if full_crew else label.split(" · ")[0]
+            label = label if "watchers" not in dropped else label.split(" · ")[0]
             text.append(f" {plain(label, limit=40)} ", style=CREW_STYLES.get(level, "bold"))
             text.append(" ")
         verdict = self.verdict
@@ -76,9 +92,10 @@ class StatusBar(Widget):
             text.append(self.watch, style="bold cyan")
         else:
             text.append(f"deploy {self.deploy_clock or '—'}", style=clock_style)
-        if self.outbox:
+        if self.outbox and "outbox" not in dropped:
             text.append(f"  {plain(self.outbox, limit=80)}", style="bold yellow")
-        if self.stale:
+        if self.stale and "stale" not in dropped:
             text.append(f"  {self.stale} stale", style="bold yellow")
-        text.append(f"  {self.where}", style="bold")
+        if "where" not in dropped:
+            text.append(f"  {self.where}", style="bold")
         return text
