@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from controlroom.config.loader import load_config
@@ -128,6 +129,14 @@ async def test_a_view_off_show_keeps_no_old_breaker_list_alive(sandbox: Sandbox,
         await pilot.press("k")  # the KPI view is handed the states as they are, the full list among them
         first = weakref.ref(breakers().value)
         await wait_for(lambda: isinstance(breakers().value, BreakerCounts), pilot, what="counts again")
+        # A breaker's failure count moves, so the next full read is a new list (an unchanged
+        # one is not read again: the source answers with the list it has).
+        conn = await asyncpg.connect(sandbox.dsn)
+        try:
+            await conn.execute("UPDATE rotation_cb SET failure_count = coalesce(failure_count, 0) + 1 "
+                               "WHERE location_id = (SELECT min(location_id) FROM rotation_cb)")
+        finally:
+            await conn.close()
         await pilot.press("b")
         await wait_for(lambda: isinstance(breakers().value, BreakerSnapshot) and breakers().value is not first(),
                        pilot, what="a newer full list")
