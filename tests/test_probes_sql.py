@@ -51,7 +51,7 @@ async def add_location(db: asyncpg.Connection, location_id: str, **columns: Any)
 
 async def test_no_rows_passes(db_dsn: str) -> None:
     result = await one(db_dsn, default_item("circuit-breakers"))
-    assert result.status == "pass" and result.evidence == "none found"
+    assert result.status == "pass" and result.evidence.startswith("none found: 0 rows of SELECT ")
 
 
 async def test_failed_locations_are_listed_with_how_long(db: asyncpg.Connection, db_dsn: str) -> None:

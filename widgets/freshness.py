@@ -11,7 +11,8 @@ from controlroom.live.sources import plain
 
 
 def append_freshness(text: Text, state: PollState[Any], now: float, *, lead: str = " · ", error_lead: str = " · ") -> Text:
-    text.append(f"{lead}read {format_age(state.age(now))} ago")
+    age = state.age(now)
+    text.append(f"{lead}read {format_age(age)} ago" if age is not None else f"{lead}not read yet")
     if state.stale(now):
         text.append(" STALE", style="bold yellow")
     if state.error:

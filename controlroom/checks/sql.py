@@ -55,7 +55,10 @@ async def probe(item: SqlItem, ctx: ProbeContext) -> Outcome:
 
 def judge_rows(item: SqlItem, rows: list[Any], now: datetime | None = None) -> Outcome:
     if not rows:
-        return Outcome("pass", "none found", {"rows": 0})
+        # Say what was looked for: "none found" beside a title alone does not.
+        looked_for = " ".join(item.query.split())
+        looked_for = looked_for if len(looked_for) <= 70 else looked_for[:69] + "…"
+        return Outcome("pass", f"none found: 0 rows of {looked_for}", {"rows": 0})
     now = now or datetime.now(timezone.utc)
     shown = [" ".join(format_value(value, now) for value in tuple(row)) for row in rows[: item.list_limit]]
     more = len(rows) - len(shown)
