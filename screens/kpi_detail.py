@@ -84,12 +84,10 @@ class KpiDetailScreen(ControlScreen):
         self.redraw()
 
     def show_state(self, source: str, state: PollState[Any]) -> None:
-        if source == f"kpi:{self.kpi.id}" and self.is_mounted:
+        if source == f"kpi:{self.kpi.id}":
             self.redraw()
 
     def tick(self, now: float) -> None:
-        if not self.is_mounted:
-            return  # pushed, not composed yet: the app's clock ticks it from the first second
         self._summary()
         if self._drawn_at is None or self.wall() - self._drawn_at >= REDRAW_S:
             self.redraw()
@@ -98,7 +96,15 @@ class KpiDetailScreen(ControlScreen):
         session = self.session
         return [(label, at.timestamp()) for label, at in session.release_marks()] if session is not None else []
 
+    def _built(self) -> bool:
+        """Its widgets are there: not yet composed right after the push, gone while the app
+        closes — a tick or a poll then has nothing to draw on."""
+        return self.is_mounted and bool(self.query("#kpi-detail-summary")) and bool(self.query(KpiPlot)) \
+            and bool(self.query("#kpi-detail-history"))
+
     def redraw(self) -> None:
+        if not self._built():
+            return
         now = self.wall()
         self._drawn_at = now
         points = self.history.points(now)
@@ -130,4 +136,5 @@ class KpiDetailScreen(ControlScreen):
         text.append(f"  red {kpi.red}{unit}", style="red")
         if state is not None:
             append_freshness(text, state, self.room.clock(), lead="  ", error_lead="\n")
-        set_content(self.query_one("#kpi-detail-summary", Label), text)
+        if self._built():
+            set_content(self.query_one("#kpi-detail-summary", Label), text)

@@ -117,8 +117,16 @@ async def test_fudo_outage_emergency_rollback_by_keys(outage: Sandbox, tmp_path:
                 if screen.selected_item() == item_id:
                     break
                 await pilot.press("down")
-            await pilot.press("a", "tab", "enter")
-        await wait_for(lambda: session.verdict_name == "GO", pilot, what="GO")
+            await pilot.press("a")
+            # Each confirmation answered once it is open, and closed before the next item is
+            # looked for (keys typed ahead of a dialog are dropped: on a loaded machine it opens late).
+            await wait_for(lambda: isinstance(app.screen, ConfirmDialog), pilot, what=f"{item_id}'s confirmation")
+            await pilot.press("tab", "enter")
+            await wait_for(lambda: app.screen is screen, pilot, what=f"{item_id}'s confirmation closed")
+        try:
+            await wait_for(lambda: session.verdict_name == "GO", pilot, what="GO")
+        except AssertionError:
+            raise AssertionError(f"no GO: {session.verdict_name} {getattr(session.verdict, 'reasons', '')}") from None
 
         # -- deploy: phase 1, then Deploy code and the smoke tests in phase 2 ---------------
         await pilot.press("d")
