@@ -18,30 +18,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-# A config on the default runbook (tests/snapshot_support.py's): loading it validates every
-# model the TUI starts with, as `controlroom --config FILE` does before the first frame.
-CONFIG = """\
-runbook = "default"
+# A config on the default runbook (the snapshot tests'): loading it validates every model the
+# TUI starts with, as `controlroom --config FILE` does before the first frame.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.snapshot_support import config_toml  # noqa: E402
 
-[environment]
-name = "staging"
-production = false
-
-[environment.urls]
-supabase = "https://example.supabase.co"
-metrics = "https://prometheus.example"
-pagerduty = "https://events.pagerduty.com"
-slack_api = "https://slack.com/api"
-statuspage_page = "https://api.statuspage.io/v1/pages/kctbh9vrtdwd"
-
-[environment.secrets]
-database_dsn = "CR_DATABASE_DSN"
-supabase_api_key = "SUPABASE_ANON_KEY"
-burst_api_key = "SUPABASE_BURST_KEY"
-slack_webhook_url = "SLACK_WEBHOOK_URL"
-pagerduty_routing_key = "PAGERDUTY_ROUTING_KEY"
-statuspage_api_key = "STATUSPAGE_API_KEY"
-"""
 # As an installed package runs: from bytecode (the warm-up run writes it), even where the
 # environment says not to write any (compiling controlroom's sources would be counted otherwise).
 ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
@@ -93,7 +74,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--against", metavar="PYTHON", help="another interpreter to time the same imports with")
     args = parser.parse_args()
-    CONFIG_PATH.write_text(CONFIG, encoding="utf-8")
+    CONFIG_PATH.write_text(config_toml(), encoding="utf-8")
     pythons = {"": sys.executable} | ({"against: ": args.against} if args.against else {})
     figures: dict[str, list[tuple[float, float]]] = {}
     for python in pythons.values():  # warm the file cache and write the bytecode; not counted
