@@ -21,6 +21,7 @@ class CommandLineScreen(ModalScreen[Parsed | None]):
     def __init__(self, names: Names) -> None:
         super().__init__()
         self.names = names
+        self._answered = False
 
     def compose(self) -> ComposeResult:
         yield CommandLine(self.names, id="command-line")
@@ -31,7 +32,14 @@ class CommandLineScreen(ModalScreen[Parsed | None]):
         except CommandLineError as error:
             self.query_one(CommandLine).show_error(str(error))
             return
-        self.dismiss(parsed)
+        self._answer(parsed)
 
     def action_close(self) -> None:
-        self.dismiss(None)
+        self._answer(None)
+
+    def _answer(self, parsed: Parsed | None) -> None:
+        """Once: an enter (or esc) typed fast after the first lands here before the screen is
+        gone, and a second dismiss would pop the view under it."""
+        if not self._answered:
+            self._answered = True
+            self.dismiss(parsed)

@@ -21,7 +21,7 @@ from controlroom.screens.deploy import DeployScreen
 from controlroom.screens.dialogs import ConfirmDialog, ReasonDialog
 from controlroom.screens.kpis import KpisScreen
 from controlroom.screens.rollback import RollbackScreen
-from controlroom.widgets.command_line import CommandInput
+from controlroom.widgets.command_line import CommandInput, CommandLine
 from pilot_support import notifications, wait_for
 
 
@@ -155,6 +155,22 @@ async def test_a_refusal_by_name_is_the_refusal_of_the_key(sandbox: Sandbox, tmp
         await wait_for(lambda: len(notifications(app)) > 0, pilot)
         assert notifications(app) == skip_by_key
         assert not list(app.session.journal.of_kind("attested"))  # type: ignore[union-attr]
+
+
+async def test_keys_typed_fast_after_a_command_answer_it_once(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Enter, then tab and enter before the command line has gone (a tired operator's
+    fingers): the command runs once and the view under it stays (a second answer popped it)."""
+    app = room(sandbox, tmp_path, write=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        manual = (await opened(app, pilot)).attestable()[0]
+        await pilot.press("colon", *f"attest {manual}")
+        line = app.screen.query_one(CommandLine)
+        for _ in range(2):  # two enters in before the first one's answer has closed the line
+            line.post_message(CommandLine.Submitted(f"attest {manual}"))
+        await wait_for(lambda: any("READ-ONLY" in n for n in notifications(app)), pilot)
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, ChecklistScreen) and app.is_running
+        assert len([n for n in notifications(app) if "READ-ONLY" in n]) == 1
 
 
 async def test_no_shell_for_a_browser_session_nor_where_the_terminal_cannot_be_suspended(
