@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from controlroom.live.sources import HealthSnapshot, ProviderHealth
 from controlroom.release.rules import ALLOWED, OBSERVATIONS, Command, Situation, refusal
 from controlroom.release.state import FINISHED_STAGES, DeploymentState, RollbackState, Stage
 from controlroom.config.loader import LoadedConfig, load_config
@@ -181,8 +182,11 @@ async def test_a_rollback_after_a_success_cannot_be_finished_as_failed(sandbox: 
     its verification, not by a second finish."""
     session = await started(sandbox, tmp_path)
     complete_every_phase(session)
+    session.observe(HealthSnapshot((ProviderHealth("fudo", 10, 10, 0, 0, 99.1), ProviderHealth("bistrsoft", 2, 2, 0, 0, None)), 0.0))
     session.finish_deploy()
     assert session.stage is Stage.SUCCEEDED
+    # The watch began with the fleet's sync success: what a KPI alarm's provider is judged against.
+    assert [r.data["sync_percent"] for r in session.journal.of_kind("watch_started")] == [{"fudo": 99.1}]
     await session.start_rollback("graceful", "error rate above 1 % in the watch", version="v2.14.0")
     assert session.stage is Stage.ROLLING_BACK
     with pytest.raises(SessionError, match="already finished"):

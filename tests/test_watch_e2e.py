@@ -75,7 +75,9 @@ async def test_the_watch_raises_the_alarm_and_the_rollback_is_two_keys_away(watc
         alarmed_at = time.monotonic()
         await pilot.pause()
         breach = session.alarm()
-        assert breach.data["plan_id"] == "emergency" and breach.data["provider"] == "fudo", breach.data
+        # A KPI alarm names Fudo when the fleet's health already shows its syncs failing, else
+        # nobody yet (never Bistrsoft, whose few syncs sit off target from the start).
+        assert breach.data["plan_id"] == "emergency" and breach.data["provider"] in ("fudo", ""), breach.data
         assert banner.shown_text.startswith("ROLLBACK RECOMMENDED: ") and "R opens the rollback console" in banner.shown_text
         assert bells, "the bell rang"
         print(f"\nwatch alarm: {alarmed_at - finished_at:.1f} s after the finish (Fudo failing 1 s after it; "

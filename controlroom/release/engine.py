@@ -60,7 +60,8 @@ from controlroom.notify.outbox import Outbox, OutboxView
 from controlroom.release.incident import FIRST_ANSWER_S, Incident
 from controlroom.release.journal import Journal, JournalRefused, Record, journal_directory, read_records, records_key
 from controlroom.release.rollback import NextMove, RollbackPlans
-from controlroom.release.watch import Watch, WatchWindow, alarms, kpi_values, open_breakers, watch_window
+from controlroom.release.watch import (Watch, WatchWindow, alarms, kpi_values, open_breakers, suspect_provider,
+                                      sync_percents, watch_window)
 from controlroom.release.shared_journal import OFFLINE_WORDS, TAKE_OVER_WORDS, Crew, SharedJournal, store_dsn
 from controlroom.release.rules import Command, Situation
 from controlroom.release.state import Clock, DeploymentState, Stage, clock, format_duration, replay
@@ -855,7 +856,8 @@ class ReleaseEngine:
         if outcome == "success" and minutes > 0:
             baseline = open_breakers(self.breakers_latest) if self.breakers_latest is not None else None
             self._append("watch_started", {"minutes": minutes, "kpis": kpi_values(self.kpi_latest.values()),
-                                           "breach_polls": self.deployment.breach_polls, "open_breakers": baseline})
+                                           "breach_polls": self.deployment.breach_polls, "open_breakers": baseline,
+                                           "sync_percent": sync_percents(self.health_latest)})
 
     # -- the watch after a successful finish -------------------------------------------
 
@@ -942,15 +944,15 @@ class ReleaseEngine:
         return self._watch[1]
 
     def _worst_provider(self) -> str:
-        """The provider whose sync success is off the health view's `sync_green` target (the
-        lowest one), else '': a KPI says how much is wrong, not where; a provider is named only
-        when the fleet's health says so."""
-        health, view = self.health_latest, self.loaded.runbook.views.health
-        if health is None or view is None or view.sync_green is None:
+        """The provider a KPI alarm points at (`suspect_provider`), against the sync success
+        journaled when the watch began."""
+        view = self.loaded.runbook.views.health
+        started = next((r for r in reversed(self.journal.records) if r.kind == "watch_started"), None)
+        baseline = started.data.get("sync_percent") if started is not None else None
+        if view is None:
             return ""
-        off = [p for p in health.providers
-               if p.sync_success_percent is not None and not view.sync_green.holds(p.sync_success_percent)]
-        return min(off, key=lambda p: p.sync_success_percent or 0.0).provider if off else ""
+        return suspect_provider(self.health_latest, view.sync_green, view.sync_red,
+                                baseline if isinstance(baseline, dict) else None)
 
     # -- rollback ----------------------------------------------------------------------
 
@@ -1091,12 +1093,15 @@ class ReleaseEngine:
         return ""
 
     def suggested_provider(self, providers: list[str]) -> str:
-        """The provider the watch's alarm names, else the one whose checklist item fails now,
-        else the one named in the latest failure, else ''."""
+        """The provider the watch's alarm names, else (a KPI alarm raised before the fleet's
+        health showed where) the one the health points at now, else the one whose checklist
+        item fails now, else the one named in the latest failure, else ''."""
         breaches = sorted(self.alarms(), key=lambda b: b.data.get("kind") != "breakers")  # breakers say where
         named = next((b.data["provider"] for b in breaches if b.data.get("provider") in providers), None)
         if named is not None:
             return str(named)
+        if breaches and (suspect := self._worst_provider()) in providers:
+            return suspect
         for provider in providers:
             result = self.results.get(provider)
             if result is not None and result.status in ("fail", "error"):

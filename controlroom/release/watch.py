@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from controlroom.config.models import Kpi, Runbook
-from controlroom.live.sources import BreakerCounts, BreakerSnapshot, KpiReading, kpi_colour
+from controlroom.config.models import Kpi, Runbook, Threshold
+from controlroom.live.sources import BreakerCounts, BreakerSnapshot, HealthSnapshot, KpiReading, kpi_colour
 from controlroom.release.journal import Record
 from controlroom.release.state import format_duration
 
@@ -161,6 +161,45 @@ def open_breakers(snapshot: BreakerSnapshot | BreakerCounts | None) -> dict[str,
                 for provider, states in snapshot.by_provider.items()
                 if any(n for state, n in states.items() if state != "closed")}
     return dict(Counter(row.provider for row in snapshot.rows if row.state != "closed"))
+
+
+def sync_percents(health: HealthSnapshot | None) -> dict[str, float]:
+    """provider -> sync success (%), for the providers that have a figure."""
+    if health is None:
+        return {}
+    return {p.provider: p.sync_success_percent for p in health.providers if p.sync_success_percent is not None}
+
+
+def suspect_provider(health: HealthSnapshot | None, sync_green: Threshold | None, sync_red: Threshold | None,
+                     baseline: Mapping[str, float] | None) -> str:
+    """The provider a KPI alarm points at, else '': a KPI says how much is wrong, not where,
+    so a provider is named only when the fleet's health says so: one whose sync success is off
+    `sync_green` now and fell the most since the watch began (`baseline`, journaled then).
+    One that was already off target then is named only if it has fallen into `sync_red`
+    since: a small provider whose few syncs sat at 92 % all along is not what just broke.
+    Without a baseline (a journal from before it was kept), the lowest one off target."""
+    if sync_green is None:
+        return ""
+    before = baseline or {}
+
+    def broke(now: float, start: float | None) -> bool:
+        if sync_green.holds(now):
+            return False
+        if start is None or sync_green.holds(start):
+            return True
+        return sync_red is not None and sync_red.holds(now) and not sync_red.holds(start)
+
+    now = sync_percents(health)
+    suspects = {provider: percent for provider, percent in now.items()
+                if broke(percent, start if isinstance(start := before.get(provider), (int, float)) else None)}
+    if not suspects:
+        return ""
+
+    def fall(provider: str) -> tuple[float, float]:
+        start = before.get(provider)
+        return (start - suspects[provider] if isinstance(start, (int, float)) else 0.0, -suspects[provider])
+
+    return max(sorted(suspects), key=fall)
 
 
 def kpi_values(readings: Iterable[KpiReading]) -> dict[str, float | None]:
