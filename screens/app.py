@@ -366,9 +366,7 @@ class ControlRoomApp(App[None]):
         resume, which stays with the switch, and without its whole-app CSS refresh (~80 ms: a
         new screen counts as out of date, but one mounted now is styled with the stylesheet
         as it is; a theme change later marks every screen out of date again)."""
-        def closing() -> bool:  # Textual is closing the screens it has: none may be added or drawn
-            return not self.is_running or self._exit
-
+        closing = self.closing
         for mode, screen_type in list(self._modes.items()):
             if closing():
                 return
@@ -450,7 +448,7 @@ class ControlRoomApp(App[None]):
         self.poll_states[message.source] = message.state
         remember_reading(self.kpi_history, self.config.runbook.kpis, message.source, message.state)
         screen = self.shown_screen()  # None: a poll that lands while the app is closing
-        if screen is not None:
+        if screen is not None and not self.closing():
             screen.deliver(message.source, message.state)
         state = message.state
         fresh = state.value is not None and (previous is None or previous.value is not state.value)
@@ -479,7 +477,14 @@ class ControlRoomApp(App[None]):
         clocks keep running behind the dialog)."""
         return next((s for s in reversed(self.screen_stack) if isinstance(s, ControlScreen)), None)
 
+    def closing(self) -> bool:
+        """Textual is closing the screens (their widgets go first, the app's timers tick on
+        until the last): nothing may be added to them or drawn on them."""
+        return not self.is_running or self._exit
+
     def _tick(self) -> None:
+        if self.closing():
+            return
         if self.session is not None:
             with contextlib.suppress(Exception):  # a journal refusal waits for the next tick
                 if self.session.watch_tick():

@@ -529,3 +529,30 @@ async def test_keys_typed_while_a_dialog_opens_never_reach_the_screen_behind(
         assert app.screen is rollback and not rollback.awaiting_dialog
         await pilot.press("d")  # and afterwards keys work again
         assert isinstance(app.screen, DeployScreen)
+
+
+async def test_a_tick_or_a_poll_while_the_screens_close_draws_nothing(tmp_path: Path) -> None:
+    """Textual removes each screen's widgets before it stops the app's timers: the clock's
+    tick, or a poll landing then, found a checklist screen without its table (NoMatches; the
+    control room closed with a traceback instead of quietly). Both now come to nothing."""
+    from controlroom.live.polling import PollState
+    from controlroom.widgets.messages import Polled
+
+    app = build(config(tmp_path), tmp_path, Clock())
+    errors: list[BaseException] = []
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: app.session is not None, pilot)
+        assert isinstance(app.screen, ChecklistScreen)
+        prune = app._prune
+
+        async def prune_then_tick(*nodes: Any, parent: Any = None) -> None:
+            await prune(*nodes, parent=parent)
+            for late in (app._tick, lambda: app.on_polled(Polled("kpi:error-rate", PollState("kpi:error-rate", 5.0)))):
+                try:
+                    late()
+                except Exception as error:  # noqa: BLE001 - what the timer would have raised
+                    errors.append(error)
+
+        app._prune = prune_then_tick  # type: ignore[method-assign]
+    assert not app.is_running
+    assert errors == []

@@ -60,7 +60,7 @@ T = TypeVar("T")
 
 APPEND_DEADLINE_S = 2.0  # one append's round trip; past it the store counts as unreachable
 OPEN_DEADLINE_S = 15.0
-PRESENCE_POLL_S = 1.0  # who is on the release, and whether the store still answers
+PRESENCE_POLL_S = 0.5  # who is on the release, and whether the store still answers (a takeover waits on it)
 PRESENCE_DEADLINE_S = 1.5
 RECONNECT_S = 1.0
 CLOSE_DEADLINE_S = 3.0
