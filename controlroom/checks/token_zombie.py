@@ -15,7 +15,8 @@ knows a schema.
    answer ignored) so TCP and TLS setup do not count against max_latency_ms, then present
    the zombie (POST probe_url or rotate_url, Bearer zombie, {"location_id": ...}) with a
    client that does no transport retries and follows no redirects, counting the requests
-   that actually go on the wire;
+   that actually go on the wire. Both run on a thread of their own, timed there: the
+   control room's event loop, busy with a frame or a poll, adds nothing to the latency;
 4. pass only if: 401 (carrying the item's function_marker when one is set: a 401 without it
    came from a gateway in front of the function, an error), in under max_latency_ms (the whole exchange), within max_attempts
    (1 = 0 retries; with more, the probe itself retries only after a 5xx / 429 / network
@@ -25,14 +26,16 @@ knows a schema.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from controlroom.checks.transport import NoRetryTransport
+from controlroom.checks.transport import NoRetrySyncTransport, NoRetryTransport
 from controlroom.checks.base import (
     Outcome,
     ProbeContext,
@@ -48,6 +51,7 @@ from controlroom.checks.sql import fetch
 from controlroom.config.models import Environment, FunctionMarker, TokenZombieItem
 from controlroom.infra.tokens import token_fingerprint
 
+T = TypeVar("T")
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 UNUSED_FINGERPRINT = "0" * 16  # no token has it: the rotation count's query is tried with it
 # Opening a connection (TCP and TLS) takes well under this; a server that does not answer the
@@ -61,19 +65,19 @@ def refused_here(item: TokenZombieItem, environment: Environment) -> bool:
     return item.refused_in(environment)
 
 
-class CountingTransport(httpx.AsyncBaseTransport):
+class CountingTransport(httpx.BaseTransport):
     """Counts every request that reaches the wire. No retries of its own (retries=0)."""
 
     def __init__(self) -> None:
-        self._inner = NoRetryTransport()
+        self._inner = NoRetrySyncTransport()
         self.requests = 0
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.requests += 1
-        return await self._inner.handle_async_request(request)
+        return self._inner.handle_request(request)
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    def close(self) -> None:
+        self._inner.close()
 
 
 @dataclass(frozen=True)
@@ -122,20 +126,18 @@ async def _probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
         raise ProbeError(f"not run: the test's own measurements fail on this database, so nothing was minted "
                          f"or rotated ({error})") from None
 
-    transport = CountingTransport()
-    async with httpx.AsyncClient(transport=transport, follow_redirects=False, timeout=item.timeout_s) as client:
-        if item.zombie_token_secret:
-            zombie = ctx.secrets.get(item.zombie_token_secret)
-        else:
+    if item.zombie_token_secret:
+        zombie = ctx.secrets.get(item.zombie_token_secret)
+    else:
+        async with httpx.AsyncClient(transport=NoRetryTransport(), follow_redirects=False,
+                                     timeout=item.timeout_s) as client:
             zombie = await _make_zombie(item, ctx, client, location_id)
-        zombie_fp = token_fingerprint(zombie)
+    zombie_fp = token_fingerprint(zombie)
 
-        rotations_before = await _rotations(item, ctx, database, zombie_fp)
-        breakers_before = await _breakers(item, ctx, database, location_id)
+    rotations_before = await _rotations(item, ctx, database, zombie_fp)
+    breakers_before = await _breakers(item, ctx, database, location_id)
 
-        await _warm_up(item, ctx, client)
-        transport.requests = 0
-        presented = await _present(item, ctx, client, transport, zombie, location_id)
+    presented = await on_own_thread(lambda: _present_timed(item, ctx, zombie, location_id))
 
     rotations_after = await _rotations(item, ctx, database, zombie_fp)
     breakers_after = await _breakers(item, ctx, database, location_id)
@@ -163,15 +165,49 @@ def _as_bearer(item: TokenZombieItem, ctx: ProbeContext, token: str) -> dict[str
     return {**secret_headers(ctx, {}, item.auth), "Authorization": f"Bearer {token}"}
 
 
-async def _warm_up(item: TokenZombieItem, ctx: ProbeContext, client: httpx.AsyncClient) -> None:
+def _warm_up(item: TokenZombieItem, ctx: ProbeContext, client: httpx.Client) -> None:
     """Open (or reuse) a connection to the zombie's origin so that the timed request does not
     pay for TCP and TLS setup. No credentials; whatever it answers, or fails with, is ignored
     (the zombie request itself reports an unreachable server)."""
     try:
         url = ctx.url(item.probe_url or item.rotate_url)
-        await client.options(url, timeout=min(WARM_UP_TIMEOUT_S, item.timeout_s / 4))
+        client.options(url, timeout=min(WARM_UP_TIMEOUT_S, item.timeout_s / 4))
     except httpx.HTTPError:
         pass
+
+
+async def on_own_thread(work: Callable[[], T]) -> T:
+    """`work()` on a daemon thread of its own, awaited: a latency measured there is the
+    platform's, not the control room's event loop's (a layout, a poll decoded, a garbage
+    collection can hold the loop for 100 ms, the zombie's whole limit). A daemon, so that a
+    control room that quits does not wait for it (the request has its own timeout)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def run() -> None:
+        try:
+            result = work()
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting coroutine
+            failure = error
+            loop.call_soon_threadsafe(settle, lambda: future.set_exception(failure))
+        else:
+            loop.call_soon_threadsafe(settle, lambda: future.set_result(result))
+
+    threading.Thread(target=run, name="controlroom-timed-request", daemon=True).start()
+    return await future
+
+
+def _present_timed(item: TokenZombieItem, ctx: ProbeContext, zombie: str, location_id: str) -> Presentation:
+    """On the timed request's own thread: warm the connection up, then present the zombie."""
+    transport = CountingTransport()
+    with httpx.Client(transport=transport, follow_redirects=False, timeout=item.timeout_s) as client:
+        _warm_up(item, ctx, client)
+        transport.requests = 0
+        return _present(item, ctx, client, transport, zombie, location_id)
 
 
 async def _token_from(client: httpx.AsyncClient, what: str, url: str, redact: Callable[[str], str], **kwargs: Any) -> str:
@@ -192,10 +228,10 @@ async def _token_from(client: httpx.AsyncClient, what: str, url: str, redact: Ca
     return token
 
 
-async def _present(
+def _present(
     item: TokenZombieItem,
     ctx: ProbeContext,
-    client: httpx.AsyncClient,
+    client: httpx.Client,
     transport: CountingTransport,
     zombie: str,
     location_id: str,
@@ -209,7 +245,7 @@ async def _present(
     for attempt in range(1, item.max_attempts + 1):
         error, response = None, None
         try:
-            response = await client.post(url, headers=headers, json={"location_id": location_id})
+            response = client.post(url, headers=headers, json={"location_id": location_id})
         except httpx.HTTPError as failure:
             error, timed_out = describe_exception(failure), isinstance(failure, httpx.TimeoutException)
         retryable = error is not None or (response is not None and response.status_code in RETRYABLE)

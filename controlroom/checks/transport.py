@@ -40,3 +40,25 @@ class NoRetryTransport(httpx.AsyncBaseTransport):
         await self._plain.aclose()
         if self._tls is not None:
             await self._tls.aclose()
+
+
+class NoRetrySyncTransport(httpx.BaseTransport):
+    """NoRetryTransport for a blocking client: a request timed on a thread of its own, where
+    the control room's event loop (a frame being laid out, a garbage collection) cannot add
+    its own delays to the latency measured."""
+
+    def __init__(self) -> None:
+        self._plain = httpx.HTTPTransport(retries=0, verify=False)  # only ever sees http://
+        self._tls: httpx.HTTPTransport | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme != "https":
+            return self._plain.handle_request(request)
+        if self._tls is None:
+            self._tls = httpx.HTTPTransport(retries=0, verify=_tls_context())
+        return self._tls.handle_request(request)
+
+    def close(self) -> None:
+        self._plain.close()
+        if self._tls is not None:
+            self._tls.close()
