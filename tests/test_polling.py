@@ -127,3 +127,16 @@ def test_kpi_colour(value: float | None, colour: str) -> None:
 def test_plain_makes_escapes_visible() -> None:
     assert plain("a\x1b[31mb\x07\nc") == "a\\x1b[31mb\\x07 c"
     assert plain("[red]x[/red]") == "[red]x[/red]"
+
+
+def test_pollers_of_one_interval_wake_together_on_its_grid() -> None:
+    """The 10-s pollers wake at the same moments whatever their polls took, so their news is
+    one frame and their SQL one round trip; a 30-s poller wakes with them every third time."""
+    async def fetch() -> int:
+        return 1
+
+    ten, also_ten, thirty = (Poller(name, fetch, interval_s=interval, timeout_s=1)
+                             for name, interval in (("a", 10), ("b", 10), ("c", 30)))
+    assert 1001 + ten.next_wait(1001.0) == 1010 == 1003.5 + also_ten.next_wait(1003.5)
+    assert 1001 + thirty.next_wait(1001.0) == 1020  # a multiple of 10 as well
+    assert 1006 + ten.next_wait(1006.0) == 1020  # a poll that took over half the interval skips a slot

@@ -1,7 +1,10 @@
 """Pollers: one per source, each with its own interval, timeout and exponential backoff.
 
 A poller never overlaps itself: the next poll is scheduled when the previous one finishes
-(sleep *after* the fetch), so a slow source polls less often instead of piling up. It keeps
+(sleep *after* the fetch), so a slow source polls less often instead of piling up. It wakes
+on its interval's grid (the multiples of the interval on the clock), so the pollers of one
+interval wake together: one frame for their news instead of one each, and the SQL KPIs of a
+database in one round trip (`controlroom.live.sql_batch`). It keeps
 the last good snapshot, when it was taken, and the last error; a `PollState` is an
 immutable picture of that, which is what the UI receives. Clocks are injectable. UI-free.
 """
@@ -9,6 +12,7 @@ immutable picture of that, which is what the UI receives. Clocks are injectable.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -108,6 +112,15 @@ class Poller(Generic[T]):
             return self.interval_s
         return min(self.interval_s * (2 ** min(failures, 30)), self.max_backoff_s)
 
+    def next_wait(self, now: float) -> float:
+        """Seconds from `now` (a poll just finished) to the next poll: the first slot of the
+        interval's grid at least `next_delay()` minus half an interval away. On time, that is
+        the next slot; a poll that took over half the interval skips one; after failures the
+        backoff still holds, to within half an interval."""
+        earliest = now + self.next_delay() - self.interval_s / 2
+        slot = math.ceil(earliest / self.interval_s) * self.interval_s
+        return max(0.0, slot - now)
+
     async def poll_once(self) -> PollState[T]:
         """One poll. If one is already in flight, returns the current state without
         starting another (polls never overlap)."""
@@ -167,4 +180,4 @@ class Poller(Generic[T]):
             count += 1
             if max_polls is not None and count >= max_polls:
                 break
-            await sleep(self.next_delay())
+            await sleep(self.next_wait(self.clock()))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from controlroom.config.loader import LoadedConfig
 from controlroom.config.models import BreakersView, HealthView, Kpi, PrometheusSource, SqlSource
 from controlroom.live.prometheus import PrometheusAnswerError, read_answer, read_range
+from controlroom.live.sql_batch import ScalarBatch
 from controlroom.infra.pg import PgSettings
 
 if TYPE_CHECKING:  # imported when the feeds open, after the TUI's first frame (~80 ms together)
@@ -228,10 +229,15 @@ def _number(value: object) -> float | None:
 
 
 class SqlKpiSource:
-    def __init__(self, kpi: Kpi, database: Database, *, wall: Callable[[], float] = time.time) -> None:
+    """A KPI read by one scalar query. With `batch`, it shares a round trip with the other
+    SQL KPIs of its database polled at the same moment (`controlroom.live.sql_batch`)."""
+
+    def __init__(self, kpi: Kpi, database: Database, *, wall: Callable[[], float] = time.time,
+                 batch: ScalarBatch | None = None) -> None:
         assert isinstance(kpi.source, SqlSource)
         self.kpi = kpi
         self._database = database
+        self._batch = batch
         self._wall = wall
 
     @classmethod
@@ -239,11 +245,17 @@ class SqlKpiSource:
         assert isinstance(kpi.source, SqlSource)
         name = feeds.config.runbook.database(kpi.source.database)
         database = feeds.databases.get(name)
-        return cls(kpi, database) if database else feeds.database_errors.get(name, f"database {name!r} is not defined")
+        if database is None:
+            return feeds.database_errors.get(name, f"database {name!r} is not defined")
+        return cls(kpi, database, batch=feeds.batches[name])
 
     async def fetch(self) -> KpiReading:
-        rows = await self._database.fetch(self.kpi.source.query, timeout=self.kpi.timeout_s)
-        value = _number(rows[0][0]) if rows and len(rows[0]) else None
+        if self._batch is not None:
+            raw = await self._batch.value(self.kpi.source.query, timeout=self.kpi.timeout_s)
+        else:
+            rows = await self._database.fetch(self.kpi.source.query, timeout=self.kpi.timeout_s)
+            raw = rows[0][0] if rows and len(rows[0]) else None
+        value = _number(raw)
         error = None if value is not None else "no data"
         return KpiReading(self.kpi.id, value, kpi_colour(self.kpi, value), self._wall(), error)
 
@@ -516,6 +528,7 @@ class Feeds:
                 )
             else:
                 self.database_errors[name] = f"secret {secret!r} is not set: export {config.secrets.variable(secret)}"
+        self.batches = {name: ScalarBatch(database) for name, database in self.databases.items()}
         self.kpis: dict[str, SqlKpiSource | PrometheusKpiSource | None] = {}
         self.kpi_errors: dict[str, str] = {}  # why a KPI has no source
         kinds = _kpi_sources()
@@ -565,5 +578,7 @@ class Feeds:
 
     async def close(self) -> None:
         await self.client.aclose()
+        for batch in self.batches.values():
+            await batch.close()
         for database in self.databases.values():
             await database.close()
