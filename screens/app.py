@@ -31,6 +31,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
+from controlroom.infra.collector import Collector
 from controlroom.infra.identity import operator_label
 from controlroom.release.state import format_duration
 from controlroom.release.journal import Holder
@@ -176,6 +177,7 @@ class ControlRoomApp(App[None]):
         self.config = config
         self.write = write or config.environment.write_by_default
         self.clock = clock
+        self.collector = Collector()  # full garbage collections wait for a pause in the typing
         self.feeds = feeds
         self.poll_scale = poll_scale  # tests poll faster
         self.start_polling = start_polling
@@ -384,8 +386,10 @@ class ControlRoomApp(App[None]):
                 if not closing() and screen is not self.screen:
                     screen._compositor.render_full_update()  # line caches warm; drawn on the visit
             await asyncio.sleep(0)  # keys and polls go first
+        self.collector.built = True  # what lives as long as the control room is built: freeze it at a pause
 
     async def on_unmount(self) -> None:
+        self.collector.release()
         # A poll cancelled while its connection is being set up leaves asyncpg complaining on
         # the terminal after the app has gone; polls in flight get a moment to land first.
         loop = asyncio.get_running_loop()
@@ -485,6 +489,7 @@ class ControlRoomApp(App[None]):
     def _tick(self) -> None:
         if self.closing():
             return
+        self.collector.tick()
         if self.session is not None:
             with contextlib.suppress(Exception):  # a journal refusal waits for the next tick
                 if self.session.watch_tick():
@@ -667,6 +672,8 @@ class ControlRoomApp(App[None]):
     # to the screen behind, and come back here with the dialog on top: they are the dialog's.
 
     async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)):
+            self.collector.input()
         if isinstance(event, events.Key) and not event.is_forwarded and self.screen_stack:
             setattr(event, ARRIVED_ON, self.screen)  # travels with the event as it is forwarded and bubbles
             if self.message is not None and self.message.severity == "error":
