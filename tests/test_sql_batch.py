@@ -108,3 +108,20 @@ async def test_a_slow_batch_stops_batching_for_a_while_and_each_keeps_its_deadli
 
 def test_each_query_sits_on_lines_of_its_own() -> None:
     assert batched_statement(["SELECT 1;", "SELECT 2 -- two"]) == "SELECT (\nSELECT 1\n) AS v0, (\nSELECT 2 -- two\n) AS v1"
+
+
+async def test_a_database_that_is_down_teaches_nothing_about_the_queries() -> None:
+    """Every query fails alone too: the database failed (it restarts, the network drops), not
+    a query; when it is back they are batched again."""
+    from probe_support import closed_port
+
+    database = Database(f"postgresql://nobody:nothing@127.0.0.1:{closed_port()}/none", statement_timeout_s=2)
+    batch = ScalarBatch(database)
+    try:
+        sources = [SqlKpiSource(k, database, batch=batch) for k in sql_kpis()]
+        answers = await asyncio.gather(*(source.fetch() for source in sources), return_exceptions=True)
+        assert all(isinstance(answer, OSError) for answer in answers), answers
+        assert batch.alone == set() and batch.paused_until == 0.0
+    finally:
+        await batch.close()
+        await database.close()

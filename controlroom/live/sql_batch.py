@@ -10,7 +10,8 @@ one round trip and one decode instead of one per KPI. What the batch must never 
 one KPI spoil the others:
   * a query the batch cannot hold (it returns several rows or columns, or fails on its own)
     is found when a batch fails: every query of it is then run alone, and the ones that
-    misbehaved run alone from then on;
+    misbehaved run alone from then on — unless none answered alone either: then the database
+    is what failed (it restarts, the network drops), and nothing is learnt of the queries;
   * a batch may take half the shortest deadline of its queries; one that takes longer cannot
     say which query was slow: each is then run alone in the half left of its deadline, and
     batching stops for `pause_after_timeout_s`.
@@ -92,32 +93,30 @@ class ScalarBatch:
             await asyncio.gather(*(self._settle(*entry) for entry in waiting))
             return
         except Exception:  # noqa: BLE001 - one of them cannot be batched: each alone says which
-            await asyncio.gather(*(self._settle(*entry, learn=True) for entry in waiting))
+            outcomes = await asyncio.gather(*(self._settle(*entry) for entry in waiting))
+            if any(outcome == "ok" for outcome in outcomes):  # all failing alone: the database, not a query
+                self.alone.update(query for (query, _, _), outcome in zip(waiting, outcomes) if outcome != "ok")
             return
         row = rows[0]
         for index, (_, _, future) in enumerate(waiting):
             if not future.done():
                 future.set_result(row[index])
 
-    async def _settle(self, query: str, timeout: float | None, future: asyncio.Future[Any], *,
-                      learn: bool = False) -> None:
+    async def _settle(self, query: str, timeout: float | None, future: asyncio.Future[Any]) -> str:
         """Run one query alone and hand its answer (or error) to the caller who waits for it.
-        `learn`: after a failed batch, a query that fails alone, or answers with more than
-        one row or column, runs alone from now on."""
+        Says how it went: "ok", "misfit" (more than one row or column: it answers, but no
+        batch can hold it), "failed" or "timed out"."""
         try:
             rows = await self._rows(query, timeout)
         except asyncio.CancelledError:
             raise
         except BaseException as error:  # noqa: BLE001 - the caller's poll reports it
-            if learn and not isinstance(error, (asyncio.TimeoutError, TimeoutError)):
-                self.alone.add(query)
             if not future.done():
                 future.set_exception(error)
-            return
-        if learn and (len(rows) > 1 or (rows and len(rows[0]) != 1)):
-            self.alone.add(query)
+            return "timed out" if isinstance(error, (asyncio.TimeoutError, TimeoutError)) else "failed"
         if not future.done():
             future.set_result(rows[0][0] if rows and len(rows[0]) else None)
+        return "misfit" if len(rows) > 1 or (rows and len(rows[0]) != 1) else "ok"
 
     async def _alone(self, query: str, timeout: float | None) -> Any:
         rows = await self._rows(query, timeout)
