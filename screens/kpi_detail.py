@@ -23,7 +23,6 @@ from controlroom.live.sources import KpiReading, plain
 from controlroom.screens.base import ControlScreen
 from controlroom.widgets.changes import set_content
 from controlroom.widgets.freshness import append_freshness
-from controlroom.widgets.kpi_plot import KpiPlot
 from controlroom.widgets.kpi_row import SYMBOLS, format_value
 from controlroom.widgets.messages import KpiHistoryLoaded, LoadKpiHistory
 
@@ -54,6 +53,9 @@ class KpiDetailScreen(ControlScreen):
         self._drawn_at: float | None = None
 
     def compose_body(self) -> ComposeResult:
+        # plotext and its widget (~22 ms) load when an operator first opens a KPI, not at start-up.
+        from controlroom.widgets.kpi_plot import KpiPlot
+
         yield Label("", id="kpi-detail-summary")
         yield KpiPlot(self.kpi, id="kpi-plot")
         yield Label("", id="kpi-detail-history")
@@ -99,7 +101,7 @@ class KpiDetailScreen(ControlScreen):
     def _built(self) -> bool:
         """Its widgets are there: not yet composed right after the push, gone while the app
         closes — a tick or a poll then has nothing to draw on."""
-        return self.is_mounted and bool(self.query("#kpi-detail-summary")) and bool(self.query(KpiPlot)) \
+        return self.is_mounted and bool(self.query("#kpi-detail-summary")) and bool(self.query("#kpi-plot")) \
             and bool(self.query("#kpi-detail-history"))
 
     def redraw(self) -> None:
@@ -108,7 +110,9 @@ class KpiDetailScreen(ControlScreen):
         now = self.wall()
         self._drawn_at = now
         points = self.history.points(now)
-        plot = self.query_one(KpiPlot)
+        from controlroom.widgets.kpi_plot import KpiPlot
+
+        plot = self.query_one("#kpi-plot", KpiPlot)
         plot.draw(points, self.marks(), now)
         count = len(plot.drawn.xs)
         span = f", the oldest {format_age(-plot.drawn.xs[0] * 60)} ago" if count else ""

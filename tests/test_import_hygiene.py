@@ -45,6 +45,7 @@ DEFERRED = (
     "controlroom.sandbox.http", "controlroom.sandbox.pg", "controlroom.sandbox.world.simulator",
     "controlroom.checks.transport", "controlroom.checks.http", "controlroom.checks.token_zombie",
     "controlroom.checks.oncall", "controlroom.checks.rate_limit",
+    "plotext", "textual_plotext", "controlroom.widgets.kpi_plot",
 )
 
 

@@ -75,7 +75,9 @@ class ScalarBatch:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, waiting: list[tuple[str, float | None, asyncio.Future[Any]]]) -> None:
-        waiting = [entry for entry in waiting if not entry[2].done()]  # a caller that gave up
+        # Without the callers that gave up; in the queries' order, so that one set of KPIs is
+        # always the same statement (prepared once, whatever order the polls woke in).
+        waiting = sorted((entry for entry in waiting if not entry[2].done()), key=lambda entry: entry[0])
         if len(waiting) == 1:
             await self._settle(*waiting[0])
             return
