@@ -508,7 +508,8 @@ class ControlRoomApp(App[None]):
     def _tick(self) -> None:
         if self.closing():
             return
-        self.collector.tick()
+        if self.session is None or not self.session.checks_running:  # a full collection stops every thread, a probe's timed request too
+            self.collector.tick()
         if self.session is not None:
             with contextlib.suppress(Exception):  # a journal refusal waits for the next tick
                 if self.session.watch_tick():

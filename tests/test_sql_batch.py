@@ -125,3 +125,37 @@ async def test_a_database_that_is_down_teaches_nothing_about_the_queries() -> No
     finally:
         await batch.close()
         await database.close()
+
+
+async def test_a_batch_that_fails_while_each_answers_alone_waits_and_a_server_timeout_counts_as_one(db_dsn: str) -> None:
+    """`SELECT 1; -- note` answers alone but breaks the statement around it (the `;` hides
+    behind the comment): nobody can be blamed, so batching waits rather than failing every
+    poll. The server's statement_timeout cancelling a batch is a timeout like ours."""
+    database = Database(db_dsn, statement_timeout_s=5)
+    now = [1000.0]
+    batch = ScalarBatch(database, pause_after_timeout_s=600, clock=lambda: now[0])
+    try:
+        sources = [SqlKpiSource(kpi({"kind": "sql", "query": query}), database, batch=batch)
+                   for query in ("SELECT 1; -- note", "SELECT 2")]
+        answers = await asyncio.gather(*(source.fetch() for source in sources))
+        assert [a.value for a in answers] == [1, 2] and batch.alone == set()
+        assert batch.paused_until == 1600.0 and batch.round_trips == 3
+        await asyncio.gather(*(source.fetch() for source in sources))
+        assert batch.round_trips == 5  # alone while it waits: no failed batch every poll
+    finally:
+        await batch.close()
+        await database.close()
+
+    database = Database(db_dsn, statement_timeout_s=1.0)
+    batch = ScalarBatch(database, pause_after_timeout_s=600, clock=lambda: now[0])
+    try:
+        slow = [SqlKpiSource(kpi({"kind": "sql", "query": f"SELECT {n} FROM pg_sleep(0.3)"}), database, batch=batch)
+                for n in (1, 2)]
+        for source in slow:
+            source.kpi = source.kpi.model_copy(update={"timeout_s": 10.0})
+        answers = await asyncio.gather(*(source.fetch() for source in slow))  # 0.6 s together: over half of 1 s
+        assert [a.value for a in answers] == [1, 2]
+        assert batch.paused_until == now[0] + 600 and batch.alone == set()
+    finally:
+        await batch.close()
+        await database.close()

@@ -16,7 +16,8 @@ knows a schema.
    the zombie (POST probe_url or rotate_url, Bearer zombie, {"location_id": ...}) with a
    client that does no transport retries and follows no redirects, counting the requests
    that actually go on the wire. Both run on a thread of their own, timed there: the
-   control room's event loop, busy with a frame or a poll, adds nothing to the latency;
+   control room's event loop, busy with a frame or a poll, adds nothing to the latency (the
+   app also holds its full garbage collections while the checks run: those stop every thread);
 4. pass only if: 401 (carrying the item's function_marker when one is set: a 401 without it
    came from a gateway in front of the function, an error), in under max_latency_ms (the whole exchange), within max_attempts
    (1 = 0 retries; with more, the probe itself retries only after a 5xx / 429 / network
@@ -137,7 +138,7 @@ async def _probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
     rotations_before = await _rotations(item, ctx, database, zombie_fp)
     breakers_before = await _breakers(item, ctx, database, location_id)
 
-    presented = await on_own_thread(lambda: _present_timed(item, ctx, zombie, location_id))
+    presented = await on_own_thread(lambda cancelled: _present_timed(item, ctx, zombie, location_id, cancelled))
 
     rotations_after = await _rotations(item, ctx, database, zombie_fp)
     breakers_after = await _breakers(item, ctx, database, location_id)
@@ -176,38 +177,52 @@ def _warm_up(item: TokenZombieItem, ctx: ProbeContext, client: httpx.Client) -> 
         pass
 
 
-async def on_own_thread(work: Callable[[], T]) -> T:
-    """`work()` on a daemon thread of its own, awaited: a latency measured there is the
-    platform's, not the control room's event loop's (a layout, a poll decoded, a garbage
-    collection can hold the loop for 100 ms, the zombie's whole limit). A daemon, so that a
-    control room that quits does not wait for it (the request has its own timeout)."""
+async def on_own_thread(work: Callable[[threading.Event], T]) -> T:
+    """`work(cancelled)` on a daemon thread of its own, awaited: a latency measured there is
+    the platform's, not the control room's event loop's (a layout or a poll decoded can hold
+    the loop for 100 ms, the zombie's whole limit; the thread gets the interpreter back within
+    Python's 5-ms switch interval). A daemon, so that a control room that quits does not wait
+    for it; `cancelled` is set when the probe is (its ceiling, a quit): the work stops at its
+    next step rather than presenting the zombie again."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
+    cancelled = threading.Event()
 
     def settle(outcome: Callable[[], None]) -> None:
         if not future.done():
             outcome()
 
+    def hand_over(outcome: Callable[[], None]) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, outcome)
+        except RuntimeError:  # the loop has closed: nobody waits for the answer any more
+            pass
+
     def run() -> None:
         try:
-            result = work()
+            result = work(cancelled)
         except BaseException as error:  # noqa: BLE001 - handed to the awaiting coroutine
             failure = error
-            loop.call_soon_threadsafe(settle, lambda: future.set_exception(failure))
+            hand_over(lambda: future.set_exception(failure))
         else:
-            loop.call_soon_threadsafe(settle, lambda: future.set_result(result))
+            hand_over(lambda: future.set_result(result))
 
     threading.Thread(target=run, name="controlroom-timed-request", daemon=True).start()
-    return await future
+    try:
+        return await future
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
 
 
-def _present_timed(item: TokenZombieItem, ctx: ProbeContext, zombie: str, location_id: str) -> Presentation:
+def _present_timed(item: TokenZombieItem, ctx: ProbeContext, zombie: str, location_id: str,
+                   cancelled: threading.Event) -> Presentation:
     """On the timed request's own thread: warm the connection up, then present the zombie."""
     transport = CountingTransport()
     with httpx.Client(transport=transport, follow_redirects=False, timeout=item.timeout_s) as client:
         _warm_up(item, ctx, client)
         transport.requests = 0
-        return _present(item, ctx, client, transport, zombie, location_id)
+        return _present(item, ctx, client, transport, zombie, location_id, cancelled)
 
 
 async def _token_from(client: httpx.AsyncClient, what: str, url: str, redact: Callable[[str], str], **kwargs: Any) -> str:
@@ -235,6 +250,7 @@ def _present(
     transport: CountingTransport,
     zombie: str,
     location_id: str,
+    cancelled: threading.Event | None = None,
 ) -> Presentation:
     url = ctx.url(item.probe_url or item.rotate_url)
     headers = _as_bearer(item, ctx, zombie)
@@ -243,6 +259,8 @@ def _present(
     error: str | None = None
     timed_out = False
     for attempt in range(1, item.max_attempts + 1):
+        if cancelled is not None and cancelled.is_set():
+            break  # the probe was cancelled: no further attempt
         error, response = None, None
         try:
             response = client.post(url, headers=headers, json={"location_id": location_id})

@@ -74,9 +74,9 @@ def describe_error(error: BaseException, redact: Callable[[str], str] = lambda s
 
 
 class Poller(Generic[T]):
-    """Calls `fetch` every `interval_s` (measured from the end of the previous poll), with a
-    `timeout_s` per call; after n consecutive failures waits interval·2ⁿ, at most
-    `max_backoff_s`."""
+    """Calls `fetch` every `interval_s` (at the interval's grid slots, the next one after the
+    previous poll ended: `next_wait`), with a `timeout_s` per call; after n consecutive
+    failures waits about interval·2ⁿ, at most `max_backoff_s`."""
 
     def __init__(
         self,

@@ -157,8 +157,8 @@ class HealthSnapshot:
 
 class Database:
     """A lazily opened asyncpg pool for one DSN. Up to `max_size` connections, so the
-    sources that poll at the same moment do not queue behind each other (a poll cycle takes
-    about as long as its slowest query); read-only, with a statement timeout, and idle
+    sources that poll at the same moment do not queue behind each other (the SQL KPIs among
+    them share one statement: `controlroom.live.sql_batch`); read-only, with a statement timeout, and idle
     connections closed after a minute, so the watched database is never hurt."""
 
     def __init__(

@@ -12,9 +12,12 @@ one KPI spoil the others:
     is found when a batch fails: every query of it is then run alone, and the ones that
     misbehaved run alone from then on — unless none answered alone either: then the database
     is what failed (it restarts, the network drops), and nothing is learnt of the queries;
-  * a batch may take half the shortest deadline of its queries; one that takes longer cannot
-    say which query was slow: each is then run alone in the half left of its deadline, and
-    batching stops for `pause_after_timeout_s`.
+  * a batch may take half the shortest deadline of its queries (and half the database's
+    statement timeout); one that takes longer cannot say which query was slow: each is then
+    run alone in what is left of its deadline, and batching stops for `pause_after_timeout_s`.
+    A query that needs more than half its deadline can time out in that one poll;
+  * a batch that fails while each of its queries answers alone (`SELECT 1; -- note`) cannot
+    say which one spoils it either: batching stops for `pause_after_timeout_s` as well.
 A lone query, or a batch of one, is the plain query it always was. UI-free.
 """
 
@@ -83,21 +86,31 @@ class ScalarBatch:
             return
         if not waiting:
             return
-        timeouts = [timeout for _, timeout, _ in waiting if timeout is not None]
+        # Half the shortest deadline, and under the database's own statement timeout (which
+        # would cancel the whole statement: its queries run one after another).
+        limits = [timeout for _, timeout, _ in waiting if timeout is not None] + [self.database.statement_timeout_s]
+        began = self.clock()
         try:
             self.round_trips += 1
             rows = await self.database.fetch(batched_statement([query for query, _, _ in waiting]),
-                                             timeout=min(timeouts) / 2 if timeouts else None)
+                                             timeout=min(limits) / 2)
         except asyncio.CancelledError:
             raise
-        except (asyncio.TimeoutError, TimeoutError):
-            self.paused_until = self.clock() + self.pause_after_timeout_s
-            await asyncio.gather(*(self._settle(*entry) for entry in waiting))
-            return
-        except Exception:  # noqa: BLE001 - one of them cannot be batched: each alone says which
+        except Exception as error:  # noqa: BLE001 - each alone says what it is
+            spent = self.clock() - began
+            if _timed_out(error):  # nobody can say which query was slow
+                self.paused_until = self.clock() + self.pause_after_timeout_s
+                await asyncio.gather(*(self._settle(query, None if timeout is None else max(0.05, timeout - spent), future)
+                                       for query, timeout, future in waiting))
+                return
             outcomes = await asyncio.gather(*(self._settle(*entry) for entry in waiting))
-            if any(outcome == "ok" for outcome in outcomes):  # all failing alone: the database, not a query
-                self.alone.update(query for (query, _, _), outcome in zip(waiting, outcomes) if outcome != "ok")
+            if all(outcome == "ok" for outcome in outcomes):
+                # Each answers alone, together they fail (say `SELECT 1; -- note`): who cannot
+                # be told; batching waits, as after a timeout.
+                self.paused_until = self.clock() + self.pause_after_timeout_s
+            elif any(outcome == "ok" for outcome in outcomes):  # none answering alone: the database, not a query
+                self.alone.update(query for (query, _, _), outcome in zip(waiting, outcomes)
+                                  if outcome in ("failed", "misfit"))
             return
         row = rows[0]
         for index, (_, _, future) in enumerate(waiting):
@@ -115,7 +128,7 @@ class ScalarBatch:
         except BaseException as error:  # noqa: BLE001 - the caller's poll reports it
             if not future.done():
                 future.set_exception(error)
-            return "timed out" if isinstance(error, (asyncio.TimeoutError, TimeoutError)) else "failed"
+            return "timed out" if _timed_out(error) else "failed"
         if not future.done():
             future.set_result(rows[0][0] if rows and len(rows[0]) else None)
         return "misfit" if len(rows) > 1 or (rows and len(rows[0]) != 1) else "ok"
@@ -132,3 +145,12 @@ class ScalarBatch:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _timed_out(error: BaseException) -> bool:
+    """Our deadline, or the server's statement_timeout (asyncpg's QueryCanceledError)."""
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+        return True
+    import asyncpg  # loaded by then: the feeds' pool made the connection
+
+    return isinstance(error, asyncpg.exceptions.QueryCanceledError)
