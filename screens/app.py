@@ -415,7 +415,8 @@ class ControlRoomApp(App[None]):
         deadline = loop.time() + 1.0
         def busy() -> bool:
             polling = any(poller.running for poller in self.pollers.values())
-            return polling or any(w.group not in ("pollers", "shared-journal") and w.is_running for w in self.workers)
+            waiting_only = ("pollers", "shared-journal", "start-feeds", "premount")  # nothing of theirs in flight
+            return polling or any(w.group not in waiting_only and w.is_running for w in self.workers)
 
         while busy() and loop.time() < deadline:
             await asyncio.sleep(0.02)

@@ -7,7 +7,7 @@ objects live as long as the control room, so once they are built they are frozen
 (`gc.freeze()`: kept out of every later collection; reference counting still frees them) and a
 full pass walks only what came after: ~25 ms.
 
-What freezing costs: a frozen object that later becomes part of unreachable cycle is never
+What freezing costs: a frozen object that later becomes part of an unreachable cycle is never
 collected. So the freeze is renewed while nobody types (no key for `idle_s`, at most every
 `renew_s`): unfreeze, collect everything, freeze again — one long pass, when no key waits
 on it. UI-free: the app tells it when a key came and asks it on its clock tick.
