@@ -140,3 +140,22 @@ def test_pollers_of_one_interval_wake_together_on_its_grid() -> None:
     assert 1001 + ten.next_wait(1001.0) == 1010 == 1003.5 + also_ten.next_wait(1003.5)
     assert 1001 + thirty.next_wait(1001.0) == 1020  # a multiple of 10 as well
     assert 1006 + ten.next_wait(1006.0) == 1020  # a poll that took over half the interval skips a slot
+
+
+async def test_a_running_poller_sleeps_to_the_next_slot_of_its_grid() -> None:
+    clock = FakeClock()
+    clock.now = 1003.0
+
+    async def fetch() -> int:
+        clock.now += 0.5  # the poll takes half a second
+        return 1
+
+    poller = Poller("x", fetch, interval_s=10, timeout_s=1, clock=clock)
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        clock.now += delay
+
+    await poller.run(lambda state: None, sleep=sleep, max_polls=3)
+    assert delays == [6.5, 9.5]  # to 1010, then 1020: on the grid, not 10 s after each poll ended
