@@ -108,7 +108,7 @@ class ScalarBatch:
                 # Each answers alone, together they fail (say `SELECT 1; -- note`): who cannot
                 # be told; batching waits, as after a timeout.
                 self.paused_until = self.clock() + self.pause_after_timeout_s
-            elif any(outcome == "ok" for outcome in outcomes):  # none answering alone: the database, not a query
+            elif any(outcome == "ok" for outcome in outcomes):  # the others spoil it (none answering: the database)
                 self.alone.update(query for (query, _, _), outcome in zip(waiting, outcomes)
                                   if outcome in ("failed", "misfit"))
             return
