@@ -49,7 +49,7 @@ from controlroom.checks.base import (
     secret_headers,
 )
 from controlroom.checks.sql import fetch
-from controlroom.config.models import Environment, FunctionMarker, TokenZombieItem
+from controlroom.config.models import FunctionMarker, TokenZombieItem
 from controlroom.infra.tokens import token_fingerprint
 
 T = TypeVar("T")
@@ -61,24 +61,16 @@ UNUSED_FINGERPRINT = "0" * 16  # no token has it: the rotation count's query is 
 WARM_UP_TIMEOUT_S = 1.0
 
 
-def refused_here(item: TokenZombieItem, environment: Environment) -> bool:
-    """Whether minting and rotating a token (for a real location) must not happen here."""
-    return item.refused_in(environment)
-
-
-class CountingTransport(httpx.BaseTransport):
+class CountingTransport(NoRetrySyncTransport):
     """Counts every request that reaches the wire. No retries of its own (retries=0)."""
 
     def __init__(self) -> None:
-        self._inner = NoRetrySyncTransport()
+        super().__init__()
         self.requests = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.requests += 1
-        return self._inner.handle_request(request)
-
-    def close(self) -> None:
-        self._inner.close()
+        return super().handle_request(request)
 
 
 @dataclass(frozen=True)
@@ -105,7 +97,7 @@ async def probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
 
 
 async def _probe(item: TokenZombieItem, ctx: ProbeContext) -> Outcome:
-    if refused_here(item, ctx.loaded.environment):
+    if item.refused_in(ctx.loaded.environment):  # minting would rotate a real location's token here
         return Outcome(
             "skipped",
             f"not run: {ctx.loaded.environment.name!r} is production and the item has no "
@@ -250,7 +242,7 @@ def _present(
     transport: CountingTransport,
     zombie: str,
     location_id: str,
-    cancelled: threading.Event | None = None,
+    cancelled: threading.Event,
 ) -> Presentation:
     url = ctx.url(item.probe_url or item.rotate_url)
     headers = _as_bearer(item, ctx, zombie)
@@ -259,7 +251,7 @@ def _present(
     error: str | None = None
     timed_out = False
     for attempt in range(1, item.max_attempts + 1):
-        if cancelled is not None and cancelled.is_set():
+        if cancelled.is_set():
             break  # the probe was cancelled: no further attempt
         error, response = None, None
         try:

@@ -342,7 +342,7 @@ class FunctionMarker(Model):
     json_field: str | None = Field(default=None, alias="json", min_length=1)
     value: NonEmpty
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(populate_by_name=True)  # merged with Model's
 
     @model_validator(mode="after")
     def _one_place(self) -> "FunctionMarker":

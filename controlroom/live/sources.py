@@ -236,8 +236,7 @@ class SqlKpiSource:
                  batch: ScalarBatch | None = None) -> None:
         assert isinstance(kpi.source, SqlSource)
         self.kpi = kpi
-        self._database = database
-        self._batch = batch
+        self._batch = batch or ScalarBatch(database)  # alone: every query is a batch of one
         self._wall = wall
 
     @classmethod
@@ -250,12 +249,7 @@ class SqlKpiSource:
         return cls(kpi, database, batch=feeds.batches[name])
 
     async def fetch(self) -> KpiReading:
-        if self._batch is not None:
-            raw = await self._batch.value(self.kpi.source.query, timeout=self.kpi.timeout_s)
-        else:
-            rows = await self._database.fetch(self.kpi.source.query, timeout=self.kpi.timeout_s)
-            raw = rows[0][0] if rows and len(rows[0]) else None
-        value = _number(raw)
+        value = _number(await self._batch.value(self.kpi.source.query, timeout=self.kpi.timeout_s))
         error = None if value is not None else "no data"
         return KpiReading(self.kpi.id, value, kpi_colour(self.kpi, value), self._wall(), error)
 

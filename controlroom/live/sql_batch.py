@@ -130,12 +130,12 @@ class ScalarBatch:
                 future.set_exception(error)
             return "timed out" if _timed_out(error) else "failed"
         if not future.done():
-            future.set_result(rows[0][0] if rows and len(rows[0]) else None)
+            future.set_result(first_value(rows))
         return "misfit" if len(rows) > 1 or (rows and len(rows[0]) != 1) else "ok"
 
     async def _alone(self, query: str, timeout: float | None) -> Any:
         rows = await self._rows(query, timeout)
-        return rows[0][0] if rows and len(rows[0]) else None
+        return first_value(rows)
 
     async def _rows(self, query: str, timeout: float | None) -> list[Any]:
         self.round_trips += 1
@@ -145,6 +145,11 @@ class ScalarBatch:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def first_value(rows: list[Any]) -> Any:
+    """A scalar query's answer: the first column of the first row (None: no row)."""
+    return rows[0][0] if rows and len(rows[0]) else None
 
 
 def _timed_out(error: BaseException) -> bool:
