@@ -1257,21 +1257,27 @@ class ControlRoomApp(App[None]):
         if parsed.verb in ("attest", "notmet", "rerun"):
             action = {"attest": "attest", "notmet": "attest_failing", "rerun": "rerun_item"}[parsed.verb]
             screen = await self._view_with_row("checklist", args[0] if args else None)
-            await screen.run_action(action if args else "rerun_all")
+            if screen is not None:
+                await screen.run_action(action if args else "rerun_all")
             return
         if parsed.verb in ("run", "skip"):
             screen = await self._view_with_row("deploy", args[0])
+            if screen is None:
+                return
             await screen.run_action("run_step" if parsed.verb == "run" else "skip")
             if parsed.verb == "skip" and len(args) > 1:
                 self._prefill_reason(args[1])
 
-    async def _view_with_row(self, mode: str, row: str | None) -> ControlScreen:
+    async def _view_with_row(self, mode: str, row: str | None) -> ControlScreen | None:
+        """The view `mode` with its cursor on `row`; None (and said) when the row cannot be
+        selected: the command must not act on whatever row the cursor was on."""
         if self.current_mode != mode:
             await self.switch_mode(mode)
         screen = self.screen
         assert isinstance(screen, ControlScreen)
-        if row is not None:
-            screen.select_row(row)
+        if row is not None and not screen.select_row(row):
+            self.notify(f"{plain(row, limit=40)}: no such row on the {mode} view", severity="error")
+            return None
         return screen
 
     def _prefill_reason(self, reason: str, tries: int = 10) -> None:

@@ -213,3 +213,27 @@ async def test_skip_by_name_opens_the_skip_dialog_with_the_reason_typed_in(sandb
 
         await wait_for(lambda: bool(skipped()), pilot, what="skip journaled")
         assert skipped()[0].data["reason"] == "checked by hand already"
+
+
+async def test_a_command_naming_a_row_the_filter_hides_shows_it_and_acts_on_it(sandbox: Sandbox, tmp_path: Path) -> None:
+    """`/` keeps a filter that hides the item; `:attest ITEM` must attest ITEM, not the row the
+    cursor was on: the filter is cleared and the cursor goes to the item named."""
+    app = room(sandbox, tmp_path, write=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        session = await opened(app, pilot)
+        first, second = session.attestable()[:2]
+        screen = app.screen
+        assert isinstance(screen, ChecklistScreen)
+        titles = {item.id: item.title for _, item in session.loaded.runbook.items()}
+        needle = next(word for word in titles[first].split()
+                      if len(word) > 4 and word.lower() not in titles[second].lower())
+        await pilot.press("slash", *needle, "enter")
+        table = screen.query_one("#checklist-table")
+        assert screen.filter_text and table.is_shown(first) and not table.is_shown(second)
+        await command(pilot, f"attest {second}")
+        await wait_for(lambda: isinstance(app.screen, ConfirmDialog), pilot, what="the attest dialog")
+        assert second in app.screen.title_text.plain or second in app.screen.body.plain
+        await pilot.press("tab", "enter")
+        await wait_for(lambda: second in session.attestations(), pilot, what="attested by :attest")
+        assert first not in session.attestations() and screen.filter_text == ""
+        assert app.screen.selected_item() == second
