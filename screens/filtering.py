@@ -32,8 +32,8 @@ def filter_bindings(scope: str, what: str, *, show: bool = True) -> list[Binding
     ]
 
 
-def filter_line(placeholder: str, *, id: str = FILTER_ID) -> Input:  # noqa: A002 - Textual's name
-    field = Input(placeholder=f"filter: {placeholder} — enter to apply, esc to clear", id=id, disabled=True,
+def filter_line(placeholder: str) -> Input:
+    field = Input(placeholder=f"filter: {placeholder} — enter to apply, esc to clear", id=FILTER_ID, disabled=True,
                   classes="filter-line")
     field.display = False
     return field

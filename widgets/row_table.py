@@ -94,11 +94,6 @@ class RowTable(DataTable[Any]):
             self._order, self._aside = [], {}
         return super().clear(columns)
 
-    @property
-    def total_rows(self) -> int:
-        """Rows shown and filtered out."""
-        return len(self._order)
-
     def is_shown(self, key: str) -> bool:
         return key not in self._aside
 
