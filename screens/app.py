@@ -366,13 +366,19 @@ class ControlRoomApp(App[None]):
         verdict ~160 ms sooner)."""
         if not self.start_polling:
             return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._startup_checks_done.wait(), STARTUP_CHECKS_FIRST_S)
+        await self._after_startup_checks()
         if self.closing():
             return
         if self.feeds is None:
             self.feeds = Feeds(self.config)
         self._start_pollers(self.feeds)
+
+    async def _after_startup_checks(self) -> None:
+        """Until the checks run at start have landed (STARTUP_CHECKS_FIRST_S at most): the
+        verdict is what the operator opened the control room for, and what is started after
+        it would hold up its probes."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._startup_checks_done.wait(), STARTUP_CHECKS_FIRST_S)
 
     @work(group="premount", exit_on_error=False)
     async def _premount_views(self) -> None:
@@ -384,10 +390,7 @@ class ControlRoomApp(App[None]):
         new screen counts as out of date, but one mounted now is styled with the stylesheet
         as it is; a theme change later marks every screen out of date again)."""
         closing = self.closing
-        # The start-up checks first: a view laid out holds the loop for up to 250 ms, and the
-        # verdict is what the operator opened the control room for.
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._startup_checks_done.wait(), STARTUP_CHECKS_FIRST_S)
+        await self._after_startup_checks()  # a view laid out holds the loop for up to 250 ms
         for mode, screen_type in list(self._modes.items()):
             if closing():
                 return
@@ -470,7 +473,7 @@ class ControlRoomApp(App[None]):
     def on_polled(self, message: Polled) -> None:
         previous = self.poll_states.get(message.source)
         self.poll_states[message.source] = message.state
-        remember_reading(self.kpi_history, self.config.runbook.kpis, message.source, message.state)
+        remember_reading(self.kpi_history, message.source, message.state)
         screen = self.shown_screen()  # None: a poll that lands while the app is closing
         if screen is not None and not self.closing():
             screen.deliver(message.source, message.state)

@@ -1,17 +1,16 @@
 """A KPI's readings over the last hour, with the time of each: what the KPI detail view plots.
 
-The app adds every polled reading (and a Prometheus source's backfill, and the hour it asks
-`query_range` for when the detail opens); this keeps them in time order, one value per moment,
+The app adds every polled reading, and the hour a Prometheus source answers `query_range`
+with when the detail opens (with the samples' own times); this keeps them in time order, one value per moment,
 and drops what is older than the window. Pure: no I/O, no Textual.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
-from collections.abc import Iterable, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable
 from typing import Any
 
-from controlroom.config.models import Kpi
 from controlroom.live.polling import PollState
 from controlroom.live.sources import KpiReading
 
@@ -23,7 +22,6 @@ class KpiHistory:
         self.window_s = window_s
         self.times: list[float] = []  # wall-clock seconds, ascending
         self.values: list[float] = []
-        self.backfilled = False  # a range covering the window was merged in
 
     def __len__(self) -> int:
         return len(self.times)
@@ -35,7 +33,7 @@ class KpiHistory:
         if index < len(self.times) and self.times[index] == at:
             self.values[index] = value  # the same moment again: the newer answer wins
         else:
-            insort(self.times, at)
+            self.times.insert(index, at)
             self.values.insert(index, value)
         self._trim(self.times[-1])
 
@@ -55,17 +53,11 @@ class KpiHistory:
         return list(zip(self.times[start:], self.values[start:]))
 
 
-def remember_reading(histories: dict[str, KpiHistory], kpis: Sequence[Kpi], source: str, state: PollState[Any]) -> None:
-    """A polled state of `source`: if it is a KPI's new reading, into that KPI's history (its
-    backfill too, one poll_s apart before it)."""
+def remember_reading(histories: dict[str, KpiHistory], source: str, state: PollState[Any]) -> None:
+    """A polled state of `source`: if it is a KPI's new reading, into that KPI's history. (A
+    Prometheus reading's sparkline backfill has no times; the detail asks for the hour with
+    them when it opens.)"""
     reading = state.value
     if not source.startswith("kpi:") or not isinstance(reading, KpiReading):
         return
-    history = histories.setdefault(reading.kpi_id, KpiHistory())
-    if reading.history and not history.backfilled:
-        kpi = next((k for k in kpis if k.id == reading.kpi_id), None)
-        step = kpi.poll_s if kpi is not None else 0.0
-        count = len(reading.history)
-        history.merge((reading.read_at - (count - i) * step, value) for i, value in enumerate(reading.history))
-        history.backfilled = True
-    history.add(reading.read_at, reading.value)
+    histories.setdefault(reading.kpi_id, KpiHistory()).add(reading.read_at, reading.value)
