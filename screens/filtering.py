@@ -107,7 +107,7 @@ class Filtering:
         field = self._filter_input()
         field.display = True
         field.disabled = False
-        field.focus()
+        self.set_focus(field)  # type: ignore[attr-defined]  # now: the keys typed after `/` are the filter's
 
     def action_clear_filter(self) -> None:
         field = self._filter_input()
@@ -148,7 +148,29 @@ class Filtering:
         if target is not None:
             target.focus()
 
-    def on_key(self, event: Any) -> None:
-        if event.key == "escape" and self._filter_input().has_focus:
+    async def on_key(self, event: Any) -> None:
+        field = self._filter_input()
+        if self.focused is not field:  # type: ignore[attr-defined]  # (has_focus follows a message later)
+            # The filter's key is acted on here, not as a binding: Textual runs a binding's
+            # action after the keys typed with it have reached the table, and `/backup⏎`
+            # typed in one burst would be the view's a, c, k, p keys.
+            mine = next((bindings for node, bindings in self._binding_chain if node is self), None)  # type: ignore[attr-defined]  # the keymap applied
+            keys = mine.key_to_bindings.get(event.key, ()) if mine is not None else ()
+            if any(binding.action == "filter" for binding in keys) and not field.display:
+                event.stop()
+                event.prevent_default()
+                self.action_filter()
+            return
+        if event.key == "escape":
             event.stop()
             self.action_clear_filter()
+        elif event.is_printable or event.key == "enter":
+            # `/backup⏎` typed in one burst: the keys after `/` went to the table before the
+            # field had the focus, and come up here (the field stops what it takes itself);
+            # they are the filter's, never the view's a, c, k, p.
+            event.stop()
+            event.prevent_default()
+            if event.key == "enter":
+                await field.action_submit()
+            else:
+                field.insert_text_at_cursor(event.character)

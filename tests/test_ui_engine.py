@@ -155,7 +155,7 @@ def burst(app: Any, *keys: str) -> None:
     before it to be acted on (what tmux send-keys does; pilot.press waits between keys)."""
     from textual import events
 
-    characters = {"enter": "\r", "tab": "\t", "space": " "}
+    characters = {"enter": "\r", "tab": "\t", "space": " ", "slash": "/"}
     for key in keys:
         app.post_message(events.Key(key, characters.get(key, key if len(key) == 1 else None)))
 
@@ -207,3 +207,23 @@ async def test_a_cancelled_dialog_gives_the_screen_its_keys_back(sandbox: Sandbo
         await wait_for(lambda: isinstance(app.screen, ChecklistScreen), pilot)
         await wait_for(lambda: "a attest" in bar.shown.plain and "n next" in bar.shown.plain, pilot, timeout=3,
                        what="the checklist's keys back on the key bar")
+
+
+async def test_a_filter_typed_in_one_burst_is_the_filters(sandbox: Sandbox, tmp_path: Path) -> None:
+    """`/backup⏎` pasted or typed fast: the letters after `/` reached the table before the
+    filter field had the focus, and acted as the view's keys (a attested, c k p switched
+    views). They are the filter's."""
+    from controlroom.screens.checklist import ChecklistScreen
+
+    app = make_app(load_config(sandbox.config_path), write=True, start_polling=False, check_on_start=False,
+                   journal_dir=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: app.session is not None, pilot)
+        screen = app.screen
+        assert isinstance(screen, ChecklistScreen)
+        burst(app, "slash", *"backup", "enter")
+        await wait_for(lambda: screen.filter_text == "backup" and app.focused is screen.query_one("#checklist-table"),
+                       pilot, what="the filter applied")
+        assert app.screen is screen and app.current_mode == "checklist"  # no view switched, no dialog
+        assert screen.query_one("#checklist-table").is_shown("backups")
+        assert not app.session.attestations()
