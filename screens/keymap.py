@@ -65,7 +65,11 @@ def checked_settings(path: Path | None = None) -> tuple[Settings, dict[str, str]
     """The settings, the keymap to apply, the file they came from; ConfigError when wrong."""
     settings, source = load_settings(path)
     themes = set(BUILTIN_THEMES)  # the app registers none of its own
-    keymap = check_settings(settings, source, all_bindings(), active_together(), themes, normalize_key)
+    # The bindings are only read to check remapped keys; collecting them imports every screen
+    # (the report's markdown among them: ~30 ms before the first frame), so a file that remaps
+    # nothing (or none at all) skips it: without a remapping there is nothing to clash.
+    bindings, together = (all_bindings(), active_together()) if settings.keys else ([], [])
+    keymap = check_settings(settings, source, bindings, together, themes, normalize_key)
     return settings, keymap, source
 
 

@@ -57,13 +57,18 @@ def imported_by(statement: str) -> set[str]:
 
 
 def test_the_tui_imports_only_what_its_first_frame_needs(tmp_path: Path) -> None:
-    """`controlroom --config FILE` up to the app: the CLI, the TUI, and the config loaded and
-    validated (its URLs too: read by httpx's rules, without httpx)."""
+    """`controlroom --config FILE` up to the app: the CLI, the TUI, the config loaded and
+    validated (its URLs too: read by httpx's rules, without httpx), and a settings file that
+    remaps no key checked (the bindings of every screen are only collected for a remapping)."""
     (tmp_path / "controlroom.toml").write_text(config_toml())
+    (tmp_path / "settings.toml").write_text('theme = "ansi-dark"\nbell = false\n')
     modules = imported_by(
         "import controlroom.screens.app, controlroom.cli.main, controlroom.cli.tui\n"
         "from controlroom.config.loader import load_config\n"
-        f"load_config({str(tmp_path / 'controlroom.toml')!r}, environ={{}})"
+        f"load_config({str(tmp_path / 'controlroom.toml')!r}, environ={{}})\n"
+        "from pathlib import Path\n"
+        "from controlroom.screens.keymap import checked_settings\n"
+        f"checked_settings(Path({str(tmp_path / 'settings.toml')!r}))"
     )
     assert "textual.app" in modules and "controlroom.release.engine" in modules  # the check checks something
     pulled_in = sorted(m for m in modules if m.split(".")[0] in DEFERRED or any(
