@@ -43,7 +43,7 @@ DEFERRED = (
     "httpx", "httpcore", "certifi", "asyncpg", "tenacity", "markdown_it", "starlette", "uvicorn", "jwt",
     "controlroom.report.render", "controlroom.screens.report", "controlroom.sandbox.runner",
     "controlroom.sandbox.http", "controlroom.sandbox.pg", "controlroom.sandbox.world.simulator",
-    "controlroom.checks.transport", "controlroom.checks.http", "controlroom.checks.token_zombie",
+    "controlroom.infra.http_transport", "controlroom.checks.http", "controlroom.checks.token_zombie",
     "controlroom.checks.oncall", "controlroom.checks.rate_limit",
     "plotext", "textual_plotext", "controlroom.widgets.kpi_plot",
 )

@@ -153,7 +153,7 @@ class ProbeContext:
         self.environ = dict(os.environ if environ is None else environ)
         import httpx  # the first probe run pays for it, not the TUI's first frame
 
-        from controlroom.checks.transport import NoRetryTransport
+        from controlroom.infra.http_transport import NoRetryTransport
 
         # No retries (transport retries=0 is the default, made explicit), no redirects.
         self.http = httpx.AsyncClient(

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from controlroom.checks.transport import NoRetrySyncTransport, NoRetryTransport
+from controlroom.infra.http_transport import NoRetrySyncTransport, NoRetryTransport
 from controlroom.checks.base import (
     Outcome,
     ProbeContext,

@@ -1,6 +1,6 @@
-"""The probes' HTTP transport: no retries of its own, and one TLS context for the process.
-A module of its own so that importing the checks (the engine, the TUI) does not import httpx,
-httpcore and certifi (~90 ms): `ProbeContext` imports it when a probe run starts."""
+"""The HTTP transport of the probes: no retries of its own, and one TLS context for the
+process. A module of its own so that importing the checks (the engine, the TUI) does not import
+httpx, httpcore and certifi (~90 ms): `ProbeContext` imports it when a probe run starts."""
 
 from __future__ import annotations
 
