@@ -1,11 +1,16 @@
-"""The HTTP transport of the probes: no retries of its own, and one TLS context for the
-process. A module of its own so that importing the checks (the engine, the TUI) does not import
-httpx, httpcore and certifi (~90 ms): `ProbeContext` imports it when a probe run starts."""
+"""The HTTP transport of every client the control room opens (the probes, the live feeds, the
+notifier): no retries of its own, and one TLS context for the process, built on the first
+https request. httpx's default transport reads certifi's whole CA bundle for every client it
+makes (~30–40 ms of CPU each, on the event loop), even a client that only ever speaks plain
+http to a sandbox or a local Prometheus. A module of its own so that importing the checks (the
+engine, the TUI) does not import httpx, httpcore and certifi (~90 ms): a client's first use
+imports it."""
 
 from __future__ import annotations
 
 import functools
 import ssl
+from typing import Generic, TypeVar
 
 import certifi
 import httpcore  # noqa: F401 - httpx imports it on the first client (~30 ms); here, with the transport
@@ -13,52 +18,59 @@ import httpx
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One TLS context (certifi's roots, as httpx's default) for every probe client of the
-    process: building one reads the whole CA bundle (~30 ms), so it is built once, and only
-    when a probe first speaks https."""
+def tls_context() -> ssl.SSLContext:
+    """One TLS context (certifi's roots, as httpx's default) for every client of the process:
+    building one reads the whole CA bundle, so it is built once, and only when a client first
+    speaks https."""
     return ssl.create_default_context(cafile=certifi.where())
 
 
-class NoRetryTransport(httpx.AsyncBaseTransport):
-    """No retries of its own (retries=0, made explicit). Plain http:// goes through a
-    transport that never needs certificates; https:// through one verifying with
-    _tls_context(), made on the first https request."""
+Inner = TypeVar("Inner", httpx.AsyncHTTPTransport, httpx.HTTPTransport)
+
+
+class _ByScheme(Generic[Inner]):
+    """Plain http:// goes through a transport that never needs certificates; https:// through
+    one verifying with tls_context(), made on the first https request. Retries: none (httpx's
+    default, made explicit): a probe measures one attempt, and the notifier retries itself."""
+
+    kind: type[Inner]
 
     def __init__(self) -> None:
-        self._plain = httpx.AsyncHTTPTransport(retries=0, verify=False)  # only ever sees http://
-        self._tls: httpx.AsyncHTTPTransport | None = None
+        self._plain: Inner = self.kind(retries=0, verify=False)  # only ever sees http://
+        self._tls: Inner | None = None
+
+    def _for(self, request: httpx.Request) -> Inner:
+        if request.url.scheme != "https":
+            return self._plain
+        if self._tls is None:
+            self._tls = self.kind(retries=0, verify=tls_context())
+        return self._tls
+
+    def _inner(self) -> list[Inner]:
+        return [self._plain] + ([self._tls] if self._tls is not None else [])
+
+
+class NoRetryTransport(_ByScheme[httpx.AsyncHTTPTransport], httpx.AsyncBaseTransport):
+    kind = httpx.AsyncHTTPTransport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.scheme != "https":
-            return await self._plain.handle_async_request(request)
-        if self._tls is None:
-            self._tls = httpx.AsyncHTTPTransport(retries=0, verify=_tls_context())
-        return await self._tls.handle_async_request(request)
+        return await self._for(request).handle_async_request(request)
 
     async def aclose(self) -> None:
-        await self._plain.aclose()
-        if self._tls is not None:
-            await self._tls.aclose()
+        for transport in self._inner():
+            await transport.aclose()
 
 
-class NoRetrySyncTransport(httpx.BaseTransport):
+class NoRetrySyncTransport(_ByScheme[httpx.HTTPTransport], httpx.BaseTransport):
     """NoRetryTransport for a blocking client: a request timed on a thread of its own, where
     the control room's event loop (a frame being laid out, a garbage collection) cannot add
     its own delays to the latency measured."""
 
-    def __init__(self) -> None:
-        self._plain = httpx.HTTPTransport(retries=0, verify=False)  # only ever sees http://
-        self._tls: httpx.HTTPTransport | None = None
+    kind = httpx.HTTPTransport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.scheme != "https":
-            return self._plain.handle_request(request)
-        if self._tls is None:
-            self._tls = httpx.HTTPTransport(retries=0, verify=_tls_context())
-        return self._tls.handle_request(request)
+        return self._for(request).handle_request(request)
 
     def close(self) -> None:
-        self._plain.close()
-        if self._tls is not None:
-            self._tls.close()
+        for transport in self._inner():
+            transport.close()

@@ -433,8 +433,10 @@ class Outbox:
         if self._client is None:
             import httpx  # the first notice pays for it, not start-up
 
+            from controlroom.infra.http_transport import NoRetryTransport  # the process's one TLS context
+
             self._client = httpx.AsyncClient(follow_redirects=False, headers={"User-Agent": USER_AGENT},
-                                             transport=self._transport)
+                                             transport=self._transport or NoRetryTransport())
         return self._client
 
     def _changed(self) -> None:
