@@ -35,6 +35,9 @@ KEY_DISABLED = "dim reverse"
 VIEW_KEY = "bold"
 CURRENT_VIEW = "bold reverse"
 LABEL = "dim"
+# (the screen's keys: display, description, enabled), (screen-switching keys: display, is the
+# current screen), (help and quit: display, description).
+Groups = tuple[list[tuple[str, str, bool]], list[tuple[str, bool]], list[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ class KeyBar(Static):
 
     # -- what is shown -----------------------------------------------------------------
 
-    def _groups(self) -> tuple[list[tuple[str, str, bool]], list[tuple[str, bool]], list[tuple[str, str]]]:
+    def _groups(self) -> Groups:
         """(the screen's keys: display, description, enabled), (screen-switching keys: display,
         is the current screen), (help and quit: display, description)."""
         app = self.app
@@ -137,10 +140,11 @@ class KeyBar(Static):
             text.append(("" if layout.padded else " ") + description + (" " if layout.padded else ""),
                         style="" if enabled else "dim")
 
-    def render_keys(self, layout: Layout, *, two_lines: bool = False) -> Text:
+    def render_keys(self, layout: Layout, *, two_lines: bool = False, groups: Groups | None = None) -> Text:
         """The line in `layout`; `two_lines`: the screen's own keys on the first line, the
-        screens, help and quit on the second (for a terminal too narrow for one line)."""
-        own, views, tail = self._groups()
+        screens, help and quit on the second (for a terminal too narrow for one line).
+        `groups`: the keys as `_groups()` gives them, when the caller has them already."""
+        own, views, tail = groups if groups is not None else self._groups()
         text = Text(no_wrap=not two_lines, overflow="ellipsis" if not two_lines else "fold")
         if layout.padded:
             text.append(" ")
@@ -161,10 +165,13 @@ class KeyBar(Static):
 
     def show_keys(self) -> None:
         width = self.size.width or self.app.size.width
+        # Asked once for every layout tried: the screen's active bindings, and the engine
+        # about each key, are most of the bar's cost (it is redrawn as each check lands).
+        groups = self._groups()
         # Too narrow for one line even at its tightest (60 columns): two lines, never cut.
-        text = self.render_keys(LAYOUTS[-1], two_lines=True)
+        text = self.render_keys(LAYOUTS[-1], two_lines=True, groups=groups)
         for layout in LAYOUTS:
-            candidate = self.render_keys(layout)
+            candidate = self.render_keys(layout, groups=groups)
             if candidate.cell_len <= width:
                 text = candidate
                 break
