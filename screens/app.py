@@ -11,11 +11,12 @@ import signal
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from functools import partial
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.text import Text
 
@@ -29,6 +30,7 @@ from textual.message_pump import MessagePump
 from textual.notifications import Notification
 from textual.screen import Screen
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.worker import Worker, WorkerState
 
 from controlroom.infra.collector import Collector
@@ -104,6 +106,7 @@ ARRIVED_ON = "_controlroom_arrived_on"  # the screen on top when a key arrived (
 PALETTE_LEAVES_OUT = frozenset({"app.palette", "app.quit_ctrl_c"})
 # Views shown only when the runbook defines them ([views.NAME]): mode -> view name.
 OPTIONAL_VIEWS = {"breakers": "breakers", "pos": "health"}
+FoundWidget = TypeVar("FoundWidget", bound=Widget)
 STARTUP_CHECKS_FIRST_S = 3.0  # the views and the pollers wait for the start-up checks this long at most
 
 
@@ -186,6 +189,7 @@ class ControlRoomApp(App[None]):
         self.pollers: dict[str, Poller[Any]] = {}
         self.kpi_history: dict[str, KpiHistory] = {}  # per KPI id: the last hour, for the detail view
         self.first_frame_at: float | None = None
+        self._widgets_found: weakref.WeakKeyDictionary[Screen[Any], dict[type, list[Any]]] = weakref.WeakKeyDictionary()
         self._startup_checks_done = asyncio.Event()  # set when the checks run at start have landed (or none run)
         # The release session (checklist, verdict, deployment, journal); opened on mount.
         self.now = now  # wall clock for the journal and the deploy clocks (None: real time)
@@ -218,7 +222,7 @@ class ControlRoomApp(App[None]):
                 mounted = super().switch_mode(mode)
             finally:
                 del self.delay_update
-        for line in self.screen.query(MessageLine):
+        for line in self._found(self.screen, MessageLine):
             line.show_message(self.message)  # what was said on the view before, still shown
         poller = self.pollers.get("breakers")
         if mode == "breakers" and poller is not None:
@@ -257,7 +261,7 @@ class ControlRoomApp(App[None]):
         if notice is not None and timeout is not None:
             self._message_timer = self.set_timer(max(timeout, 0.5), lambda: self._show_message(None))
         for screen in self.screen_stack:  # the one on show and any dialog over it
-            for line in screen.query(MessageLine):
+            for line in self._found(screen, MessageLine):
                 line.show_message(notice)
 
     def bell(self) -> None:
@@ -299,9 +303,8 @@ class ControlRoomApp(App[None]):
         crew = session.crew()
         bar.crew = crew.headline() if crew is not None else None
         if crew is not None:
-            banners = bar.screen.query(CrewBanner)
-            if banners:
-                banners.first().show_banner(*crew.banner())
+            for banner in self._found(bar.screen, CrewBanner):
+                banner.show_banner(*crew.banner())
         bar.verdict = session.verdict.verdict if session.verdict else None
         notifications = session.notifications()
         bar.outbox = (notifications.pending[0] + (f" (+{len(notifications.pending) - 1})" if len(notifications.pending) > 1
@@ -316,9 +319,8 @@ class ControlRoomApp(App[None]):
             alarms.append(f"ROLLBACK RECOMMENDED: {breaches[0].data.get('what', '')}{more} — R opens the rollback console")
         alarms += [f"{line} — N sends it again" for line in notifications.given_up[:1]]
         waiting = list(notifications.retrying[:1])  # also in the banner: the header is cut at 80 columns
-        banners = bar.screen.query(AlarmBanner)
-        if banners:
-            banners.first().show_alarm(alarms, waiting)
+        for alarm_banner in self._found(bar.screen, AlarmBanner):
+            alarm_banner.show_alarm(alarms, waiting)
         if session.state.started_at is not None:
             clock = session.deploy_clock()
             bar.deploy_clock = f"{format_duration(clock.elapsed_s)}/{format_duration(clock.budget_s)}"
@@ -534,7 +536,19 @@ class ControlRoomApp(App[None]):
         if shown is None:
             return []
         stack = self.screen_stack
-        return [bar for screen in stack[stack.index(shown):] for bar in screen.query(StatusBar)]
+        return [bar for screen in stack[stack.index(shown):] for bar in self._found(screen, StatusBar)]
+
+    def _found(self, screen: Screen[Any], kind: type[FoundWidget]) -> list[FoundWidget]:
+        """The widgets of `kind` on `screen`, found once it is mounted (no screen adds or
+        removes widgets after its compose): the header and the banners are written every
+        second, and a CSS query of the whole screen each time was most of an idle view's work."""
+        found = self._widgets_found.setdefault(screen, {})
+        widgets = found.get(kind)
+        if widgets is None:
+            widgets = list(screen.query(kind))
+            if screen.is_mounted:
+                found[kind] = widgets
+        return widgets
 
     # -- the release session: screens send commands here; I/O runs in workers ----------
 

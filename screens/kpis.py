@@ -39,6 +39,7 @@ class KpisScreen(Filtering, ControlScreen):
     ]
 
     selected = 0  # index among the rows shown
+    _rows: dict[str, KpiRow] | None = None
 
     def compose_body(self) -> ComposeResult:
         kpis = self.room.config.runbook.kpis
@@ -57,8 +58,16 @@ class KpisScreen(Filtering, ControlScreen):
         super().on_mount()
         self._select(0)
 
+    def kpi_rows(self) -> dict[str, KpiRow]:
+        """The rows by KPI id, found once they are composed: the runbook's KPIs never change,
+        and a CSS query of the whole view on every poll and every second was most of an idle
+        KPI view's work."""
+        if not self._rows:
+            self._rows = {row.kpi.id: row for row in self.query(KpiRow)}
+        return self._rows
+
     def shown_rows(self) -> list[KpiRow]:
-        return [row for row in self.query(KpiRow) if row.display]
+        return [row for row in self.kpi_rows().values() if row.display]
 
     def selected_row(self) -> KpiRow | None:
         rows = self.shown_rows()
@@ -85,7 +94,7 @@ class KpisScreen(Filtering, ControlScreen):
 
     def apply_filter(self) -> None:
         needle = self.filter_needle
-        rows = list(self.query(KpiRow))
+        rows = list(self.kpi_rows().values())
         for row in rows:
             row.display = not needle or needle in f"{row.kpi.id} {row.kpi.title}".lower()
         for window in ("realtime", "24h"):
@@ -97,10 +106,10 @@ class KpisScreen(Filtering, ControlScreen):
     def show_state(self, source: str, state: PollState[Any]) -> None:
         if not source.startswith("kpi:"):
             return
-        rows = self.query(f"#kpi-{source[4:]}")
-        if rows:
-            rows.first(KpiRow).show(state, self.room.clock())
+        row = self.kpi_rows().get(source[4:])
+        if row is not None:
+            row.show(state, self.room.clock())
 
     def tick(self, now: float) -> None:
-        for row in self.query(KpiRow):
+        for row in self.kpi_rows().values():
             row.tick(now)

@@ -144,3 +144,37 @@ async def test_a_view_off_show_keeps_no_old_breaker_list_alive(sandbox: Sandbox,
         await wait_for(lambda: isinstance(breakers().value, BreakerCounts), pilot, what="counts again")
         gc.collect()
         assert first() is None  # only the Breakers view keeps a list: the one it renders
+
+
+async def test_an_age_ticking_on_the_kpi_view_is_drawn_without_laying_the_view_out(
+    sandbox: Sandbox, tmp_path: Path,
+) -> None:
+    """The KPI view's ages move every second: each tick writes 20 labels whose size their CSS
+    fixes, so it repaints them and lays nothing out (a layout of the view was most of the cost
+    of an idle KPI view)."""
+    now = [1000.0]
+    app = make_app(load_config(sandbox.config_path), journal_dir=tmp_path, check_on_start=False, poll_scale=0.05,
+                   clock=lambda: now[0])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("k")
+        await wait_for(lambda: all(state.value is not None for name, state in app.poll_states.items()
+                                   if name.startswith("kpi:")), pilot, what="every KPI polled")
+        app.workers.cancel_group(app, "pollers")
+        await wait_for(lambda: not any(poller.running for poller in app.pollers.values()), pilot, what="pollers stopped")
+        await pilot.pause(0.3)
+        screen = app.screen
+        layouts: list[float] = []
+        lay_out = screen._refresh_layout
+
+        def counted_layout(*args: Any, **kwargs: Any) -> None:
+            layouts.append(time.perf_counter())
+            lay_out(*args, **kwargs)
+
+        screen._refresh_layout = counted_layout
+        frames = count_frames(app)
+        ages = [str(row._age.render()) for row in screen.kpi_rows().values()]
+        now[0] += 7.0  # every age moves on
+        app._tick()
+        await pilot.pause(0.3)
+        assert [str(row._age.render()) for row in screen.kpi_rows().values()] != ages
+        assert frames and not layouts

@@ -31,9 +31,18 @@ def set_cell(table: DataTable[Any], row: str, column: str, value: Any) -> bool:
 
 
 def set_content(widget: Static, content: Any) -> bool:
-    """Static.update, unless the widget already shows `content`; True when it was written."""
+    """Static.update, unless the widget already shows `content`; True when it was written.
+    A widget whose size its CSS fixes is written without a layout of its screen."""
     if same(getattr(widget, "_controlroom_shown", None), content):
         return False
     widget._controlroom_shown = content  # type: ignore[attr-defined]
-    widget.update(content)
+    widget.update(content, layout=not fixed_size(widget))
     return True
+
+
+def fixed_size(widget: Static) -> bool:
+    """Its width and height are set in cells, fractions or percentages, not `auto`: what it
+    shows cannot change its size. Static.update lays the whole screen out again otherwise
+    (on the KPIs, 20 rows of labels, for an age going from 4s to 5s)."""
+    width, height = widget.styles.width, widget.styles.height
+    return width is not None and height is not None and not width.is_auto and not height.is_auto

@@ -5,6 +5,7 @@ keeps its last value and shows its age and the error underneath."""
 from __future__ import annotations
 
 from collections import deque
+from functools import cached_property
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -48,11 +49,11 @@ class KpiRow(Vertical):
     DEFAULT_CSS = """
     KpiRow { height: auto; }
     KpiRow > Horizontal { height: 1; }
-    KpiRow .title { width: 3fr; min-width: 22; max-width: 48; }
-    KpiRow .value { width: 13; text-align: right; text-style: bold; }
-    KpiRow .threshold { width: 15; color: $text-muted; padding-left: 1; }
+    KpiRow .title { width: 3fr; min-width: 22; max-width: 48; height: 1; }
+    KpiRow .value { width: 13; height: 1; text-align: right; text-style: bold; }
+    KpiRow .threshold { width: 15; height: 1; color: $text-muted; padding-left: 1; }
     KpiRow .spark { width: 2fr; min-width: 12; max-width: 60; height: 1; margin-right: 1; }
-    KpiRow .age { width: 10; }
+    KpiRow .age { width: 10; height: 1; }
     KpiRow .error { height: 1; color: $warning; padding-left: 2; display: none; }
     KpiRow.-error .error { display: block; }
     KpiRow.-stale .age { color: $warning; text-style: bold; }
@@ -82,19 +83,37 @@ class KpiRow(Vertical):
             yield Label("never", classes="age")
         yield Label("", classes="error")
 
+    # Its labels, found once: a poll and every second's tick write them (a CSS query each
+    # time was most of an idle KPI view's work).
+    @cached_property
+    def _value(self) -> Label:
+        return self.query_one(".value", Label)
+
+    @cached_property
+    def _spark(self) -> Spark:
+        return self.query_one(Spark)
+
+    @cached_property
+    def _error(self) -> Label:
+        return self.query_one(".error", Label)
+
+    @cached_property
+    def _age(self) -> Label:
+        return self.query_one(".age", Label)
+
     def show(self, state: PollState[KpiReading], now: float) -> None:
         """A new state: the value, the bars, the error — each written only when what it shows
         changes (a poll at 1 Hz that changes nothing visible costs no repaint)."""
         self.state = state
         reading = state.value
-        value_label = self.query_one(".value", Label)
+        value_label = self._value
         if reading is not None:
             if reading.read_at != self._last_read_at:
                 if reading.history and not self.history:
                     self.history.extend(reading.history)  # backfilled (query_range): full from the start
                 if reading.value is not None:
                     self.history.append(reading.value)
-                    self.query_one(Spark).draw()
+                    self._spark.draw()
             self._last_read_at = reading.read_at
             colour = reading.colour
             set_content(value_label, Text(f"{SYMBOLS[colour]} {format_value(reading.value, self.kpi.unit)}", no_wrap=True))
@@ -102,7 +121,7 @@ class KpiRow(Vertical):
                 value_label.set_classes(f"value -{colour}")
         error = state.error or (reading.error if reading is not None and reading.value is None else None)
         self.set_class(bool(error), "-error")
-        set_content(self.query_one(".error", Label), Text(f"└ {plain(error or '', limit=70)}", no_wrap=True,
+        set_content(self._error, Text(f"└ {plain(error or '', limit=70)}", no_wrap=True,
                                                           overflow="ellipsis"))
         self.tick(now)
 
@@ -113,5 +132,5 @@ class KpiRow(Vertical):
         stale = state.stale(now)
         self.set_class(stale and state.value is not None, "-stale")
         age = format_age(state.age(now))
-        set_content(self.query_one(".age", Label), Text(f"{age}{' STALE' if stale and state.value is not None else ''}",
+        set_content(self._age, Text(f"{age}{' STALE' if stale and state.value is not None else ''}",
                                                         no_wrap=True))
