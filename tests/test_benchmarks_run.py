@@ -23,4 +23,5 @@ def test_run_json_gives_every_figure_its_goal_spread_and_verdict() -> None:
     assert figure["goal"] == {"limit": 250, "unit": "ms", "compare": "<=", "of": "", "text": "<= 250 ms"}
     assert figure["samples"] >= 7 and figure["min"] <= figure["median"] <= figure["max"]
     assert figure["reference"]["what"] == "import textual.app" and figure["reference"]["samples"] == figure["samples"]
+    assert figure["reference"]["unit"] == "ms"
     assert isinstance(figure["pass"], bool) and document["all_pass"] == figure["pass"]
