@@ -1,14 +1,15 @@
-"""The HTTP transport every client of the control room goes through (the probes, the live feeds,
-the notifier): plain http never builds a TLS context (httpx's default read the whole CA bundle
-for each client, ~40 ms on the event loop as the pollers started), and https is verified with
-one context for the process. Over real sockets: a plain server and a self-signed TLS one."""
+"""The HTTP clients' TLS: one context for the process (httpx built one per client, reading the
+whole CA bundle each time, ~40 ms on the event loop), with the roots httpx would use
+(SSL_CERT_FILE when set); the probes build it on their first https request only; https is
+verified; and the feeds and the notifier keep the environment's proxies. Over real sockets:
+a plain server and a self-signed TLS one."""
 
 from __future__ import annotations
 
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from controlroom.checks.base import ProbeContext
+from controlroom.config.loader import LoadedConfig
 from controlroom.infra.http_transport import NoRetrySyncTransport, NoRetryTransport, tls_context
 from controlroom.live.sources import Feeds
 from controlroom.notify.outbox import Outbox
@@ -25,10 +27,11 @@ from probe_support import make_loaded
 
 class _Hello(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = f"hello {self.path}".encode()  # through a proxy the path is the whole URL
         self.send_response(200)
-        self.send_header("Content-Length", "5")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"hello")
+        self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -49,11 +52,18 @@ def plain() -> Iterator[str]:
 
 
 @pytest.fixture
-def self_signed(tmp_path: Path) -> Iterator[str]:
-    """A TLS server whose certificate no CA signed: a verifying client must refuse it."""
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return key, cert
+
+
+@pytest.fixture
+def self_signed(certificate: tuple[Path, Path]) -> Iterator[str]:
+    """A TLS server whose certificate no CA signed: a verifying client must refuse it."""
+    key, cert = certificate
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
@@ -61,31 +71,83 @@ def self_signed(tmp_path: Path) -> Iterator[str]:
     yield from _serve(server)
 
 
-async def test_every_client_speaks_plain_http_without_a_tls_context_and_verifies_https_with_one(
-    plain: str, self_signed: str, tmp_path: Path,
-) -> None:
+Clients = tuple[Callable[[], tuple[Feeds, Outbox]], LoadedConfig]
+
+
+@pytest.fixture
+def clients(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Clients]:
+    """(a maker of the feeds and the notifier, the config), with no TLS or proxy variable set
+    and no TLS context built yet."""
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    tls_context.cache_clear()
     loaded = make_loaded([{"id": "m", "title": "M", "kind": "manual"}])
     journal = Journal.open(tmp_path / "journal.jsonl", operator={"user": "ana"})
-    feeds, outbox = Feeds(loaded), Outbox(loaded, journal)
+    yield lambda: (Feeds(loaded), Outbox(loaded, journal)), loaded
+    journal.close()
     tls_context.cache_clear()
-    try:
-        async with ProbeContext(loaded) as probes:
-            clients = {"probes": probes.http, "feeds": feeds.client, "notifier": outbox._http()}
-            for name, client in clients.items():
-                assert isinstance(client._transport, NoRetryTransport), name
-                answer = await client.get(f"http://{plain}/")
-                assert (answer.status_code, answer.text) == (200, "hello"), name
-            assert tls_context.cache_info().currsize == 0  # no CA bundle read for plain http
-            with NoRetrySyncTransport() as transport, httpx.Client(transport=transport) as blocking:
-                assert blocking.get(f"http://{plain}/").text == "hello"
-            assert tls_context.cache_info().currsize == 0
 
-            for name, client in clients.items():
-                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                    await client.get(f"https://{self_signed}/")  # verified: a self-signed server is refused
-                assert client._transport._tls._pool._ssl_context is tls_context(), name  # one context
-            assert tls_context.cache_info().misses == 1  # built once, for all of them
+
+async def test_probes_speak_plain_http_without_a_tls_context_and_verify_https(
+    plain: str, self_signed: str, clients: Clients,
+) -> None:
+    _, loaded = clients
+    async with ProbeContext(loaded) as probes:
+        assert isinstance(probes.http._transport, NoRetryTransport)
+        assert (await probes.http.get(f"http://{plain}/")).text == "hello /"
+        with NoRetrySyncTransport() as transport, httpx.Client(transport=transport) as blocking:
+            assert blocking.get(f"http://{plain}/").text == "hello /"
+        assert tls_context.cache_info().currsize == 0  # no CA bundle read for plain http
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await probes.http.get(f"https://{self_signed}/")  # verified: a self-signed server is refused
+        assert probes.http._transport._tls._pool._ssl_context is tls_context()
+
+
+async def test_feeds_and_notifier_share_one_tls_context_and_verify_https(
+    self_signed: str, clients: Clients,
+) -> None:
+    make, _ = clients
+    feeds, outbox = make()
+    try:
+        for client in (feeds.client, outbox._http()):
+            assert client._transport._pool._ssl_context is tls_context()
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await client.get(f"https://{self_signed}/")
+        assert tls_context.cache_info().misses == 1  # built once, for both
     finally:
         await feeds.close()
         await outbox.aclose()
-        journal.close()
+
+
+async def test_the_roots_come_from_ssl_cert_file_when_it_is_set(
+    self_signed: str, certificate: tuple[Path, Path], clients: Clients, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A company CA on a bastion host, as httpx's default honours it."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[1]))
+    make, loaded = clients
+    feeds, outbox = make()
+    try:
+        async with ProbeContext(loaded) as probes:
+            for client in (probes.http, feeds.client, outbox._http()):
+                assert (await client.get(f"https://{self_signed}/")).text == "hello /"
+    finally:
+        await feeds.close()
+        await outbox.aclose()
+
+
+async def test_feeds_and_notifier_go_through_the_environment_s_proxy(
+    plain: str, clients: Clients, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP_PROXY on a bastion host: the request reaches the proxy (here a server that answers
+    any path), not the address asked for (TEST-NET-1, never routed)."""
+    monkeypatch.setenv("HTTP_PROXY", f"http://{plain}")
+    make, _ = clients
+    feeds, outbox = make()
+    try:
+        for client in (feeds.client, outbox._http()):
+            answer = await client.get("http://192.0.2.1/metrics", timeout=5)
+            assert answer.text == "hello http://192.0.2.1/metrics"
+    finally:
+        await feeds.close()
+        await outbox.aclose()

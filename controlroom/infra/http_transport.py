@@ -1,14 +1,16 @@
-"""The HTTP transport of every client the control room opens (the probes, the live feeds, the
-notifier): no retries of its own, and one TLS context for the process, built on the first
-https request. httpx's default transport reads certifi's whole CA bundle for every client it
-makes (~30–40 ms of CPU each, on the event loop), even a client that only ever speaks plain
-http to a sandbox or a local Prometheus. A module of its own so that importing the checks (the
-engine, the TUI) does not import httpx, httpcore and certifi (~90 ms): a client's first use
-imports it."""
+"""One TLS context for every HTTP client of the process, and the probes' transport.
+
+httpx builds a TLS context for every client it makes, reading the whole CA bundle each time
+(~30–40 ms of CPU on the event loop). `tls_context()` is built once and shared: the live feeds
+and the notifier pass it as `verify` (their clients keep httpx's handling of the environment:
+HTTP(S)_PROXY, NO_PROXY), and the probes' no-retry transport builds it on their first https
+request only. A module of its own so that importing the checks (the engine, the TUI) does not
+import httpx, httpcore and certifi (~90 ms): a client's first use imports it."""
 
 from __future__ import annotations
 
 import functools
+import os
 import ssl
 from typing import Generic, TypeVar
 
@@ -19,9 +21,13 @@ import httpx
 
 @functools.cache
 def tls_context() -> ssl.SSLContext:
-    """One TLS context (certifi's roots, as httpx's default) for every client of the process:
-    building one reads the whole CA bundle, so it is built once, and only when a client first
-    speaks https."""
+    """One TLS context for every client of the process, with the roots httpx's default would
+    use: SSL_CERT_FILE or SSL_CERT_DIR when set (a company CA on a bastion host), else
+    certifi's. Building one reads the whole CA bundle, so it is built once."""
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
     return ssl.create_default_context(cafile=certifi.where())
 
 
@@ -31,7 +37,7 @@ Inner = TypeVar("Inner", httpx.AsyncHTTPTransport, httpx.HTTPTransport)
 class _ByScheme(Generic[Inner]):
     """Plain http:// goes through a transport that never needs certificates; https:// through
     one verifying with tls_context(), made on the first https request. Retries: none (httpx's
-    default, made explicit): a probe measures one attempt, and the notifier retries itself."""
+    default, made explicit): a probe measures one attempt."""
 
     kind: type[Inner]
 

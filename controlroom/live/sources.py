@@ -509,12 +509,12 @@ class Feeds:
     def __init__(self, config: LoadedConfig, *, statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S) -> None:
         import httpx  # the feeds open after the TUI's first frame: it pays for the import, not start-up
 
-        from controlroom.infra.http_transport import NoRetryTransport
+        from controlroom.infra.http_transport import tls_context
 
         self.config = config
-        # The process's one TLS context, on the first https poll: not a CA bundle read (~40 ms
-        # on the event loop) as the pollers start, for a Prometheus spoken to over http.
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False, transport=NoRetryTransport())
+        # The process's one TLS context: not a CA bundle read of its own (~40 ms on the event
+        # loop) as the pollers start; the environment's proxies still apply.
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False, verify=tls_context())
         self.databases: dict[str, Database] = {}
         self.database_errors: dict[str, str] = {}
         for name, secret in config.runbook.databases.items():

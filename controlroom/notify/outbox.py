@@ -433,10 +433,11 @@ class Outbox:
         if self._client is None:
             import httpx  # the first notice pays for it, not start-up
 
-            from controlroom.infra.http_transport import NoRetryTransport  # the process's one TLS context
+            from controlroom.infra.http_transport import tls_context  # the process's one TLS context
 
+            # The environment's proxies apply (HTTPS_PROXY on a bastion host reaching Slack).
             self._client = httpx.AsyncClient(follow_redirects=False, headers={"User-Agent": USER_AGENT},
-                                             transport=self._transport or NoRetryTransport())
+                                             transport=self._transport, verify=tls_context())
         return self._client
 
     def _changed(self) -> None:
