@@ -86,23 +86,18 @@ class ControlScreen(Screen[None]):
     def select_row(self, key: str) -> bool:
         """Put the cursor of this screen's table (its AUTO_FOCUS one) on the row `key`, as
         the arrow keys would (the `:` command line names an item or a step this way); False
-        when there is no such row. A row that a kept `/` filter hides is named on purpose:
-        the filter is cleared, so that the row is shown and the cursor on it."""
+        when there is no such row shown (a filtering screen clears its filter: `Filtering`)."""
         from textual.widgets import DataTable
 
         tables = self.query(self.AUTO_FOCUS) if self.AUTO_FOCUS else None
         table = tables.first() if tables else None
         if not isinstance(table, DataTable):
             return False
-        for attempt in ("as shown", "unfiltered"):
-            try:
-                table.move_cursor(row=table.get_row_index(key))
-                return True
-            except Exception:  # noqa: BLE001 - textual's RowDoesNotExist: not a row shown in this table
-                if attempt == "unfiltered" or not getattr(self, "filter_text", ""):
-                    return False
-                self.action_clear_filter()  # type: ignore[attr-defined]  # the Filtering mixin's
-        return False
+        try:
+            table.move_cursor(row=table.get_row_index(key))
+        except Exception:  # noqa: BLE001 - textual's RowDoesNotExist: not a row shown in this table
+            return False
+        return True
 
     def on_release_changed(self, event: ReleaseChanged) -> None:
         if self.session is not None:

@@ -120,6 +120,16 @@ class Filtering:
             target.focus()
         self.apply_filter()
 
+    def select_row(self, key: str) -> bool:
+        """ControlScreen's, and a row that the kept filter hides is named on purpose (the `:`
+        command line): the filter is cleared, so that the row is shown and the cursor on it."""
+        if super().select_row(key):  # type: ignore[misc]
+            return True
+        if not self.filter_text:
+            return False
+        self.action_clear_filter()
+        return super().select_row(key)  # type: ignore[misc]
+
     @property
     def filtering(self) -> bool:
         """A filter is kept or being typed: esc clears it (otherwise esc is free for "back")."""
