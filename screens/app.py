@@ -514,8 +514,7 @@ class ControlRoomApp(App[None]):
     def _tick(self) -> None:
         if self.closing():
             return
-        if self.session is None or not self.session.checks_running:  # a full collection stops every thread, a probe's timed request too
-            self.collector.tick()
+        self.collector.tick()  # holds its long passes itself while probes run
         if self.session is not None:
             with contextlib.suppress(Exception):  # a journal refusal waits for the next tick
                 if self.session.watch_tick():
@@ -786,8 +785,9 @@ class ControlRoomApp(App[None]):
     @work(group="checks", exclusive=True, exit_on_error=False)
     async def _run_checks(self) -> None:
         engine = self._engine()
-        engine.checks_running = True
-        self.session_changed()
+        # Shown once the engine has started, which marks the checks running: set here, the
+        # mark stayed when the engine refused (a control room that watches), and with it "RUN".
+        self.call_later(self.session_changed)
         try:
             report = await engine.run_checks(on_result=lambda _: self.session_changed())  # each row as its result lands
         finally:

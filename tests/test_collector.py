@@ -73,3 +73,29 @@ async def test_the_control_room_freezes_once_its_views_are_built_and_lets_go_whe
         await pilot.press("b", "k")
         assert app.collector.clock() - app.collector.last_input_at < 1  # keys count as typing
     assert gc.get_freeze_count() == 0
+
+
+async def test_no_long_pass_while_the_engine_runs_probes_the_whole_checklist_or_one_item(tmp_path: Path) -> None:
+    """A long pass stops every thread, so it would land in the latency a probe measures: the
+    release engine holds the collector around every probe run, a single item's re-run too."""
+    import asyncio
+
+    from controlroom.release.engine import ReleaseEngine
+    from probe_support import make_loaded
+
+    loaded = make_loaded([{"id": "slow", "title": "Slow", "kind": "command", "run": "sleep 0.5"}], config_dir=tmp_path)
+    session = ReleaseEngine.open(loaded, journal_dir=tmp_path, write=True)
+    try:
+        clock = Clock()
+        collector = Collector(first_idle_s=1, clock=clock)
+        collector.built = True
+        clock.now += 10  # nobody typing: due
+        for run in (session.run_checks, lambda: session.run_item("slow")):
+            probing = asyncio.ensure_future(run())
+            await asyncio.sleep(0.2)  # the probe is running
+            assert not probing.done() and not collector.tick() and collector.frozen_at is None
+            await probing
+        assert collector.tick() and collector.frozen_at is not None  # and due once they are done
+    finally:
+        collector.release()
+        session.close()

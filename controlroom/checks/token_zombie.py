@@ -16,8 +16,9 @@ knows a schema.
    the zombie (POST probe_url or rotate_url, Bearer zombie, {"location_id": ...}) with a
    client that does no transport retries and follows no redirects, counting the requests
    that actually go on the wire. Both run on a thread of their own, timed there: the
-   control room's event loop, busy with a frame or a poll, adds nothing to the latency (the
-   app also holds its full garbage collections while the checks run: those stop every thread);
+   control room's event loop, busy with a frame or a poll, adds nothing to the latency (and
+   the control room's collector starts no long pass while probes run, `probes_running`: one
+   stops every thread);
 4. pass only if: 401 (carrying the item's function_marker when one is set: a 401 without it
    came from a gateway in front of the function, an error), in under max_latency_ms (the whole exchange), within max_attempts
    (1 = 0 retries; with more, the probe itself retries only after a 5xx / 429 / network

@@ -10,18 +10,35 @@ full pass walks only what came after: ~25 ms.
 What freezing costs: a frozen object that later becomes part of an unreachable cycle is never
 collected. So the freeze is renewed while nobody types (no key for `idle_s`, at most every
 `renew_s`): unfreeze, collect everything, freeze again — one long pass, when no key waits
-on it. UI-free: the app tells it when a key came and asks it on its clock tick.
+on it. Nor while probes run (`probes_running()`): a long pass stops every thread, and would
+land in the latency a probe measures. UI-free: the app tells it when a key came and asks it on
+its clock tick.
 """
 
 from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 FIRST_IDLE_S = 1.0  # the first freeze, once the views are built: at the first pause in the typing
 IDLE_S = 5.0
 RENEW_S = 600.0
+
+_probe_runs = 0  # in progress in this process (as the cycle collector is the process's)
+
+
+@contextmanager
+def probes_running() -> Iterator[None]:
+    """While probes run, and measure latencies, no long pass starts (the release engine holds
+    this around every probe run: the whole checklist or one item)."""
+    global _probe_runs
+    _probe_runs += 1
+    try:
+        yield
+    finally:
+        _probe_runs -= 1
 
 
 class Collector:
@@ -48,9 +65,9 @@ class Collector:
 
     def tick(self) -> bool:
         """Freeze once everything is built, then renew the freeze when it is due, each time
-        only while nobody is typing; True if it did either."""
+        only while nobody is typing and no probe runs; True if it did either."""
         now = self.clock()
-        if not self.built:
+        if not self.built or _probe_runs:
             return False
         if self.frozen_at is None:
             if now - self.last_input_at < self.first_idle_s:

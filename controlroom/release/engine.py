@@ -48,6 +48,7 @@ from controlroom.checks.base import ProbeContext, ProbeResult, run_probe, with_a
 from controlroom.checks.run import CheckReport, attestable_ids, run_checklist
 from controlroom.checks.verdict import Verdict, decide
 from controlroom.config.loader import LoadedConfig
+from controlroom.infra.collector import probes_running
 from controlroom.config.models import EscalationLevel, Kpi, Phase, RollbackPlan, SqlAction, Step
 from controlroom.errors import SessionError
 from controlroom.live.sources import BreakerCounts, BreakerSnapshot, Feeds, HealthSnapshot, KpiReading
@@ -522,7 +523,8 @@ class ReleaseEngine:
                 on_result(result)
 
         try:
-            report = await run_checklist(self.loaded, self.attestations(), environ=self.environ, on_result=landed)
+            with probes_running():
+                report = await run_checklist(self.loaded, self.attestations(), environ=self.environ, on_result=landed)
         finally:
             self.checks_running = False
         self.report = report
@@ -538,8 +540,10 @@ class ReleaseEngine:
         if item_id not in items:
             raise SessionError(f"no checklist item {item_id!r}")
         attestations = self.attestations()
-        async with ProbeContext(self.loaded, attestations=attestations, environ=self.environ, values=self._values()) as ctx:
-            result = await run_probe(items[item_id], ctx)
+        with probes_running():
+            async with ProbeContext(self.loaded, attestations=attestations, environ=self.environ,
+                                    values=self._values()) as ctx:
+                result = await run_probe(items[item_id], ctx)
         if result.status == "skipped" and item_id in attestations:
             result = with_attestation(result, attestations[item_id], self.loaded.secrets.redact)
         result = self._failing_attestations({item_id: result})[item_id]
