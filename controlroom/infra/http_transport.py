@@ -10,25 +10,19 @@ import httpx, httpcore and certifi (~90 ms): a client's first use imports it."""
 from __future__ import annotations
 
 import functools
-import os
 import ssl
 from typing import Generic, TypeVar
 
-import certifi
 import httpcore  # noqa: F401 - httpx imports it on the first client (~30 ms); here, with the transport
 import httpx
 
 
 @functools.cache
 def tls_context() -> ssl.SSLContext:
-    """One TLS context for every client of the process, with the roots httpx's default would
-    use: SSL_CERT_FILE or SSL_CERT_DIR when set (a company CA on a bastion host), else
-    certifi's. Building one reads the whole CA bundle, so it is built once."""
-    if os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
-    if os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
-    return ssl.create_default_context(cafile=certifi.where())
+    """One TLS context for every client of the process: httpx's default one (SSL_CERT_FILE or
+    SSL_CERT_DIR when set, a company CA on a bastion host; else certifi's roots). Building one
+    reads the whole CA bundle, so it is built once."""
+    return httpx.create_ssl_context()
 
 
 Inner = TypeVar("Inner", httpx.AsyncHTTPTransport, httpx.HTTPTransport)
