@@ -164,9 +164,11 @@ class Filtering:
             # The filter's key is acted on here, not as a binding: Textual runs a binding's
             # action after the keys typed with it have reached the table, and `/backup⏎`
             # typed in one burst would be the view's a, c, k, p keys.
+            if field.display:  # a filter is kept: its key does nothing more
+                return
             mine = next((bindings for node, bindings in self._binding_chain if node is self), None)  # type: ignore[attr-defined]  # the keymap applied
             keys = mine.key_to_bindings.get(event.key, ()) if mine is not None else ()
-            if any(binding.action == "filter" for binding in keys) and not field.display:
+            if any(binding.action == "filter" for binding in keys):
                 event.stop()
                 event.prevent_default()
                 self.action_filter()
