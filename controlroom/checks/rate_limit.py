@@ -23,16 +23,11 @@ from controlroom.checks.base import (
     retry_after_seconds,
     secret_headers,
 )
-from controlroom.config.models import Environment, RateLimitItem
-
-
-def refused_here(item: RateLimitItem, environment: Environment) -> bool:
-    """Whether this burst must not run against this environment."""
-    return item.refused_in(environment)
+from controlroom.config.models import RateLimitItem
 
 
 async def probe(item: RateLimitItem, ctx: ProbeContext) -> Outcome:
-    if refused_here(item, ctx.loaded.environment):
+    if item.refused_in(ctx.loaded.environment):  # a burst refused against production
         return Outcome(
             "skipped",
             f"not run: {ctx.loaded.environment.name!r} is production and the runbook does not set "
