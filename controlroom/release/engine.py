@@ -951,10 +951,10 @@ class ReleaseEngine:
         """The provider a KPI alarm points at (`suspect_provider`), against the sync success
         journaled when the watch began."""
         view = self.loaded.runbook.views.health
-        started = next((r for r in reversed(self.journal.records) if r.kind == "watch_started"), None)
-        baseline = started.data.get("sync_percent") if started is not None else None
         if view is None:
             return ""
+        started = next((r for r in reversed(self.journal.records) if r.kind == "watch_started"), None)
+        baseline = started.data.get("sync_percent") if started is not None else None
         return suspect_provider(self.health_latest, view.sync_green, view.sync_red,
                                 baseline if isinstance(baseline, dict) else None)
 
